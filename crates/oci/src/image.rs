@@ -1,0 +1,365 @@
+//! An image, wherever it lives: its manifest and config as exact bytes, and its blobs opened
+//! on demand through a [`BlobSource`]. Places that hold images read into this shape and write
+//! from it, so copying between any two places is one function ([`copy_image`]).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{OciError, Result};
+use crate::json::{parse_bounded, to_canonical_vec};
+use crate::layer::compression::{decompress, Compression};
+use crate::progress::Progress;
+use crate::spec::{media, Descriptor, ImageConfig, Manifest};
+
+/// A JSON document together with the exact bytes it came from. Documents we did not change
+/// are never serialized again: their digest covers those bytes.
+#[derive(Debug, Clone)]
+pub struct Raw<T> {
+    value: T,
+    bytes: Vec<u8>,
+    digest: Digest,
+}
+
+impl<T: DeserializeOwned + Serialize> Raw<T> {
+    pub fn from_bytes(bytes: Vec<u8>, what: &str) -> Result<Self> {
+        let value = parse_bounded(&bytes, what)?;
+        let digest = Digest::of_bytes(&bytes);
+        Ok(Self {
+            value,
+            bytes,
+            digest,
+        })
+    }
+
+    /// Serialize canonically (sorted keys, compact).
+    pub fn from_value(value: T, what: &str) -> Result<Self> {
+        let bytes = to_canonical_vec(&value, what)?;
+        let digest = Digest::of_bytes(&bytes);
+        Ok(Self {
+            value,
+            bytes,
+            digest,
+        })
+    }
+}
+
+impl<T> Raw<T> {
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+/// A single-platform image: manifest plus config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest: Raw<Manifest>,
+    pub config: Raw<ImageConfig>,
+}
+
+impl Image {
+    /// Assemble from documents read elsewhere, checking that they belong together.
+    pub fn from_parts(manifest: Raw<Manifest>, config: Raw<ImageConfig>) -> Result<Self> {
+        let image = Self { manifest, config };
+        image.check_documents()?;
+        Ok(image)
+    }
+
+    /// Build a new OCI image from a config and the descriptors of its layers. The manifest is
+    /// written canonically, so the same inputs always give the same digest.
+    pub fn assemble(
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let config = Raw::from_value(config, "image config")?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.to_string()),
+            config: Descriptor::new(
+                media::OCI_CONFIG,
+                config.digest().clone(),
+                config.bytes().len() as u64,
+            ),
+            layers,
+            annotations,
+            extra: BTreeMap::new(),
+        };
+        Self::from_parts(Raw::from_value(manifest, "image manifest")?, config)
+    }
+
+    /// The image ID Docker shows on its classic store: the config digest.
+    pub fn id(&self) -> &Digest {
+        self.config.digest()
+    }
+
+    /// The manifest digest: the image's identity in registries and OCI layouts.
+    pub fn digest(&self) -> &Digest {
+        self.manifest.digest()
+    }
+
+    pub fn layers(&self) -> &[Descriptor] {
+        &self.manifest.value().layers
+    }
+
+    pub fn diff_ids(&self) -> &[Digest] {
+        &self.config.value().rootfs.diff_ids
+    }
+
+    pub fn media_type(&self) -> &str {
+        self.manifest
+            .value()
+            .media_type
+            .as_deref()
+            .unwrap_or(media::OCI_MANIFEST)
+    }
+
+    pub fn manifest_descriptor(&self) -> Descriptor {
+        Descriptor::new(
+            self.media_type(),
+            self.digest().clone(),
+            self.manifest.bytes().len() as u64,
+        )
+    }
+
+    /// Total size of the layer blobs as stored.
+    pub fn size(&self) -> u64 {
+        self.layers().iter().map(|l| l.size).sum()
+    }
+
+    /// Chain IDs of the layers (Docker's identity of a layer stack).
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = Vec::new();
+        for d in self.diff_ids() {
+            let next = match out.last() {
+                None => d.clone(),
+                Some(prev) => Digest::of_bytes(format!("{prev} {d}").as_bytes()),
+            };
+            out.push(next);
+        }
+        out
+    }
+
+    /// Invariants that need no blob: the config descriptor matches the config bytes, media
+    /// types are known, and there is one diff ID per layer.
+    fn check_documents(&self) -> Result<()> {
+        let m = self.manifest.value();
+        if m.schema_version != 2 {
+            return Err(OciError::InvalidImage(format!(
+                "manifest schemaVersion is {}, expected 2",
+                m.schema_version
+            )));
+        }
+        if let Some(mt) = &m.media_type {
+            if !media::is_manifest(mt) {
+                return Err(OciError::InvalidImage(format!(
+                    "manifest media type {mt:?} is not an image manifest"
+                )));
+            }
+        }
+        let cfg = &m.config;
+        self.config
+            .digest()
+            .verify(&cfg.digest, || "image config".to_string())
+            .map_err(|_| {
+                OciError::InvalidImage(format!(
+                    "manifest names config {} but the config bytes hash to {}",
+                    cfg.digest,
+                    self.config.digest()
+                ))
+            })?;
+        if cfg.size != self.config.bytes().len() as u64 {
+            return Err(OciError::InvalidImage(format!(
+                "manifest says the config is {} bytes, it is {}",
+                cfg.size,
+                self.config.bytes().len()
+            )));
+        }
+        if m.layers.len() != self.diff_ids().len() {
+            return Err(OciError::InvalidImage(format!(
+                "manifest lists {} layers but the config lists {} diff IDs",
+                m.layers.len(),
+                self.diff_ids().len()
+            )));
+        }
+        for layer in &m.layers {
+            Compression::from_media_type(&layer.media_type)?;
+        }
+        Ok(())
+    }
+}
+
+/// Anything that can hand out an image's blobs: the store, a layout directory, an archive.
+pub trait BlobSource {
+    /// Open a blob. Implementations need not verify it; [`open_verified`] does.
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+}
+
+/// Anything an image can be written to.
+pub trait ImageSink {
+    /// Whether the sink already holds this blob (so a copy can skip it).
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Take a blob. `data` is a verifying reader: it fails at the end when the content does
+    /// not match `desc`, and the sink must then keep nothing of it.
+    fn put_blob(&mut self, desc: &Descriptor, data: &mut dyn Read) -> Result<()>;
+    /// Record the image (manifest and config) once all its blobs are in.
+    fn put_image(&mut self, image: &Image) -> Result<()>;
+}
+
+/// Open a blob so that reading it fails unless it has exactly the descriptor's size and digest.
+pub fn open_verified<'a>(
+    source: &'a dyn BlobSource,
+    desc: &Descriptor,
+) -> Result<VerifyingReader<Box<dyn Read + Send + 'a>>> {
+    Ok(VerifyingReader::new(source.open_blob(desc)?, desc))
+}
+
+/// A reader that checks size and digest against a descriptor. It refuses to read past the
+/// declared size and reports a mismatch as an error on the read that reaches the end.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    expected: Digest,
+    size: u64,
+    done: bool,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, desc: &Descriptor) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+            expected: desc.digest.clone(),
+            size: desc.size,
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if self.hasher.len() > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                OciError::SizeMismatch {
+                    what: format!("blob {}", self.expected),
+                    expected: self.size,
+                    actual: self.hasher.len(),
+                },
+            ));
+        }
+        if n == 0 {
+            self.done = true;
+            let (actual, len) = std::mem::take(&mut self.hasher).finish();
+            if len != self.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    OciError::SizeMismatch {
+                        what: format!("blob {}", self.expected),
+                        expected: self.size,
+                        actual: len,
+                    },
+                ));
+            }
+            if actual != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    OciError::DigestMismatch {
+                        what: "blob".to_string(),
+                        expected: self.expected.to_string(),
+                        actual: actual.to_string(),
+                    },
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Turn an I/O error that carries one of our errors (from a verifying reader) back into it.
+pub fn unwrap_io(err: io::Error, context: impl FnOnce() -> String) -> OciError {
+    if !err.get_ref().is_some_and(|e| e.is::<OciError>()) {
+        return OciError::Io {
+            context: context(),
+            source: err,
+        };
+    }
+    let kind = err.kind();
+    match err.into_inner().map(|inner| inner.downcast::<OciError>()) {
+        Some(Ok(oci)) => *oci,
+        _ => OciError::Io {
+            context: context(),
+            source: io::Error::from(kind),
+        },
+    }
+}
+
+/// Copy an image's blobs (layers, then config) and then the image itself from a source to a
+/// sink, skipping blobs the sink already has. Returns the descriptors actually copied.
+pub fn copy_image(
+    image: &Image,
+    source: &dyn BlobSource,
+    sink: &mut dyn ImageSink,
+    progress: &Progress,
+) -> Result<Vec<Descriptor>> {
+    let mut copied = Vec::new();
+    let total: u64 = image.size() + image.config.bytes().len() as u64;
+    let bar = progress.bytes("copying", total);
+    for desc in image.layers().iter().chain([&image.manifest.value().config]) {
+        if sink.has_blob(desc)? {
+            bar.inc(desc.size);
+            continue;
+        }
+        let mut reader = bar.wrap_read(open_verified(source, desc)?);
+        sink.put_blob(desc, &mut reader)?;
+        copied.push(desc.clone());
+    }
+    sink.put_image(image)?;
+    bar.finish();
+    Ok(copied)
+}
+
+/// Everything that can be checked about an image and its blobs: documents consistent, every
+/// blob present with the right size and digest, every layer decompressing to its diff ID and
+/// parsing as a safe layer. Every format's tests call this on what they produce.
+pub fn validate(image: &Image, source: &dyn BlobSource) -> Result<()> {
+    image.check_documents()?;
+    let mut config = Vec::new();
+    open_verified(source, &image.manifest.value().config)?
+        .read_to_end(&mut config)
+        .map_err(|e| unwrap_io(e, || "reading config blob".to_string()))?;
+    if config != image.config.bytes() {
+        return Err(OciError::InvalidImage(
+            "config blob differs from the image's config".to_string(),
+        ));
+    }
+    for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
+        let compression = Compression::from_media_type(&layer.media_type)?;
+        let blob = open_verified(source, layer)?;
+        let mut tar = crate::digest::HashingReader::new(decompress(blob, compression)?);
+        crate::layer::reader::for_each_entry(&mut tar, |_entry, _data| Ok(())).map_err(|e| {
+            OciError::InvalidImage(format!("layer {i} ({}): {e}", layer.digest))
+        })?;
+        io::copy(&mut tar, &mut io::sink())
+            .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+        let (actual, _) = tar.finish();
+        diff_id
+            .verify(&actual, || format!("diff ID of layer {i} ({})", layer.digest))
+            .map_err(|e| OciError::InvalidImage(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Layers as tar streams: reading them safely, writing them deterministically, applying them
+//! to a directory and flattening a stack of them.
+
+pub mod apply;
+pub mod compression;
+pub mod flatten;
+pub mod reader;
+pub mod writer;
+
+pub use compression::Compression;
+pub use reader::{Entry, EntryKind};
+pub use writer::{LayerInfo, LayerWriter};

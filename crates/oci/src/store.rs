@@ -1,0 +1,502 @@
+//! The local content store. It is itself an OCI image layout, so OCI tools can read it:
+//!
+//! ```text
+//! $NBRT_HOME/oci-layout
+//! $NBRT_HOME/index.json          names → manifests (annotation org.opencontainers.image.ref.name)
+//! $NBRT_HOME/blobs/sha256/<hex>  manifests, configs, layers
+//! $NBRT_HOME/tmp/                blobs being written (renamed into blobs/ once verified)
+//! $NBRT_HOME/gc.lock             shared while a process works, exclusive while collecting
+//! $NBRT_HOME/index.lock          exclusive around every change to index.json
+//! ```
+//!
+//! Blobs are verified while written and renamed into place, so a blob in `blobs/` is always
+//! whole and correct, and two processes writing the same blob both succeed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{IoContext, OciError, Result};
+use crate::image::{unwrap_io, BlobSource, Image, ImageSink, Raw};
+use crate::json::{to_canonical_vec, MAX_JSON_SIZE};
+use crate::name::ImageName;
+use crate::spec::{annotation, media, Descriptor, Index};
+
+pub struct Store {
+    root: PathBuf,
+    gc_lock: File,
+}
+
+/// An image in the store with the names that point at it.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub image: Image,
+    pub names: Vec<ImageName>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    pub blobs_kept: usize,
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+impl Store {
+    /// `$NBRT_HOME`, else `$XDG_DATA_HOME/nbrt`, else `~/.local/share/nbrt`.
+    pub fn default_root() -> Result<PathBuf> {
+        if let Some(p) = std::env::var_os("NBRT_HOME").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p).join("nbrt"));
+        }
+        match std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+            Some(home) => Ok(PathBuf::from(home).join(".local/share/nbrt")),
+            None => Err(OciError::Format {
+                path: PathBuf::from("~"),
+                reason: "no NBRT_HOME, XDG_DATA_HOME or HOME to place the store in".to_string(),
+            }),
+        }
+    }
+
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
+        }
+        let gc_lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("gc.lock"))
+            .io_context(|| format!("opening {}", root.join("gc.lock").display()))?;
+        gc_lock
+            .lock_shared()
+            .io_context(|| "locking the store")?;
+        let store = Self { root, gc_lock };
+        if !store.root.join("oci-layout").exists() {
+            store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
+        }
+        if !store.root.join("index.json").exists() {
+            let _guard = store.index_lock()?;
+            if !store.root.join("index.json").exists() {
+                store.write_index(&Index::empty())?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+            .io_context(|| "creating a temporary file in the store")?;
+        tmp.write_all(bytes)
+            .and_then(|_| tmp.as_file().sync_data())
+            .io_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .io_context(|| format!("renaming into {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Start writing a blob whose digest is not known yet (a layer being made).
+    pub fn new_blob(&self) -> Result<BlobWriter<'_>> {
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+            .io_context(|| "creating a temporary file in the store")?;
+        Ok(BlobWriter {
+            store: self,
+            file: HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp)),
+        })
+    }
+
+    /// Write a blob that must match `desc`; nothing lands in `blobs/` unless it does.
+    /// Returns whether the blob was new.
+    pub fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> Result<bool> {
+        if self.has_blob(&desc.digest) {
+            std::io::copy(data, &mut std::io::sink())
+                .map_err(|e| unwrap_io(e, || format!("reading blob {}", desc.digest)))?;
+            return Ok(false);
+        }
+        let mut w = self.new_blob()?;
+        let mut limited = data.take(desc.size.saturating_add(1));
+        std::io::copy(&mut limited, &mut w)
+            .map_err(|e| unwrap_io(e, || format!("writing blob {}", desc.digest)))?;
+        w.commit_expecting(desc)?;
+        Ok(true)
+    }
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of_bytes(bytes);
+        if !self.has_blob(&digest) {
+            self.write_atomic(&self.blob_path(&digest), bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Read a small blob (a JSON document) whole, checking its digest.
+    pub fn read_json_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        if desc.size > MAX_JSON_SIZE {
+            return Err(OciError::TooLarge {
+                what: format!("document {}", desc.digest),
+                size: desc.size,
+                limit: MAX_JSON_SIZE,
+            });
+        }
+        let path = self.blob_path(&desc.digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OciError::BlobNotFound(desc.digest.to_string()))
+            }
+            Err(e) => {
+                return Err(OciError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                })
+            }
+        };
+        desc.digest
+            .verify(&Digest::of_bytes(&bytes), || format!("stored blob {}", desc.digest))?;
+        Ok(bytes)
+    }
+
+    pub fn load_image(&self, manifest: &Descriptor) -> Result<Image> {
+        if !media::is_manifest(&manifest.media_type) {
+            return Err(OciError::Unsupported {
+                what: "manifest media type in the store".to_string(),
+                value: manifest.media_type.clone(),
+            });
+        }
+        let manifest: Raw<crate::spec::Manifest> =
+            Raw::from_bytes(self.read_json_blob(manifest)?, "image manifest")?;
+        let config_desc = &manifest.value().config;
+        let config = Raw::from_bytes(self.read_json_blob(config_desc)?, "image config")?;
+        Image::from_parts(manifest, config)
+    }
+
+    fn index_lock(&self) -> Result<File> {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("index.lock"))
+            .io_context(|| "opening the store's index lock")?;
+        f.lock().io_context(|| "locking the store's index")?;
+        Ok(f)
+    }
+
+    pub fn index(&self) -> Result<Index> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).io_context(|| format!("reading {}", path.display()))?;
+        crate::json::parse_bounded(&bytes, &path.display().to_string())
+    }
+
+    fn write_index(&self, index: &Index) -> Result<()> {
+        let bytes = to_canonical_vec(index, "store index")?;
+        self.write_atomic(&self.root.join("index.json"), &bytes)
+    }
+
+    /// Point `name` at `image` (whose blobs must already be in the store).
+    pub fn tag(&self, image: &Image, name: &ImageName) -> Result<()> {
+        self.put_bytes(image.config.bytes())?;
+        self.put_bytes(image.manifest.bytes())?;
+        let _guard = self.index_lock()?;
+        let mut index = self.index()?;
+        let ref_name = name.to_string();
+        index
+            .manifests
+            .retain(|d| d.annotations.get(annotation::REF_NAME) != Some(&ref_name));
+        let mut desc = image.manifest_descriptor();
+        desc.annotations
+            .insert(annotation::REF_NAME.to_string(), ref_name);
+        index.manifests.push(desc);
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(annotation::REF_NAME)
+                .cmp(&b.annotations.get(annotation::REF_NAME))
+        });
+        self.write_index(&index)
+    }
+
+    /// Remove a name. Returns the manifest digest it pointed at.
+    pub fn untag(&self, name: &ImageName) -> Result<Digest> {
+        let _guard = self.index_lock()?;
+        let mut index = self.index()?;
+        let ref_name = name.to_string();
+        let pos = index
+            .manifests
+            .iter()
+            .position(|d| d.annotations.get(annotation::REF_NAME) == Some(&ref_name))
+            .ok_or_else(|| OciError::NotFound(ref_name.clone()))?;
+        let removed = index.manifests.remove(pos);
+        self.write_index(&index)?;
+        Ok(removed.digest)
+    }
+
+    /// Every named image, with all its names.
+    pub fn list(&self) -> Result<Vec<StoredImage>> {
+        let index = self.index()?;
+        let mut by_digest: BTreeMap<Digest, (Descriptor, Vec<ImageName>)> = BTreeMap::new();
+        for desc in &index.manifests {
+            let names = desc
+                .annotations
+                .get(annotation::REF_NAME)
+                .and_then(|n| ImageName::parse(n).ok());
+            let slot = by_digest
+                .entry(desc.digest.clone())
+                .or_insert_with(|| (desc.clone(), Vec::new()));
+            slot.1.extend(names);
+        }
+        let mut out = Vec::new();
+        for (_, (desc, names)) in by_digest {
+            out.push(StoredImage {
+                image: self.load_image(&desc)?,
+                names,
+            });
+        }
+        out.sort_by(|a, b| a.names.cmp(&b.names));
+        Ok(out)
+    }
+
+    /// Find an image by `name[:tag]`, by `sha256:<hex>` (image ID or manifest digest), or by
+    /// a unique prefix of at least 4 hex digits of either.
+    pub fn resolve(&self, reference: &str) -> Result<StoredImage> {
+        let images = self.list()?;
+        if let Ok(name) = ImageName::parse(reference) {
+            if let Some(found) = images.iter().find(|i| i.names.contains(&name)) {
+                return Ok(found.clone());
+            }
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        let is_hex = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_hex {
+            let hex = hex.to_ascii_lowercase();
+            let matches: Vec<&StoredImage> = images
+                .iter()
+                .filter(|i| {
+                    i.image.id().hex().starts_with(&hex) || i.image.digest().hex().starts_with(&hex)
+                })
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok((*one).clone()),
+                [] => {}
+                _ => {
+                    return Err(OciError::InvalidName {
+                        name: reference.to_string(),
+                        reason: format!("matches {} images; give more digits", matches.len()),
+                    })
+                }
+            }
+        }
+        Err(OciError::NotFound(reference.to_string()))
+    }
+
+    /// Delete every blob no named image uses. Waits until no other nbrt process is working
+    /// in the store.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.gc_lock
+            .lock()
+            .io_context(|| "waiting for other nbrt processes to finish with the store")?;
+        let result = self.collect(|_| true);
+        self.gc_lock
+            .lock_shared()
+            .io_context(|| "relocking the store")?;
+        result
+    }
+
+    /// Remove unreferenced blobs for which `candidate` says yes. Caller holds the gc lock.
+    fn collect(&self, candidate: impl Fn(&Digest) -> bool) -> Result<GcReport> {
+        let mut live: BTreeSet<Digest> = BTreeSet::new();
+        let index = self.index()?;
+        for desc in &index.manifests {
+            live.insert(desc.digest.clone());
+            let image = self.load_image(desc)?;
+            live.insert(image.id().clone());
+            live.extend(image.layers().iter().map(|l| l.digest.clone()));
+        }
+        let mut report = GcReport::default();
+        let dir = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&dir).io_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.io_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(digest) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else {
+                continue;
+            };
+            if live.contains(&digest) || !candidate(&digest) {
+                report.blobs_kept += 1;
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(entry.path())
+                .io_context(|| format!("removing {}", entry.path().display()))?;
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+        }
+        // With the exclusive lock held no one else is writing: leftovers are from crashes.
+        if let Ok(tmp) = fs::read_dir(self.root.join("tmp")) {
+            for entry in tmp.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(report)
+    }
+
+    /// Remove the given blobs if no image uses them, but only if no other process is working
+    /// in the store right now (otherwise gc will find them later).
+    fn discard_if_unused(&self, blobs: &[Digest]) {
+        if blobs.is_empty() || self.gc_lock.try_lock().is_err() {
+            return;
+        }
+        let set: BTreeSet<&Digest> = blobs.iter().collect();
+        if let Err(e) = self.collect(|d| set.contains(d)) {
+            tracing::warn!("could not remove blobs of a failed write: {e}");
+        }
+        let _ = self.gc_lock.lock_shared();
+    }
+
+    /// A sink that writes an image into the store and names it.
+    pub fn sink(&self, names: Vec<ImageName>) -> StoreSink<'_> {
+        StoreSink {
+            store: self,
+            names,
+            created: Vec::new(),
+            done: false,
+        }
+    }
+}
+
+impl BlobSource for Store {
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let path = self.blob_path(&desc.digest);
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(OciError::BlobNotFound(desc.digest.to_string()))
+            }
+            Err(e) => Err(OciError::Io {
+                context: format!("opening {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// A blob being written into the store's temporary area.
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    file: HashingWriter<std::io::BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Move the blob into place under its digest.
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        let (buf, digest, size) = self.file.finish();
+        Self::persist(self.store, buf, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// Move the blob into place only if it is exactly what `desc` says; otherwise the
+    /// temporary file is dropped and the store is unchanged.
+    pub fn commit_expecting(self, desc: &Descriptor) -> Result<()> {
+        let (buf, digest, size) = self.file.finish();
+        if size != desc.size {
+            return Err(OciError::SizeMismatch {
+                what: format!("blob {}", desc.digest),
+                expected: desc.size,
+                actual: size,
+            });
+        }
+        desc.digest
+            .verify(&digest, || format!("blob {}", desc.digest))?;
+        Self::persist(self.store, buf, &digest)
+    }
+
+    fn persist(
+        store: &Store,
+        buf: std::io::BufWriter<tempfile::NamedTempFile>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .io_context(|| "flushing blob")?;
+        let path = store.blob_path(digest);
+        tmp.persist(&path)
+            .map_err(|e| e.error)
+            .io_context(|| format!("renaming blob into {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes an image into the store. If the copy fails before the image is recorded, the
+/// blobs it added are removed again (unless another process may be using them).
+pub struct StoreSink<'a> {
+    store: &'a Store,
+    names: Vec<ImageName>,
+    created: Vec<Digest>,
+    done: bool,
+}
+
+impl ImageSink for StoreSink<'_> {
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.store.has_blob(&desc.digest))
+    }
+
+    fn put_blob(&mut self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {
+        if self.store.put_blob(desc, data)? {
+            self.created.push(desc.digest.clone());
+        }
+        Ok(())
+    }
+
+    fn put_image(&mut self, image: &Image) -> Result<()> {
+        for name in &self.names {
+            self.store.tag(image, name)?;
+        }
+        if self.names.is_empty() {
+            self.store.put_bytes(image.config.bytes())?;
+            self.store.put_bytes(image.manifest.bytes())?;
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl StoreSink<'_> {
+    /// Record a blob this sink wrote by other means, so a failure removes it too.
+    pub fn track(&mut self, digest: Digest) {
+        self.created.push(digest);
+    }
+}
+
+impl Drop for StoreSink<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.discard_if_unused(&self.created);
+        }
+    }
+}
