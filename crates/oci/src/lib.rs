@@ -10,6 +10,7 @@ pub mod json;
 pub mod layer;
 pub mod name;
 pub mod progress;
+pub mod registry;
 pub mod spec;
 pub mod store;
 

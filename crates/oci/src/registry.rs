@@ -1,0 +1,1 @@
+//! Registry client: push and pull over the OCI distribution API (in progress).
