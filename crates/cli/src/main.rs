@@ -1,1 +1,103 @@
-fn main(){}
+//! The `nbrt` command: argument parsing and wiring only. Every command is one call into a
+//! library crate.
+
+mod images;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nbrt", version, about = "Notebook runtime images: build, ship, check and run them")]
+struct Cli {
+    /// The image store (default: $NBRT_HOME, else $XDG_DATA_HOME/nbrt, else ~/.local/share/nbrt)
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// More log output (repeat for more); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a root file system tar, a docker-archive (`docker save`), an OCI archive or an
+    /// OCI layout directory into the store
+    Import(images::ImportArgs),
+    /// Write an image out of the store: a tar that `docker load` and OCI tools read (default),
+    /// a classic docker-archive, an OCI layout directory, or the flattened root file system
+    Export(images::ExportArgs),
+    /// List the images in the store
+    Images(images::ImagesArgs),
+    /// Show an image: ID, manifest digest, layers, config
+    Inspect(images::InspectArgs),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Remove image names (and the blobs no other image uses)
+    Rm(images::RmArgs),
+    /// Delete blobs that no named image uses
+    Gc(images::GcArgs),
+    /// Put an image into the local Docker engine (through its API)
+    Load(images::LoadArgs),
+    /// Push an image to a registry
+    Push(images::PushArgs),
+    /// Pull an image from a registry into the store
+    Pull(images::PullArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = images::Context { store: cli.store };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Import(a) => images::import(&ctx, a),
+            Command::Export(a) => images::export(&ctx, a),
+            Command::Images(a) => images::list(&ctx, a),
+            Command::Inspect(a) => images::inspect(&ctx, a),
+            Command::Tag(a) => images::tag(&ctx, a),
+            Command::Rm(a) => images::rm(&ctx, a),
+            Command::Gc(a) => images::gc(&ctx, a),
+            Command::Load(a) => images::load(&ctx, a).await,
+            Command::Push(a) => images::push(&ctx, a).await,
+            Command::Pull(a) => images::pull(&ctx, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

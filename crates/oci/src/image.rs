@@ -81,7 +81,16 @@ impl Image {
         layers: Vec<Descriptor>,
         annotations: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let config = Raw::from_value(config, "image config")?;
+        Self::around_config(Raw::from_value(config, "image config")?, layers, annotations)
+    }
+
+    /// Like [`Image::assemble`], keeping config bytes read elsewhere exactly as they are
+    /// (so the image ID does not change).
+    pub fn around_config(
+        config: Raw<ImageConfig>,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(media::OCI_MANIFEST.to_string()),

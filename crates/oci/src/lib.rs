@@ -3,6 +3,7 @@
 //! copying between them.
 
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod image;
@@ -13,6 +14,7 @@ pub mod progress;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod transfer;
 
 pub use digest::Digest;
 pub use error::{OciError, Result};

@@ -58,10 +58,10 @@ impl Compression {
 }
 
 /// A decompressing reader for the given compression.
-pub fn decompress<'a, R: Read + Send + 'a>(
+pub fn decompress<'a, R: Read + 'a>(
     r: R,
     compression: Compression,
-) -> Result<Box<dyn Read + Send + 'a>> {
+) -> Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(r))),
@@ -72,9 +72,9 @@ pub fn decompress<'a, R: Read + Send + 'a>(
 }
 
 /// Peek at a stream and decompress it according to what it starts with.
-pub fn decompress_sniffed<'a, R: Read + Send + 'a>(
+pub fn decompress_sniffed<'a, R: Read + 'a>(
     r: R,
-) -> Result<(Compression, Box<dyn Read + Send + 'a>)> {
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(1 << 16, r);
     let head = buffered.fill_buf().io_context(|| "reading stream header")?;
     let compression = Compression::sniff(head);

@@ -1,0 +1,416 @@
+//! The image commands: import, export, images, inspect, tag, rm, gc, load, push, pull.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use nbrt_oci::layer::Compression;
+use nbrt_oci::transfer::{self, ExportFormat, ImportOptions};
+use nbrt_oci::{ImageName, Progress, Store, StoredImage};
+use serde::Serialize;
+
+use crate::output::{human_size, json, table};
+
+pub struct Context {
+    pub store: Option<PathBuf>,
+}
+
+impl Context {
+    fn store_root(&self) -> Result<PathBuf> {
+        match &self.store {
+            Some(p) => Ok(p.clone()),
+            None => Ok(Store::default_root()?),
+        }
+    }
+
+    fn store(&self) -> Result<Store> {
+        let root = self.store_root()?;
+        Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
+    }
+}
+
+/// Progress bars on a terminal, none when the output is for a script.
+fn progress(json: bool) -> Progress {
+    if json {
+        Progress::hidden()
+    } else {
+        Progress::stderr()
+    }
+}
+
+fn resolve(store: &Store, reference: &str) -> Result<StoredImage> {
+    Ok(store.resolve(reference)?)
+}
+
+fn short_id(d: &nbrt_oci::Digest) -> String {
+    d.hex()[..12].to_string()
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A root file system tar, docker-archive or OCI archive (optionally gzip/zstd
+    /// compressed), or an OCI layout directory
+    path: PathBuf,
+    /// Name for the image (repeatable); required for a root file system tar
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    /// Which image of an archive or layout holding several (tag or name)
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+    /// Compression of the layer made from a root file system: gzip, zstd or none
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn import(ctx: &Context, a: ImportArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let names = a
+        .tags
+        .iter()
+        .map(|t| ImageName::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = ImportOptions {
+        names,
+        select: a.image,
+        compression: Compression::parse(&a.compression)?,
+    };
+    let (_, report) = transfer::import(&store, &a.path, &opts, &progress(a.json))
+        .with_context(|| format!("importing {}", a.path.display()))?;
+    if a.json {
+        return json(&report);
+    }
+    println!(
+        "imported {} ({}, {} layers, {}) as {}",
+        report.id,
+        report.source_kind,
+        report.layers,
+        human_size(report.size),
+        report.names.join(", ")
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Image name, ID or digest
+    image: String,
+    /// Output file (a directory for --format oci-dir); `-` for standard output
+    #[arg(short, long)]
+    output: PathBuf,
+    /// tar (OCI layout + docker-archive in one, the default), docker-archive, oci-dir or rootfs
+    #[arg(long, default_value = "tar")]
+    format: String,
+    /// Name(s) to record in the output instead of the image's own
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn export(ctx: &Context, a: ExportArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let found = resolve(&store, &a.image)?;
+    let names = if a.tags.is_empty() {
+        match ImageName::parse(&a.image) {
+            Ok(n) if found.names.contains(&n) => vec![n],
+            _ => found.names.clone(),
+        }
+    } else {
+        a.tags
+            .iter()
+            .map(|t| ImageName::parse(t))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let format = ExportFormat::parse(&a.format)?;
+    let report = transfer::export(
+        &store,
+        &found.image,
+        &names,
+        format,
+        &a.output,
+        &progress(a.json || a.output.as_os_str() == "-"),
+    )
+    .with_context(|| format!("exporting {} to {}", a.image, a.output.display()))?;
+    if a.json {
+        return json(&report);
+    }
+    if a.output.as_os_str() != "-" {
+        eprintln!("wrote {} ({})", a.output.display(), report.id);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ImageRow {
+    names: Vec<String>,
+    id: String,
+    digest: String,
+    created: Option<String>,
+    size: u64,
+    layers: usize,
+}
+
+pub fn list(ctx: &Context, a: ImagesArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let images = store.list()?;
+    let rows: Vec<ImageRow> = images
+        .iter()
+        .map(|i| ImageRow {
+            names: i.names.iter().map(|n| n.to_string()).collect(),
+            id: i.image.id().to_string(),
+            digest: i.image.digest().to_string(),
+            created: i.image.config.value().created.clone(),
+            size: i.image.size(),
+            layers: i.image.layers().len(),
+        })
+        .collect();
+    if a.json {
+        return json(&rows);
+    }
+    let mut cells = Vec::new();
+    for i in &images {
+        for n in &i.names {
+            cells.push(vec![
+                n.repository.clone(),
+                n.tag.clone(),
+                short_id(i.image.id()),
+                i.image.config.value().created.clone().unwrap_or_default(),
+                human_size(i.image.size()),
+            ]);
+        }
+    }
+    table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &cells);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Image name, ID or digest
+    image: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Inspection<'a> {
+    id: String,
+    digest: String,
+    names: Vec<String>,
+    media_type: &'a str,
+    size: u64,
+    layers: Vec<LayerRow>,
+    config: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct LayerRow {
+    digest: String,
+    diff_id: String,
+    media_type: String,
+    size: u64,
+}
+
+pub fn inspect(ctx: &Context, a: InspectArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let found = resolve(&store, &a.image)?;
+    let image = &found.image;
+    let layers: Vec<LayerRow> = image
+        .layers()
+        .iter()
+        .zip(image.diff_ids())
+        .map(|(l, d)| LayerRow {
+            digest: l.digest.to_string(),
+            diff_id: d.to_string(),
+            media_type: l.media_type.clone(),
+            size: l.size,
+        })
+        .collect();
+    let info = Inspection {
+        id: image.id().to_string(),
+        digest: image.digest().to_string(),
+        names: found.names.iter().map(|n| n.to_string()).collect(),
+        media_type: image.media_type(),
+        size: image.size(),
+        layers,
+        config: serde_json::from_slice(image.config.bytes())?,
+    };
+    if a.json {
+        return json(&info);
+    }
+    println!("ID:       {}", info.id);
+    println!("Digest:   {}", info.digest);
+    println!("Names:    {}", info.names.join(", "));
+    println!("Size:     {} in {} layers", human_size(info.size), info.layers.len());
+    let c = image.config.value();
+    println!("Platform: {}/{}", c.os, c.architecture);
+    if let Some(created) = &c.created {
+        println!("Created:  {created}");
+    }
+    if let Some(cc) = &c.config {
+        if let Some(u) = &cc.user {
+            println!("User:     {u}");
+        }
+        if let Some(ep) = &cc.entrypoint {
+            println!("Entrypoint: {}", serde_json::to_string(ep)?);
+        }
+        if let Some(cmd) = &cc.cmd {
+            println!("Cmd:      {}", serde_json::to_string(cmd)?);
+        }
+        for e in cc.env.iter().flatten() {
+            println!("Env:      {e}");
+        }
+    }
+    println!("Layers:");
+    for l in &info.layers {
+        println!("  {}  {:>9}  {}", l.digest, human_size(l.size), l.media_type);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// Existing image name, ID or digest
+    source: String,
+    /// New name
+    target: String,
+}
+
+pub fn tag(ctx: &Context, a: TagArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let found = resolve(&store, &a.source)?;
+    store.tag(&found.image, &ImageName::parse(&a.target)?)?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Image names to remove; an ID or digest removes all names of that image
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Keep the blobs (do not collect garbage afterwards)
+    #[arg(long)]
+    no_prune: bool,
+}
+
+pub fn rm(ctx: &Context, a: RmArgs) -> Result<()> {
+    let store = ctx.store()?;
+    for reference in &a.images {
+        let found = resolve(&store, reference)?;
+        let names = match ImageName::parse(reference) {
+            Ok(n) if found.names.contains(&n) => vec![n],
+            _ => found.names.clone(),
+        };
+        for n in names {
+            store.untag(&n)?;
+            println!("Untagged: {n}");
+        }
+    }
+    if !a.no_prune {
+        let report = store.gc()?;
+        if report.blobs_removed > 0 {
+            println!(
+                "Deleted {} blobs ({})",
+                report.blobs_removed,
+                human_size(report.bytes_freed)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let report = store.gc()?;
+    if a.json {
+        return json(&report);
+    }
+    println!(
+        "removed {} blobs ({}), kept {}",
+        report.blobs_removed,
+        human_size(report.bytes_freed),
+        report.blobs_kept
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Image name, ID or digest
+    image: String,
+    /// Name(s) to give it in the engine instead of the image's own
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn load(ctx: &Context, a: LoadArgs) -> Result<()> {
+    let root = ctx.store_root()?;
+    let store = ctx.store()?;
+    let found = resolve(&store, &a.image)?;
+    let names = if a.tags.is_empty() {
+        found.names.clone()
+    } else {
+        a.tags
+            .iter()
+            .map(|t| ImageName::parse(t))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if names.is_empty() {
+        bail!("the image has no name; give one with --tag");
+    }
+    let report = nbrt_oci::engine::load(root, &found.image, &names, &progress(a.json))
+        .await
+        .with_context(|| format!("loading {} into Docker", a.image))?;
+    if a.json {
+        return json(&report);
+    }
+    println!("Loaded image: {} ({})", names[0], report.engine_id);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Image name, ID or digest
+    image: String,
+    /// Where to: REGISTRY[:PORT]/REPOSITORY[:TAG]
+    target: String,
+    /// Use plain HTTP (always done for loopback registries)
+    #[arg(long)]
+    insecure: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn push(_ctx: &Context, _a: PushArgs) -> Result<()> {
+    bail!("push is not available yet")
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// REGISTRY[:PORT]/REPOSITORY[:TAG] or …@sha256:…
+    reference: String,
+    #[arg(long)]
+    insecure: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn pull(_ctx: &Context, _a: PullArgs) -> Result<()> {
+    bail!("pull is not available yet")
+}

@@ -1,0 +1,65 @@
+//! Printing results: JSON for scripts, aligned text for people.
+
+use serde::Serialize;
+
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Print rows as columns separated by at least three spaces, like `docker images`.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Sizes the way Docker shows them (decimal units, up to three significant digits).
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    let digits = if v >= 100.0 || u == 0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let n = format!("{v:.digits$}");
+    let n = if n.contains('.') {
+        n.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        n
+    };
+    format!("{n}{}", units[u])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::human_size(512), "512B");
+        assert_eq!(super::human_size(74_800_000), "74.8MB");
+        assert_eq!(super::human_size(1_234_567_890), "1.23GB");
+        assert_eq!(super::human_size(123_456_789), "123MB");
+    }
+}

@@ -1,0 +1,78 @@
+//! A plain root file system tar (what `mmdebstrap`, `debootstrap | tar` or `docker export`
+//! produce) turned into a one-layer image, deterministically: entries keep their order and
+//! metadata, mtimes are clamped to `SOURCE_DATE_EPOCH` when set, and the creation time is
+//! `SOURCE_DATE_EPOCH` or else the newest mtime in the tar, never the clock.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use crate::error::Result;
+use crate::format::select::host_platform;
+use crate::image::Image;
+use crate::layer::compression::Compression;
+use crate::layer::reader::for_each_entry;
+use crate::layer::writer::{LayerInfo, LayerWriter};
+use crate::progress::Bar;
+use crate::spec::{rfc3339, source_date_epoch, ContainerConfig, History, ImageConfig, RootFs};
+use crate::store::Store;
+
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Write the file system in `tar` (uncompressed) into the store as one layer.
+/// Returns the layer and the newest mtime seen.
+pub fn write_layer(
+    store: &Store,
+    tar: impl Read,
+    compression: Compression,
+    bar: &Bar,
+) -> Result<(LayerInfo, u64)> {
+    let sde = source_date_epoch().map(|s| s.max(0) as u64);
+    let mut writer = LayerWriter::new(store.new_blob()?, compression, sde)?;
+    let mut newest = 0u64;
+    for_each_entry(bar.wrap_read(tar), |entry, data| {
+        newest = newest.max(entry.mtime);
+        writer.append(entry, data)
+    })?;
+    let (info, blob) = writer.finish()?;
+    blob.commit()?;
+    Ok((info, newest))
+}
+
+/// The config of an image made from a root file system: the host platform, a default PATH,
+/// and one history entry.
+pub fn rootfs_config(layer: &LayerInfo, newest_mtime: u64, source_name: &str) -> ImageConfig {
+    let created = rfc3339(source_date_epoch().unwrap_or(newest_mtime as i64));
+    let (os, arch) = host_platform();
+    ImageConfig {
+        architecture: arch.to_string(),
+        os: os.to_string(),
+        created: Some(created.clone()),
+        config: Some(ContainerConfig {
+            env: Some(vec![DEFAULT_PATH.to_string()]),
+            ..Default::default()
+        }),
+        rootfs: RootFs {
+            kind: "layers".to_string(),
+            diff_ids: vec![layer.diff_id.clone()],
+        },
+        history: vec![History {
+            created: Some(created),
+            created_by: Some(format!("nbrt import {source_name}")),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Import a root file system tar as a new image (not yet named).
+pub fn import(
+    store: &Store,
+    tar: impl Read,
+    source_name: &str,
+    compression: Compression,
+    bar: &Bar,
+) -> Result<Image> {
+    let (layer, newest) = write_layer(store, tar, compression, bar)?;
+    let config = rootfs_config(&layer, newest, source_name);
+    Image::assemble(config, vec![layer.descriptor()], BTreeMap::new())
+}

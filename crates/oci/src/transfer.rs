@@ -1,0 +1,276 @@
+//! Import into and export out of the store: the operations behind `nbrt import` and
+//! `nbrt export`, each a choice of source or sink plus [`copy_image`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::error::{IoContext, OciError, Result};
+use crate::format::archive::{ArchiveKind, ArchiveLayout, ArchiveWriter, TarArchive};
+use crate::format::layout::LayoutDir;
+use crate::format::rootfs;
+use crate::image::{copy_image, BlobSource, Image, ImageSink};
+use crate::layer::compression::Compression;
+use crate::layer::flatten::flatten;
+use crate::name::ImageName;
+use crate::progress::Progress;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Names to give the image; when empty, the names the source carries are used.
+    pub names: Vec<ImageName>,
+    /// Which image of a multi-image archive or layout (a tag or full name).
+    pub select: Option<String>,
+    /// Compression of the layer made from a root file system tar.
+    pub compression: Compression,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            names: Vec::new(),
+            select: None,
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// What the source was: rootfs, docker-archive, oci-archive or oci-layout.
+    pub source_kind: &'static str,
+    pub id: Digest,
+    pub digest: Digest,
+    pub names: Vec<String>,
+    pub layers: usize,
+    pub size: u64,
+    pub blobs_written: usize,
+}
+
+/// Import a root file system tar, a docker-archive, an OCI archive or an OCI layout
+/// directory into the store. Nothing is named and no new blob stays unless it all succeeds.
+pub fn import(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions,
+    progress: &Progress,
+) -> Result<(Image, ImportReport)> {
+    let (kind, image, names, written) = if path.is_dir() {
+        let layout = LayoutDir::open(path)?;
+        let (image, name) = layout.image(opts.select.as_deref())?;
+        let names = pick_names(opts, name.into_iter().collect(), path)?;
+        let written = copy_into(store, &image, &layout, &names, progress)?;
+        ("oci-layout", image, names, written)
+    } else {
+        let archive = TarArchive::open(path, &store.root().join("tmp"))?;
+        match archive.kind() {
+            ArchiveKind::RootFs => {
+                let names = pick_names(opts, Vec::new(), path)?;
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let bar = progress.bytes("importing", size);
+                let mut sink = store.sink(names.clone());
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let image = rootfs::import(
+                    store,
+                    std::io::BufReader::with_capacity(1 << 20, archive.tar_file()?),
+                    &file_name,
+                    opts.compression,
+                    &bar,
+                )?;
+                for layer in image.layers() {
+                    sink.track(layer.digest.clone());
+                }
+                sink.put_image(&image)?;
+                bar.finish();
+                let written = image.layers().len();
+                ("rootfs", image, names, written)
+            }
+            kind => {
+                let source_kind = if kind == ArchiveKind::OciLayout {
+                    "oci-archive"
+                } else {
+                    "docker-archive"
+                };
+                let found = archive.image(opts.select.as_deref())?;
+                let names = pick_names(opts, found.names.clone(), path)?;
+                let image = found.image.clone();
+                let written = copy_into(store, &image, &found, &names, progress)?;
+                (source_kind, image, names, written)
+            }
+        }
+    };
+    let report = ImportReport {
+        source_kind: kind,
+        id: image.id().clone(),
+        digest: image.digest().clone(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        layers: image.layers().len(),
+        size: image.size(),
+        blobs_written: written,
+    };
+    Ok((image, report))
+}
+
+fn pick_names(opts: &ImportOptions, found: Vec<ImageName>, path: &Path) -> Result<Vec<ImageName>> {
+    if !opts.names.is_empty() {
+        return Ok(opts.names.clone());
+    }
+    if found.is_empty() {
+        return Err(OciError::Format {
+            path: path.to_path_buf(),
+            reason: "the source names no image: give one with --tag NAME[:TAG]".to_string(),
+        });
+    }
+    Ok(found)
+}
+
+fn copy_into(
+    store: &Store,
+    image: &Image,
+    source: &dyn BlobSource,
+    names: &[ImageName],
+    progress: &Progress,
+) -> Result<usize> {
+    let mut sink = store.sink(names.to_vec());
+    Ok(copy_image(image, source, &mut sink, progress)?.len())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One tar that is an OCI layout and a docker-archive at once (the default).
+    Combined,
+    /// Classic `docker save` layout with uncompressed layers.
+    DockerArchive,
+    /// An OCI image layout directory.
+    OciDir,
+    /// The flattened root file system as a tar.
+    RootFs,
+}
+
+impl ExportFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "tar" | "combined" => Ok(Self::Combined),
+            "docker-archive" => Ok(Self::DockerArchive),
+            "oci-dir" => Ok(Self::OciDir),
+            "rootfs" => Ok(Self::RootFs),
+            other => Err(OciError::Unsupported {
+                what: "export format (use tar, docker-archive, oci-dir or rootfs)".to_string(),
+                value: other.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub id: Digest,
+    pub digest: Digest,
+    pub output: PathBuf,
+    pub bytes: u64,
+}
+
+/// Write an image out of the store. A file output appears only when complete (written under
+/// a temporary name beside it, then renamed); `-` writes to standard output.
+pub fn export(
+    store: &Store,
+    image: &Image,
+    names: &[ImageName],
+    format: ExportFormat,
+    out: &Path,
+    progress: &Progress,
+) -> Result<ExportReport> {
+    let tmp_dir = store.root().join("tmp");
+    if format == ExportFormat::OciDir {
+        let layout = LayoutDir::create(out)?;
+        let mut sink = layout.sink(names.to_vec());
+        copy_image(image, store, &mut sink, progress)?;
+        return Ok(ExportReport {
+            id: image.id().clone(),
+            digest: image.digest().clone(),
+            output: out.to_path_buf(),
+            bytes: image.size(),
+        });
+    }
+    let write = |w: &mut dyn Write| -> Result<()> {
+        match format {
+            ExportFormat::RootFs => {
+                flatten(image, store, w, progress)?;
+            }
+            ExportFormat::Combined | ExportFormat::DockerArchive => {
+                write_archive(store, image, names, format, w, &tmp_dir, progress)?;
+            }
+            ExportFormat::OciDir => {}
+        }
+        Ok(())
+    };
+    if out == Path::new("-") {
+        let stdout = std::io::stdout();
+        let mut lock = BufWriter::with_capacity(1 << 20, stdout.lock());
+        write(&mut lock)?;
+        lock.flush().io_context(|| "writing to standard output")?;
+        return Ok(ExportReport {
+            id: image.id().clone(),
+            digest: image.digest().clone(),
+            output: out.to_path_buf(),
+            bytes: 0,
+        });
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".nbrt-export-")
+        .tempfile_in(&dir)
+        .io_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    write(&mut w)?;
+    let file: File = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .io_context(|| format!("writing {}", out.display()))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Temporary files are created 0600; an export is an ordinary file.
+    std::fs::set_permissions(&tmp_path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .io_context(|| format!("setting permissions of {}", out.display()))?;
+    tmp_path
+        .persist(out)
+        .map_err(|e| e.error)
+        .io_context(|| format!("renaming into {}", out.display()))?;
+    Ok(ExportReport {
+        id: image.id().clone(),
+        digest: image.digest().clone(),
+        output: out.to_path_buf(),
+        bytes,
+    })
+}
+
+/// Write an image archive (combined or legacy docker-archive) to `w`.
+pub fn write_archive(
+    source: &dyn BlobSource,
+    image: &Image,
+    names: &[ImageName],
+    format: ExportFormat,
+    w: &mut dyn Write,
+    tmp_dir: &Path,
+    progress: &Progress,
+) -> Result<()> {
+    let layout = if format == ExportFormat::DockerArchive {
+        ArchiveLayout::DockerLegacy
+    } else {
+        ArchiveLayout::Combined
+    };
+    let mut writer = ArchiveWriter::new(w, image, names.to_vec(), layout, tmp_dir);
+    copy_image(image, source, &mut writer, progress)?;
+    writer.finish()?;
+    Ok(())
+}
