@@ -7,6 +7,9 @@
 use std::net::TcpListener;
 use std::process::Command;
 
+pub mod registry;
+pub use registry::{Registry, RegistryConfig};
+
 /// Whether tests that need external components may be skipped on this machine.
 pub fn skipping_allowed() -> bool {
     std::env::var("NBRT_SKIP_DOCKER").is_ok_and(|v| v == "1")
@@ -43,4 +46,40 @@ pub fn require_docker() -> bool {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port on 127.0.0.1");
     l.local_addr().expect("local address").port()
+}
+
+/// Where fixtures that are slow to make (root file systems) are kept between test runs.
+pub fn fixture_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nbrt-fixtures");
+    std::fs::create_dir_all(&dir).expect("creating target/nbrt-fixtures");
+    dir
+}
+
+/// A Debian bookworm root file system tar made by `mmdebstrap --variant=minbase`, built once
+/// and reused (delete target/nbrt-fixtures to rebuild). `None` when skipping is allowed and
+/// mmdebstrap is missing.
+pub fn minbase_rootfs() -> Option<std::path::PathBuf> {
+    if !require("mmdebstrap", &["--version"], "mmdebstrap") {
+        return None;
+    }
+    let dir = fixture_dir();
+    let path = dir.join("minbase-bookworm.tar");
+    let lock = std::fs::File::create(dir.join("minbase.lock")).expect("creating fixture lock");
+    lock.lock().expect("locking fixture lock");
+    if !path.exists() {
+        // mmdebstrap picks the output format from the extension: keep `.tar`.
+        let tmp = dir.join("minbase-bookworm.partial.tar");
+        let out = Command::new("mmdebstrap")
+            .args(["--quiet", "--variant=minbase", "bookworm"])
+            .arg(&tmp)
+            .output()
+            .expect("running mmdebstrap");
+        assert!(
+            out.status.success(),
+            "mmdebstrap failed (it needs root and access to the Debian mirror): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&tmp, &path).expect("renaming the fixture into place");
+    }
+    Some(path)
 }
