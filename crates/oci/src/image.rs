@@ -328,7 +328,7 @@ pub fn copy_image(
     let mut copied = Vec::new();
     let total: u64 = image.size() + image.config.bytes().len() as u64;
     let bar = progress.bytes("copying", total);
-    for desc in image.layers().iter().chain([&image.manifest.value().config]) {
+    for desc in image.layers() {
         if sink.has_blob(desc)? {
             bar.inc(desc.size);
             continue;
@@ -336,6 +336,13 @@ pub fn copy_image(
         let mut reader = bar.wrap_read(open_verified(source, desc)?);
         sink.put_blob(desc, &mut reader)?;
         copied.push(desc.clone());
+    }
+    // The config's bytes are part of the image (checked against its digest when it was read),
+    // so they need not come from the source.
+    let config = &image.manifest.value().config;
+    if !sink.has_blob(config)? {
+        sink.put_blob(config, &mut VerifyingReader::new(image.config.bytes(), config))?;
+        copied.push(config.clone());
     }
     sink.put_image(image)?;
     bar.finish();
