@@ -1,0 +1,675 @@
+//! The start sequence: docker-stacks' start.sh + start-notebook + Kubeflow's cont-init and
+//! services, in one process that then becomes the supervisor.
+//!
+//! Order: cont-init.d → start-notebook.d (as the start user) → user/home set-up (root start)
+//! or checks and warnings (non-root start) → home skeleton → before-notebook.d (as root on a
+//! root start) → JUPYTER_ENV_VARS_TO_UNSET → GEN_CERT → services and the main command.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::unistd::{access, AccessFlags};
+
+use crate::cli::Program;
+use crate::env::{shell_join, Auth, Env, ServerSettings, UserSettings};
+use crate::error::{Error, Result};
+use crate::home::{self, Owner};
+use crate::hooks;
+use crate::log;
+use crate::proc::{Cred, Launch};
+use crate::supervise::{self, Plan, Service};
+use crate::userdb::{write_file_atomic, Passwd, UserDb};
+
+/// Where things are (all under `root`, which is `/` in a container; tests use a temp dir).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub start_hooks: PathBuf,
+    pub before_hooks: PathBuf,
+    pub cont_init: PathBuf,
+    pub services: PathBuf,
+}
+
+impl Layout {
+    pub fn system() -> Layout {
+        Layout::under(Path::new("/"))
+    }
+
+    pub fn under(root: &Path) -> Layout {
+        Layout {
+            root: root.to_owned(),
+            start_hooks: root.join("usr/local/bin/start-notebook.d"),
+            before_hooks: root.join("usr/local/bin/before-notebook.d"),
+            cont_init: root.join("etc/cont-init.d"),
+            services: root.join("etc/services.d"),
+        }
+    }
+
+    fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+}
+
+/// Who the main command and the services run as, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    /// Whether nbrt-init changes credentials before exec (root start, not the root triplet).
+    pub switch: bool,
+    /// New working directory (the home was renamed and the cwd was inside it).
+    pub cwd: Option<PathBuf>,
+}
+
+impl Identity {
+    pub fn cred(&self) -> Option<Cred> {
+        self.switch.then(|| Cred {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        })
+    }
+}
+
+const DEFAULT_USER: &str = "jovyan";
+
+/// Root start: make the user database, home, ownership and sudo match the settings.
+pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Result<Identity> {
+    let mut db = UserDb::load(&layout.root)?;
+    let default_home = PathBuf::from(format!("/home/{DEFAULT_USER}"));
+
+    if us.is_root_triplet() {
+        let home = PathBuf::from("/home/root");
+        db.set_user_fields("root", |u| u.home = "/home/root".into());
+        db.save()?;
+        if !layout.path("/home/root").exists() {
+            copy_or_link_home(layout, &default_home, &home, Owner::Copier)?;
+        }
+        apply_chowns(us, layout, &home, 0, 0)?;
+        fill_from_skeleton(us, layout, &home, Some((0, 0)));
+        write_sudo_files(us, layout)?;
+        return Ok(Identity {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home,
+            switch: false,
+            cwd: relocate_cwd(cwd, &default_home, Path::new("/home/root")),
+        });
+    }
+
+    let name = us.nb_user.clone();
+    if name != DEFAULT_USER {
+        match (db.user(DEFAULT_USER).is_some(), db.user(&name).is_some()) {
+            (true, false) => {
+                log::info(format!("Renaming old user '{DEFAULT_USER}' to: '{name}'"));
+                db.rename_user(DEFAULT_USER, &name);
+            }
+            (_, true) => {}
+            (false, false) => return Err(Error::NoSuchUser(name)),
+        }
+    } else if db.user(DEFAULT_USER).is_none() {
+        return Err(Error::NoSuchUser(name));
+    }
+    let home = PathBuf::from(format!("/home/{name}"));
+    let home_text = home.display().to_string();
+    db.set_user_fields(&name, |u| {
+        if u.home != home_text {
+            log::info(format!("Setting the home of {name} to {home_text}"));
+            u.home = home_text.clone();
+        }
+    });
+    let Some(current) = db.user(&name).cloned() else {
+        return Err(Error::NoSuchUser(name));
+    };
+    let uid = us.nb_uid.unwrap_or(current.uid);
+    let gid = us.nb_gid.unwrap_or(current.gid);
+    if uid != current.uid || gid != current.gid {
+        if gid != current.gid {
+            let group = us.nb_group.clone().unwrap_or_else(|| name.clone());
+            if db.ensure_group(&group, gid) {
+                log::info(format!("Adding group {group} with gid {gid}"));
+            }
+        }
+        if uid != current.uid {
+            if let Some(other) = db.user_by_uid(uid).filter(|o| o.name != name) {
+                log::warning(format!("uid {uid} is also used by user {}", other.name));
+            }
+        }
+        log::info(format!("Updating {name}'s UID:GID to {uid}:{gid}"));
+        db.set_user_fields(&name, |u| {
+            u.uid = uid;
+            u.gid = gid;
+        });
+        // Keep the image's group (users, 100) so /opt/conda and the image home stay writable.
+        db.add_member(100, &name);
+    }
+    db.save()?;
+
+    let mut cwd_new = None;
+    if name != DEFAULT_USER && !layout.path(&home_text).exists() {
+        copy_or_link_home(layout, &default_home, &home, Owner::Preserve)?;
+        cwd_new = relocate_cwd(cwd, &default_home, &home);
+    }
+    apply_chowns(us, layout, &home, uid, gid)?;
+    fill_from_skeleton(us, layout, &home, Some((uid, gid)));
+    write_sudo_files(us, layout)?;
+    Ok(Identity {
+        groups: db.group_ids_of(&name, gid),
+        name,
+        uid,
+        gid,
+        home,
+        switch: true,
+        cwd: cwd_new,
+    })
+}
+
+fn relocate_cwd(cwd: Option<&Path>, from: &Path, to: &Path) -> Option<PathBuf> {
+    let rel = cwd?.strip_prefix(from).ok()?;
+    Some(to.join(rel))
+}
+
+fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> Result<()> {
+    let (src, dst) = (layout.path(&from.display().to_string()), layout.path(&to.display().to_string()));
+    log::info(format!("Attempting to copy {} to {}...", from.display(), to.display()));
+    let copied = (|| -> Result<()> {
+        fs::create_dir_all(&dst).map_err(|e| Error::io("creating", &dst, e))?;
+        if let Ok(m) = fs::metadata(&src) {
+            let _ = fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777));
+            if owner == Owner::Preserve {
+                let _ = std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid()));
+            }
+        }
+        home::copy_tree(&src, &dst, owner, false).map(|_| ())
+    })();
+    match copied {
+        Ok(()) => {
+            log::info("Success!");
+            Ok(())
+        }
+        Err(e) => {
+            log::error(format!("Failed to copy data from {} to {}: {e}", from.display(), to.display()));
+            let _ = fs::remove_dir_all(&dst);
+            log::info(format!("Attempting to symlink {} to {}...", from.display(), to.display()));
+            match std::os::unix::fs::symlink(from, &dst) {
+                Ok(()) => {
+                    log::info("Success creating symlink!");
+                    Ok(())
+                }
+                Err(e2) => Err(Error::Home {
+                    home: to.to_owned(),
+                    reason: format!("copying failed ({e}) and linking failed ({e2})"),
+                }),
+            }
+        }
+    }
+}
+
+fn apply_chowns(us: &UserSettings, layout: &Layout, home: &Path, uid: u32, gid: u32) -> Result<()> {
+    if us.chown_home {
+        let r = if us.chown_home_opts.recursive { " (recursively)" } else { "" };
+        log::info(format!("Ensuring {} is owned by {uid}:{gid}{r}", home.display()));
+        home::chown_path(&layout.path(&home.display().to_string()), uid, gid, us.chown_home_opts.recursive)?;
+    }
+    for p in &us.chown_extra {
+        let r = if us.chown_extra_opts.recursive { " (recursively)" } else { "" };
+        log::info(format!("Ensuring {} is owned by {uid}:{gid}{r}", p.display()));
+        home::chown_path(&layout.path(&p.display().to_string()), uid, gid, us.chown_extra_opts.recursive)?;
+    }
+    Ok(())
+}
+
+/// Kubeflow: copy what the home lacks from the image's skeleton, never overwriting.
+fn fill_from_skeleton(us: &UserSettings, layout: &Layout, home: &Path, owner: Option<(u32, u32)>) {
+    let Some(skel) = us.home_skel.iter().map(|s| layout.path(&s.display().to_string())).find(|s| s.is_dir()) else {
+        return;
+    };
+    let dst = layout.path(&home.display().to_string());
+    if !dst.is_dir() {
+        return;
+    }
+    let owner = match owner {
+        Some((u, g)) => Owner::Set(u, g),
+        None => Owner::Copier,
+    };
+    match home::copy_tree(&skel, &dst, owner, true) {
+        Ok(st) if st.copied > 0 => log::info(format!(
+            "Copied {} missing entries from the home skeleton {} into {} (nothing overwritten)",
+            st.copied,
+            skel.display(),
+            home.display()
+        )),
+        Ok(_) => {}
+        Err(e) => log::warning(format!("Could not fill {} from {}: {e}", home.display(), skel.display())),
+    }
+}
+
+fn secure_path_of(sudoers: &str) -> Option<String> {
+    sudoers.lines().find_map(|l| {
+        let l = l.trim();
+        let rest = l.strip_prefix("Defaults")?.trim_start();
+        let v = rest.strip_prefix("secure_path")?.trim_start().strip_prefix('=')?.trim();
+        Some(v.trim_matches('"').to_owned())
+    })
+}
+
+fn write_sudo_files(us: &UserSettings, layout: &Layout) -> Result<()> {
+    let dir = layout.path("/etc/sudoers.d");
+    if !dir.is_dir() {
+        if us.grant_sudo {
+            log::warning("GRANT_SUDO is set but /etc/sudoers.d does not exist (is sudo installed?)");
+        }
+        return Ok(());
+    }
+    let base = fs::read_to_string(layout.path("/etc/sudoers"))
+        .ok()
+        .and_then(|s| secure_path_of(&s))
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let conda_bin = us.conda_dir.join("bin");
+    let path = format!("Defaults secure_path=\"{}:{base}\"\n", conda_bin.display());
+    write_0440(&dir.join("path"), &path)?;
+    if us.grant_sudo {
+        log::info(format!("Granting {} passwordless sudo rights!", us.nb_user));
+        write_0440(&dir.join("added-by-start-script"), &format!("{} ALL=(ALL) NOPASSWD:ALL\n", us.nb_user))?;
+    }
+    Ok(())
+}
+
+fn write_0440(path: &Path, text: &str) -> Result<()> {
+    if fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    if !path.exists() {
+        fs::write(path, "").map_err(|e| Error::io("creating", path, e))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o440)).map_err(|e| Error::io("setting mode of", path, e))?;
+    write_file_atomic(path, text.as_bytes())
+}
+
+/// Non-root start: fix a missing passwd entry if allowed, and warn about what needs root.
+pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<Identity> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    if us.grant_sudo {
+        log::warning("container must be started as root to grant sudo permissions!");
+    }
+    let mut db = UserDb::load(&layout.root)?;
+    let default_uid = db.user(DEFAULT_USER).map(|u| u.uid);
+    let default_gid = db.user(DEFAULT_USER).map(|u| u.gid);
+    if db.user_by_uid(uid).is_none() {
+        let passwd = layout.path("/etc/passwd");
+        if access(&passwd, AccessFlags::W_OK).is_ok() {
+            log::info(format!("Updating the default user's entry in /etc/passwd: {} with uid {uid} and gid {gid}", us.nb_user));
+            if db.user(DEFAULT_USER).is_some() {
+                db.rename_user(DEFAULT_USER, "nayvoj");
+            }
+            db.add_user(Passwd {
+                name: us.nb_user.clone(),
+                password: "x".into(),
+                uid,
+                gid,
+                gecos: ",,,".into(),
+                home: format!("/home/{DEFAULT_USER}"),
+                shell: "/bin/bash".into(),
+            });
+            db.save()?;
+            if us.nb_user != DEFAULT_USER {
+                log::warning(format!(
+                    "user is {} but home is /home/{DEFAULT_USER}: a root start is needed to change the home",
+                    us.nb_user
+                ));
+            }
+        } else {
+            log::warning(format!(
+                "unable to fix missing /etc/passwd entry because we don't have write permission. \
+                 Try setting gid=0 with \"--user={uid}:0\"."
+            ));
+        }
+    }
+    let current = db.user_by_uid(uid).map(|u| u.name.clone());
+    if us.nb_user != DEFAULT_USER && Some(&us.nb_user) != current.as_ref() {
+        log::warning(format!(
+            "container must be started as root to change the desired user's name with NB_USER=\"{}\"!",
+            us.nb_user
+        ));
+    }
+    if let Some(want) = us.nb_uid {
+        if Some(want) != default_uid && want != uid {
+            log::warning(format!(
+                "container must be started as root to change the desired user's id with NB_UID=\"{want}\"!"
+            ));
+        }
+    }
+    if let Some(want) = us.nb_gid {
+        if Some(want) != default_gid && want != gid {
+            log::warning(format!(
+                "container must be started as root to change the desired user's group id with NB_GID=\"{want}\"!"
+            ));
+        }
+    }
+    let image_home = layout.path(&format!("/home/{DEFAULT_USER}"));
+    if access(&image_home, AccessFlags::W_OK).is_err() {
+        log::warning(format!(
+            "no write access to /home/{DEFAULT_USER}. Try starting the container with group 'users' (100), \
+             e.g. using \"--group-add=users\"."
+        ));
+    }
+    let home = env
+        .non_empty("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/home/{DEFAULT_USER}")));
+    fill_from_skeleton(us, layout, &home, None);
+    Ok(Identity {
+        name: current.unwrap_or_else(|| us.nb_user.clone()),
+        uid,
+        gid,
+        groups: Vec::new(),
+        home,
+        switch: false,
+        cwd: None,
+    })
+}
+
+/// The server's argument list (without the leading program resolution).
+pub fn server_argv(s: &ServerSettings, singleuser: bool, extra: &[OsString], certfile: Option<&Path>) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    if singleuser {
+        v.push("jupyterhub-singleuser".into());
+    } else {
+        v.push("jupyter".into());
+        v.push(s.jupyter_cmd.clone().into());
+        v.push(format!("--ServerApp.ip={}", s.ip).into());
+        v.push("--ServerApp.open_browser=False".into());
+        if let Some(p) = s.port {
+            v.push(format!("--ServerApp.port={p}").into());
+        }
+        if let Some(b) = &s.base_url {
+            v.push(format!("--ServerApp.base_url={b}").into());
+        }
+        if let Some(o) = &s.cors_origin {
+            v.push(
+                format!(
+                    "--ServerApp.tornado_settings={{\"headers\": {{\"Access-Control-Allow-Origin\": \"{}\"}}}}",
+                    o.replace('\\', "\\\\").replace('"', "\\\"")
+                )
+                .into(),
+            );
+        }
+        if s.auth == Auth::None {
+            v.push("--IdentityProvider.token=".into());
+            v.push("--PasswordIdentityProvider.hashed_password=".into());
+        }
+    }
+    if let Some(c) = certfile {
+        v.push(format!("--ServerApp.certfile={}", c.display()).into());
+        v.push(format!("--ServerApp.keyfile={}", c.display()).into());
+    }
+    v.extend(s.notebook_args.iter().map(OsString::from));
+    v.extend(extra.iter().cloned());
+    v
+}
+
+fn parse_umask(env: &Env) -> Result<Option<u32>> {
+    match env.get("NB_UMASK") {
+        None => Ok(None),
+        Some(m) => u32::from_str_radix(m.trim(), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .map(Some)
+            .ok_or(Error::BadEnv {
+                name: "NB_UMASK",
+                value: m,
+                reason: "expected an octal umask such as 002 or 0022".into(),
+            }),
+    }
+}
+
+fn gen_cert(env: &Env, id: &Identity, as_root: bool) -> Result<PathBuf> {
+    let data = env
+        .non_empty("JUPYTER_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| id.home.join(".local/share/jupyter"));
+    let owner = (as_root && id.switch).then_some((id.uid, id.gid));
+    home::create_dir_all_owned(&data, owner)?;
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let generated = crate::cert::generate(&[host])?;
+    let path = data.join("notebook.pem");
+    crate::cert::write_pem(&path, &generated, owner)?;
+    log::info(format!("Generated a self-signed certificate for HTTPS: {}", path.display()));
+    Ok(path)
+}
+
+/// Everything decided by the start sequence, ready for the supervisor.
+pub struct Prepared {
+    pub plan: Plan,
+    pub describe: String,
+}
+
+/// Run the start sequence (hooks, user set-up) and build the supervisor's plan.
+pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: Instant) -> Result<Prepared> {
+    let as_root = nix::unistd::geteuid().is_root();
+    hooks::run_cont_init(&layout.cont_init, &env)?;
+    hooks::run_dir(&layout.start_hooks, &mut env, exe)?;
+
+    let us = UserSettings::from_env(&env)?;
+    let cwd = std::env::current_dir().ok();
+    let id = if as_root {
+        setup_root(&us, layout, cwd.as_deref())?
+    } else {
+        setup_non_root(&us, layout, &env)?
+    };
+    if id.switch || us.is_root_triplet() && as_root {
+        env.set("HOME", id.home.as_os_str());
+        env.set("USER", &id.name);
+        env.set("LOGNAME", &id.name);
+    }
+    if let Some(c) = &id.cwd {
+        env.set("PWD", c.as_os_str());
+    }
+
+    hooks::run_dir(&layout.before_hooks, &mut env, exe)?;
+    let unset = env.apply_unset_list();
+    if !unset.is_empty() {
+        log::info(format!("Unset variables listed in JUPYTER_ENV_VARS_TO_UNSET: {}", unset.join(", ")));
+    }
+    let umask = parse_umask(&env)?;
+
+    let (argv, restart) = match &program {
+        Program::Notebook(extra) | Program::Singleuser(extra) => {
+            let s = ServerSettings::from_env(&env)?;
+            let singleuser = matches!(program, Program::Singleuser(_)) || s.hub;
+            if singleuser && matches!(program, Program::Notebook(_)) {
+                log::warning("JUPYTERHUB_API_TOKEN is set: starting jupyterhub-singleuser instead of the notebook server");
+            }
+            if !singleuser {
+                match s.auth {
+                    Auth::Token => log::info(format!(
+                        "Authentication: token ({}; JUPYTER_TOKEN sets it, else Jupyter makes one and logs it)",
+                        s.auth_reason
+                    )),
+                    Auth::None => log::warning(format!(
+                        "Authentication: none — {}. Only safe behind a platform that authenticates",
+                        s.auth_reason
+                    )),
+                }
+            }
+            let cert = if s.gen_cert { Some(gen_cert(&env, &id, as_root)?) } else { None };
+            (server_argv(&s, singleuser, extra, cert.as_deref()), s.restartable && !singleuser)
+        }
+        Program::Command(words) => {
+            if env.contains("GEN_CERT") {
+                log::warning("GEN_CERT only takes effect for start-notebook / start-singleuser");
+            }
+            (words.clone(), false)
+        }
+        Program::ServicesOnly => (Vec::new(), false),
+    };
+
+    let main = (!argv.is_empty()).then(|| {
+        let mut l = Launch::new(argv.clone(), env.clone());
+        l.cred = id.cred();
+        l.cwd = id.cwd.clone();
+        l.umask = umask;
+        l.own_group = true;
+        l.foreground = true;
+        l
+    });
+
+    let services = build_services(layout, &env, &id, as_root)?;
+    let describe = shell_join(&argv);
+    if std::env::var_os("NBRT_INIT_TIMING").is_some() {
+        log::info(format!("nbrt-init prepared the start in {:.2} ms", t0.elapsed().as_secs_f64() * 1000.0));
+    }
+    if main.is_some() {
+        if as_root {
+            log::info(format!("Running as {}: {describe}", id.name));
+        } else {
+            log::info(format!("Executing the command: {describe}"));
+        }
+    }
+    Ok(Prepared {
+        plan: Plan {
+            main,
+            restart_main: restart,
+            services,
+            grace: Duration::from_secs(5),
+        },
+        describe,
+    })
+}
+
+fn build_services(layout: &Layout, env: &Env, id: &Identity, as_root: bool) -> Result<Vec<Service>> {
+    let dirs = supervise::discover(&layout.services)?;
+    if dirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let db = UserDb::load(&layout.root).ok();
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut cred = id.cred();
+        let mut senv = env.clone();
+        if let Some(u) = &d.user {
+            if !as_root {
+                if u != &id.name && u != &id.uid.to_string() {
+                    log::warning(format!(
+                        "Service {} asks to run as {u}, but the container was not started as root: running it as uid {}",
+                        d.name, id.uid
+                    ));
+                }
+            } else {
+                let found = db.as_ref().and_then(|db| {
+                    db.user(u)
+                        .or_else(|| u.parse().ok().and_then(|n| db.user_by_uid(n)))
+                        .map(|p| (p.clone(), db.group_ids_of(&p.name, p.gid)))
+                });
+                match found {
+                    Some((p, groups)) => {
+                        cred = (p.uid != 0).then_some(Cred { uid: p.uid, gid: p.gid, groups });
+                        senv.set("HOME", &p.home);
+                        senv.set("USER", &p.name);
+                        senv.set("LOGNAME", &p.name);
+                    }
+                    None => {
+                        log::error(format!("Service {}: unknown user {u:?} in its user file, skipping it", d.name));
+                        continue;
+                    }
+                }
+            }
+        }
+        let mut launch = Launch::new([d.run.as_os_str()], senv.clone());
+        launch.cred = cred.clone();
+        launch.cwd = Some(d.dir.clone());
+        launch.own_group = true;
+        let finish = d.finish.as_ref().map(|f| {
+            let mut l = Launch::new([f.as_os_str()], senv.clone());
+            l.cred = cred.clone();
+            l.cwd = Some(d.dir.clone());
+            l.own_group = true;
+            l
+        });
+        let who = match &cred {
+            Some(c) => format!("uid {}", c.uid),
+            None => format!("uid {}", nix::unistd::geteuid()),
+        };
+        log::info(format!("Supervising service {} as {who}", d.name));
+        out.push(Service {
+            name: d.name,
+            dir: d.dir,
+            launch,
+            finish,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    #[test]
+    fn notebook_arguments() {
+        let s = ServerSettings::from_env(&env(&[
+            ("JUPYTER_PORT", "8888"),
+            ("NB_PREFIX", "/notebook/ns/nb"),
+            ("NOTEBOOK_ARGS", "--ServerApp.token=abc"),
+        ]))
+        .unwrap();
+        let argv = server_argv(&s, false, &[OsString::from("--debug")], Some(Path::new("/h/n.pem")));
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            argv,
+            vec![
+                "jupyter",
+                "lab",
+                "--ServerApp.ip=0.0.0.0",
+                "--ServerApp.open_browser=False",
+                "--ServerApp.port=8888",
+                "--ServerApp.base_url=/notebook/ns/nb",
+                r#"--ServerApp.tornado_settings={"headers": {"Access-Control-Allow-Origin": "*"}}"#,
+                "--ServerApp.certfile=/h/n.pem",
+                "--ServerApp.keyfile=/h/n.pem",
+                "--ServerApp.token=abc",
+                "--debug",
+            ]
+        );
+    }
+
+    #[test]
+    fn singleuser_and_auth_none_arguments() {
+        let s = ServerSettings::from_env(&env(&[("NOTEBOOK_ARGS", "--a"), ("NB_PREFIX", "/x")])).unwrap();
+        let argv = server_argv(&s, true, &[OsString::from("--b")], None);
+        assert_eq!(argv, vec![OsString::from("jupyterhub-singleuser"), "--a".into(), "--b".into()]);
+
+        let s = ServerSettings::from_env(&env(&[("NBRT_AUTH", "none"), ("DOCKER_STACKS_JUPYTER_CMD", "server")])).unwrap();
+        let argv = server_argv(&s, false, &[], None);
+        assert_eq!(argv[1], OsString::from("server"));
+        assert!(argv.contains(&OsString::from("--IdentityProvider.token=")));
+    }
+
+    #[test]
+    fn sudoers_secure_path() {
+        let s = "Defaults\tenv_reset\nDefaults\tsecure_path=\"/usr/local/sbin:/usr/bin\"\n";
+        assert_eq!(secure_path_of(s).as_deref(), Some("/usr/local/sbin:/usr/bin"));
+        assert_eq!(secure_path_of("root ALL=(ALL) ALL"), None);
+    }
+
+    #[test]
+    fn cwd_follows_the_renamed_home() {
+        let from = Path::new("/home/jovyan");
+        assert_eq!(relocate_cwd(Some(Path::new("/home/jovyan/work/x")), from, Path::new("/home/a")), Some("/home/a/work/x".into()));
+        assert_eq!(relocate_cwd(Some(Path::new("/home/jovyan")), from, Path::new("/home/a")), Some("/home/a".into()));
+        assert_eq!(relocate_cwd(Some(Path::new("/tmp")), from, Path::new("/home/a")), None);
+    }
+}
