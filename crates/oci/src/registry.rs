@@ -886,10 +886,13 @@ impl Remote {
     }
 
     /// Make `desc` present in the target repository: already there, mounted, or uploaded.
+    /// `inline`: the blob's bytes when they are at hand (the config), else it is streamed
+    /// from the store's file.
     async fn push_blob(
         &self,
         store: &Store,
         desc: &Descriptor,
+        inline: Option<Bytes>,
         mount_from: &[String],
         bar: &Bar,
     ) -> Result<BlobOutcome> {
@@ -923,38 +926,54 @@ impl Remote {
                 Err(e) => tracing::debug!("mounting {digest} from {from} refused: {e}"),
             }
         }
-        let path = store.blob_path(&desc.digest);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OciError::BlobNotFound(digest))
+        let body = match inline {
+            Some(bytes) => {
+                if bytes.len() as u64 != desc.size {
+                    return Err(OciError::SizeMismatch {
+                        what: format!("blob {digest}"),
+                        expected: desc.size,
+                        actual: bytes.len() as u64,
+                    });
+                }
+                bar.inc(desc.size);
+                stream::once(async move { Ok(bytes) }).boxed()
             }
-            Err(e) => {
-                return Err(OciError::Io {
-                    context: format!("opening {}", path.display()),
-                    source: e,
-                })
+            None => {
+                let path = store.blob_path(&desc.digest);
+                let file = match tokio::fs::File::open(&path).await {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(OciError::BlobNotFound(digest))
+                    }
+                    Err(e) => {
+                        return Err(OciError::Io {
+                            context: format!("opening {}", path.display()),
+                            source: e,
+                        })
+                    }
+                };
+                let len = file
+                    .metadata()
+                    .await
+                    .io_context(|| format!("reading the size of {}", path.display()))?
+                    .len();
+                if len != desc.size {
+                    return Err(OciError::SizeMismatch {
+                        what: format!("stored blob {digest}"),
+                        expected: desc.size,
+                        actual: len,
+                    });
+                }
+                let counter = bar.clone();
+                tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
+                    .map(move |chunk| {
+                        chunk
+                            .inspect(|c| counter.inc(c.len() as u64))
+                            .map_err(OciDistributionError::IoError)
+                    })
+                    .boxed()
             }
         };
-        let len = file
-            .metadata()
-            .await
-            .io_context(|| format!("reading the size of {}", path.display()))?
-            .len();
-        if len != desc.size {
-            return Err(OciError::SizeMismatch {
-                what: format!("stored blob {digest}"),
-                expected: desc.size,
-                actual: len,
-            });
-        }
-        let counter = bar.clone();
-        let body =
-            tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK).map(move |chunk| {
-                chunk
-                    .inspect(|c| counter.inc(c.len() as u64))
-                    .map_err(OciDistributionError::IoError)
-            });
         self.client
             .push_blob_stream(&self.reference, body, &digest, Some(desc.size))
             .await
@@ -1165,7 +1184,13 @@ pub async fn push(
             let remote = &remote;
             let bar = &bar;
             let from = &mount_sources[i];
-            async move { Ok::<_, OciError>((i, remote.push_blob(store, desc, from, bar).await?)) }
+            // The config is at hand: send it from memory.
+            let inline =
+                (desc.digest == *image.id()).then(|| Bytes::copy_from_slice(image.config.bytes()));
+            async move {
+                let outcome = remote.push_blob(store, desc, inline, from, bar).await?;
+                Ok::<_, OciError>((i, outcome))
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -1525,6 +1550,79 @@ mod tests {
         assert_eq!(c.service.as_deref(), Some("s\"q"));
         assert_eq!(parse_bearer_challenge(r#"Basic realm="r""#), None);
         assert_eq!(parse_bearer_challenge(r#"Bearer service="s""#), None);
+    }
+
+    /// A token server on loopback: `GET /v2/` challenges, `POST /token` grants.
+    #[tokio::test]
+    async fn trades_an_identity_token_for_an_access_token() {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (sock, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut request = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    request.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                request.push_str(&String::from_utf8(body).unwrap());
+                let response = if request.starts_with("GET /v2/ ") {
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer \
+                         realm=\"http://{addr}/token\",service=\"fake\"\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                } else {
+                    let body = r#"{"access_token":"granted","expires_in":300}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                (&sock).write_all(response.as_bytes()).unwrap();
+                seen.push(request);
+            }
+            seen
+        });
+        let token = exchange_identity_token(
+            "http",
+            &addr.to_string(),
+            "refresh-me",
+            &["repository:nb/base:pull,push".to_string()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(token, "granted");
+        let seen = server.join().unwrap();
+        assert!(seen[1].starts_with("POST /token "), "{}", seen[1]);
+        for part in [
+            "grant_type=refresh_token",
+            "refresh_token=refresh-me",
+            "service=fake",
+            "scope=repository%3Anb%2Fbase%3Apull%2Cpush",
+        ] {
+            assert!(seen[1].contains(part), "{part} missing in {}", seen[1]);
+        }
+
+        // A registry without a token server cannot take an identity token.
+        let err = exchange_identity_token("http", "127.0.0.1:1", "t", &[])
+            .await
+            .unwrap_err();
+        assert!(err.contains("127.0.0.1:1"), "{err}");
     }
 
     fn descriptor(arch: &str, variant: Option<&str>, n: u8) -> Descriptor {

@@ -275,6 +275,15 @@ async fn push_then_pull_round_trips_with_skopeo_agreeing() {
     assert!(report.downloaded.is_empty());
     assert_eq!(set(&report.existing), all);
 
+    // The pull recorded where the blobs came from: pushing the pulled image to another
+    // repository of the registry mounts every blob, the config too.
+    let copy = format!("{}/nb/copy:v1", reg.host());
+    let report = registry::push(&store2, &pulled, &copy, &opts, &hidden())
+        .await
+        .unwrap();
+    assert_eq!(set(&report.mounted), all);
+    assert!(report.uploaded.is_empty());
+
     // By digest: verified against the reference, named after the digest.
     let by_digest = format!("{}/nb/scipy@{}", reg.host(), fx.first.digest());
     let (pulled, report) = registry::pull(&store2, &by_digest, &opts, &hidden())
@@ -747,4 +756,126 @@ async fn index_resolves_to_the_host_platform() {
         .await
         .unwrap();
     assert_eq!(pulled.digest(), native.digest());
+}
+
+/// Set in the child process that [`credential_helpers_from_docker_config`] starts with a
+/// fake `docker-credential-nbrttest` on its PATH (PATH is not changed in this process).
+const HELPER_CHILD: &str = "NBRT_TEST_CREDENTIAL_HELPER_CHILD";
+
+#[test]
+fn credential_helpers_from_docker_config() {
+    if std::env::var_os(HELPER_CHILD).is_some() || !tools_present() {
+        return;
+    }
+    let reg = Registry::start_with(&RegistryConfig {
+        htpasswd: Some(bcrypt_htpasswd("helped", "h3lper")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-nbrttest");
+    // Knows the registry by its 127.0.0.1 address only.
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n\
+             read -r server || true\n\
+             if [ \"$1\" = get ] && [ \"$server\" = \"{host}\" ]; then\n\
+               printf '{{\"ServerURL\":\"%s\",\"Username\":\"helped\",\"Secret\":\"h3lper\"}}' \"$server\"\n\
+               exit 0\n\
+             fi\n\
+             echo 'credentials not found in native keychain'\n\
+             exit 1\n",
+            host = reg.host()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "credential_helper_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_CHILD, "1")
+        .env("NBRT_TEST_REGISTRY_PORT", reg.port().to_string())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("CHILD-RAN"),
+        "the child did not run:\n{stdout}\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn credential_helper_child() {
+    let Some(port) =
+        std::env::var_os(HELPER_CHILD).and_then(|_| std::env::var("NBRT_TEST_REGISTRY_PORT").ok())
+    else {
+        return;
+    };
+    let fx = fixture();
+    let dir = fx._dir.path();
+    let host = format!("127.0.0.1:{port}");
+    let target = format!("{host}/nb/helped:v1");
+
+    // credHelpers names the helper for this registry.
+    let per_host = dir.join("cred-helpers.json");
+    std::fs::write(
+        &per_host,
+        serde_json::json!({ "credHelpers": { &host: "nbrttest" } }).to_string(),
+    )
+    .unwrap();
+    let opts = RegistryOptions {
+        insecure: false,
+        docker_config: Some(per_host),
+    };
+    let report = registry::push(&fx.store, &fx.first, &target, &opts, &hidden())
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 4);
+
+    // credsStore is the helper for every registry.
+    let store_wide = dir.join("creds-store.json");
+    std::fs::write(
+        &store_wide,
+        serde_json::json!({ "auths": { &host: {} }, "credsStore": "nbrttest" }).to_string(),
+    )
+    .unwrap();
+    let opts = RegistryOptions {
+        insecure: false,
+        docker_config: Some(store_wide),
+    };
+    let (_d, store2) = empty_store();
+    let (pulled, _) = registry::pull(&store2, &target, &opts, &hidden())
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest(), fx.first.digest());
+
+    // The helper does not know this name of the registry: no credentials, and the refusal
+    // says why.
+    let other_name = format!("localhost:{port}/nb/helped:v1");
+    let err = registry::pull(&store2, &other_name, &opts, &hidden())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 401") && text.contains("docker-credential-nbrttest"),
+        "{text}"
+    );
+    eprintln!("CHILD-RAN: {text}");
 }
