@@ -1152,7 +1152,7 @@ pub async fn push(
     opts: &RegistryOptions,
     progress: &Progress,
 ) -> Result<PushReport> {
-    let r = RemoteRef::parse(target)?;
+    let mut r = RemoteRef::parse(target)?;
     if let Some(d) = &r.digest {
         if d != image.digest() {
             return Err(bad_ref(
@@ -1161,6 +1161,11 @@ pub async fn push(
             ));
         }
     }
+    // With a tag, the manifest goes under the tag (its digest was just checked).
+    if r.tag.is_some() {
+        r.digest = None;
+    }
+
     let blobs = image_blobs(image);
     let record = RemoteRecord::load(store);
     let repo_key = r.repo_key();

@@ -40,7 +40,8 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn make_layer(store: &Store, seed: &str) -> Layer {
+/// `big`: size of one more file, so a layer can span many upload and download chunks.
+fn make_layer(store: &Store, seed: &str, big: usize) -> Layer {
     let blob = store.new_blob().unwrap();
     let mut w = LayerWriter::new(blob, Compression::Gzip, None).unwrap();
     let dir = Entry {
@@ -54,7 +55,7 @@ fn make_layer(store: &Store, seed: &str) -> Layer {
         xattrs: vec![],
     };
     w.append(&dir, &mut std::io::empty()).unwrap();
-    for (i, size) in [40_000usize, 150_000, 7].into_iter().enumerate() {
+    for (i, size) in [40_000usize, 150_000, 7, big].into_iter().enumerate() {
         let data = noise(&format!("{seed}/{i}"), size);
         let entry = Entry {
             path: format!("opt/{seed}/file{i}"),
@@ -120,10 +121,10 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = Store::open(&root).unwrap();
-    let l1 = make_layer(&store, "base");
-    let l2 = make_layer(&store, "python");
-    let l3 = make_layer(&store, "scipy");
-    let l4 = make_layer(&store, "pytorch");
+    let l1 = make_layer(&store, "base", 0);
+    let l2 = make_layer(&store, "python", 3 << 20);
+    let l3 = make_layer(&store, "scipy", 0);
+    let l4 = make_layer(&store, "pytorch", 1 << 20);
     let first = make_image(&store, &[&l1, &l2, &l3], "amd64", "nb/scipy:v1");
     let second = make_image(&store, &[&l1, &l2, &l4], "amd64", "nb/pytorch:v1");
     Fixture {
@@ -878,4 +879,43 @@ async fn credential_helper_child() {
         "{text}"
     );
     eprintln!("CHILD-RAN: {text}");
+}
+
+#[tokio::test]
+async fn unreachable_registry_is_a_clear_error() {
+    let fx = fixture();
+    let opts = anonymous(fx._dir.path());
+    // A port nothing listens on (it was free a moment ago).
+    let port = nbrt_testkit::free_port();
+    let err = registry::push(
+        &fx.store,
+        &fx.first,
+        &format!("127.0.0.1:{port}/nb/x:v1"),
+        &opts,
+        &hidden(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    eprintln!("error: {text}");
+    assert!(matches!(err, OciError::Registry { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("cannot connect to http://127.0.0.1:{port}")),
+        "{text}"
+    );
+    let (_d, store2) = empty_store();
+    let err = registry::pull(
+        &store2,
+        &format!("127.0.0.1:{port}/nb/x:v1"),
+        &opts,
+        &hidden(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    // A bad reference fails before any connection.
+    let err = registry::pull(&store2, "127.0.0.1:1/Nb/X", &opts, &hidden())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OciError::InvalidName { .. }), "{err:?}");
 }
