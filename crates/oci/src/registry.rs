@@ -46,8 +46,9 @@ const CONCURRENCY: usize = 3;
 const UPLOAD_CHUNK: usize = 256 << 10;
 /// How many repositories are remembered per blob.
 const MAX_REPOS_PER_BLOB: usize = 8;
-/// How many blobs `remotes.json` remembers before it forgets blobs no longer in the store.
-const MAX_REMEMBERED_BLOBS: usize = 100_000;
+/// How many blobs `remotes.json` remembers (first forgetting blobs no longer in the store).
+/// With [`MAX_REPOS_PER_BLOB`] this keeps the file well under the JSON size limit.
+const MAX_REMEMBERED_BLOBS: usize = 10_000;
 /// Mount attempts per blob before uploading it.
 const MAX_MOUNT_ATTEMPTS: usize = 3;
 
@@ -1439,6 +1440,18 @@ impl RemoteRecord {
         }
         if record.blobs.len() > MAX_REMEMBERED_BLOBS {
             record.blobs.retain(|d, _| store.has_blob(d));
+        }
+        if record.blobs.len() > MAX_REMEMBERED_BLOBS {
+            let keep: BTreeSet<&Digest> = digests.iter().collect();
+            let mut excess = record.blobs.len() - MAX_REMEMBERED_BLOBS;
+            record.blobs.retain(|d, _| {
+                if excess > 0 && !keep.contains(d) {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
         }
         let bytes = to_canonical_vec(&record, "remotes.json")?;
         write_atomic(store, &Self::path(store), &bytes)
