@@ -174,6 +174,9 @@ pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Res
 
 fn relocate_cwd(cwd: Option<&Path>, from: &Path, to: &Path) -> Option<PathBuf> {
     let rel = cwd?.strip_prefix(from).ok()?;
+    if rel.as_os_str().is_empty() {
+        return Some(to.to_owned());
+    }
     Some(to.join(rel))
 }
 
