@@ -33,10 +33,14 @@ pub fn generate(extra_names: &[String]) -> Result<Generated> {
         CertificateParams::new(names).map_err(|e| Error::Cert(format!("names: {e}")))?;
     params
         .subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
+        .push(SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
     params
         .subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)));
+        .push(SanType::IpAddress(std::net::IpAddr::V6(
+            std::net::Ipv6Addr::LOCALHOST,
+        )));
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, "XX");
     dn.push(DnType::StateOrProvinceName, "XX");
@@ -71,7 +75,8 @@ pub fn write_pem(path: &Path, g: &Generated, owner: Option<(u32, u32)>) -> Resul
         .and_then(|_| f.write_all(g.cert_pem.as_bytes()))
         .map_err(|e| Error::io("writing", path, e))?;
     if let Some((u, gid)) = owner {
-        std::os::unix::fs::fchown(&f, Some(u), Some(gid)).map_err(|e| Error::io("changing owner of", path, e))?;
+        std::os::unix::fs::fchown(&f, Some(u), Some(gid))
+            .map_err(|e| Error::io("changing owner of", path, e))?;
     }
     Ok(())
 }

@@ -73,8 +73,12 @@ fn program_of(words: Vec<OsString>) -> Program {
     };
     let rest = words[1..].to_vec();
     match base(first).to_str() {
-        Some("start-notebook" | "start-notebook.py" | "start-notebook.sh") => Program::Notebook(rest),
-        Some("start-singleuser" | "start-singleuser.py" | "start-singleuser.sh") => Program::Singleuser(rest),
+        Some("start-notebook" | "start-notebook.py" | "start-notebook.sh") => {
+            Program::Notebook(rest)
+        }
+        Some("start-singleuser" | "start-singleuser.py" | "start-singleuser.sh") => {
+            Program::Singleuser(rest)
+        }
         Some("start.sh") if rest.is_empty() => Program::Command(vec!["bash".into()]),
         Some("start.sh") => program_of(rest),
         _ => Program::Command(words),
@@ -118,7 +122,10 @@ pub fn parse(argv0: &OsStr, args: Vec<OsString>) -> Result<Cmd> {
         "-V" | "--version" | "version" => Ok(Cmd::Version),
         "services" => Ok(Cmd::Start(Program::ServicesOnly)),
         "__dump-env" => Ok(Cmd::DumpEnv(
-            args.get(1).and_then(|a| a.to_str()).unwrap_or("0").to_owned(),
+            args.get(1)
+                .and_then(|a| a.to_str())
+                .unwrap_or("0")
+                .to_owned(),
         )),
         "healthcheck" => {
             let mut timeout = Duration::from_secs(3);
@@ -166,28 +173,74 @@ mod tests {
     #[test]
     fn subcommands() {
         assert_eq!(p("nbrt-init", &[]), Cmd::Start(Program::Notebook(vec![])));
-        assert_eq!(p("/usr/local/bin/nbrt-init", &["start-notebook", "--x"]), Cmd::Start(Program::Notebook(v(&["--x"]))));
-        assert_eq!(p("nbrt-init", &["start-singleuser"]), Cmd::Start(Program::Singleuser(vec![])));
-        assert_eq!(p("nbrt-init", &["id", "-u"]), Cmd::Start(Program::Command(v(&["id", "-u"]))));
-        assert_eq!(p("nbrt-init", &["--", "healthcheck"]), Cmd::Start(Program::Command(v(&["healthcheck"]))));
-        assert_eq!(p("nbrt-init", &["services"]), Cmd::Start(Program::ServicesOnly));
+        assert_eq!(
+            p("/usr/local/bin/nbrt-init", &["start-notebook", "--x"]),
+            Cmd::Start(Program::Notebook(v(&["--x"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["start-singleuser"]),
+            Cmd::Start(Program::Singleuser(vec![]))
+        );
+        assert_eq!(
+            p("nbrt-init", &["id", "-u"]),
+            Cmd::Start(Program::Command(v(&["id", "-u"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["--", "healthcheck"]),
+            Cmd::Start(Program::Command(v(&["healthcheck"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["services"]),
+            Cmd::Start(Program::ServicesOnly)
+        );
         assert_eq!(p("nbrt-init", &["--version"]), Cmd::Version);
-        assert_eq!(p("nbrt-init", &["__dump-env", "3"]), Cmd::DumpEnv("3".into()));
+        assert_eq!(
+            p("nbrt-init", &["__dump-env", "3"]),
+            Cmd::DumpEnv("3".into())
+        );
         assert_eq!(
             p("nbrt-init", &["healthcheck", "--timeout", "0.5", "-q"]),
-            Cmd::Healthcheck { timeout: Duration::from_millis(500), quiet: true }
+            Cmd::Healthcheck {
+                timeout: Duration::from_millis(500),
+                quiet: true
+            }
         );
-        assert!(parse(OsStr::new("nbrt-init"), v(&["healthcheck", "--timeout", "x"])).is_err());
+        assert!(parse(
+            OsStr::new("nbrt-init"),
+            v(&["healthcheck", "--timeout", "x"])
+        )
+        .is_err());
     }
 
     #[test]
     fn docker_stacks_names() {
-        assert_eq!(p("nbrt-init", &["start-notebook.py", "--y"]), Cmd::Start(Program::Notebook(v(&["--y"]))));
-        assert_eq!(p("nbrt-init", &["/usr/local/bin/start-singleuser.sh"]), Cmd::Start(Program::Singleuser(vec![])));
-        assert_eq!(p("nbrt-init", &["start.sh"]), Cmd::Start(Program::Command(v(&["bash"]))));
-        assert_eq!(p("nbrt-init", &["start.sh", "ipython"]), Cmd::Start(Program::Command(v(&["ipython"]))));
-        assert_eq!(p("nbrt-init", &["nbrt-init", "start-notebook"]), Cmd::Start(Program::Notebook(vec![])));
-        assert_eq!(p("/usr/local/bin/start-notebook.py", &["--z"]), Cmd::Start(Program::Notebook(v(&["--z"]))));
-        assert_eq!(p("start.sh", &["jupyter", "lab"]), Cmd::Start(Program::Command(v(&["jupyter", "lab"]))));
+        assert_eq!(
+            p("nbrt-init", &["start-notebook.py", "--y"]),
+            Cmd::Start(Program::Notebook(v(&["--y"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["/usr/local/bin/start-singleuser.sh"]),
+            Cmd::Start(Program::Singleuser(vec![]))
+        );
+        assert_eq!(
+            p("nbrt-init", &["start.sh"]),
+            Cmd::Start(Program::Command(v(&["bash"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["start.sh", "ipython"]),
+            Cmd::Start(Program::Command(v(&["ipython"])))
+        );
+        assert_eq!(
+            p("nbrt-init", &["nbrt-init", "start-notebook"]),
+            Cmd::Start(Program::Notebook(vec![]))
+        );
+        assert_eq!(
+            p("/usr/local/bin/start-notebook.py", &["--z"]),
+            Cmd::Start(Program::Notebook(v(&["--z"])))
+        );
+        assert_eq!(
+            p("start.sh", &["jupyter", "lab"]),
+            Cmd::Start(Program::Command(v(&["jupyter", "lab"])))
+        );
     }
 }

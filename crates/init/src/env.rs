@@ -65,7 +65,9 @@ impl Env {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
-        self.vars.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
     }
 
     /// Parse an environment dump: `NAME=VALUE` records separated by NUL bytes.
@@ -120,11 +122,15 @@ fn parse_id(env: &Env, name: &'static str) -> Result<Option<u32>> {
     match env.get(name) {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| Error::BadEnv {
-            name,
-            value: v.clone(),
-            reason: "expected a non-negative integer".into(),
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| Error::BadEnv {
+                name,
+                value: v.clone(),
+                reason: "expected a non-negative integer".into(),
+            }),
     }
 }
 
@@ -146,7 +152,9 @@ impl ChownOpts {
                     return Err(Error::BadEnv {
                         name,
                         value: value.unwrap_or("").to_owned(),
-                        reason: format!("unsupported option {other:?} (supported: -R, --recursive)"),
+                        reason: format!(
+                            "unsupported option {other:?} (supported: -R, --recursive)"
+                        ),
                     })
                 }
             }
@@ -182,8 +190,9 @@ impl UserSettings {
             return Err(Error::BadEnv {
                 name: "NB_USER",
                 value: nb_user,
-                reason: "not a valid user name (letters, digits, '.', '_', '-'; not starting with '-')"
-                    .into(),
+                reason:
+                    "not a valid user name (letters, digits, '.', '_', '-'; not starting with '-')"
+                        .into(),
             });
         }
         let nb_group = env.non_empty("NB_GROUP");
@@ -197,7 +206,11 @@ impl UserSettings {
             }
         }
         let home_skel = match env.non_empty("NBRT_HOME_SKEL") {
-            Some(v) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
+            Some(v) => v
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
             None => {
                 let mut v = vec![PathBuf::from(DEFAULT_HOME_SKEL)];
                 // Kubeflow's example images keep the skeleton in $HOME_TMP.
@@ -212,7 +225,10 @@ impl UserSettings {
             nb_gid: parse_id(env, "NB_GID")?,
             nb_group,
             chown_home: truthy(env.get("CHOWN_HOME").as_deref()),
-            chown_home_opts: ChownOpts::parse("CHOWN_HOME_OPTS", env.get("CHOWN_HOME_OPTS").as_deref())?,
+            chown_home_opts: ChownOpts::parse(
+                "CHOWN_HOME_OPTS",
+                env.get("CHOWN_HOME_OPTS").as_deref(),
+            )?,
             chown_extra: env
                 .get("CHOWN_EXTRA")
                 .map(|l| split_list(&l).into_iter().map(PathBuf::from).collect())
@@ -222,7 +238,10 @@ impl UserSettings {
                 env.get("CHOWN_EXTRA_OPTS").as_deref(),
             )?,
             grant_sudo: truthy(env.get("GRANT_SUDO").as_deref()),
-            conda_dir: PathBuf::from(env.non_empty("CONDA_DIR").unwrap_or_else(|| "/opt/conda".into())),
+            conda_dir: PathBuf::from(
+                env.non_empty("CONDA_DIR")
+                    .unwrap_or_else(|| "/opt/conda".into()),
+            ),
             home_skel,
             nb_user,
         })
@@ -283,16 +302,17 @@ impl ServerSettings {
             })?,
             None => Vec::new(),
         };
-        let port = match env.non_empty("JUPYTER_PORT") {
-            None => None,
-            Some(p) => Some(p.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                Error::BadEnv {
-                    name: "JUPYTER_PORT",
-                    value: p.clone(),
-                    reason: "expected a TCP port number (1-65535)".into(),
-                }
-            })?),
-        };
+        let port =
+            match env.non_empty("JUPYTER_PORT") {
+                None => None,
+                Some(p) => Some(p.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(
+                    || Error::BadEnv {
+                        name: "JUPYTER_PORT",
+                        value: p.clone(),
+                        reason: "expected a TCP port number (1-65535)".into(),
+                    },
+                )?),
+            };
         let umask = match env.get("NB_UMASK") {
             None => None,
             Some(m) => Some(
@@ -422,7 +442,10 @@ pub fn shell_join<S: AsRef<OsStr>>(words: &[S]) -> String {
             if !w.is_empty()
                 && w.bytes().all(|b| {
                     b.is_ascii_alphanumeric()
-                        || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b':' | b',' | b'+' | b'@' | b'%')
+                        || matches!(
+                            b,
+                            b'-' | b'_' | b'.' | b'/' | b'=' | b':' | b',' | b'+' | b'@' | b'%'
+                        )
                 })
             {
                 w.into_owned()
@@ -457,13 +480,18 @@ mod tests {
 
     #[test]
     fn join_quotes_what_needs_it() {
-        assert_eq!(shell_join(&["jupyter", "lab", "--x=a b", "it's", ""]), "jupyter lab '--x=a b' 'it'\\''s' ''");
+        assert_eq!(
+            shell_join(&["jupyter", "lab", "--x=a b", "it's", ""]),
+            "jupyter lab '--x=a b' 'it'\\''s' ''"
+        );
     }
 
     #[test]
     fn switches() {
         assert!(truthy(Some("1")) && truthy(Some("yes")));
-        assert!(!truthy(Some("true")) && !truthy(Some("YES")) && !truthy(Some("")) && !truthy(None));
+        assert!(
+            !truthy(Some("true")) && !truthy(Some("YES")) && !truthy(Some("")) && !truthy(None)
+        );
     }
 
     #[test]
@@ -491,7 +519,10 @@ mod tests {
         assert_eq!((u.nb_uid, u.nb_gid), (Some(1234), Some(2345)));
         assert_eq!(u.nb_group.as_deref(), Some("lab"));
         assert!(u.chown_home && u.chown_home_opts.recursive && u.grant_sudo);
-        assert_eq!(u.chown_extra, vec![PathBuf::from("/data"), PathBuf::from("/opt/x")]);
+        assert_eq!(
+            u.chown_extra,
+            vec![PathBuf::from("/data"), PathBuf::from("/opt/x")]
+        );
         assert!(!u.chown_extra_opts.recursive);
         assert_eq!(u.home_skel.len(), 2);
     }
@@ -513,7 +544,12 @@ mod tests {
 
     #[test]
     fn root_triplet() {
-        let u = UserSettings::from_env(&env(&[("NB_USER", "root"), ("NB_UID", "0"), ("NB_GID", "0")])).unwrap();
+        let u = UserSettings::from_env(&env(&[
+            ("NB_USER", "root"),
+            ("NB_UID", "0"),
+            ("NB_GID", "0"),
+        ]))
+        .unwrap();
         assert!(u.is_root_triplet());
         let u = UserSettings::from_env(&env(&[("NB_USER", "root"), ("NB_UID", "0")])).unwrap();
         assert!(!u.is_root_triplet());
@@ -549,28 +585,54 @@ mod tests {
         assert_eq!(s.auth, Auth::Token, "NB_PREFIX alone is not Kubeflow");
         assert_eq!(s.cors_origin, None);
 
-        assert!(!ServerSettings::from_env(&env(&[("RESTARTABLE", "1")])).unwrap().restartable);
-        for (k, v) in [("JUPYTER_PORT", "0"), ("JUPYTER_PORT", "70000"), ("NB_UMASK", "9"), ("NOTEBOOK_ARGS", "'"), ("NBRT_AUTH", "off")] {
-            assert!(ServerSettings::from_env(&env(&[(k, v)])).is_err(), "{k}={v}");
+        assert!(
+            !ServerSettings::from_env(&env(&[("RESTARTABLE", "1")]))
+                .unwrap()
+                .restartable
+        );
+        for (k, v) in [
+            ("JUPYTER_PORT", "0"),
+            ("JUPYTER_PORT", "70000"),
+            ("NB_UMASK", "9"),
+            ("NOTEBOOK_ARGS", "'"),
+            ("NBRT_AUTH", "off"),
+        ] {
+            assert!(
+                ServerSettings::from_env(&env(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
         }
     }
 
     #[test]
     fn auth_modes() {
-        let kf = env(&[("NB_PREFIX", "/notebook/a/b"), ("KUBERNETES_SERVICE_HOST", "10.0.0.1")]);
+        let kf = env(&[
+            ("NB_PREFIX", "/notebook/a/b"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ]);
         assert_eq!(ServerSettings::from_env(&kf).unwrap().auth, Auth::None);
         let mut kf_token = kf.clone();
         kf_token.set("NBRT_AUTH", "token");
-        assert_eq!(ServerSettings::from_env(&kf_token).unwrap().auth, Auth::Token);
         assert_eq!(
-            ServerSettings::from_env(&env(&[("NBRT_AUTH", "none")])).unwrap().auth,
+            ServerSettings::from_env(&kf_token).unwrap().auth,
+            Auth::Token
+        );
+        assert_eq!(
+            ServerSettings::from_env(&env(&[("NBRT_AUTH", "none")]))
+                .unwrap()
+                .auth,
             Auth::None
         );
     }
 
     #[test]
     fn unset_list_and_dump_parsing() {
-        let mut e = env(&[("A", "1"), ("B", "2"), ("C", "3"), ("JUPYTER_ENV_VARS_TO_UNSET", "A, C,NOPE")]);
+        let mut e = env(&[
+            ("A", "1"),
+            ("B", "2"),
+            ("C", "3"),
+            ("JUPYTER_ENV_VARS_TO_UNSET", "A, C,NOPE"),
+        ]);
         assert_eq!(e.apply_unset_list(), vec!["A", "C", "NOPE"]);
         assert_eq!(e, env(&[("B", "2")]));
 

@@ -81,12 +81,10 @@ impl Error {
     /// The exit code nbrt-init uses when it stops because of this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::HookExited { status, .. } | Error::ContInit { status, .. } => {
-                if (1..=255).contains(status) {
-                    *status
-                } else {
-                    1
-                }
+            Error::HookExited { status, .. } | Error::ContInit { status, .. }
+                if (1..=255).contains(status) =>
+            {
+                *status
             }
             Error::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
             Error::Exec { .. } => 126,

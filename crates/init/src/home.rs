@@ -89,7 +89,8 @@ fn copy_dir_contents(
                 None => {
                     fs::create_dir(&to).map_err(|e| Error::io("creating directory", &to, e))?;
                     stats.copied += 1;
-                    set_owner(&to, owner, &meta).map_err(|e| Error::io("changing owner of", &to, e))?;
+                    set_owner(&to, owner, &meta)
+                        .map_err(|e| Error::io("changing owner of", &to, e))?;
                 }
             }
             copy_dir_contents(&from, &to, owner, no_clobber, stats)?;
@@ -113,7 +114,8 @@ fn copy_dir_contents(
         }
         if ft.is_symlink() {
             let target = fs::read_link(&from).map_err(|e| Error::io("reading link", &from, e))?;
-            std::os::unix::fs::symlink(&target, &to).map_err(|e| Error::io("creating link", &to, e))?;
+            std::os::unix::fs::symlink(&target, &to)
+                .map_err(|e| Error::io("creating link", &to, e))?;
         } else if ft.is_file() {
             fs::copy(&from, &to).map_err(|e| Error::io("copying to", &to, e))?;
             fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -219,8 +221,14 @@ mod tests {
         let st = copy_tree(&d.path().join("src"), &dst, Owner::Copier, false).unwrap();
         assert_eq!(st.copied, 5);
         assert_eq!(fs::read_to_string(dst.join("a/b/file")).unwrap(), "deep");
-        assert_eq!(fs::metadata(dst.join("a/b/file")).unwrap().mode() & 0o777, 0o750);
-        assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("a/b/file"));
+        assert_eq!(
+            fs::metadata(dst.join("a/b/file")).unwrap().mode() & 0o777,
+            0o750
+        );
+        assert_eq!(
+            fs::read_link(dst.join("link")).unwrap(),
+            Path::new("a/b/file")
+        );
         assert_eq!(
             fs::metadata(dst.join("a/b/file")).unwrap().mtime(),
             fs::metadata(d.path().join("src/a/b/file")).unwrap().mtime()
@@ -236,7 +244,10 @@ mod tests {
         fs::write(dst.join("keep.txt"), "user data").unwrap();
         let st = copy_tree(&d.path().join("src"), &dst, Owner::Copier, true).unwrap();
         assert_eq!(fs::read_to_string(dst.join(".bashrc")).unwrap(), "mine");
-        assert_eq!(fs::read_to_string(dst.join("keep.txt")).unwrap(), "user data");
+        assert_eq!(
+            fs::read_to_string(dst.join("keep.txt")).unwrap(),
+            "user data"
+        );
         assert_eq!(fs::read_to_string(dst.join("a/b/file")).unwrap(), "deep");
         assert_eq!(st.skipped_existing, 1);
         // A second fill copies nothing.
@@ -259,6 +270,9 @@ mod tests {
         let m = fs::metadata(d.path()).unwrap();
         let n = chown_path(&d.path().join("src"), m.uid(), m.gid(), true).unwrap();
         assert_eq!(n, 6);
-        assert_eq!(chown_path(&d.path().join("src"), m.uid(), m.gid(), false).unwrap(), 1);
+        assert_eq!(
+            chown_path(&d.path().join("src"), m.uid(), m.gid(), false).unwrap(),
+            1
+        );
     }
 }

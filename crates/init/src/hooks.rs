@@ -60,7 +60,9 @@ pub fn list(dir: &Path) -> Result<Option<Vec<Hook>>> {
                 let path = dir.join(&n);
                 let meta = fs::metadata(&path).ok();
                 let is_file = meta.as_ref().is_some_and(|m| m.is_file());
-                let exec = meta.as_ref().is_some_and(|m| m.permissions().mode() & 0o111 != 0);
+                let exec = meta
+                    .as_ref()
+                    .is_some_and(|m| m.permissions().mode() & 0o111 != 0);
                 let kind = if is_file && n.as_encoded_bytes().ends_with(b".sh") {
                     HookKind::Source
                 } else if is_file && exec {
@@ -104,13 +106,17 @@ pub fn source(hook: &Path, env: &Env, exe: &Path) -> Result<(i32, Option<Env>)> 
     let mut dump = Vec::new();
     let mut f = fs::File::from(rd);
     let _ = f.read_to_end(&mut dump);
-    let status = child.wait().map_err(|e| Error::io("waiting for", hook, e))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("waiting for", hook, e))?;
     if dump.is_empty() {
         return Ok((exit_code_of(status), None));
     }
     let (rc, rest) = match dump.iter().position(|b| *b == 0) {
         Some(i) => (
-            String::from_utf8_lossy(&dump[..i]).parse::<i32>().unwrap_or(1),
+            String::from_utf8_lossy(&dump[..i])
+                .parse::<i32>()
+                .unwrap_or(1),
             &dump[i + 1..],
         ),
         None => (1, &dump[..0]),
@@ -189,7 +195,10 @@ pub fn run_dir(dir: &Path, env: &mut Env, exe: &Path) -> Result<()> {
                 log::info(format!("Running executable: {p}"));
                 let ok = Launch::new([hook.path.as_os_str()], env.clone())
                     .spawn()
-                    .and_then(|mut c| c.wait().map_err(|e| Error::io("waiting for", &hook.path, e)))
+                    .and_then(|mut c| {
+                        c.wait()
+                            .map_err(|e| Error::io("waiting for", &hook.path, e))
+                    })
                     .map(|st| st.success());
                 match ok {
                     Ok(true) => {}
@@ -222,7 +231,10 @@ pub fn run_cont_init(dir: &Path, env: &Env) -> Result<()> {
         log::info(format!("Running cont-init script: {p}"));
         let status = Launch::new([hook.path.as_os_str()], env.clone())
             .spawn()
-            .and_then(|mut c| c.wait().map_err(|e| Error::io("waiting for", &hook.path, e)))
+            .and_then(|mut c| {
+                c.wait()
+                    .map_err(|e| Error::io("waiting for", &hook.path, e))
+            })
             .map(exit_code_of);
         let status = match status {
             Ok(s) => s,
@@ -240,7 +252,10 @@ pub fn run_cont_init(dir: &Path, env: &Env) -> Result<()> {
             return Err(err);
         }
     }
-    log::info(format!("Done running cont-init scripts in: {}", dir.display()));
+    log::info(format!(
+        "Done running cont-init scripts in: {}",
+        dir.display()
+    ));
     Ok(())
 }
 
@@ -266,7 +281,12 @@ mod tests {
         let hooks = list(d.path()).unwrap().unwrap();
         let names: Vec<_> = hooks
             .iter()
-            .map(|h| (h.path.file_name().unwrap().to_string_lossy().into_owned(), h.kind.clone()))
+            .map(|h| {
+                (
+                    h.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    h.kind.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             names,

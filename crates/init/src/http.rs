@@ -118,13 +118,18 @@ pub fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
         for line in hosts.lines() {
             let line = line.split('#').next().unwrap_or("");
             let mut words = line.split_whitespace();
-            let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+            let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+                continue;
+            };
             if words.any(|w| w.eq_ignore_ascii_case(host)) {
                 out.push(SocketAddr::new(ip, port));
             }
         }
     }
-    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
         let a = SocketAddr::new(ip, port);
         if !out.contains(&a) {
             out.push(a);
@@ -153,7 +158,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -161,7 +171,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -197,7 +212,11 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
     get_with_headers(url, &[], timeout)
 }
 
-pub fn get_with_headers(url: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<Response, HttpError> {
+pub fn get_with_headers(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let u = Url::parse(url)?;
     let tcp = connect(&u, timeout)?;
     let mut req = format!(
@@ -219,7 +238,8 @@ pub fn get_with_headers(url: &str, headers: &[(&str, &str)], timeout: Duration) 
             .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from(u.host.clone())
             .map_err(|e| HttpError::Tls(e.to_string()))?;
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| HttpError::Tls(e.to_string()))?;
+        let conn = rustls::ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| HttpError::Tls(e.to_string()))?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         tls.write_all(req.as_bytes())?;
         read_all(&mut tls)?
@@ -252,7 +272,10 @@ fn read_all(r: &mut impl Read) -> Result<Vec<u8>, HttpError> {
 }
 
 pub fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or(HttpError::Malformed)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(HttpError::Malformed)?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| HttpError::Malformed)?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or(HttpError::Malformed)?;
@@ -270,20 +293,25 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect::<Vec<_>>();
     let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&b[..i]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         if size == 0 || b.len() < i + 2 + size {
             break;
         }
@@ -300,9 +328,15 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("http://abc123:8888/notebook/ns/x/").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "abc123", 8888, "/notebook/ns/x/"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "abc123", 8888, "/notebook/ns/x/")
+        );
         let u = Url::parse("https://[::1]:9999").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "::1", 9999, "/"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "::1", 9999, "/")
+        );
         assert_eq!(Url::parse("https://h/").unwrap().port, 443);
         assert!(Url::parse("http+unix://%2Ftmp%2Fsock/").is_err());
         assert!(Url::parse("http://:80/").is_err());
@@ -310,7 +344,10 @@ mod tests {
 
     #[test]
     fn responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\nAccess-Control-Allow-Origin: *\r\n\r\n{}").unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: x\r\nAccess-Control-Allow-Origin: *\r\n\r\n{}",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("access-control-allow-origin"), Some("*"));
         assert_eq!(r.body, b"{}");
@@ -321,8 +358,14 @@ mod tests {
 
     #[test]
     fn resolution_without_nss() {
-        assert_eq!(resolve("10.1.2.3", 80), vec!["10.1.2.3:80".parse().unwrap()]);
-        assert_eq!(resolve("0.0.0.0", 80), vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(
+            resolve("10.1.2.3", 80),
+            vec!["10.1.2.3:80".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("0.0.0.0", 80),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
         let r = resolve("surely-not-a-host-name", 8888);
         assert!(r.contains(&"127.0.0.1:8888".parse().unwrap()));
     }
@@ -339,7 +382,11 @@ mod tests {
             s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
             req
         });
-        let r = get(&format!("http://localhost:{port}/x/api"), Duration::from_secs(5)).unwrap();
+        let r = get(
+            &format!("http://localhost:{port}/x/api"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(r.status, 204);
         let req = t.join().unwrap();
         assert!(req.starts_with("GET /x/api HTTP/1.1\r\n"), "{req}");

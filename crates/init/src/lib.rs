@@ -62,18 +62,20 @@ pub fn main_with(argv0: OsString, args: Vec<OsString>) -> i32 {
                 rc.parse().unwrap_or(0)
             }
         }
-        Cmd::Healthcheck { timeout, quiet } => match health::check(std::path::Path::new("/proc"), timeout) {
-            health::Health::Healthy(m) => {
-                if !quiet {
-                    println!("healthy: {m}");
+        Cmd::Healthcheck { timeout, quiet } => {
+            match health::check(std::path::Path::new("/proc"), timeout) {
+                health::Health::Healthy(m) => {
+                    if !quiet {
+                        println!("healthy: {m}");
+                    }
+                    0
                 }
-                0
+                health::Health::Unhealthy(m) => {
+                    println!("unhealthy: {m}");
+                    1
+                }
             }
-            health::Health::Unhealthy(m) => {
-                println!("unhealthy: {m}");
-                1
-            }
-        },
+        }
         Cmd::Start(program) => start_main(program, args, t0),
     }
 }
@@ -84,7 +86,10 @@ fn start_main(program: Program, args: Vec<OsString>, t0: Instant) -> i32 {
         log::fatal(e.to_string());
         return 1;
     }
-    log::info(format!("Entered start.sh with args: {}", env::shell_join(&args)));
+    log::info(format!(
+        "Entered start.sh with args: {}",
+        env::shell_join(&args)
+    ));
     let mut environment = env::Env::from_process();
     if environment.contains(STARTED_MARK) {
         return reentered(program, environment);
@@ -94,7 +99,10 @@ fn start_main(program: Program, args: Vec<OsString>, t0: Instant) -> i32 {
     let prepared = match start::prepare(program, &layout, environment, &exe_path(), t0) {
         Ok(p) => p,
         Err(e) => {
-            if !matches!(e, error::Error::HookExited { .. } | error::Error::ContInit { .. }) {
+            if !matches!(
+                e,
+                error::Error::HookExited { .. } | error::Error::ContInit { .. }
+            ) {
                 log::fatal(e.to_string());
             }
             return e.exit_code();
@@ -114,13 +122,20 @@ fn start_main(program: Program, args: Vec<OsString>, t0: Instant) -> i32 {
 fn reentered(program: Program, environment: env::Env) -> i32 {
     log::warning("nbrt-init is already the container's init (ENTRYPOINT); do not include it in CMD: running the command directly");
     let argv = match &program {
-        Program::Notebook(extra) | Program::Singleuser(extra) => match env::ServerSettings::from_env(&environment) {
-            Ok(s) => start::server_argv(&s, matches!(program, Program::Singleuser(_)) || s.hub, extra, None),
-            Err(e) => {
-                log::fatal(e.to_string());
-                return 1;
+        Program::Notebook(extra) | Program::Singleuser(extra) => {
+            match env::ServerSettings::from_env(&environment) {
+                Ok(s) => start::server_argv(
+                    &s,
+                    matches!(program, Program::Singleuser(_)) || s.hub,
+                    extra,
+                    None,
+                ),
+                Err(e) => {
+                    log::fatal(e.to_string());
+                    return 1;
+                }
             }
-        },
+        }
         Program::Command(w) => w.clone(),
         Program::ServicesOnly => {
             log::fatal("services are already supervised by the container's nbrt-init");

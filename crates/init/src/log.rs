@@ -70,7 +70,10 @@ fn settings() -> Settings {
 
 /// Format one line (without the trailing newline), as printed.
 pub fn format_line(level: Level, message: &str, now: SystemTime, colour: bool) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let stamp = format_utc(secs);
     match (colour, level.colour()) {
         (true, Some(c)) => format!("{c}{}[{stamp}] {message}\x1b[0m", level.name()),

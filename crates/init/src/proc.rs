@@ -73,10 +73,8 @@ impl Launch {
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(fd) = fd3 {
-                    if fd != 3 {
-                        if nix::libc::dup2(fd, 3) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
+                    if fd != 3 && nix::libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
                     nix::fcntl::fcntl(
                         std::os::fd::BorrowedFd::borrow_raw(3),
@@ -88,8 +86,12 @@ impl Launch {
                     // SIGTTOU is still blocked here (inherited mask), so this cannot stop us.
                     let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid());
                 }
-                nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                    .map_err(std::io::Error::from)?;
+                nix::sys::signal::sigprocmask(
+                    SigmaskHow::SIG_SETMASK,
+                    Some(&SigSet::empty()),
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
                 if let Some(c) = &cred {
                     if nix::unistd::geteuid().is_root() {
                         nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
@@ -115,7 +117,11 @@ impl Launch {
     pub fn spawn_with_fd3(&self, fd: Option<&OwnedFd>) -> Result<Child> {
         let mut cmd = self.command(fd)?;
         cmd.spawn().map_err(|e| Error::Exec {
-            program: self.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            program: self
+                .argv
+                .first()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             source: e,
         })
     }
@@ -143,7 +149,11 @@ mod tests {
     fn runs_with_exact_env_and_cwd() {
         let d = tempfile::tempdir().unwrap();
         let mut l = Launch::new(
-            ["/bin/sh", "-c", "test \"$FOO\" = bar && test -z \"$HOME\" && test \"$(pwd -P)\" = \"$WANT\""],
+            [
+                "/bin/sh",
+                "-c",
+                "test \"$FOO\" = bar && test -z \"$HOME\" && test \"$(pwd -P)\" = \"$WANT\"",
+            ],
             Env::from_pairs([("FOO", "bar"), ("PATH", "/usr/bin:/bin")]),
         );
         let want = d.path().canonicalize().unwrap();
@@ -159,15 +169,25 @@ mod tests {
         let mut l = Launch::new(["/bin/sh", "-c", "test $(umask) = 0027"], Env::default());
         l.umask = Some(0o027);
         assert!(l.spawn().unwrap().wait().unwrap().success());
-        let e = Launch::new(["/nonexistent/prog"], Env::default()).spawn().unwrap_err();
+        let e = Launch::new(["/nonexistent/prog"], Env::default())
+            .spawn()
+            .unwrap_err();
         assert_eq!(e.exit_code(), 127);
     }
 
     #[test]
     fn exit_codes() {
-        let st = Launch::new(["/bin/sh", "-c", "exit 3"], Env::default()).spawn().unwrap().wait().unwrap();
+        let st = Launch::new(["/bin/sh", "-c", "exit 3"], Env::default())
+            .spawn()
+            .unwrap()
+            .wait()
+            .unwrap();
         assert_eq!(exit_code_of(st), 3);
-        let st = Launch::new(["/bin/sh", "-c", "kill -TERM $$"], Env::default()).spawn().unwrap().wait().unwrap();
+        let st = Launch::new(["/bin/sh", "-c", "kill -TERM $$"], Env::default())
+            .spawn()
+            .unwrap()
+            .wait()
+            .unwrap();
         assert_eq!(exit_code_of(st), 143);
     }
 }

@@ -181,8 +181,15 @@ fn relocate_cwd(cwd: Option<&Path>, from: &Path, to: &Path) -> Option<PathBuf> {
 }
 
 fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> Result<()> {
-    let (src, dst) = (layout.path(&from.display().to_string()), layout.path(&to.display().to_string()));
-    log::info(format!("Attempting to copy {} to {}...", from.display(), to.display()));
+    let (src, dst) = (
+        layout.path(&from.display().to_string()),
+        layout.path(&to.display().to_string()),
+    );
+    log::info(format!(
+        "Attempting to copy {} to {}...",
+        from.display(),
+        to.display()
+    ));
     let copied = (|| -> Result<()> {
         fs::create_dir_all(&dst).map_err(|e| Error::io("creating", &dst, e))?;
         if let Ok(m) = fs::metadata(&src) {
@@ -199,9 +206,17 @@ fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> R
             Ok(())
         }
         Err(e) => {
-            log::error(format!("Failed to copy data from {} to {}: {e}", from.display(), to.display()));
+            log::error(format!(
+                "Failed to copy data from {} to {}: {e}",
+                from.display(),
+                to.display()
+            ));
             let _ = fs::remove_dir_all(&dst);
-            log::info(format!("Attempting to symlink {} to {}...", from.display(), to.display()));
+            log::info(format!(
+                "Attempting to symlink {} to {}...",
+                from.display(),
+                to.display()
+            ));
             match std::os::unix::fs::symlink(from, &dst) {
                 Ok(()) => {
                     log::info("Success creating symlink!");
@@ -218,21 +233,50 @@ fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> R
 
 fn apply_chowns(us: &UserSettings, layout: &Layout, home: &Path, uid: u32, gid: u32) -> Result<()> {
     if us.chown_home {
-        let r = if us.chown_home_opts.recursive { " (recursively)" } else { "" };
-        log::info(format!("Ensuring {} is owned by {uid}:{gid}{r}", home.display()));
-        home::chown_path(&layout.path(&home.display().to_string()), uid, gid, us.chown_home_opts.recursive)?;
+        let r = if us.chown_home_opts.recursive {
+            " (recursively)"
+        } else {
+            ""
+        };
+        log::info(format!(
+            "Ensuring {} is owned by {uid}:{gid}{r}",
+            home.display()
+        ));
+        home::chown_path(
+            &layout.path(&home.display().to_string()),
+            uid,
+            gid,
+            us.chown_home_opts.recursive,
+        )?;
     }
     for p in &us.chown_extra {
-        let r = if us.chown_extra_opts.recursive { " (recursively)" } else { "" };
-        log::info(format!("Ensuring {} is owned by {uid}:{gid}{r}", p.display()));
-        home::chown_path(&layout.path(&p.display().to_string()), uid, gid, us.chown_extra_opts.recursive)?;
+        let r = if us.chown_extra_opts.recursive {
+            " (recursively)"
+        } else {
+            ""
+        };
+        log::info(format!(
+            "Ensuring {} is owned by {uid}:{gid}{r}",
+            p.display()
+        ));
+        home::chown_path(
+            &layout.path(&p.display().to_string()),
+            uid,
+            gid,
+            us.chown_extra_opts.recursive,
+        )?;
     }
     Ok(())
 }
 
 /// Kubeflow: copy what the home lacks from the image's skeleton, never overwriting.
 fn fill_from_skeleton(us: &UserSettings, layout: &Layout, home: &Path, owner: Option<(u32, u32)>) {
-    let Some(skel) = us.home_skel.iter().map(|s| layout.path(&s.display().to_string())).find(|s| s.is_dir()) else {
+    let Some(skel) = us
+        .home_skel
+        .iter()
+        .map(|s| layout.path(&s.display().to_string()))
+        .find(|s| s.is_dir())
+    else {
         return;
     };
     let dst = layout.path(&home.display().to_string());
@@ -251,7 +295,11 @@ fn fill_from_skeleton(us: &UserSettings, layout: &Layout, home: &Path, owner: Op
             home.display()
         )),
         Ok(_) => {}
-        Err(e) => log::warning(format!("Could not fill {} from {}: {e}", home.display(), skel.display())),
+        Err(e) => log::warning(format!(
+            "Could not fill {} from {}: {e}",
+            home.display(),
+            skel.display()
+        )),
     }
 }
 
@@ -259,7 +307,11 @@ fn secure_path_of(sudoers: &str) -> Option<String> {
     sudoers.lines().find_map(|l| {
         let l = l.trim();
         let rest = l.strip_prefix("Defaults")?.trim_start();
-        let v = rest.strip_prefix("secure_path")?.trim_start().strip_prefix('=')?.trim();
+        let v = rest
+            .strip_prefix("secure_path")?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
         Some(v.trim_matches('"').to_owned())
     })
 }
@@ -268,7 +320,9 @@ fn write_sudo_files(us: &UserSettings, layout: &Layout) -> Result<()> {
     let dir = layout.path("/etc/sudoers.d");
     if !dir.is_dir() {
         if us.grant_sudo {
-            log::warning("GRANT_SUDO is set but /etc/sudoers.d does not exist (is sudo installed?)");
+            log::warning(
+                "GRANT_SUDO is set but /etc/sudoers.d does not exist (is sudo installed?)",
+            );
         }
         return Ok(());
     }
@@ -281,7 +335,10 @@ fn write_sudo_files(us: &UserSettings, layout: &Layout) -> Result<()> {
     write_0440(&dir.join("path"), &path)?;
     if us.grant_sudo {
         log::info(format!("Granting {} passwordless sudo rights!", us.nb_user));
-        write_0440(&dir.join("added-by-start-script"), &format!("{} ALL=(ALL) NOPASSWD:ALL\n", us.nb_user))?;
+        write_0440(
+            &dir.join("added-by-start-script"),
+            &format!("{} ALL=(ALL) NOPASSWD:ALL\n", us.nb_user),
+        )?;
     }
     Ok(())
 }
@@ -293,7 +350,8 @@ fn write_0440(path: &Path, text: &str) -> Result<()> {
     if !path.exists() {
         fs::write(path, "").map_err(|e| Error::io("creating", path, e))?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o440)).map_err(|e| Error::io("setting mode of", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o440))
+        .map_err(|e| Error::io("setting mode of", path, e))?;
     write_file_atomic(path, text.as_bytes())
 }
 
@@ -310,7 +368,10 @@ pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<I
     if db.user_by_uid(uid).is_none() {
         let passwd = layout.path("/etc/passwd");
         if access(&passwd, AccessFlags::W_OK).is_ok() {
-            log::info(format!("Updating the default user's entry in /etc/passwd: {} with uid {uid} and gid {gid}", us.nb_user));
+            log::info(format!(
+                "Updating the default user's entry in /etc/passwd: {} with uid {uid} and gid {gid}",
+                us.nb_user
+            ));
             if db.user(DEFAULT_USER).is_some() {
                 db.rename_user(DEFAULT_USER, "nayvoj");
             }
@@ -382,7 +443,12 @@ pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<I
 }
 
 /// The server's argument list (without the leading program resolution).
-pub fn server_argv(s: &ServerSettings, singleuser: bool, extra: &[OsString], certfile: Option<&Path>) -> Vec<OsString> {
+pub fn server_argv(
+    s: &ServerSettings,
+    singleuser: bool,
+    extra: &[OsString],
+    certfile: Option<&Path>,
+) -> Vec<OsString> {
     let mut v: Vec<OsString> = Vec::new();
     if singleuser {
         v.push("jupyterhub-singleuser".into());
@@ -442,11 +508,17 @@ fn gen_cert(env: &Env, id: &Identity, as_root: bool) -> Result<PathBuf> {
         .unwrap_or_else(|| id.home.join(".local/share/jupyter"));
     let owner = (as_root && id.switch).then_some((id.uid, id.gid));
     home::create_dir_all_owned(&data, owner)?;
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
     let generated = crate::cert::generate(&[host])?;
     let path = data.join("notebook.pem");
     crate::cert::write_pem(&path, &generated, owner)?;
-    log::info(format!("Generated a self-signed certificate for HTTPS: {}", path.display()));
+    log::info(format!(
+        "Generated a self-signed certificate for HTTPS: {}",
+        path.display()
+    ));
     Ok(path)
 }
 
@@ -457,7 +529,13 @@ pub struct Prepared {
 }
 
 /// Run the start sequence (hooks, user set-up) and build the supervisor's plan.
-pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: Instant) -> Result<Prepared> {
+pub fn prepare(
+    program: Program,
+    layout: &Layout,
+    mut env: Env,
+    exe: &Path,
+    t0: Instant,
+) -> Result<Prepared> {
     let as_root = nix::unistd::geteuid().is_root();
     hooks::run_cont_init(&layout.cont_init, &env)?;
     hooks::run_dir(&layout.start_hooks, &mut env, exe)?;
@@ -481,7 +559,10 @@ pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: 
     hooks::run_dir(&layout.before_hooks, &mut env, exe)?;
     let unset = env.apply_unset_list();
     if !unset.is_empty() {
-        log::info(format!("Unset variables listed in JUPYTER_ENV_VARS_TO_UNSET: {}", unset.join(", ")));
+        log::info(format!(
+            "Unset variables listed in JUPYTER_ENV_VARS_TO_UNSET: {}",
+            unset.join(", ")
+        ));
     }
     let umask = parse_umask(&env)?;
 
@@ -504,8 +585,15 @@ pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: 
                     )),
                 }
             }
-            let cert = if s.gen_cert { Some(gen_cert(&env, &id, as_root)?) } else { None };
-            (server_argv(&s, singleuser, extra, cert.as_deref()), s.restartable && !singleuser)
+            let cert = if s.gen_cert {
+                Some(gen_cert(&env, &id, as_root)?)
+            } else {
+                None
+            };
+            (
+                server_argv(&s, singleuser, extra, cert.as_deref()),
+                s.restartable && !singleuser,
+            )
         }
         Program::Command(words) => {
             if env.contains("GEN_CERT") {
@@ -526,10 +614,24 @@ pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: 
         l
     });
 
+    if as_root && matches!(program, Program::Notebook(_) | Program::Singleuser(_)) {
+        if let Some(dir) = crate::health::runtime_dir(&env) {
+            let state = layout.path(crate::health::STATE_FILE);
+            if let Err(e) = crate::health::write_state(&state, id.uid, &dir) {
+                log::debug(format!(
+                    "Could not record the server's runtime directory in {}: {e}",
+                    state.display()
+                ));
+            }
+        }
+    }
     let services = build_services(layout, &env, &id, as_root)?;
     let describe = shell_join(&argv);
     if std::env::var_os("NBRT_INIT_TIMING").is_some() {
-        log::info(format!("nbrt-init prepared the start in {:.2} ms", t0.elapsed().as_secs_f64() * 1000.0));
+        log::info(format!(
+            "nbrt-init prepared the start in {:.2} ms",
+            t0.elapsed().as_secs_f64() * 1000.0
+        ));
     }
     if main.is_some() {
         if as_root {
@@ -549,7 +651,12 @@ pub fn prepare(program: Program, layout: &Layout, mut env: Env, exe: &Path, t0: 
     })
 }
 
-fn build_services(layout: &Layout, env: &Env, id: &Identity, as_root: bool) -> Result<Vec<Service>> {
+fn build_services(
+    layout: &Layout,
+    env: &Env,
+    id: &Identity,
+    as_root: bool,
+) -> Result<Vec<Service>> {
     let dirs = supervise::discover(&layout.services)?;
     if dirs.is_empty() {
         return Ok(Vec::new());
@@ -575,13 +682,20 @@ fn build_services(layout: &Layout, env: &Env, id: &Identity, as_root: bool) -> R
                 });
                 match found {
                     Some((p, groups)) => {
-                        cred = (p.uid != 0).then_some(Cred { uid: p.uid, gid: p.gid, groups });
+                        cred = (p.uid != 0).then_some(Cred {
+                            uid: p.uid,
+                            gid: p.gid,
+                            groups,
+                        });
                         senv.set("HOME", &p.home);
                         senv.set("USER", &p.name);
                         senv.set("LOGNAME", &p.name);
                     }
                     None => {
-                        log::error(format!("Service {}: unknown user {u:?} in its user file, skipping it", d.name));
+                        log::error(format!(
+                            "Service {}: unknown user {u:?} in its user file, skipping it",
+                            d.name
+                        ));
                         continue;
                     }
                 }
@@ -629,8 +743,16 @@ mod tests {
             ("NOTEBOOK_ARGS", "--ServerApp.token=abc"),
         ]))
         .unwrap();
-        let argv = server_argv(&s, false, &[OsString::from("--debug")], Some(Path::new("/h/n.pem")));
-        let argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let argv = server_argv(
+            &s,
+            false,
+            &[OsString::from("--debug")],
+            Some(Path::new("/h/n.pem")),
+        );
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             argv,
             vec![
@@ -651,11 +773,23 @@ mod tests {
 
     #[test]
     fn singleuser_and_auth_none_arguments() {
-        let s = ServerSettings::from_env(&env(&[("NOTEBOOK_ARGS", "--a"), ("NB_PREFIX", "/x")])).unwrap();
+        let s = ServerSettings::from_env(&env(&[("NOTEBOOK_ARGS", "--a"), ("NB_PREFIX", "/x")]))
+            .unwrap();
         let argv = server_argv(&s, true, &[OsString::from("--b")], None);
-        assert_eq!(argv, vec![OsString::from("jupyterhub-singleuser"), "--a".into(), "--b".into()]);
+        assert_eq!(
+            argv,
+            vec![
+                OsString::from("jupyterhub-singleuser"),
+                "--a".into(),
+                "--b".into()
+            ]
+        );
 
-        let s = ServerSettings::from_env(&env(&[("NBRT_AUTH", "none"), ("DOCKER_STACKS_JUPYTER_CMD", "server")])).unwrap();
+        let s = ServerSettings::from_env(&env(&[
+            ("NBRT_AUTH", "none"),
+            ("DOCKER_STACKS_JUPYTER_CMD", "server"),
+        ]))
+        .unwrap();
         let argv = server_argv(&s, false, &[], None);
         assert_eq!(argv[1], OsString::from("server"));
         assert!(argv.contains(&OsString::from("--IdentityProvider.token=")));
@@ -664,15 +798,31 @@ mod tests {
     #[test]
     fn sudoers_secure_path() {
         let s = "Defaults\tenv_reset\nDefaults\tsecure_path=\"/usr/local/sbin:/usr/bin\"\n";
-        assert_eq!(secure_path_of(s).as_deref(), Some("/usr/local/sbin:/usr/bin"));
+        assert_eq!(
+            secure_path_of(s).as_deref(),
+            Some("/usr/local/sbin:/usr/bin")
+        );
         assert_eq!(secure_path_of("root ALL=(ALL) ALL"), None);
     }
 
     #[test]
     fn cwd_follows_the_renamed_home() {
         let from = Path::new("/home/jovyan");
-        assert_eq!(relocate_cwd(Some(Path::new("/home/jovyan/work/x")), from, Path::new("/home/a")), Some("/home/a/work/x".into()));
-        assert_eq!(relocate_cwd(Some(Path::new("/home/jovyan")), from, Path::new("/home/a")), Some("/home/a".into()));
-        assert_eq!(relocate_cwd(Some(Path::new("/tmp")), from, Path::new("/home/a")), None);
+        assert_eq!(
+            relocate_cwd(
+                Some(Path::new("/home/jovyan/work/x")),
+                from,
+                Path::new("/home/a")
+            ),
+            Some("/home/a/work/x".into())
+        );
+        assert_eq!(
+            relocate_cwd(Some(Path::new("/home/jovyan")), from, Path::new("/home/a")),
+            Some("/home/a".into())
+        );
+        assert_eq!(
+            relocate_cwd(Some(Path::new("/tmp")), from, Path::new("/home/a")),
+            None
+        );
     }
 }

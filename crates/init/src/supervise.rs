@@ -55,7 +55,10 @@ pub fn block_signals() -> Result<()> {
 }
 
 fn is_stop_signal(s: Signal) -> bool {
-    matches!(s, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP)
+    matches!(
+        s,
+        Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGHUP
+    )
 }
 
 /// A supervised service: `/etc/services.d/<name>/run` (+ optional `finish`).
@@ -94,7 +97,10 @@ pub fn discover(dir: &Path) -> Result<Vec<ServiceDir>> {
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for d in entries {
-        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.starts_with('.') || !d.is_dir() {
             continue;
         }
@@ -104,7 +110,10 @@ pub fn discover(dir: &Path) -> Result<Vec<ServiceDir>> {
         }
         let run = d.join("run");
         if !is_executable(&run) {
-            log::warning(format!("Service {name}: {} is missing or not executable, skipping", run.display()));
+            log::warning(format!(
+                "Service {name}: {} is missing or not executable, skipping",
+                run.display()
+            ));
             continue;
         }
         let finish = Some(d.join("finish")).filter(|f| is_executable(f));
@@ -236,7 +245,9 @@ pub fn run(plan: Plan) -> Result<i32> {
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(ws) => {
                     let Some(pid) = ws.pid() else { continue };
-                    let Some(code) = status_code(ws) else { continue };
+                    let Some(code) = status_code(ws) else {
+                        continue;
+                    };
                     match children.remove(&pid.as_raw()) {
                         Some(Role::Main) => {
                             main_pid = None;
@@ -244,7 +255,8 @@ pub fn run(plan: Plan) -> Result<i32> {
                                 log::warning(format!(
                                     "The command exited with status {code}; restarting it (RESTARTABLE=yes)"
                                 ));
-                                let wait = RESTART_SPACING.saturating_sub(main_last_start.elapsed());
+                                let wait =
+                                    RESTART_SPACING.saturating_sub(main_last_start.elapsed());
                                 main_restart_at = Some(Instant::now() + wait);
                             } else {
                                 main_code = Some(code);
@@ -267,7 +279,10 @@ pub fn run(plan: Plan) -> Result<i32> {
                                 _ => (code, 0),
                             };
                             if !stopping {
-                                log::warning(format!("Service {} exited with status {code}", s.name));
+                                log::warning(format!(
+                                    "Service {} exited with status {code}",
+                                    s.name
+                                ));
                             }
                             if let Some(f) = &s.finish {
                                 let mut f = f.clone();
@@ -279,12 +294,19 @@ pub fn run(plan: Plan) -> Result<i32> {
                                         children.insert(fp.as_raw(), Role::Finish(i));
                                         svc[i].finishing = Some(fp);
                                     }
-                                    Err(e) => log::error(format!("Service {}: finish could not run: {e}", s.name)),
+                                    Err(e) => log::error(format!(
+                                        "Service {}: finish could not run: {e}",
+                                        s.name
+                                    )),
                                 }
                             }
                             if svc[i].finishing.is_none() && !stopping {
-                                let since = svc[i].last_start.map(|t| t.elapsed()).unwrap_or(RESTART_SPACING);
-                                svc[i].restart_at = Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
+                                let since = svc[i]
+                                    .last_start
+                                    .map(|t| t.elapsed())
+                                    .unwrap_or(RESTART_SPACING);
+                                svc[i].restart_at =
+                                    Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
                             }
                         }
                         Some(Role::Finish(i)) => {
@@ -296,8 +318,12 @@ pub fn run(plan: Plan) -> Result<i32> {
                                 ));
                                 svc[i].permanently_down = true;
                             } else if !stopping {
-                                let since = svc[i].last_start.map(|t| t.elapsed()).unwrap_or(RESTART_SPACING);
-                                svc[i].restart_at = Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
+                                let since = svc[i]
+                                    .last_start
+                                    .map(|t| t.elapsed())
+                                    .unwrap_or(RESTART_SPACING);
+                                svc[i].restart_at =
+                                    Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
                             }
                         }
                         None => {} // an orphan: reaped, nothing else to do
@@ -382,7 +408,10 @@ pub fn run(plan: Plan) -> Result<i32> {
             .min();
         let timeout = match next {
             Some(t) => {
-                let ms = t.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
+                let ms = t
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as u16;
                 PollTimeout::from(ms.max(1))
             }
             None => PollTimeout::NONE,
@@ -396,7 +425,9 @@ pub fn run(plan: Plan) -> Result<i32> {
             Err(e) => return Err(Error::sys("poll", e)),
         }
         while let Ok(Some(info)) = sfd.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
             match sig {
                 Signal::SIGCHLD => {}
                 Signal::SIGTTOU => {}

@@ -73,11 +73,21 @@ impl Group {
             name: f[0].into(),
             password: f[1].into(),
             gid: f[2].parse().ok()?,
-            members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
+            members: f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
     fn render(&self) -> String {
-        format!("{}:{}:{}:{}", self.name, self.password, self.gid, self.members.join(","))
+        format!(
+            "{}:{}:{}:{}",
+            self.name,
+            self.password,
+            self.gid,
+            self.members.join(",")
+        )
     }
 }
 
@@ -113,7 +123,13 @@ impl Keyed {
                 let list: Vec<String> = f[i]
                     .split(',')
                     .filter(|m| !m.is_empty())
-                    .map(|m| if m == from { to.to_owned() } else { m.to_owned() })
+                    .map(|m| {
+                        if m == from {
+                            to.to_owned()
+                        } else {
+                            m.to_owned()
+                        }
+                    })
                     .collect();
                 f[i] = list.join(",");
             }
@@ -176,7 +192,11 @@ impl UserDb {
             .map(|f| read_optional(&root.join(f)))
             .collect::<Result<_>>()?;
         let passwd_text = texts[0].clone().ok_or_else(|| {
-            Error::io("reading", root.join(FILES[0]), std::io::ErrorKind::NotFound.into())
+            Error::io(
+                "reading",
+                root.join(FILES[0]),
+                std::io::ErrorKind::NotFound.into(),
+            )
         })?;
         let passwd = passwd_text
             .lines()
@@ -199,7 +219,12 @@ impl UserDb {
             gshadow: keyed(&texts[3]),
             passwd,
             group,
-            original: [texts[0].clone(), texts[1].clone(), texts[2].clone(), texts[3].clone()],
+            original: [
+                texts[0].clone(),
+                texts[1].clone(),
+                texts[2].clone(),
+                texts[3].clone(),
+            ],
         })
     }
 
@@ -350,8 +375,12 @@ impl UserDb {
         let texts = [
             Some(self.passwd_text()),
             self.original[1].as_ref().map(|_| self.group_text()),
-            self.shadow.as_ref().map(|s| s.lines.iter().map(|l| format!("{l}\n")).collect()),
-            self.gshadow.as_ref().map(|s| s.lines.iter().map(|l| format!("{l}\n")).collect()),
+            self.shadow
+                .as_ref()
+                .map(|s| s.lines.iter().map(|l| format!("{l}\n")).collect()),
+            self.gshadow
+                .as_ref()
+                .map(|s| s.lines.iter().map(|l| format!("{l}\n")).collect()),
         ];
         for (i, text) in texts.iter().enumerate() {
             let Some(text) = text else { continue };
@@ -377,10 +406,16 @@ fn normalise(s: &str) -> String {
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let meta = fs::metadata(path).ok();
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.nbrt-init.{}", std::process::id()));
     let attempt = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         if let Some(m) = &meta {
             f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
@@ -403,7 +438,8 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
                 .truncate(true)
                 .open(path)
                 .map_err(|e| Error::io("writing", path, e))?;
-            f.write_all(bytes).map_err(|e| Error::io("writing", path, e))?;
+            f.write_all(bytes)
+                .map_err(|e| Error::io("writing", path, e))?;
             Ok(())
         }
         Err(e) => {
@@ -430,8 +466,16 @@ mod tests {
             "root:x:0:\nusers:x:100:\nsudo:x:27:jovyan,other\n",
         )
         .unwrap();
-        fs::write(d.path().join("etc/shadow"), "root:*:19000:0:99999:7:::\njovyan:!:19000:0:99999:7:::\n").unwrap();
-        fs::write(d.path().join("etc/gshadow"), "root:*::\nusers:*::\nsudo:*:jovyan:jovyan,other\n").unwrap();
+        fs::write(
+            d.path().join("etc/shadow"),
+            "root:*:19000:0:99999:7:::\njovyan:!:19000:0:99999:7:::\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("etc/gshadow"),
+            "root:*::\nusers:*::\nsudo:*:jovyan:jovyan,other\n",
+        )
+        .unwrap();
         d
     }
 
@@ -449,9 +493,18 @@ mod tests {
     #[test]
     fn unchanged_db_writes_nothing() {
         let d = fake_root();
-        let before = fs::metadata(d.path().join("etc/passwd")).unwrap().modified().unwrap();
+        let before = fs::metadata(d.path().join("etc/passwd"))
+            .unwrap()
+            .modified()
+            .unwrap();
         UserDb::load(d.path()).unwrap().save().unwrap();
-        assert_eq!(fs::metadata(d.path().join("etc/passwd")).unwrap().modified().unwrap(), before);
+        assert_eq!(
+            fs::metadata(d.path().join("etc/passwd"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            before
+        );
     }
 
     #[test]
@@ -475,11 +528,17 @@ mod tests {
             "root:x:0:0:root:/root:/bin/bash\n# a comment\nalice:x:1234:2345::/home/alice:/bin/bash\n"
         );
         let group = fs::read_to_string(d.path().join("etc/group")).unwrap();
-        assert_eq!(group, "root:x:0:\nusers:x:100:alice\nsudo:x:27:alice,other\nlab:x:2345:\n");
+        assert_eq!(
+            group,
+            "root:x:0:\nusers:x:100:alice\nsudo:x:27:alice,other\nlab:x:2345:\n"
+        );
         let shadow = fs::read_to_string(d.path().join("etc/shadow")).unwrap();
         assert!(shadow.contains("\nalice:!:19000") && !shadow.contains("jovyan"));
         let gshadow = fs::read_to_string(d.path().join("etc/gshadow")).unwrap();
-        assert_eq!(gshadow, "root:*::\nusers:*::alice\nsudo:*:alice:alice,other\nlab:!::\n");
+        assert_eq!(
+            gshadow,
+            "root:*::\nusers:*::alice\nsudo:*:alice:alice,other\nlab:!::\n"
+        );
 
         let db = UserDb::load(d.path()).unwrap();
         assert_eq!(db.group_ids_of("alice", 2345), vec![2345, 100, 27]);
@@ -513,15 +572,26 @@ mod tests {
         write_file_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]
     fn malformed_lines_are_kept() {
         let d = fake_root();
-        fs::write(d.path().join("etc/passwd"), "+::::::\nbroken\njovyan:x:1000:100::/home/jovyan:/bin/bash\n").unwrap();
+        fs::write(
+            d.path().join("etc/passwd"),
+            "+::::::\nbroken\njovyan:x:1000:100::/home/jovyan:/bin/bash\n",
+        )
+        .unwrap();
         let mut db = UserDb::load(d.path()).unwrap();
         db.rename_user("jovyan", "bob");
-        assert_eq!(db.passwd_text(), "+::::::\nbroken\nbob:x:1000:100::/home/jovyan:/bin/bash\n");
+        assert_eq!(
+            db.passwd_text(),
+            "+::::::\nbroken\nbob:x:1000:100::/home/jovyan:/bin/bash\n"
+        );
     }
 }

@@ -22,14 +22,26 @@ fn hook(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 fn sourced_hook_exports_and_unsets_reach_the_environment() {
     let d = tempfile::tempdir().unwrap();
     let h = hook(d.path(), "10.sh", "export NEW='with\nnewline = and spaces'\nunset GONE\nCHANGED=2\nexport CHANGED\nLOCAL_ONLY=1\n");
-    let env = Env::from_pairs([("GONE", "1"), ("CHANGED", "1"), ("PATH", "/usr/bin:/bin"), ("SHLVL", "7")]);
+    let env = Env::from_pairs([
+        ("GONE", "1"),
+        ("CHANGED", "1"),
+        ("PATH", "/usr/bin:/bin"),
+        ("SHLVL", "7"),
+    ]);
     let (rc, after) = hooks::source(&h, &env, exe()).unwrap();
     assert_eq!(rc, 0);
     let after = after.unwrap();
-    assert_eq!(after.get("NEW").as_deref(), Some("with\nnewline = and spaces"));
+    assert_eq!(
+        after.get("NEW").as_deref(),
+        Some("with\nnewline = and spaces")
+    );
     assert_eq!(after.get("CHANGED").as_deref(), Some("2"));
     assert!(!after.contains("GONE") && !after.contains("LOCAL_ONLY"));
-    assert_eq!(after.get("SHLVL").as_deref(), Some("7"), "shell bookkeeping variables are not taken");
+    assert_eq!(
+        after.get("SHLVL").as_deref(),
+        Some("7"),
+        "shell bookkeeping variables are not taken"
+    );
     assert!(!after.contains("_"));
 }
 
@@ -37,7 +49,8 @@ fn sourced_hook_exports_and_unsets_reach_the_environment() {
 fn failing_and_exiting_hooks() {
     let d = tempfile::tempdir().unwrap();
     let h = hook(d.path(), "fail.sh", "export A=1\nfalse\n");
-    let (rc, after) = hooks::source(&h, &Env::from_pairs([("PATH", "/usr/bin:/bin")]), exe()).unwrap();
+    let (rc, after) =
+        hooks::source(&h, &Env::from_pairs([("PATH", "/usr/bin:/bin")]), exe()).unwrap();
     assert_eq!(rc, 1);
     assert_eq!(after.unwrap().get("A").as_deref(), Some("1"));
 

@@ -62,7 +62,8 @@ pub fn image() -> Option<String> {
                 ),
             };
             Some(script(
-                Command::new(crate_dir().join("tests/fixture/jupyter-fixture.sh")).args(["image", &bin]),
+                Command::new(crate_dir().join("tests/fixture/jupyter-fixture.sh"))
+                    .args(["image", &bin]),
                 "building the Jupyter fixture image",
             ))
         })
@@ -73,7 +74,10 @@ pub fn image() -> Option<String> {
 pub fn run(image: &str, docker_args: &[&str], cmd: &[&str]) -> Run {
     let name = unique("nbrt-init-test");
     let mut c = Command::new("docker");
-    c.args(["run", "--rm", "--name", &name]).args(docker_args).arg(image).args(cmd);
+    c.args(["run", "--rm", "--name", &name])
+        .args(docker_args)
+        .arg(image)
+        .args(cmd);
     let out = c.output().expect("running docker");
     let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     Run::from(out)
@@ -82,7 +86,11 @@ pub fn run(image: &str, docker_args: &[&str], cmd: &[&str]) -> Run {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A detached container, removed (with its anonymous volumes) when dropped.
@@ -100,12 +108,21 @@ impl Container {
             .args(cmd)
             .output()
             .expect("running docker");
-        assert!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Container { id: name }
     }
 
     pub fn logs(&self) -> Run {
-        Run::from(Command::new("docker").args(["logs", &self.id]).output().expect("docker logs"))
+        Run::from(
+            Command::new("docker")
+                .args(["logs", &self.id])
+                .output()
+                .expect("docker logs"),
+        )
     }
 
     pub fn exec(&self, args: &[&str], cmd: &[&str]) -> Run {
@@ -148,7 +165,11 @@ impl Container {
     pub fn wait(&self, timeout: Duration) -> i32 {
         let t = Instant::now();
         while self.running() {
-            assert!(t.elapsed() < timeout, "container {} still running after {timeout:?}", self.id);
+            assert!(
+                t.elapsed() < timeout,
+                "container {} still running after {timeout:?}",
+                self.id
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         self.inspect("{{.State.ExitCode}}").parse().unwrap_or(-1)
@@ -176,7 +197,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.id]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .output();
     }
 }
 
@@ -188,7 +211,10 @@ pub struct Volume {
 impl Volume {
     pub fn new() -> Volume {
         let name = unique("nbrt-init-test-vol");
-        let out = Command::new("docker").args(["volume", "create", &name]).output().expect("docker volume create");
+        let out = Command::new("docker")
+            .args(["volume", "create", &name])
+            .output()
+            .expect("docker volume create");
         assert!(out.status.success());
         Volume { name }
     }
@@ -196,7 +222,9 @@ impl Volume {
 
 impl Drop for Volume {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["volume", "rm", "-f", &self.name]).output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.name])
+            .output();
     }
 }
 
@@ -207,7 +235,10 @@ pub fn wait_http(url: &str, timeout: Duration) -> nbrt_init::http::Response {
         match nbrt_init::http::get(url, Duration::from_secs(2)) {
             Ok(r) if (200..300).contains(&r.status) => return r,
             other => {
-                assert!(t.elapsed() < timeout, "{url} did not answer 2xx within {timeout:?}: {other:?}");
+                assert!(
+                    t.elapsed() < timeout,
+                    "{url} did not answer 2xx within {timeout:?}: {other:?}"
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -270,9 +301,14 @@ pub fn is_log_line(line: &str, level: &str) -> bool {
 }
 
 pub fn has_log(stderr: &str, level: &str, needle: &str) -> bool {
-    stderr.lines().any(|l| is_log_line(l, level) && l.contains(needle))
+    stderr
+        .lines()
+        .any(|l| is_log_line(l, level) && l.contains(needle))
 }
 
 pub fn assert_log(stderr: &str, level: &str, needle: &str) {
-    assert!(has_log(stderr, level, needle), "no {level} line containing {needle:?} in:\n{stderr}");
+    assert!(
+        has_log(stderr, level, needle),
+        "no {level} line containing {needle:?} in:\n{stderr}"
+    );
 }
