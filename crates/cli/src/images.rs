@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use nbrt_oci::layer::Compression;
+use nbrt_oci::registry::{self, RegistryOptions};
 use nbrt_oci::transfer::{self, ExportFormat, ImportOptions};
 use nbrt_oci::{ImageName, Progress, Store, StoredImage};
 use serde::Serialize;
@@ -188,7 +189,10 @@ pub fn list(ctx: &Context, a: ImagesArgs) -> Result<()> {
             ]);
         }
     }
-    table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &cells);
+    table(
+        &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        &cells,
+    );
     Ok(())
 }
 
@@ -249,7 +253,11 @@ pub fn inspect(ctx: &Context, a: InspectArgs) -> Result<()> {
     println!("ID:       {}", info.id);
     println!("Digest:   {}", info.digest);
     println!("Names:    {}", info.names.join(", "));
-    println!("Size:     {} in {} layers", human_size(info.size), info.layers.len());
+    println!(
+        "Size:     {} in {} layers",
+        human_size(info.size),
+        info.layers.len()
+    );
     let c = image.config.value();
     println!("Platform: {}/{}", c.os, c.architecture);
     if let Some(created) = &c.created {
@@ -271,7 +279,12 @@ pub fn inspect(ctx: &Context, a: InspectArgs) -> Result<()> {
     }
     println!("Layers:");
     for l in &info.layers {
-        println!("  {}  {:>9}  {}", l.digest, human_size(l.size), l.media_type);
+        println!(
+            "  {}  {:>9}  {}",
+            l.digest,
+            human_size(l.size),
+            l.media_type
+        );
     }
     Ok(())
 }
@@ -397,8 +410,28 @@ pub struct PushArgs {
     json: bool,
 }
 
-pub async fn push(_ctx: &Context, _a: PushArgs) -> Result<()> {
-    bail!("push is not available yet")
+pub async fn push(ctx: &Context, a: PushArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let found = resolve(&store, &a.image)?;
+    let opts = RegistryOptions {
+        insecure: a.insecure,
+        docker_config: None,
+    };
+    let report = registry::push(&store, &found.image, &a.target, &opts, &progress(a.json))
+        .await
+        .with_context(|| format!("pushing {} to {}", a.image, a.target))?;
+    if a.json {
+        return json(&report);
+    }
+    println!(
+        "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there",
+        report.reference,
+        report.manifest_digest,
+        report.uploaded.len(),
+        report.mounted.len(),
+        report.existing.len()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -411,6 +444,25 @@ pub struct PullArgs {
     json: bool,
 }
 
-pub async fn pull(_ctx: &Context, _a: PullArgs) -> Result<()> {
-    bail!("pull is not available yet")
+pub async fn pull(ctx: &Context, a: PullArgs) -> Result<()> {
+    let store = ctx.store()?;
+    let opts = RegistryOptions {
+        insecure: a.insecure,
+        docker_config: None,
+    };
+    let (_, report) = registry::pull(&store, &a.reference, &opts, &progress(a.json))
+        .await
+        .with_context(|| format!("pulling {}", a.reference))?;
+    if a.json {
+        return json(&report);
+    }
+    println!(
+        "pulled {} ({}), image ID {}: {} blobs downloaded, {} already here",
+        report.reference,
+        report.manifest_digest,
+        report.image_id,
+        report.downloaded.len(),
+        report.existing.len()
+    );
+    Ok(())
 }

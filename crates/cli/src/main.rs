@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nbrt", version, about = "Notebook runtime images: build, ship, check and run them")]
+#[command(
+    name = "nbrt",
+    version,
+    about = "Notebook runtime images: build, ship, check and run them"
+)]
 struct Cli {
     /// The image store (default: $NBRT_HOME, else $XDG_DATA_HOME/nbrt, else ~/.local/share/nbrt)
     #[arg(long, global = true, value_name = "DIR")]

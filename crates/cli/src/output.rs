@@ -43,7 +43,13 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    let digits = if v >= 100.0 || u == 0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let digits = if v >= 100.0 || u == 0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     let n = format!("{v:.digits$}");
     let n = if n.contains('.') {
         n.trim_end_matches('0').trim_end_matches('.').to_string()

@@ -61,7 +61,14 @@ fn docker(args: &[&str]) -> String {
 
 /// A unique name for things this test run puts into the shared Docker engine.
 fn unique(prefix: &str) -> String {
-    format!("nbrt-test/{prefix}:{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+    format!(
+        "nbrt-test/{prefix}:{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 struct DockerImage(String);
@@ -73,7 +80,9 @@ impl Drop for DockerImage {
 
 #[test]
 fn debian_rootfs_imports_exports_and_runs_in_docker() {
-    let Some(rootfs) = minbase_rootfs() else { return };
+    let Some(rootfs) = minbase_rootfs() else {
+        return;
+    };
     if !require_docker() {
         return;
     }
@@ -91,13 +100,19 @@ fn debian_rootfs_imports_exports_and_runs_in_docker() {
     nbrt.ok(&["export", &name, "-o", tar.to_str().unwrap()]);
     let _cleanup = DockerImage(name.clone());
     docker(&["load", "-i", tar.to_str().unwrap()]);
-    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &name]).trim(), id);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Id}}", &name]).trim(),
+        id
+    );
     docker(&["rmi", &name]);
 
     // nbrt load goes through the engine API and gives the same ID.
     let loaded = nbrt.json(&["load", &name]);
     assert_eq!(loaded["engine_id"], id.as_str());
-    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &name]).trim(), id);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Id}}", &name]).trim(),
+        id
+    );
     let version = docker(&["run", "--rm", &name, "cat", "/etc/debian_version"]);
     assert!(version.trim().starts_with("12."), "{version}");
 
@@ -113,38 +128,71 @@ fn debian_rootfs_imports_exports_and_runs_in_docker() {
     again.ok(&["export", &name, "-o", round.to_str().unwrap()]);
     docker(&["rmi", &name]);
     docker(&["load", "-i", round.to_str().unwrap()]);
-    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &name]).trim(), id);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Id}}", &name]).trim(),
+        id
+    );
     // Legacy docker-archive output loads too.
     let legacy = tmp.path().join("legacy.tar");
-    again.ok(&["export", &name, "-o", legacy.to_str().unwrap(), "--format", "docker-archive"]);
+    again.ok(&[
+        "export",
+        &name,
+        "-o",
+        legacy.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ]);
     docker(&["rmi", &name]);
     docker(&["load", "-i", legacy.to_str().unwrap()]);
-    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &name]).trim(), id);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.Id}}", &name]).trim(),
+        id
+    );
 }
 
 #[test]
 fn skopeo_and_umoci_read_our_layout_and_tar() {
-    let Some(rootfs) = minbase_rootfs() else { return };
+    let Some(rootfs) = minbase_rootfs() else {
+        return;
+    };
     if !require("skopeo", &["--version"], "skopeo") || !require("umoci", &["--version"], "umoci") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let nbrt = Nbrt::new(&tmp.path().join("store"));
-    nbrt.ok(&["import", rootfs.to_str().unwrap(), "--tag", "nbrt-test/deb:v1"]);
+    nbrt.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "--tag",
+        "nbrt-test/deb:v1",
+    ]);
     let digest = nbrt.json(&["inspect", "nbrt-test/deb:v1"])["digest"]
         .as_str()
         .unwrap()
         .to_string();
     let layout = tmp.path().join("layout");
     let tar = tmp.path().join("image.tar");
-    nbrt.ok(&["export", "nbrt-test/deb:v1", "-o", layout.to_str().unwrap(), "--format", "oci-dir"]);
+    nbrt.ok(&[
+        "export",
+        "nbrt-test/deb:v1",
+        "-o",
+        layout.to_str().unwrap(),
+        "--format",
+        "oci-dir",
+    ]);
     nbrt.ok(&["export", "nbrt-test/deb:v1", "-o", tar.to_str().unwrap()]);
 
     let inspect = |transport: String| -> Value {
         serde_json::from_str(&run(Command::new("skopeo").args(["inspect", &transport]))).unwrap()
     };
-    assert_eq!(inspect(format!("oci:{}:v1", layout.display()))["Digest"], digest.as_str());
-    assert_eq!(inspect(format!("oci-archive:{}:v1", tar.display()))["Digest"], digest.as_str());
+    assert_eq!(
+        inspect(format!("oci:{}:v1", layout.display()))["Digest"],
+        digest.as_str()
+    );
+    assert_eq!(
+        inspect(format!("oci-archive:{}:v1", tar.display()))["Digest"],
+        digest.as_str()
+    );
     // The same tar read as a docker-archive: skopeo recomputes the manifest, the config (and
     // so the layers) must be ours.
     let as_docker = inspect(format!("docker-archive:{}", tar.display()));
@@ -157,7 +205,10 @@ fn skopeo_and_umoci_read_our_layout_and_tar() {
         &format!("oci:{}:v1", layout.display()),
         &format!("oci:{}:copy", copied.display()),
     ]));
-    assert_eq!(inspect(format!("oci:{}:copy", copied.display()))["Digest"], digest.as_str());
+    assert_eq!(
+        inspect(format!("oci:{}:copy", copied.display()))["Digest"],
+        digest.as_str()
+    );
     run(Command::new("skopeo").args([
         "copy",
         &format!("docker-archive:{}", tar.display()),
@@ -165,7 +216,10 @@ fn skopeo_and_umoci_read_our_layout_and_tar() {
     ]));
     // Our own store is an OCI layout as well.
     assert_eq!(
-        inspect(format!("oci:{}:nbrt-test/deb:v1", tmp.path().join("store").display()))["Digest"],
+        inspect(format!(
+            "oci:{}:nbrt-test/deb:v1",
+            tmp.path().join("store").display()
+        ))["Digest"],
         digest.as_str()
     );
 
@@ -182,13 +236,22 @@ fn skopeo_and_umoci_read_our_layout_and_tar() {
 
     // What skopeo wrote imports back into nbrt with the same digest.
     let back = Nbrt::new(&tmp.path().join("store2"));
-    let re = back.json(&["import", copied.to_str().unwrap(), "--image", "copy", "--tag", "back:1"]);
+    let re = back.json(&[
+        "import",
+        copied.to_str().unwrap(),
+        "--image",
+        "copy",
+        "--tag",
+        "back:1",
+    ]);
     assert_eq!(re["digest"], digest.as_str());
 }
 
 #[test]
 fn same_rootfs_gives_the_same_image_in_two_processes() {
-    let Some(rootfs) = minbase_rootfs() else { return };
+    let Some(rootfs) = minbase_rootfs() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let import = |store: &str, sde: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbrt"));
@@ -213,7 +276,11 @@ fn same_rootfs_gives_the_same_image_in_two_processes() {
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             serde_json::from_slice(&out.stdout).unwrap()
         })
         .collect();
@@ -225,13 +292,22 @@ fn same_rootfs_gives_the_same_image_in_two_processes() {
     assert_eq!(shared.json(&["images"]).as_array().unwrap().len(), 1);
 
     // SOURCE_DATE_EPOCH fixes the creation time and clamps every mtime.
-    let out = import("sde", Some("1000000000")).wait_with_output().unwrap();
+    let out = import("sde", Some("1000000000"))
+        .wait_with_output()
+        .unwrap();
     assert!(out.status.success());
     let sde = Nbrt::new(&tmp.path().join("sde"));
     let config = &sde.json(&["inspect", "d:1"])["config"];
     assert_eq!(config["created"], "2001-09-09T01:46:40Z");
     let flat = tmp.path().join("flat.tar");
-    sde.ok(&["export", "d:1", "-o", flat.to_str().unwrap(), "--format", "rootfs"]);
+    sde.ok(&[
+        "export",
+        "d:1",
+        "-o",
+        flat.to_str().unwrap(),
+        "--format",
+        "rootfs",
+    ]);
     let mut archive = tar::Archive::new(std::fs::File::open(&flat).unwrap());
     let mut count = 0;
     for e in archive.entries().unwrap() {

@@ -81,7 +81,11 @@ impl Image {
         layers: Vec<Descriptor>,
         annotations: BTreeMap<String, String>,
     ) -> Result<Self> {
-        Self::around_config(Raw::from_value(config, "image config")?, layers, annotations)
+        Self::around_config(
+            Raw::from_value(config, "image config")?,
+            layers,
+            annotations,
+        )
     }
 
     /// Like [`Image::assemble`], keeping config bytes read elsewhere exactly as they are
@@ -341,7 +345,10 @@ pub fn copy_image(
     // so they need not come from the source.
     let config = &image.manifest.value().config;
     if !sink.has_blob(config)? {
-        sink.put_blob(config, &mut VerifyingReader::new(image.config.bytes(), config))?;
+        sink.put_blob(
+            config,
+            &mut VerifyingReader::new(image.config.bytes(), config),
+        )?;
         copied.push(config.clone());
     }
     sink.put_image(image)?;
@@ -367,14 +374,15 @@ pub fn validate(image: &Image, source: &dyn BlobSource) -> Result<()> {
         let compression = Compression::from_media_type(&layer.media_type)?;
         let blob = open_verified(source, layer)?;
         let mut tar = crate::digest::HashingReader::new(decompress(blob, compression)?);
-        crate::layer::reader::for_each_entry(&mut tar, |_entry, _data| Ok(())).map_err(|e| {
-            OciError::InvalidImage(format!("layer {i} ({}): {e}", layer.digest))
-        })?;
+        crate::layer::reader::for_each_entry(&mut tar, |_entry, _data| Ok(()))
+            .map_err(|e| OciError::InvalidImage(format!("layer {i} ({}): {e}", layer.digest)))?;
         io::copy(&mut tar, &mut io::sink())
             .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
         let (actual, _) = tar.finish();
         diff_id
-            .verify(&actual, || format!("diff ID of layer {i} ({})", layer.digest))
+            .verify(&actual, || {
+                format!("diff ID of layer {i} ({})", layer.digest)
+            })
             .map_err(|e| OciError::InvalidImage(e.to_string()))?;
     }
     Ok(())

@@ -89,7 +89,9 @@ mod tests {
         let doc = serde_json::json!({"z": 1, "a": {"y": [ {"b": 1, "a": "é\"\n"} ], "x": null}, "labels": labels});
         let bytes = to_canonical_vec(&doc, "test").unwrap();
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with(r#"{"a":{"x":null,"y":[{"a":"é\"\n","b":1}]},"labels":{"k00":0,"k01":1,"#));
+        assert!(text.starts_with(
+            r#"{"a":{"x":null,"y":[{"a":"é\"\n","b":1}]},"labels":{"k00":0,"k01":1,"#
+        ));
         assert!(text.ends_with(r#""k19":19},"z":1}"#));
     }
 }

@@ -21,4 +21,4 @@ pub use error::{OciError, Result};
 pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};
 pub use name::ImageName;
 pub use progress::Progress;
-pub use store::{StoredImage, Store};
+pub use store::{Store, StoredImage};

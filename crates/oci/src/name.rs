@@ -43,8 +43,7 @@ fn valid_tag(t: &str) -> bool {
         && t.len() <= 128
         && t.as_bytes()[0] != b'.'
         && t.as_bytes()[0] != b'-'
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
@@ -54,7 +53,10 @@ impl ImageName {
             return Err(invalid(s, "longer than 255 characters"));
         }
         if s.contains('@') {
-            return Err(invalid(s, "digest references cannot name an image here; use a tag"));
+            return Err(invalid(
+                s,
+                "digest references cannot name an image here; use a tag",
+            ));
         }
         let last_slash = s.rfind('/').map_or(0, |i| i + 1);
         let (repository, tag) = match s[last_slash..].rfind(':') {
@@ -66,8 +68,14 @@ impl ImageName {
         }
         let comps: Vec<&str> = repository.split('/').collect();
         for (i, c) in comps.iter().enumerate() {
-            let host_like = i == 0 && comps.len() > 1 && (c.contains('.') || c.contains(':') || *c == "localhost");
-            let ok = if host_like { valid_host(c) } else { valid_component(c) };
+            let host_like = i == 0
+                && comps.len() > 1
+                && (c.contains('.') || c.contains(':') || *c == "localhost");
+            let ok = if host_like {
+                valid_host(c)
+            } else {
+                valid_component(c)
+            };
             if !ok {
                 return Err(invalid(s, "a name is lower-case letters, digits and '.', '_', '-' in '/'-separated parts, optionally after a registry host[:port]"));
             }
@@ -96,7 +104,17 @@ mod tests {
         let n = ImageName::parse("127.0.0.1:5000/nb/base:v1.2").unwrap();
         assert_eq!(n.repository, "127.0.0.1:5000/nb/base");
         assert_eq!(n.tag, "v1.2");
-        for bad in ["", "Debian", "a:", "a:-x", "a/../b", "a@sha256:00", "a b", "/a", "a/"] {
+        for bad in [
+            "",
+            "Debian",
+            "a:",
+            "a:-x",
+            "a/../b",
+            "a@sha256:00",
+            "a b",
+            "/a",
+            "a/",
+        ] {
             assert!(ImageName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

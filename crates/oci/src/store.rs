@@ -74,9 +74,7 @@ impl Store {
             .write(true)
             .open(root.join("gc.lock"))
             .io_context(|| format!("opening {}", root.join("gc.lock").display()))?;
-        gc_lock
-            .lock_shared()
-            .io_context(|| "locking the store")?;
+        gc_lock.lock_shared().io_context(|| "locking the store")?;
         let store = Self { root, gc_lock };
         if !store.root.join("oci-layout").exists() {
             store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
@@ -170,8 +168,9 @@ impl Store {
                 })
             }
         };
-        desc.digest
-            .verify(&Digest::of_bytes(&bytes), || format!("stored blob {}", desc.digest))?;
+        desc.digest.verify(&Digest::of_bytes(&bytes), || {
+            format!("stored blob {}", desc.digest)
+        })?;
         Ok(bytes)
     }
 

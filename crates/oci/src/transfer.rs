@@ -240,8 +240,11 @@ pub fn export(
         .io_context(|| format!("writing {}", out.display()))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     // Temporary files are created 0600; an export is an ordinary file.
-    std::fs::set_permissions(&tmp_path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .io_context(|| format!("setting permissions of {}", out.display()))?;
+    std::fs::set_permissions(
+        &tmp_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .io_context(|| format!("setting permissions of {}", out.display()))?;
     tmp_path
         .persist(out)
         .map_err(|e| e.error)

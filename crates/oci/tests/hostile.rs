@@ -24,16 +24,40 @@ struct Raw<'a> {
 }
 
 fn file<'a>(name: &'a str, data: &'a [u8]) -> Raw<'a> {
-    Raw { name, kind: b'0', link: "", size: data.len() as u64, data }
+    Raw {
+        name,
+        kind: b'0',
+        link: "",
+        size: data.len() as u64,
+        data,
+    }
 }
 fn dir(name: &str) -> Raw<'_> {
-    Raw { name, kind: b'5', link: "", size: 0, data: b"" }
+    Raw {
+        name,
+        kind: b'5',
+        link: "",
+        size: 0,
+        data: b"",
+    }
 }
 fn symlink<'a>(name: &'a str, target: &'a str) -> Raw<'a> {
-    Raw { name, kind: b'2', link: target, size: 0, data: b"" }
+    Raw {
+        name,
+        kind: b'2',
+        link: target,
+        size: 0,
+        data: b"",
+    }
 }
 fn hardlink<'a>(name: &'a str, target: &'a str) -> Raw<'a> {
-    Raw { name, kind: b'1', link: target, size: 0, data: b"" }
+    Raw {
+        name,
+        kind: b'1',
+        link: target,
+        size: 0,
+        data: b"",
+    }
 }
 
 fn octal(field: &mut [u8], v: u64) {
@@ -89,7 +113,11 @@ impl Scene {
         fs::create_dir_all(&root).unwrap();
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("secret"), b"keep").unwrap();
-        Self { _tmp: tmp, root, outside }
+        Self {
+            _tmp: tmp,
+            root,
+            outside,
+        }
     }
 
     fn apply(&self, members: &[Raw]) -> nbrt_oci::Result<()> {
@@ -104,14 +132,21 @@ impl Scene {
         assert_eq!(names, vec![std::ffi::OsString::from("secret")]);
         assert_eq!(fs::read(self.outside.join("secret")).unwrap(), b"keep");
         let meta = fs::metadata(self.outside.join("secret")).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&meta), 1, "secret was hard-linked");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&meta),
+            1,
+            "secret was hard-linked"
+        );
     }
 }
 
 fn assert_unsafe(result: nbrt_oci::Result<()>, needle: &str) {
     match result {
         Err(OciError::UnsafeEntry { reason, .. }) => {
-            assert!(reason.contains(needle), "reason {reason:?} lacks {needle:?}")
+            assert!(
+                reason.contains(needle),
+                "reason {reason:?} lacks {needle:?}"
+            )
         }
         other => panic!("expected an unsafe-entry error about {needle:?}, got {other:?}"),
     }
@@ -137,7 +172,10 @@ fn absolute_names_are_refused() {
 fn symlinks_that_leave_the_root_are_refused() {
     let s = Scene::new();
     assert_unsafe(s.apply(&[symlink("up", "../outside")]), "leaves the root");
-    assert_unsafe(s.apply(&[dir("a"), symlink("a/up", "../../outside")]), "leaves the root");
+    assert_unsafe(
+        s.apply(&[dir("a"), symlink("a/up", "../../outside")]),
+        "leaves the root",
+    );
     s.assert_outside_untouched();
 }
 
@@ -145,15 +183,26 @@ fn symlinks_that_leave_the_root_are_refused() {
 fn writing_through_a_symlink_stays_inside_the_root() {
     let s = Scene::new();
     // An absolute symlink is legitimate in an image, and means the image's own root...
-    s.apply(&[symlink("etc-link", "/etc"), dir("etc"), file("etc-link/motd", b"hi")])
-        .unwrap();
+    s.apply(&[
+        symlink("etc-link", "/etc"),
+        dir("etc"),
+        file("etc-link/motd", b"hi"),
+    ])
+    .unwrap();
     assert_eq!(fs::read(s.root.join("etc/motd")).unwrap(), b"hi");
     // ...so one pointing at the host's directory leads nowhere on the host.
     let host_outside = s.outside.display().to_string();
     let result = s.apply(&[symlink("jump", &host_outside), file("jump/pwned", b"x")]);
-    assert!(result.is_err(), "a write through a dangling in-root symlink must fail");
+    assert!(
+        result.is_err(),
+        "a write through a dangling in-root symlink must fail"
+    );
     // `..` in an absolute target is clamped at the image root.
-    s.apply(&[symlink("climb", "/../../../.."), file("climb/at-root", b"x")]).unwrap();
+    s.apply(&[
+        symlink("climb", "/../../../.."),
+        file("climb/at-root", b"x"),
+    ])
+    .unwrap();
     assert!(s.root.join("at-root").is_file());
     s.assert_outside_untouched();
 }
@@ -161,7 +210,10 @@ fn writing_through_a_symlink_stays_inside_the_root() {
 #[test]
 fn hard_links_out_of_the_root_are_refused() {
     let s = Scene::new();
-    assert_unsafe(s.apply(&[hardlink("hl", "../outside/secret")]), "hard link target");
+    assert_unsafe(
+        s.apply(&[hardlink("hl", "../outside/secret")]),
+        "hard link target",
+    );
     let abs = format!("{}/secret", s.outside.display());
     assert_unsafe(s.apply(&[hardlink("hl", &abs)]), "hard link target");
     // Through a symlink to the host path: resolved in the root, where it does not exist.
@@ -179,9 +231,21 @@ fn hard_links_out_of_the_root_are_refused() {
 #[test]
 fn huge_and_short_sizes_are_refused() {
     let s = Scene::new();
-    let huge = Raw { name: "big", kind: b'0', link: "", size: 1 << 40, data: b"" };
+    let huge = Raw {
+        name: "big",
+        kind: b'0',
+        link: "",
+        size: 1 << 40,
+        data: b"",
+    };
     assert_unsafe(s.apply(&[huge]), "over the limit");
-    let short = Raw { name: "short", kind: b'0', link: "", size: 1 << 20, data: b"only this" };
+    let short = Raw {
+        name: "short",
+        kind: b'0',
+        link: "",
+        size: 1 << 20,
+        data: b"only this",
+    };
     let err = s.apply(&[short]).unwrap_err();
     assert!(
         err.to_string().contains("declared size") || err.to_string().contains("bytes"),
@@ -224,7 +288,10 @@ fn overlay_mode_records_whiteouts() {
         return;
     }
     let s = Scene::new();
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, chown: true };
+    let opts = ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        chown: true,
+    };
     apply_layer(
         &s.root,
         &raw_tar(&[dir("d"), file("d/.wh..wh..opq", b""), file("a/.wh.b", b"")])[..],
@@ -235,14 +302,28 @@ fn overlay_mode_records_whiteouts() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     assert!(meta.file_type().is_char_device());
     assert_eq!(meta.rdev(), 0);
-    let v = rustix::fs::getxattr(s.root.join("d").as_path(), "trusted.overlay.opaque", &mut [0u8; 4]).unwrap();
+    let v = rustix::fs::getxattr(
+        s.root.join("d").as_path(),
+        "trusted.overlay.opaque",
+        &mut [0u8; 4],
+    )
+    .unwrap();
     assert_eq!(v, 1);
 }
 
 // ---- the store ----
 
 fn entry(path: &str, kind: EntryKind, size: u64) -> Entry {
-    Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, mtime: 1, size, xattrs: vec![] }
+    Entry {
+        path: path.into(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1,
+        size,
+        xattrs: vec![],
+    }
 }
 
 /// Put a layer made of `(entry, data)` pairs into the store.
@@ -260,10 +341,18 @@ fn image_of(layers: &[nbrt_oci::layer::LayerInfo]) -> Image {
     let config = ImageConfig {
         architecture: "amd64".into(),
         os: "linux".into(),
-        rootfs: RootFs { kind: "layers".into(), diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+        },
         ..Default::default()
     };
-    Image::assemble(config, layers.iter().map(|l| l.descriptor()).collect(), BTreeMap::new()).unwrap()
+    Image::assemble(
+        config,
+        layers.iter().map(|l| l.descriptor()).collect(),
+        BTreeMap::new(),
+    )
+    .unwrap()
 }
 
 fn blob_names(store_root: &Path) -> Vec<String> {
@@ -279,24 +368,32 @@ fn blob_names(store_root: &Path) -> Vec<String> {
 fn flatten_honours_whiteouts_across_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let l1 = layer(&store, &[
-        (entry("a", EntryKind::Dir, 0), b""),
-        (entry("a/b", EntryKind::File, 3), b"old"),
-        (entry("a/c", EntryKind::File, 1), b"c"),
-        (entry("d", EntryKind::Dir, 0), b""),
-        (entry("d/e", EntryKind::File, 1), b"e"),
-        (entry("x", EntryKind::Dir, 0), b""),
-        (entry("x/y", EntryKind::File, 1), b"y"),
-    ]);
-    let l2 = layer(&store, &[
-        (entry("a/b", EntryKind::File, 3), b"new"),
-        (entry("a/c", EntryKind::Whiteout, 0), b""),
-        (entry("d", EntryKind::Opaque, 0), b""),
-        (entry("d/f", EntryKind::File, 1), b"f"),
-        (entry("x", EntryKind::File, 1), b"!"),
-    ]);
+    let l1 = layer(
+        &store,
+        &[
+            (entry("a", EntryKind::Dir, 0), b""),
+            (entry("a/b", EntryKind::File, 3), b"old"),
+            (entry("a/c", EntryKind::File, 1), b"c"),
+            (entry("d", EntryKind::Dir, 0), b""),
+            (entry("d/e", EntryKind::File, 1), b"e"),
+            (entry("x", EntryKind::Dir, 0), b""),
+            (entry("x/y", EntryKind::File, 1), b"y"),
+        ],
+    );
+    let l2 = layer(
+        &store,
+        &[
+            (entry("a/b", EntryKind::File, 3), b"new"),
+            (entry("a/c", EntryKind::Whiteout, 0), b""),
+            (entry("d", EntryKind::Opaque, 0), b""),
+            (entry("d/f", EntryKind::File, 1), b"f"),
+            (entry("x", EntryKind::File, 1), b"!"),
+        ],
+    );
     let image = image_of(&[l1, l2]);
-    store.tag(&image, &ImageName::parse("flat:1").unwrap()).unwrap();
+    store
+        .tag(&image, &ImageName::parse("flat:1").unwrap())
+        .unwrap();
     validate(&image, &store).unwrap();
     let out = flatten(&image, &store, Vec::new(), &Progress::hidden()).unwrap();
     let mut files = BTreeMap::new();
@@ -322,14 +419,26 @@ fn a_blob_that_does_not_match_is_refused_and_the_store_is_unchanged() {
     let mut desc = info.descriptor();
     desc.digest = nbrt_oci::Digest::of_bytes(b"something else");
     let err = store.put_blob(&desc, &mut &b"whatever"[..]).unwrap_err();
-    assert!(matches!(err, OciError::SizeMismatch { .. } | OciError::DigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OciError::SizeMismatch { .. } | OciError::DigestMismatch { .. }
+        ),
+        "{err}"
+    );
     let mut desc = info.descriptor();
     desc.digest = nbrt_oci::Digest::of_bytes(b"12345678");
     desc.size = 8;
     let err = store.put_blob(&desc, &mut &b"87654321"[..]).unwrap_err();
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
     assert_eq!(blob_names(tmp.path()), before);
-    assert!(fs::read_dir(tmp.path().join("tmp")).unwrap().next().is_none(), "temporary file left");
+    assert!(
+        fs::read_dir(tmp.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temporary file left"
+    );
 }
 
 #[test]
@@ -340,7 +449,13 @@ fn a_tampered_layout_imports_nothing() {
     let l2 = layer(&src, &[(entry("two", EntryKind::File, 1), b"2")]);
     let image = image_of(&[l1, l2.clone()]);
     let name = ImageName::parse("t:1").unwrap();
-    copy_image(&image, &src, &mut src.sink(vec![name.clone()]), &Progress::hidden()).unwrap();
+    copy_image(
+        &image,
+        &src,
+        &mut src.sink(vec![name.clone()]),
+        &Progress::hidden(),
+    )
+    .unwrap();
     // Our store is an OCI layout: corrupt its second layer and import it elsewhere.
     let blob = tmp.path().join("src/blobs/sha256").join(l2.digest.hex());
     let mut bytes = fs::read(&blob).unwrap();
@@ -350,10 +465,18 @@ fn a_tampered_layout_imports_nothing() {
     let dst_root = tmp.path().join("dst");
     let dst = Store::open(&dst_root).unwrap();
     let before = blob_names(&dst_root);
-    let opts = ImportOptions { names: vec![name.clone()], select: Some("t:1".into()), ..Default::default() };
+    let opts = ImportOptions {
+        names: vec![name.clone()],
+        select: Some("t:1".into()),
+        ..Default::default()
+    };
     let err = import(&dst, &tmp.path().join("src"), &opts, &Progress::hidden()).unwrap_err();
     assert!(err.to_string().contains("digest"), "{err}");
-    assert_eq!(blob_names(&dst_root), before, "the first layer was left behind");
+    assert_eq!(
+        blob_names(&dst_root),
+        before,
+        "the first layer was left behind"
+    );
     assert!(dst.list().unwrap().is_empty());
 }
 
@@ -372,7 +495,10 @@ fn a_docker_archive_whose_layer_lies_imports_nothing() {
     );
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in [
-        (format!("{}.json", config_digest.hex()), config.as_bytes().to_vec()),
+        (
+            format!("{}.json", config_digest.hex()),
+            config.as_bytes().to_vec(),
+        ),
         ("l/layer.tar".to_string(), layer_tar),
         ("manifest.json".to_string(), manifest.into_bytes()),
     ] {
@@ -382,10 +508,19 @@ fn a_docker_archive_whose_layer_lies_imports_nothing() {
         b.append_data(&mut h, name, &data[..]).unwrap();
     }
     let archive = tmp.path().join("liar.tar");
-    fs::File::create(&archive).unwrap().write_all(&b.into_inner().unwrap()).unwrap();
+    fs::File::create(&archive)
+        .unwrap()
+        .write_all(&b.into_inner().unwrap())
+        .unwrap();
     let root = tmp.path().join("store");
     let store = Store::open(&root).unwrap();
-    let err = import(&store, &archive, &ImportOptions::default(), &Progress::hidden()).unwrap_err();
+    let err = import(
+        &store,
+        &archive,
+        &ImportOptions::default(),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("digest"), "{err}");
     assert!(blob_names(&root).is_empty());
     assert!(store.list().unwrap().is_empty());
@@ -407,7 +542,10 @@ fn a_hostile_rootfs_tar_imports_nothing() {
     {
         let path = tmp.path().join(format!("hostile{i}.tar"));
         fs::write(&path, raw_tar(members)).unwrap();
-        let opts = ImportOptions { names: vec![ImageName::parse("h:1").unwrap()], ..Default::default() };
+        let opts = ImportOptions {
+            names: vec![ImageName::parse("h:1").unwrap()],
+            ..Default::default()
+        };
         let err = import(&store, &path, &opts, &Progress::hidden()).unwrap_err();
         assert!(matches!(err, OciError::UnsafeEntry { .. }), "{err}");
     }
@@ -429,7 +567,10 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
     store.untag(&ImageName::parse("a:1").unwrap()).unwrap();
     let report = store.gc().unwrap();
-    assert_eq!(report.blobs_removed, 3, "a's own layer, config and manifest");
+    assert_eq!(
+        report.blobs_removed, 3,
+        "a's own layer, config and manifest"
+    );
     assert!(store.has_blob(&shared.digest));
     assert!(!store.has_blob(&only_a.digest));
     validate(&b, &store).unwrap();

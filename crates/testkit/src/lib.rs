@@ -39,7 +39,11 @@ pub fn require(program: &str, probe_args: &[&str], debian_package: &str) -> bool
 
 /// The Docker engine must answer (`docker info`).
 pub fn require_docker() -> bool {
-    require("docker", &["info", "--format", "{{.ServerVersion}}"], "docker.io (then run `dockerd &`)")
+    require(
+        "docker",
+        &["info", "--format", "{{.ServerVersion}}"],
+        "docker.io (then run `dockerd &`)",
+    )
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -20,8 +20,8 @@ use crate::json::{parse_bounded, to_canonical_vec, MAX_JSON_SIZE};
 use crate::layer::compression::{decompress, Compression};
 use crate::layer::reader::normalize_path;
 use crate::name::ImageName;
-use crate::spec::{annotation, ImageConfig, Index};
 use crate::spec::Descriptor;
+use crate::spec::{annotation, ImageConfig, Index};
 
 /// Most entries an image archive may list (guards the in-memory entry table).
 const MAX_ARCHIVE_ENTRIES: usize = 1_000_000;
@@ -61,7 +61,9 @@ impl TarArchive {
     pub fn open(path: &Path, tmp_dir: &Path) -> Result<Self> {
         let mut file = File::open(path).io_context(|| format!("opening {}", path.display()))?;
         let mut head = [0u8; 4];
-        let n = file.read_at(&mut head, 0).io_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read_at(&mut head, 0)
+            .io_context(|| format!("reading {}", path.display()))?;
         let compression = Compression::sniff(&head[..n]);
         let mut decompressed = None;
         if compression != Compression::None {
@@ -74,7 +76,8 @@ impl TarArchive {
             file = f;
             decompressed = Some(temp_path);
         }
-        file.rewind().io_context(|| format!("reading {}", path.display()))?;
+        file.rewind()
+            .io_context(|| format!("reading {}", path.display()))?;
         let mut members = HashMap::new();
         let mut links = HashMap::new();
         {
@@ -91,8 +94,7 @@ impl TarArchive {
                 if members.len() + links.len() > MAX_ARCHIVE_ENTRIES {
                     break;
                 }
-                let Ok(name) = std::str::from_utf8(&entry.path_bytes()).map(str::to_string)
-                else {
+                let Ok(name) = std::str::from_utf8(&entry.path_bytes()).map(str::to_string) else {
                     continue;
                 };
                 let Ok(name) = normalize_path(&name) else {
@@ -106,7 +108,11 @@ impl TarArchive {
                         if let Some(target) = entry.link_name_bytes() {
                             let target = String::from_utf8_lossy(&target).into_owned();
                             let base = match name.rsplit_once('/') {
-                                Some((dir, _)) if entry.header().entry_type() == tar::EntryType::Symlink => format!("{dir}/{target}"),
+                                Some((dir, _))
+                                    if entry.header().entry_type() == tar::EntryType::Symlink =>
+                                {
+                                    format!("{dir}/{target}")
+                                }
                                 _ => target,
                             };
                             if let Ok(t) = normalize_dotdot(&base) {
@@ -143,7 +149,8 @@ impl TarArchive {
             .file
             .try_clone()
             .io_context(|| format!("reading {}", self.path.display()))?;
-        f.rewind().io_context(|| format!("reading {}", self.path.display()))?;
+        f.rewind()
+            .io_context(|| format!("reading {}", self.path.display()))?;
         Ok(f)
     }
 
@@ -257,7 +264,8 @@ impl TarArchive {
                 })
             }
         };
-        let config: Raw<ImageConfig> = Raw::from_bytes(self.read_small(&entry.config)?, "image config")?;
+        let config: Raw<ImageConfig> =
+            Raw::from_bytes(self.read_small(&entry.config)?, "image config")?;
         if let Some(hex) = Path::new(&entry.config)
             .file_stem()
             .and_then(|s| s.to_str())
@@ -294,10 +302,15 @@ impl TarArchive {
                     .io_context(|| format!("reading layer {file}"))?;
                 let (actual_diff, _) = tar.finish();
                 diff_id.verify(&actual_diff, || format!("diff ID of layer {file}"))?;
-                io::copy(&mut blob, &mut io::sink()).io_context(|| format!("reading layer {file}"))?;
+                io::copy(&mut blob, &mut io::sink())
+                    .io_context(|| format!("reading layer {file}"))?;
                 blob.finish().0
             };
-            layers.push(Descriptor::new(compression.oci_media_type(), digest.clone(), size));
+            layers.push(Descriptor::new(
+                compression.oci_media_type(),
+                digest.clone(),
+                size,
+            ));
             blobs.insert(digest, file.clone());
         }
         blobs.insert(config.digest().clone(), entry.config.clone());
@@ -418,7 +431,13 @@ pub struct ArchiveWriter<W: Write> {
 
 impl<W: Write> ArchiveWriter<W> {
     /// `tmp_dir` holds decompressed layers while a legacy archive is written.
-    pub fn new(out: W, image: &Image, names: Vec<ImageName>, layout: ArchiveLayout, tmp_dir: &Path) -> Self {
+    pub fn new(
+        out: W,
+        image: &Image,
+        names: Vec<ImageName>,
+        layout: ArchiveLayout,
+        tmp_dir: &Path,
+    ) -> Self {
         let diff_ids = image
             .layers()
             .iter()
@@ -449,7 +468,14 @@ impl<W: Write> ArchiveWriter<W> {
 
     fn ensure_dirs(&mut self, path: &str) -> Result<()> {
         let mut prefix = String::new();
-        for comp in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for comp in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             prefix.push_str(comp);
             prefix.push('/');
             if self.dirs.insert(prefix.clone()) {
@@ -508,8 +534,9 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
                     let mut tmp = tempfile::tempfile_in(&self.tmp_dir)
                         .io_context(|| "creating a temporary file")?;
                     let mut plain = HashingReader::new(decompress(data, compression)?);
-                    io::copy(&mut plain, &mut tmp)
-                        .map_err(|e| unwrap_io(e, || format!("decompressing layer {}", desc.digest)))?;
+                    io::copy(&mut plain, &mut tmp).map_err(|e| {
+                        unwrap_io(e, || format!("decompressing layer {}", desc.digest))
+                    })?;
                     let (actual, size) = plain.finish();
                     diff_id.verify(&actual, || format!("diff ID of layer {}", desc.digest))?;
                     tmp.rewind().io_context(|| "rewinding a temporary file")?;
@@ -530,7 +557,11 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
         let (config_path, layer_paths): (String, Vec<String>) = match self.layout {
             ArchiveLayout::Combined => (
                 blob_name(image.id()),
-                image.layers().iter().map(|l| blob_name(&l.digest)).collect(),
+                image
+                    .layers()
+                    .iter()
+                    .map(|l| blob_name(&l.digest))
+                    .collect(),
             ),
             ArchiveLayout::DockerLegacy => (
                 format!("{}.json", image.id().hex()),
@@ -563,7 +594,10 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
             repo_tags: Some(tags),
             layers: layer_paths,
         }];
-        self.add_bytes("manifest.json", &to_canonical_vec(&manifest, "manifest.json")?)?;
+        self.add_bytes(
+            "manifest.json",
+            &to_canonical_vec(&manifest, "manifest.json")?,
+        )?;
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         if let Some(top) = image.diff_ids().last() {
             for name in &self.names {
@@ -573,7 +607,10 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
                     .insert(name.tag.clone(), top.hex().to_string());
             }
         }
-        self.add_bytes("repositories", &to_canonical_vec(&repositories, "repositories")?)?;
+        self.add_bytes(
+            "repositories",
+            &to_canonical_vec(&repositories, "repositories")?,
+        )?;
         Ok(())
     }
 }

@@ -89,7 +89,10 @@ impl LayoutDir {
 
     /// A sink writing an image into this layout under the given names.
     pub fn sink(&self, names: Vec<ImageName>) -> LayoutSink<'_> {
-        LayoutSink { layout: self, names }
+        LayoutSink {
+            layout: self,
+            names,
+        }
     }
 }
 
@@ -126,7 +129,8 @@ impl ImageSink for LayoutSink<'_> {
         let root = &self.layout.root;
         let mut tmp = tempfile::NamedTempFile::new_in(root.join("blobs/sha256"))
             .io_context(|| format!("creating a temporary file in {}", root.display()))?;
-        std::io::copy(data, &mut tmp).map_err(|e| unwrap_io(e, || format!("writing blob {}", desc.digest)))?;
+        std::io::copy(data, &mut tmp)
+            .map_err(|e| unwrap_io(e, || format!("writing blob {}", desc.digest)))?;
         let path = self.layout.blob_path(desc);
         tmp.persist(&path)
             .map_err(|e| e.error)
@@ -143,10 +147,8 @@ impl ImageSink for LayoutSink<'_> {
             write_atomic(root, &self.layout.blob_path(&desc), bytes)?;
         }
         let mut index = self.layout.index()?;
-        if self.names.is_empty() {
-            if !index.manifests.iter().any(|d| &d.digest == image.digest()) {
-                index.manifests.push(image.manifest_descriptor());
-            }
+        if self.names.is_empty() && !index.manifests.iter().any(|d| &d.digest == image.digest()) {
+            index.manifests.push(image.manifest_descriptor());
         }
         for name in &self.names {
             // ref.name is the tag, as umoci and skopeo's `oci:DIR:TAG` expect; the full

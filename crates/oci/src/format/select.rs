@@ -88,9 +88,7 @@ pub fn load_image(
                         .as_ref()
                         .is_some_and(|p| p.os == os && p.architecture == arch)
                 })
-                .or_else(|| {
-                    (index.manifests.len() == 1).then(|| &index.manifests[0])
-                })
+                .or_else(|| (index.manifests.len() == 1).then(|| &index.manifests[0]))
                 .cloned()
                 .ok_or_else(|| {
                     OciError::InvalidImage(format!(
@@ -101,11 +99,14 @@ pub fn load_image(
             continue;
         }
         let manifest = crate::image::Raw::from_bytes(read(&desc)?, "image manifest")?;
-        let config_desc: &Descriptor = &crate::image::Raw::<crate::spec::Manifest>::value(&manifest).config;
+        let config_desc: &Descriptor =
+            &crate::image::Raw::<crate::spec::Manifest>::value(&manifest).config;
         let config = crate::image::Raw::from_bytes(read(config_desc)?, "image config")?;
         return Image::from_parts(manifest, config);
     }
-    Err(OciError::InvalidImage("image indexes nested too deeply".to_string()))
+    Err(OciError::InvalidImage(
+        "image indexes nested too deeply".to_string(),
+    ))
 }
 
 /// Check bytes against a descriptor.

@@ -119,9 +119,8 @@ impl Applier {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(sys_err(&next, "creating directory", e)),
                     }
-                    self.open_dir(&next).map_err(|e| {
-                        sys_err(&next, "opening directory (a dangling symlink?)", e)
-                    })?
+                    self.open_dir(&next)
+                        .map_err(|e| sys_err(&next, "opening directory (a dangling symlink?)", e))?
                 }
                 Err(e) => return Err(sys_err(&next, "opening directory", e)),
             };
@@ -165,7 +164,11 @@ impl Applier {
                 let fd = rfs::openat(
                     &dir,
                     name,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| sys_err(path, "creating file", e))?;
@@ -302,9 +305,7 @@ impl Applier {
     fn opaque(&mut self, path: &str) -> Result<()> {
         let dir = match self.open_dir(path) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => {
-                self.parent(&format!("{path}/x"))?
-            }
+            Err(Errno::NOENT) => self.parent(&format!("{path}/x"))?,
             Err(e) => return Err(sys_err(path, "opening directory", e)),
         };
         match self.opts.whiteouts {

@@ -58,23 +58,18 @@ impl Compression {
 }
 
 /// A decompressing reader for the given compression.
-pub fn decompress<'a, R: Read + 'a>(
-    r: R,
-    compression: Compression,
-) -> Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a, R: Read + 'a>(r: R, compression: Compression) -> Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(r))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(r).io_context(|| "starting zstd decoder")?,
-        ),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(r).io_context(|| "starting zstd decoder")?)
+        }
     })
 }
 
 /// Peek at a stream and decompress it according to what it starts with.
-pub fn decompress_sniffed<'a, R: Read + 'a>(
-    r: R,
-) -> Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompress_sniffed<'a, R: Read + 'a>(r: R) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(1 << 16, r);
     let head = buffered.fill_buf().io_context(|| "reading stream header")?;
     let compression = Compression::sniff(head);
@@ -97,9 +92,9 @@ impl<W: Write> Compressor<W> {
         Ok(match compression {
             Compression::None => Self::None(w),
             // GzBuilder writes mtime 0 and no file name: the bytes depend only on the input.
-            Compression::Gzip => Self::Gzip(
-                flate2::GzBuilder::new().write(w, flate2::Compression::new(GZIP_LEVEL)),
-            ),
+            Compression::Gzip => {
+                Self::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::new(GZIP_LEVEL)))
+            }
             Compression::Zstd => Self::Zstd(
                 zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)
                     .io_context(|| "starting zstd encoder")?,

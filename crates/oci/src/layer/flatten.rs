@@ -51,9 +51,8 @@ pub fn flatten<W: Write>(
             }
             let hidden = seen.contains(path)
                 || deleted.contains(path)
-                || ancestors(path).any(|a| {
-                    deleted.contains(a) || opaque.contains(a) || non_dirs.contains(a)
-                });
+                || ancestors(path)
+                    .any(|a| deleted.contains(a) || opaque.contains(a) || non_dirs.contains(a));
             if hidden {
                 return Ok(());
             }

@@ -206,7 +206,10 @@ fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Entry>> 
                 other => other,
             })?;
             if target.is_empty() || target == path {
-                return Err(unsafe_entry(&raw_path, "hard link to the root or to itself"));
+                return Err(unsafe_entry(
+                    &raw_path,
+                    "hard link to the root or to itself",
+                ));
             }
             EntryKind::Hardlink(target)
         }
@@ -262,8 +265,9 @@ fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Entry>> 
         .map_err(|e| OciError::InvalidLayer(format!("{raw_path:?}: bad PAX header: {e}")))?
     {
         for ext in exts {
-            let ext =
-                ext.map_err(|e| OciError::InvalidLayer(format!("{raw_path:?}: bad PAX record: {e}")))?;
+            let ext = ext.map_err(|e| {
+                OciError::InvalidLayer(format!("{raw_path:?}: bad PAX record: {e}"))
+            })?;
             if let Ok(key) = ext.key() {
                 if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                     xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
