@@ -20,11 +20,11 @@ nbrt="$root/target/release/nbrt"
 rootfs="$work/python.tar"
 if [ ! -f "$rootfs" ]; then
   echo "bench: building the Debian + Python + wheels root file system (once)" >&2
-  # pip inside the chroot trusts the host's CA bundle (needed behind TLS-inspecting proxies);
-  # the bundle is removed again before the tar is written.
+  # pip inside the chroot runs with a clean environment and trusts the host's CA bundle
+  # (needed behind TLS-inspecting proxies); the bundle is removed before the tar is written.
   mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,ca-certificates \
     --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/tmp/host-ca.crt"' \
-    --customize-hook='chroot "$1" env PIP_CERT=/tmp/host-ca.crt pip install --quiet --break-system-packages --no-cache-dir numpy pandas scipy matplotlib scikit-learn' \
+    --customize-hook='chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt REQUESTS_CA_BUNDLE=/tmp/host-ca.crt pip install --quiet --break-system-packages --no-cache-dir numpy pandas scipy matplotlib scikit-learn' \
     --customize-hook='rm "$1/tmp/host-ca.crt"' \
     bookworm "$work/python.partial.tar"
   mv "$work/python.partial.tar" "$rootfs"

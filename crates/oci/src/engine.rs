@@ -137,16 +137,21 @@ pub async fn load(
     if let Some(e) = engine_error {
         return Err(OciError::Engine(format!("loading the image failed: {e}")));
     }
-    let inspect = docker
-        .inspect_image(&image.id().to_string())
-        .await
-        .map_err(|e| {
-            OciError::Engine(format!(
-                "the engine accepted the image but does not show {} ({e}); it said: {}",
-                image.id(),
-                stream_text.trim()
-            ))
-        })?;
+    // The classic store knows the image by its config digest, Docker's containerd image
+    // store by its manifest digest.
+    let inspect = match docker.inspect_image(&image.id().to_string()).await {
+        Ok(found) => found,
+        Err(first) => docker
+            .inspect_image(&image.digest().to_string())
+            .await
+            .map_err(|_| {
+                OciError::Engine(format!(
+                    "the engine accepted the image but does not show {} ({first}); it said: {}",
+                    image.id(),
+                    stream_text.trim()
+                ))
+            })?,
+    };
     Ok(LoadReport {
         engine_id: inspect.id.unwrap_or_default(),
         id: image.id().clone(),

@@ -1,0 +1,43 @@
+//! Errors of the builder.
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Image(#[from] nbrt_oci::OciError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something wrong in a runtime file, located to the line.
+    #[error("{file}:{line}: {message}")]
+    RuntimeFile {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Stack(String),
+    #[error("step {step}: {message}")]
+    Step { step: String, message: String },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("conda: {0}")]
+    Conda(String),
+}
+
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+pub trait IoContext<T> {
+    fn io_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|source| BuildError::Io {
+            context: context().into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! nbrt's builder: runtime files and stacks → build plan → steps → layers → image.
+//!
+//! Modules (filled in as the builder grows):
+//! - `snapshot`: layers extracted once into directories (overlay whiteout form), and a merged
+//!   read-only view of an image's file system built from them;
+//! - `layer_dir`: a directory tree (or an overlay upper directory) written as a layer;
+//! - `sandbox`: `run` and `apt` steps executed with runc over an overlayfs mount;
+//! - `steps::conda`: conda packages solved and linked with the rattler crates.
+
+pub mod error;
+
+pub use error::{BuildError, Result};
