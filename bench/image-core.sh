@@ -14,7 +14,7 @@ root=$PWD
 runs="${RUNS:-3}"
 work="${BENCH_WORK:-$root/target/bench-image-core}"
 mkdir -p "$work" bench/results
-cargo build --release --quiet
+cargo build --release --quiet -p nbrt-cli
 nbrt="$root/target/release/nbrt"
 
 rootfs="$work/python.tar"
