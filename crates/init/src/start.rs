@@ -805,6 +805,161 @@ mod tests {
         assert_eq!(secure_path_of("root ALL=(ALL) ALL"), None);
     }
 
+    /// A root file system in a temporary directory with docker-stacks' user layout.
+    fn fake_image() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in [
+            "etc/sudoers.d",
+            "home/jovyan/work",
+            "usr/local/share/nbrt/home-skel/.jupyter",
+        ] {
+            fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n",
+        )
+        .unwrap();
+        fs::write(r.join("etc/group"), "root:x:0:\nusers:x:100:\n").unwrap();
+        fs::write(
+            r.join("etc/shadow"),
+            "root:*:1:0:99999:7:::\njovyan:!:1:0:99999:7:::\n",
+        )
+        .unwrap();
+        fs::write(
+            r.join("etc/sudoers"),
+            "Defaults\tsecure_path=\"/usr/sbin:/usr/bin\"\n",
+        )
+        .unwrap();
+        fs::write(r.join("home/jovyan/.bashrc"), "rc").unwrap();
+        fs::write(
+            r.join("usr/local/share/nbrt/home-skel/.jupyter/marker"),
+            "skel",
+        )
+        .unwrap();
+        for p in ["home/jovyan", "home/jovyan/work", "home/jovyan/.bashrc"] {
+            std::os::unix::fs::lchown(r.join(p), Some(1000), Some(100)).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn root_start_renames_changes_ids_copies_home_and_grants_sudo() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root for chown");
+            return;
+        }
+        let d = fake_image();
+        let layout = Layout::under(d.path());
+        let us = UserSettings::from_env(&env(&[
+            ("NB_USER", "alice"),
+            ("NB_UID", "1234"),
+            ("NB_GID", "2345"),
+            ("NB_GROUP", "lab"),
+            ("CHOWN_HOME", "yes"),
+            ("GRANT_SUDO", "yes"),
+        ]))
+        .unwrap();
+        let id = setup_root(&us, &layout, Some(Path::new("/home/jovyan/work"))).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                name: "alice".into(),
+                uid: 1234,
+                gid: 2345,
+                groups: vec![2345, 100],
+                home: "/home/alice".into(),
+                switch: true,
+                cwd: Some("/home/alice/work".into()),
+            }
+        );
+        let r = d.path();
+        assert_eq!(
+            fs::read_to_string(r.join("etc/passwd")).unwrap(),
+            "root:x:0:0:root:/root:/bin/bash\nalice:x:1234:2345::/home/alice:/bin/bash\n"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("etc/group")).unwrap(),
+            "root:x:0:\nusers:x:100:alice\nlab:x:2345:\n"
+        );
+        assert!(fs::read_to_string(r.join("etc/shadow"))
+            .unwrap()
+            .contains("\nalice:!:"));
+        let home = r.join("home/alice");
+        assert_eq!(fs::read_to_string(home.join(".bashrc")).unwrap(), "rc");
+        assert_eq!(
+            fs::read_to_string(home.join(".jupyter/marker")).unwrap(),
+            "skel"
+        );
+        let owner = |p: &Path| {
+            let m = fs::symlink_metadata(p).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner(&home), (1234, 2345), "CHOWN_HOME: the home itself");
+        assert_eq!(
+            owner(&home.join("work")),
+            (1000, 100),
+            "not recursive without -R"
+        );
+        assert_eq!(
+            owner(&home.join(".jupyter/marker")),
+            (1234, 2345),
+            "skeleton entries get the user"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("etc/sudoers.d/path")).unwrap(),
+            "Defaults secure_path=\"/opt/conda/bin:/usr/sbin:/usr/bin\"\n"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("etc/sudoers.d/added-by-start-script")).unwrap(),
+            "alice ALL=(ALL) NOPASSWD:ALL\n"
+        );
+        assert_eq!(
+            fs::metadata(r.join("etc/sudoers.d/added-by-start-script"))
+                .unwrap()
+                .mode()
+                & 0o777,
+            0o440
+        );
+
+        // The same container started again (restart): alice exists, nothing to copy.
+        let again = setup_root(&us, &layout, Some(Path::new("/home/alice"))).unwrap();
+        assert_eq!((again.uid, again.gid, again.cwd), (1234, 2345, None));
+        // Another NB_USER now: neither jovyan nor bob exists.
+        let bob = UserSettings::from_env(&env(&[("NB_USER", "bob")])).unwrap();
+        assert!(matches!(
+            setup_root(&bob, &layout, None),
+            Err(Error::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
+    fn root_triplet_keeps_root_and_moves_its_home() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = fake_image();
+        let layout = Layout::under(d.path());
+        let us = UserSettings::from_env(&env(&[
+            ("NB_USER", "root"),
+            ("NB_UID", "0"),
+            ("NB_GID", "0"),
+        ]))
+        .unwrap();
+        let id = setup_root(&us, &layout, Some(Path::new("/home/jovyan"))).unwrap();
+        assert_eq!(
+            (id.uid, id.switch, id.home.as_path()),
+            (0, false, Path::new("/home/root"))
+        );
+        assert_eq!(id.cwd.as_deref(), Some(Path::new("/home/root")));
+        assert!(fs::read_to_string(d.path().join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:x:0:0:root:/home/root:/bin/bash\n"));
+        let m = fs::metadata(d.path().join("home/root/.bashrc")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "copied without the owners");
+    }
+
     #[test]
     fn cwd_follows_the_renamed_home() {
         let from = Path::new("/home/jovyan");
