@@ -7,6 +7,7 @@
 //! $NBRT_HOME/tmp/                blobs being written (renamed into blobs/ once verified)
 //! $NBRT_HOME/gc.lock             shared while a process works, exclusive while collecting
 //! $NBRT_HOME/index.lock          exclusive around every change to index.json
+//! $NBRT_HOME/refs/<kind>/<key>   other owners of blobs (the build cache): JSON {"blobs": [...]}
 //! ```
 //!
 //! Blobs are verified while written and renamed into place, so a blob in `blobs/` is always
@@ -27,6 +28,13 @@ use crate::spec::{annotation, media, Descriptor, Index};
 pub struct Store {
     root: PathBuf,
     gc_lock: File,
+}
+
+#[derive(serde::Deserialize)]
+struct RefDoc {
+    blobs: Vec<Digest>,
+    #[serde(default)]
+    payload: serde_json::Value,
 }
 
 /// An image in the store with the names that point at it.
@@ -305,7 +313,101 @@ impl Store {
         Err(OciError::NotFound(reference.to_string()))
     }
 
-    /// Delete every blob no named image uses. Waits until no other nbrt process is working
+    fn ref_path(&self, kind: &str, key: &str) -> Result<PathBuf> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && !s.starts_with('.')
+        };
+        if !ok(kind) || !ok(key) {
+            return Err(OciError::InvalidName {
+                name: format!("{kind}/{key}"),
+                reason: "store references are letters, digits, '-', '_' and '.'".to_string(),
+            });
+        }
+        Ok(self.root.join("refs").join(kind).join(key))
+    }
+
+    /// Record a reference that keeps `blobs` alive through `gc` (the build cache uses this),
+    /// with a JSON payload of the caller's own.
+    pub fn put_ref(
+        &self,
+        kind: &str,
+        key: &str,
+        blobs: &[Digest],
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        let path = self.ref_path(kind, key)?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
+        }
+        let doc = serde_json::json!({ "blobs": blobs, "payload": payload });
+        self.write_atomic(&path, &to_canonical_vec(&doc, "store reference")?)
+    }
+
+    /// Read a reference's payload, if it exists and all its blobs are still in the store.
+    pub fn get_ref(&self, kind: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        let path = self.ref_path(kind, key)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(OciError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                })
+            }
+        };
+        let doc: RefDoc = crate::json::parse_bounded(&bytes, &path.display().to_string())?;
+        if doc.blobs.iter().all(|d| self.has_blob(d)) {
+            Ok(Some(doc.payload))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Remove every reference of one kind (e.g. to drop the build cache).
+    pub fn clear_refs(&self, kind: &str) -> Result<usize> {
+        let dir = self.ref_path(kind, "x")?.with_file_name("");
+        let mut n = 0;
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn ref_blobs(&self) -> Result<BTreeSet<Digest>> {
+        let mut out = BTreeSet::new();
+        let Ok(kinds) = fs::read_dir(self.root.join("refs")) else {
+            return Ok(out);
+        };
+        for kind in kinds.flatten() {
+            let Ok(refs) = fs::read_dir(kind.path()) else {
+                continue;
+            };
+            for r in refs.flatten() {
+                let Ok(bytes) = fs::read(r.path()) else {
+                    continue;
+                };
+                match crate::json::parse_bounded::<RefDoc>(&bytes, "store reference") {
+                    Ok(doc) => out.extend(doc.blobs),
+                    Err(e) => tracing::warn!(
+                        "ignoring unreadable store reference {}: {e}",
+                        r.path().display()
+                    ),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete every blob no named image or reference uses. Waits until no other nbrt process is working
     /// in the store.
     pub fn gc(&self) -> Result<GcReport> {
         self.gc_lock
@@ -320,7 +422,7 @@ impl Store {
 
     /// Remove unreferenced blobs for which `candidate` says yes. Caller holds the gc lock.
     fn collect(&self, candidate: impl Fn(&Digest) -> bool) -> Result<GcReport> {
-        let mut live: BTreeSet<Digest> = BTreeSet::new();
+        let mut live: BTreeSet<Digest> = self.ref_blobs()?;
         let index = self.index()?;
         for desc in &index.manifests {
             live.insert(desc.digest.clone());

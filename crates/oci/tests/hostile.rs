@@ -574,6 +574,21 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
     assert!(store.has_blob(&shared.digest));
     assert!(!store.has_blob(&only_a.digest));
     validate(&b, &store).unwrap();
+
+    // A reference (the build cache's kind of owner) keeps a blob no name uses.
+    let cached = layer(&store, &[(entry("c", EntryKind::File, 1), b"c")]);
+    let payload = serde_json::json!({"step": "pip"});
+    store
+        .put_ref("build-cache", "k1", &[cached.digest.clone()], &payload)
+        .unwrap();
+    assert_eq!(store.gc().unwrap().blobs_removed, 0);
+    assert_eq!(store.get_ref("build-cache", "k1").unwrap(), Some(payload));
+    assert!(store
+        .put_ref("../x", "k", &[], &serde_json::Value::Null)
+        .is_err());
+    store.clear_refs("build-cache").unwrap();
+    assert_eq!(store.gc().unwrap().blobs_removed, 1);
+    assert_eq!(store.get_ref("build-cache", "k1").unwrap(), None);
 }
 
 /// A cheap stand-in for the cargo-fuzz target that runs in every test run: thousands of
