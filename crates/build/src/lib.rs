@@ -8,5 +8,8 @@
 //! - `steps::conda`: conda packages solved and linked with the rattler crates.
 
 pub mod error;
+pub mod layer_dir;
+pub mod sandbox;
+pub mod snapshot;
 
 pub use error::{BuildError, Result};

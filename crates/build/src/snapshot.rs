@@ -1,0 +1,623 @@
+//! Layers extracted once into directories, in the form overlayfs reads as lower layers
+//! (whiteouts as character devices 0/0, opaque directories marked with the
+//! `trusted.overlay.opaque` xattr), and a read-only merged view of an image's file system
+//! built from them, so an image's files can be read without mounting or running anything.
+//!
+//! ```text
+//! $NBRT_HOME/snapshots/<diff-id hex>/   one layer's files (never changed once renamed here)
+//! $NBRT_HOME/snapshots/.tmp/            extractions in progress (renamed into place when whole)
+//! $NBRT_HOME/snapshots/.trash/          snapshots being removed by prune
+//! $NBRT_HOME/snapshots/.locks/<hex>     held while a layer is being extracted
+//! $NBRT_HOME/snapshots/.lock            shared while a process uses snapshots, exclusive to prune
+//! ```
+//!
+//! Snapshot directories hold the image's setuid binaries and device nodes with their real
+//! owners, so the `snapshots` directory is kept at mode 0700.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nbrt_oci::digest::HashingReader;
+use nbrt_oci::image::{open_verified, unwrap_io};
+use nbrt_oci::layer::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use nbrt_oci::layer::compression::{decompress, Compression};
+use nbrt_oci::spec::Descriptor;
+use nbrt_oci::{Digest, Image, Store};
+
+use crate::error::{BuildError, IoContext, Result};
+
+/// Layer directories of a store, keyed by diff ID.
+pub struct Snapshots {
+    root: PathBuf,
+    /// Shared for as long as this value lives; [`Snapshots::prune`] needs it exclusively.
+    lock: File,
+}
+
+/// What [`Snapshots::prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    pub removed: usize,
+    pub kept: usize,
+}
+
+impl Snapshots {
+    /// The snapshots of `store` (`<store root>/snapshots`).
+    pub fn open(store: &Store) -> Result<Self> {
+        Self::open_at(store.root().join("snapshots"))
+    }
+
+    /// Snapshots kept in `root` (created when missing).
+    pub fn open_at(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [root.join(".tmp"), root.join(".locks"), root.join(".trash")] {
+            fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .io_context(|| format!("setting the mode of {}", root.display()))?;
+        let lock_path = root.join(".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .io_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock_shared()
+            .io_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(Self { root, lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the snapshot of the layer with this diff ID is (or would be).
+    pub fn path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join(diff_id.hex())
+    }
+
+    /// The directory holding this layer's files in overlay form. Extracted on first use into
+    /// a temporary directory, checked against `diff_id` (and the blob against the
+    /// descriptor's digest) and only then renamed into place; a lock per layer keeps two
+    /// processes from extracting the same layer at once.
+    pub fn ensure(&self, store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        let dir = self.path(diff_id);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let lock_path = self.root.join(".locks").join(diff_id.hex());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .io_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .io_context(|| format!("locking {}", lock_path.display()))?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-", diff_id.hex()))
+            .tempdir_in(self.root.join(".tmp"))
+            .io_context(|| format!("creating a directory in {}", self.root.display()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            .io_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+        extract(store, layer, diff_id, tmp.path())?;
+        let tmp_path = tmp.keep();
+        if let Err(e) = fs::rename(&tmp_path, &dir) {
+            let _ = fs::remove_dir_all(&tmp_path);
+            return Err(BuildError::Io {
+                context: format!("renaming a snapshot into {}", dir.display()),
+                source: e,
+            });
+        }
+        Ok(dir)
+    }
+
+    /// All layer directories of an image, top layer first (the order of overlay's
+    /// `lowerdir`).
+    pub fn lowers(&self, store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::with_capacity(image.layers().len());
+        for (layer, diff_id) in image.layers().iter().zip(image.diff_ids()) {
+            dirs.push(self.ensure(store, layer, diff_id)?);
+        }
+        dirs.reverse();
+        Ok(dirs)
+    }
+
+    /// Remove every snapshot whose diff ID `keep` does not want, and leftovers of
+    /// interrupted extractions. Refuses (with an error) while another `Snapshots` of this
+    /// directory is open, in this process or another, since it may be using them.
+    pub fn prune(&self, keep: impl Fn(&Digest) -> bool) -> Result<PruneReport> {
+        match self.lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(BuildError::Io {
+                    context: format!(
+                        "pruning {}: snapshots are in use by another nbrt build; try again when \
+                         it has finished",
+                        self.root.display()
+                    ),
+                    source: io::Error::from(io::ErrorKind::WouldBlock),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(BuildError::Io {
+                    context: format!("locking {} for pruning", self.root.display()),
+                    source: e,
+                })
+            }
+        }
+        let result = self.prune_locked(keep);
+        let relock = self
+            .lock
+            .lock_shared()
+            .io_context(|| format!("relocking {}", self.root.display()));
+        let report = result?;
+        relock?;
+        Ok(report)
+    }
+
+    fn prune_locked(&self, keep: impl Fn(&Digest) -> bool) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let trash = self.root.join(".trash");
+        for entry in
+            fs::read_dir(&self.root).io_context(|| format!("listing {}", self.root.display()))?
+        {
+            let entry = entry.io_context(|| format!("listing {}", self.root.display()))?;
+            let name = entry.file_name();
+            let Some(digest) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else {
+                continue;
+            };
+            if keep(&digest) {
+                report.kept += 1;
+                continue;
+            }
+            // Rename first, so a removal cut short never leaves a half snapshot in place.
+            let doomed = trash.join(digest.hex());
+            let _ = fs::remove_dir_all(&doomed);
+            fs::rename(entry.path(), &doomed)
+                .io_context(|| format!("moving {} out of the way", entry.path().display()))?;
+            let _ = fs::remove_file(self.root.join(".locks").join(digest.hex()));
+            report.removed += 1;
+        }
+        // With the exclusive lock held nobody is extracting: what is left here is debris.
+        for dir in [self.root.join(".tmp"), trash] {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    fs::remove_dir_all(entry.path())
+                        .io_context(|| format!("removing {}", entry.path().display()))?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Apply one layer blob into `dir` in overlay form, checking the blob and its diff ID.
+fn extract(store: &Store, layer: &Descriptor, diff_id: &Digest, dir: &Path) -> Result<()> {
+    let compression = Compression::from_media_type(&layer.media_type)?;
+    let mut blob = open_verified(store, layer)?;
+    let mut tar = HashingReader::new(decompress(&mut blob, compression)?);
+    let opts = ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        chown: rustix::process::geteuid().is_root(),
+    };
+    apply_layer(dir, &mut tar, opts)?;
+    // The tar may end before the stream does (padding after the end marker); the diff ID
+    // covers all of it, and the blob digest is checked only once the blob is read to its end.
+    io::copy(&mut tar, &mut io::sink())
+        .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+    let (actual, _) = tar.finish();
+    io::copy(&mut blob, &mut io::sink())
+        .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+    diff_id
+        .verify(&actual, || format!("diff ID of layer {}", layer.digest))
+        .map_err(BuildError::from)
+}
+
+/// Largest file [`MergedView::read`] returns.
+pub const MAX_READ: u64 = 64 << 20;
+/// Most symlinks followed while resolving one path (as Linux does).
+pub const MAX_SYMLINKS: usize = 40;
+
+/// A read-only merged view of an image's file system over its snapshot directories, with
+/// overlayfs's rules: the top layer wins, a whiteout (character device 0/0) hides what is
+/// below it, an opaque directory hides the lower directories of the same path, and a
+/// non-directory ends the merge of a path. Symlinks resolve inside the image root.
+#[derive(Debug, Clone)]
+pub struct MergedView {
+    lowers: Vec<PathBuf>,
+}
+
+/// What a path is in a [`MergedView`].
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// A directory, merged from these layers (indexes into the lowers, top first).
+    Dir(Vec<usize>),
+    /// Anything else, as found in this layer.
+    Other { layer: usize, meta: fs::Metadata },
+}
+
+/// A path looked up in a [`MergedView`].
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The path with every symlink followed resolved (relative to the root, no leading `/`).
+    pub path: String,
+    pub node: Node,
+}
+
+enum Walk {
+    Found(Found),
+    /// `prefix` exists (resolved); `rest` does not, or is below a non-directory.
+    Missing {
+        prefix: Vec<String>,
+        rest: Vec<String>,
+    },
+}
+
+fn components(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
+}
+
+fn lstat(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(BuildError::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+/// Whether an entry is an overlay whiteout (a character device with device number 0/0).
+pub fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// Whether a directory carries overlayfs's opaque mark.
+pub fn is_opaque(path: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(
+        rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf[..]),
+        Ok(1) if buf[0] == b'y'
+    )
+}
+
+impl MergedView {
+    /// `lowers`: layer directories, top first.
+    pub fn new(lowers: Vec<PathBuf>) -> Self {
+        Self { lowers }
+    }
+
+    pub fn lowers(&self) -> &[PathBuf] {
+        &self.lowers
+    }
+
+    fn root_stack(&self) -> Vec<usize> {
+        let mut stack = Vec::new();
+        for (i, dir) in self.lowers.iter().enumerate() {
+            stack.push(i);
+            if is_opaque(dir) {
+                break;
+            }
+        }
+        stack
+    }
+
+    fn layer_path(&self, layer: usize, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.lowers[layer].clone()
+        } else {
+            self.lowers[layer].join(rel)
+        }
+    }
+
+    /// Look `name` up in the directory `dir` (resolved, relative) merged from `stack`.
+    fn child(&self, stack: &[usize], dir: &str, name: &str) -> Result<Option<Node>> {
+        let rel = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let mut dirs = Vec::new();
+        for &i in stack {
+            let Some(meta) = lstat(&self.layer_path(i, &rel))? else {
+                continue;
+            };
+            if is_whiteout(&meta) {
+                break;
+            }
+            if meta.is_dir() {
+                dirs.push(i);
+                if is_opaque(&self.layer_path(i, &rel)) {
+                    break;
+                }
+                continue;
+            }
+            if dirs.is_empty() {
+                return Ok(Some(Node::Other { layer: i, meta }));
+            }
+            // A lower non-directory under a directory: hidden, and the merge ends here.
+            break;
+        }
+        Ok((!dirs.is_empty()).then_some(Node::Dir(dirs)))
+    }
+
+    fn walk(&self, path: &str, follow_last: bool) -> Result<Walk> {
+        let mut todo: Vec<String> = components(path);
+        todo.reverse(); // a stack: next component last
+        let mut cur: Vec<String> = Vec::new();
+        let mut stacks: Vec<Vec<usize>> = vec![self.root_stack()];
+        let mut links = 0usize;
+        while let Some(comp) = todo.pop() {
+            if comp == ".." {
+                if !cur.is_empty() {
+                    cur.pop();
+                    stacks.pop();
+                }
+                continue;
+            }
+            let dir = cur.join("/");
+            let stack = stacks.last().cloned().unwrap_or_default();
+            match self.child(&stack, &dir, &comp)? {
+                None => {
+                    let mut rest = vec![comp];
+                    rest.extend(todo.into_iter().rev());
+                    return Ok(Walk::Missing { prefix: cur, rest });
+                }
+                Some(Node::Dir(s)) => {
+                    cur.push(comp);
+                    stacks.push(s);
+                }
+                Some(Node::Other { layer, meta }) => {
+                    let last = todo.is_empty();
+                    if meta.file_type().is_symlink() && (!last || follow_last) {
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(BuildError::Sandbox(format!(
+                                "too many levels of symlinks resolving {path:?} in the image"
+                            )));
+                        }
+                        let rel = if dir.is_empty() {
+                            comp.clone()
+                        } else {
+                            format!("{dir}/{comp}")
+                        };
+                        let link = self.layer_path(layer, &rel);
+                        let target = fs::read_link(&link)
+                            .io_context(|| format!("reading symlink {}", link.display()))?;
+                        let target = target.to_str().ok_or_else(|| {
+                            BuildError::Sandbox(format!(
+                                "symlink /{rel} in the image points to a name that is not UTF-8"
+                            ))
+                        })?;
+                        if target.starts_with('/') {
+                            cur.clear();
+                            stacks.truncate(1);
+                        }
+                        todo.extend(components(target).into_iter().rev());
+                        continue;
+                    }
+                    cur.push(comp);
+                    if !last {
+                        let rest: Vec<String> = todo.into_iter().rev().collect();
+                        return Ok(Walk::Missing { prefix: cur, rest });
+                    }
+                    return Ok(Walk::Found(Found {
+                        path: cur.join("/"),
+                        node: Node::Other { layer, meta },
+                    }));
+                }
+            }
+        }
+        Ok(Walk::Found(Found {
+            path: cur.join("/"),
+            node: Node::Dir(stacks.pop().unwrap_or_default()),
+        }))
+    }
+
+    /// Look a path up. `follow_last`: follow a symlink in the last component too (like
+    /// `stat`); otherwise report the symlink itself (like `lstat`). Symlinks in earlier
+    /// components are always followed, inside the image root.
+    pub fn lookup(&self, path: &str, follow_last: bool) -> Result<Option<Found>> {
+        Ok(match self.walk(path, follow_last)? {
+            Walk::Found(f) => Some(f),
+            Walk::Missing { .. } => None,
+        })
+    }
+
+    /// Where a path leads once every symlink that exists is followed, even when its end does
+    /// not exist yet (like `realpath -m`, inside the image root). This is the place a
+    /// runtime creates a missing mount point at.
+    pub fn resolve_lenient(&self, path: &str) -> Result<String> {
+        Ok(match self.walk(path, true)? {
+            Walk::Found(f) => f.path,
+            Walk::Missing { mut prefix, rest } => {
+                for c in rest {
+                    if c == ".." {
+                        prefix.pop();
+                    } else {
+                        prefix.push(c);
+                    }
+                }
+                prefix.join("/")
+            }
+        })
+    }
+
+    /// A file's bytes (symlinks followed inside the image); `None` when nothing is there.
+    /// Fails for directories, special files and files over [`MAX_READ`] bytes.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let Some(found) = self.lookup(path, true)? else {
+            return Ok(None);
+        };
+        let (layer, meta) = match found.node {
+            Node::Other { layer, meta } => (layer, meta),
+            Node::Dir(_) => {
+                return Err(BuildError::Sandbox(format!(
+                    "{path:?} is a directory in the image, not a file"
+                )))
+            }
+        };
+        if !meta.is_file() {
+            return Err(BuildError::Sandbox(format!(
+                "{path:?} is not a regular file in the image"
+            )));
+        }
+        if meta.len() > MAX_READ {
+            return Err(BuildError::Sandbox(format!(
+                "{path:?} in the image is {} bytes, over the limit of {MAX_READ}",
+                meta.len()
+            )));
+        }
+        let real = self.layer_path(layer, &found.path);
+        let fd = rustix::fs::open(
+            &real,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| BuildError::Io {
+            context: format!("opening {}", real.display()),
+            source: e.into(),
+        })?;
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        File::from(fd)
+            .take(MAX_READ + 1)
+            .read_to_end(&mut data)
+            .io_context(|| format!("reading {}", real.display()))?;
+        if data.len() as u64 > MAX_READ {
+            return Err(BuildError::Sandbox(format!(
+                "{path:?} in the image grew over the limit of {MAX_READ} bytes"
+            )));
+        }
+        Ok(Some(data))
+    }
+
+    /// Whether something is at `path` (symlinks followed, so a dangling one is not there).
+    pub fn exists(&self, path: &str) -> bool {
+        matches!(self.lookup(path, true), Ok(Some(_)))
+    }
+
+    /// Metadata of the visible entry at `path` without following a final symlink (for a
+    /// directory, that of its top layer). `None` when nothing is there.
+    pub fn symlink_metadata(&self, path: &str) -> Result<Option<fs::Metadata>> {
+        let Some(found) = self.lookup(path, false)? else {
+            return Ok(None);
+        };
+        match found.node {
+            Node::Other { meta, .. } => Ok(Some(meta)),
+            Node::Dir(stack) => match stack.first() {
+                Some(&top) => lstat(&self.layer_path(top, &found.path)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Names in a directory, merged over the layers, sorted.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<String>> {
+        let found = self
+            .lookup(path, true)?
+            .ok_or_else(|| BuildError::Sandbox(format!("no directory {path:?} in the image")))?;
+        let Node::Dir(stack) = found.node else {
+            return Err(BuildError::Sandbox(format!(
+                "{path:?} is not a directory in the image"
+            )));
+        };
+        let mut decided: BTreeMap<String, bool> = BTreeMap::new();
+        for i in stack {
+            let dir = self.layer_path(i, &found.path);
+            for entry in fs::read_dir(&dir).io_context(|| format!("listing {}", dir.display()))? {
+                let entry = entry.io_context(|| format!("listing {}", dir.display()))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    return Err(BuildError::Sandbox(format!(
+                        "a name in {} is not UTF-8",
+                        dir.display()
+                    )));
+                };
+                if decided.contains_key(&name) {
+                    continue;
+                }
+                let visible = match lstat(&entry.path())? {
+                    Some(meta) => !is_whiteout(&meta),
+                    None => continue,
+                };
+                decided.insert(name, visible);
+            }
+        }
+        Ok(decided
+            .into_iter()
+            .filter_map(|(name, visible)| visible.then_some(name))
+            .collect())
+    }
+
+    /// Where the visible copy of `path` lives on disk (symlinks followed; for a directory,
+    /// its top layer's copy).
+    pub fn real_path(&self, path: &str) -> Option<PathBuf> {
+        let found = self.lookup(path, true).ok()??;
+        let layer = match found.node {
+            Node::Other { layer, .. } => layer,
+            Node::Dir(stack) => *stack.first()?,
+        };
+        Some(self.layer_path(layer, &found.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn write(root: &Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn merges_layers_and_resolves_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, bottom) = (tmp.path().join("top"), tmp.path().join("bottom"));
+        write(&bottom, "usr/lib/os-release", "ID=debian\n");
+        symlink("../usr/lib/os-release", bottom.join("usr/os")).unwrap();
+        fs::create_dir_all(bottom.join("etc")).unwrap();
+        symlink("../usr/lib/os-release", bottom.join("etc/os-release")).unwrap();
+        symlink("/usr/lib", bottom.join("lib")).unwrap();
+        write(&bottom, "etc/a", "a");
+        write(&top, "etc/b", "b");
+        write(&top, "usr/lib/os-release", "ID=top\n");
+        symlink("loop2", top.join("loop1")).unwrap();
+        symlink("loop1", top.join("loop2")).unwrap();
+        symlink("../../../../..", top.join("etc/up")).unwrap();
+        let view = MergedView::new(vec![top.clone(), bottom.clone()]);
+        assert_eq!(view.read("/etc/os-release").unwrap().unwrap(), b"ID=top\n");
+        assert_eq!(view.read("lib/os-release").unwrap().unwrap(), b"ID=top\n");
+        assert_eq!(view.read("/etc/up/etc/a").unwrap().unwrap(), b"a");
+        assert_eq!(
+            view.read_dir("/etc").unwrap(),
+            ["a", "b", "os-release", "up"]
+        );
+        assert!(view.read("/loop1").is_err());
+        assert!(view.read("/etc").is_err());
+        assert_eq!(view.read("/nope").unwrap(), None);
+        assert_eq!(view.read("/etc/a/x").unwrap(), None);
+        assert_eq!(view.real_path("/etc/b").unwrap(), top.join("etc/b"));
+        assert_eq!(view.real_path("/etc").unwrap(), top.join("etc"));
+        assert_eq!(view.resolve_lenient("/lib/new/x").unwrap(), "usr/lib/new/x");
+        assert!(view.symlink_metadata("/lib").unwrap().unwrap().is_symlink());
+    }
+}
