@@ -11,5 +11,7 @@ pub mod error;
 pub mod layer_dir;
 pub mod sandbox;
 pub mod snapshot;
+pub mod runtime_file;
+pub mod stack;
 
 pub use error::{BuildError, Result};
