@@ -1,0 +1,111 @@
+//! The store commands through the binary, on a tiny root file system made in the test.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn nbrt(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .args(args)
+        .env("NBRT_HOME", home)
+        .output()
+        .expect("running nbrt");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let (success, stdout, stderr) = nbrt(home, args);
+    assert!(success, "nbrt {args:?}: {stderr}");
+    stdout
+}
+
+fn tiny_rootfs(path: &Path, marker: &str) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in [
+        ("etc/marker", marker.as_bytes()),
+        ("bin/tool", b"#!/bin/sh\n".as_slice()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_mtime(1_600_000_000);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn tag_rm_gc_and_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let (a, b) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
+    tiny_rootfs(&a, "a");
+    tiny_rootfs(&b, "b");
+    let imported: Value = serde_json::from_str(&ok(
+        &home,
+        &["import", a.to_str().unwrap(), "-t", "tiny:a", "--json"],
+    ))
+    .unwrap();
+    ok(
+        &home,
+        &[
+            "import",
+            b.to_str().unwrap(),
+            "--tag",
+            "tiny:b",
+            "--compression",
+            "zstd",
+        ],
+    );
+    let id = imported["id"].as_str().unwrap();
+
+    // Names, IDs, digests and short prefixes all find the image.
+    ok(&home, &["tag", "tiny:a", "other/name:1"]);
+    for reference in [
+        "tiny:a",
+        "other/name:1",
+        id,
+        &id[7..19],
+        imported["digest"].as_str().unwrap(),
+    ] {
+        let info: Value =
+            serde_json::from_str(&ok(&home, &["inspect", reference, "--json"])).unwrap();
+        assert_eq!(info["id"], id, "{reference}");
+    }
+    let list: Value = serde_json::from_str(&ok(&home, &["images", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let table = ok(&home, &["images"]);
+    assert!(table.starts_with("REPOSITORY"), "{table}");
+    assert!(
+        table.contains("other/name") && table.contains(&id[7..19]),
+        "{table}"
+    );
+
+    // rm removes one name; the image stays while another name holds it.
+    ok(&home, &["rm", "tiny:a"]);
+    ok(&home, &["inspect", "other/name:1"]);
+    let (found, _, err) = nbrt(&home, &["inspect", "tiny:a"]);
+    assert!(!found && err.contains("no image named"), "{err}");
+    // Removing by ID removes every name and collects the blobs.
+    let out = ok(&home, &["rm", id]);
+    assert!(
+        out.contains("Untagged: other/name:1") && out.contains("Deleted 3 blobs"),
+        "{out}"
+    );
+    let gc: Value = serde_json::from_str(&ok(&home, &["gc", "--json"])).unwrap();
+    assert_eq!(gc["blobs_removed"], 0);
+    assert_eq!(gc["blobs_kept"], 3, "tiny:b's layer, config and manifest");
+
+    // Errors say what is wrong.
+    let (success, _, err) = nbrt(&home, &["import", a.to_str().unwrap()]);
+    assert!(!success && err.contains("--tag"), "{err}");
+    let (success, _, err) = nbrt(&home, &["tag", "tiny:b", "Bad Name"]);
+    assert!(!success && err.contains("invalid image name"), "{err}");
+    let (success, _, err) = nbrt(&home, &["export", "tiny:b", "-o", "x", "--format", "zip"]);
+    assert!(!success && err.contains("export format"), "{err}");
+}
