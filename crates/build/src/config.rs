@@ -1,0 +1,223 @@
+//! The image config of a built runtime: the parent's config with the runtime's `[env]`,
+//! `[image]` and description applied, the new layers' diff IDs and history appended, and the
+//! creation time fixed (`SOURCE_DATE_EPOCH`, else the parent's), never the clock.
+
+use std::collections::BTreeMap;
+
+use nbrt_oci::spec::{
+    rfc3339, source_date_epoch, ContainerConfig, Healthcheck, History, ImageConfig, RootFs,
+};
+use nbrt_oci::Digest;
+
+use crate::runtime_file::{parse_duration_ns, RuntimeFile};
+
+/// Label keys nbrt writes.
+pub mod label {
+    pub const DESCRIPTION: &str = "org.opencontainers.image.description";
+    pub const TITLE: &str = "org.opencontainers.image.title";
+    /// The runtime's `[runtime]` defaults, as JSON, for `nbrt serve` to read at registration.
+    pub const RUNTIME_DEFAULTS: &str = "io.nbrt.runtime";
+}
+
+/// A new layer and what made it, for the config's history.
+pub struct AddedLayer {
+    pub diff_id: Digest,
+    pub created_by: String,
+}
+
+/// Merge `KEY=value` lists: later keys replace earlier ones in place, new keys are appended.
+fn merge_env(parent: &[String], add: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = parent.to_vec();
+    for (k, v) in add {
+        let entry = format!("{k}={v}");
+        match out
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str()))
+        {
+            Some(slot) => *slot = entry,
+            None => out.push(entry),
+        }
+    }
+    out
+}
+
+/// The config of the runtime's image.
+pub fn runtime_config(
+    parent: Option<&ImageConfig>,
+    rt: &RuntimeFile,
+    added: &[AddedLayer],
+) -> ImageConfig {
+    let mut config = parent.cloned().unwrap_or_else(|| {
+        let (os, arch) = ("linux", host_arch());
+        ImageConfig {
+            architecture: arch.to_string(),
+            os: os.to_string(),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: Vec::new(),
+            },
+            ..Default::default()
+        }
+    });
+    let created = match source_date_epoch() {
+        Some(sde) => rfc3339(sde),
+        None => config.created.clone().unwrap_or_else(|| rfc3339(0)),
+    };
+    config.created = Some(created.clone());
+    let mut cc = config.config.take().unwrap_or_default();
+    let env = merge_env(cc.env.as_deref().unwrap_or_default(), &rt.env);
+    cc.env = (!env.is_empty()).then_some(env);
+    let img = &rt.image;
+    if let Some(e) = &img.entrypoint {
+        cc.entrypoint = Some(e.clone());
+        // As in a Dockerfile, a new entrypoint drops the parent's command unless one is given.
+        if img.cmd.is_none() {
+            cc.cmd = None;
+        }
+    }
+    if let Some(c) = &img.cmd {
+        cc.cmd = Some(c.clone());
+    }
+    if let Some(w) = &img.workdir {
+        cc.working_dir = Some(w.clone());
+    }
+    if let Some(u) = &img.user {
+        cc.user = Some(u.clone());
+    }
+    if let Some(s) = &img.stop_signal {
+        cc.stop_signal = Some(s.clone());
+    }
+    if !img.ports.is_empty() {
+        let ports = cc.exposed_ports.get_or_insert_with(BTreeMap::new);
+        for p in &img.ports {
+            ports.insert(format!("{p}/tcp"), serde_json::json!({}));
+        }
+    }
+    let mut labels = cc.labels.take().unwrap_or_default();
+    labels.insert(label::TITLE.to_string(), rt.name.clone());
+    if let Some(d) = &rt.description {
+        labels.insert(label::DESCRIPTION.to_string(), d.clone());
+    }
+    if let Ok(defaults) = serde_json::to_string(&rt.runtime) {
+        labels.insert(label::RUNTIME_DEFAULTS.to_string(), defaults);
+    }
+    labels.extend(img.labels.clone());
+    cc.labels = Some(labels);
+    if let Some(hc) = &img.healthcheck {
+        cc.healthcheck = Some(Healthcheck {
+            test: Some(hc.test.clone()),
+            interval: hc.interval.as_deref().and_then(parse_duration_ns),
+            timeout: hc.timeout.as_deref().and_then(parse_duration_ns),
+            start_period: hc.start_period.as_deref().and_then(parse_duration_ns),
+            retries: hc.retries.map(i64::from),
+            extra: BTreeMap::new(),
+        });
+    }
+    config.config = Some(cc);
+    for layer in added {
+        config.rootfs.diff_ids.push(layer.diff_id.clone());
+        config.history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(layer.created_by.clone()),
+            comment: Some(format!("nbrt build {}", rt.name)),
+            ..Default::default()
+        });
+    }
+    config
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// What an image's containers start with by default, for reports.
+pub fn describe(cc: &ContainerConfig) -> String {
+    format!(
+        "user {:?}, entrypoint {:?}, cmd {:?}",
+        cc.user.as_deref().unwrap_or("root"),
+        cc.entrypoint,
+        cc.cmd
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rt(text: &str) -> RuntimeFile {
+        let dir = std::env::temp_dir();
+        RuntimeFile::parse(text, Path::new("r.toml"), &dir, &dir).unwrap()
+    }
+
+    #[test]
+    fn applies_env_image_and_layers() {
+        let parent = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            created: Some("2024-01-01T00:00:00Z".into()),
+            config: Some(ContainerConfig {
+                env: Some(vec!["PATH=/usr/bin".into(), "A=old".into()]),
+                entrypoint: Some(vec!["tini".into()]),
+                cmd: Some(vec!["bash".into()]),
+                ..Default::default()
+            }),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![Digest::of_bytes(b"base")],
+            },
+            ..Default::default()
+        };
+        let r = rt(r#"
+name = "jupyter"
+description = "JupyterLab"
+from = "base"
+[env]
+A = "new"
+PATH = "/opt/conda/bin:/usr/bin"
+B = "b"
+[image]
+entrypoint = ["nbrt-init"]
+ports = [8888]
+user = "1000"
+workdir = "/home/jovyan"
+healthcheck = { test = ["CMD", "nbrt-init", "healthcheck"], interval = "30s", retries = 3 }
+[runtime]
+max-memory = "4g"
+"#);
+        let added = [AddedLayer {
+            diff_id: Digest::of_bytes(b"pip"),
+            created_by: "pip install jupyterlab".into(),
+        }];
+        let c = runtime_config(Some(&parent), &r, &added);
+        let cc = c.config.as_ref().unwrap();
+        assert_eq!(
+            cc.env.as_ref().unwrap(),
+            &["PATH=/opt/conda/bin:/usr/bin", "A=new", "B=b"]
+        );
+        assert_eq!(cc.entrypoint.as_ref().unwrap(), &["nbrt-init"]);
+        assert_eq!(cc.cmd, None, "a new entrypoint drops the parent's cmd");
+        assert!(cc.exposed_ports.as_ref().unwrap().contains_key("8888/tcp"));
+        assert_eq!(
+            cc.healthcheck.as_ref().unwrap().interval,
+            Some(30_000_000_000)
+        );
+        let labels = cc.labels.as_ref().unwrap();
+        assert_eq!(labels[label::DESCRIPTION], "JupyterLab");
+        assert!(labels[label::RUNTIME_DEFAULTS].contains("\"max-memory\":\"4g\""));
+        assert_eq!(c.rootfs.diff_ids.len(), 2);
+        assert_eq!(
+            c.history.last().unwrap().created_by.as_deref(),
+            Some("pip install jupyterlab")
+        );
+        assert_eq!(
+            c.created.as_deref(),
+            Some("2024-01-01T00:00:00Z"),
+            "the parent's time, not the clock"
+        );
+    }
+}
