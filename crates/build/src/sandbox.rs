@@ -569,6 +569,14 @@ fn env_key(entry: &str) -> &str {
     entry.split_once('=').map(|(k, _)| k).unwrap_or(entry)
 }
 
+/// Open files: a soft limit of 1024 (tools that close every descriptor up to the limit, like
+/// apt, stay fast) under the host's hard limit, which the container cannot raise.
+fn nofile_limit() -> Value {
+    let host = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = host.maximum.unwrap_or(1 << 20);
+    json!({"type": "RLIMIT_NOFILE", "hard": hard, "soft": hard.min(1024)})
+}
+
 /// The OCI runtime configuration of a step.
 fn runtime_config(
     spec: &RunSpec,
@@ -658,7 +666,7 @@ fn runtime_config(
                 "inheritable": none,
                 "ambient": none,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 524288u64, "soft": 1024u64}],
+            "rlimits": [nofile_limit()],
             "noNewPrivileges": false,
         },
         "root": {"path": rootfs, "readonly": false},
