@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -1454,21 +1454,8 @@ impl RemoteRecord {
             });
         }
         let bytes = to_canonical_vec(&record, "remotes.json")?;
-        write_atomic(store, &Self::path(store), &bytes)
+        store.write_atomic(&Self::path(store), &bytes)
     }
-}
-
-/// Write a file in the store's root through a temporary file and a rename.
-fn write_atomic(store: &Store, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
-        .io_context(|| "creating a temporary file in the store")?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_data())
-        .io_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .io_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -108,16 +108,9 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
-            .io_context(|| "creating a temporary file in the store")?;
-        tmp.write_all(bytes)
-            .and_then(|_| tmp.as_file().sync_data())
-            .io_context(|| format!("writing {}", path.display()))?;
-        tmp.persist(path)
-            .map_err(|e| e.error)
-            .io_context(|| format!("renaming into {}", path.display()))?;
-        Ok(())
+    /// Write a file of the store (index, references) atomically.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        crate::fsutil::write_atomic(&self.root.join("tmp"), path, bytes)
     }
 
     /// Start writing a blob whose digest is not known yet (a layer being made).

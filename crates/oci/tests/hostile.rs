@@ -579,7 +579,7 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
     let cached = layer(&store, &[(entry("c", EntryKind::File, 1), b"c")]);
     let payload = serde_json::json!({"step": "pip"});
     store
-        .put_ref("build-cache", "k1", &[cached.digest.clone()], &payload)
+        .put_ref("build-cache", "k1", std::slice::from_ref(&cached.digest), &payload)
         .unwrap();
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
     assert_eq!(store.get_ref("build-cache", "k1").unwrap(), Some(payload));

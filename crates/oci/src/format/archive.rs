@@ -21,7 +21,7 @@ use crate::layer::compression::{decompress, Compression};
 use crate::layer::reader::normalize_path;
 use crate::name::ImageName;
 use crate::spec::Descriptor;
-use crate::spec::{annotation, ImageConfig, Index};
+use crate::spec::{ImageConfig, Index};
 
 /// Most entries an image archive may list (guards the in-memory entry table).
 const MAX_ARCHIVE_ENTRIES: usize = 1_000_000;
@@ -579,12 +579,7 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
                 index.manifests.push(image.manifest_descriptor());
             }
             for name in &self.names {
-                let mut desc = image.manifest_descriptor();
-                desc.annotations
-                    .insert(annotation::REF_NAME.to_string(), name.tag.clone());
-                desc.annotations
-                    .insert(annotation::CONTAINERD_NAME.to_string(), name.to_string());
-                index.manifests.push(desc);
+                index.manifests.push(select::named_descriptor(image, name));
             }
             self.add_bytes("index.json", &to_canonical_vec(&index, "index.json")?)?;
             self.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;

@@ -2,7 +2,7 @@
 //! written. Writing into an existing layout adds to it, as skopeo and umoci do.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, OciError, Result};
@@ -105,14 +105,7 @@ impl BlobSource for LayoutDir {
 }
 
 fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(root)
-        .io_context(|| format!("creating a temporary file in {}", root.display()))?;
-    tmp.write_all(bytes)
-        .io_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .io_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(root, path, bytes)
 }
 
 pub struct LayoutSink<'a> {
@@ -151,17 +144,10 @@ impl ImageSink for LayoutSink<'_> {
             index.manifests.push(image.manifest_descriptor());
         }
         for name in &self.names {
-            // ref.name is the tag, as umoci and skopeo's `oci:DIR:TAG` expect; the full
-            // name goes where containerd and Docker look for it.
             index
                 .manifests
                 .retain(|d| d.annotations.get(annotation::REF_NAME) != Some(&name.tag));
-            let mut desc = image.manifest_descriptor();
-            desc.annotations
-                .insert(annotation::REF_NAME.to_string(), name.tag.clone());
-            desc.annotations
-                .insert(annotation::CONTAINERD_NAME.to_string(), name.to_string());
-            index.manifests.push(desc);
+            index.manifests.push(select::named_descriptor(image, name));
         }
         write_atomic(
             root,

@@ -109,6 +109,17 @@ pub fn load_image(
     ))
 }
 
+/// The index entry of an exported image under `name`: `ref.name` is the tag, as umoci and
+/// skopeo's `oci:DIR:TAG` expect; the full name goes where containerd and Docker look for it.
+pub fn named_descriptor(image: &Image, name: &ImageName) -> Descriptor {
+    let mut desc = image.manifest_descriptor();
+    desc.annotations
+        .insert(annotation::REF_NAME.to_string(), name.tag.clone());
+    desc.annotations
+        .insert(annotation::CONTAINERD_NAME.to_string(), name.to_string());
+    desc
+}
+
 /// Check bytes against a descriptor.
 pub fn verify_bytes(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != desc.size {
