@@ -296,6 +296,70 @@ fn apt_install_with_network_leaves_no_host_files() {
     assert_eq!(out, "Hello, world!\n");
 }
 
+/// Everything under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn mount_points_leave_no_traces() {
+    let Some(base) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap();
+    let ca = tmp.path().join("ca.pem");
+    fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    // Images whose /etc/resolv.conf is missing (whited out by an upper layer) or a dangling
+    // symlink (systemd-resolved style): runc has to create the mount point, in the overlay.
+    let hidden = tmp.path().join("hidden");
+    fs::create_dir_all(hidden.join("etc")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &hidden.join("etc/resolv.conf"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let linked = tmp.path().join("linked");
+    fs::create_dir_all(linked.join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        linked.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    for top in [None, Some(&hidden), Some(&linked)] {
+        for dir in [&hidden, &linked] {
+            let m = fs::metadata(base.lowers[0].join("etc")).unwrap();
+            fs::set_permissions(dir.join("etc"), m.permissions()).unwrap();
+        }
+        let mut lowers: Vec<PathBuf> = top.into_iter().cloned().collect();
+        lowers.extend(base.lowers.iter().cloned());
+        let mut spec = sh("cat /etc/resolv.conf; cat \"$SSL_CERT_FILE\"; ls -d /run/nbrt");
+        spec.network = true;
+        spec.host_ca_bundle = Some(ca.clone());
+        let scratch = tmp.path().join("scratch");
+        let (run, out) = run_ok(&lowers, &spec, &scratch);
+        assert_eq!(
+            out,
+            format!("{host_resolv}-----BEGIN CERTIFICATE-----\n/run/nbrt\n"),
+            "over {top:?}"
+        );
+        assert_eq!(tree(&run.upper_dir()), Vec::<String>::new(), "over {top:?}");
+    }
+}
+
 #[test]
 fn runs_as_another_user() {
     let Some(base) = setup() else { return };
