@@ -14,5 +14,6 @@ pub mod sandbox;
 pub mod snapshot;
 pub mod runtime_file;
 pub mod stack;
+pub mod steps;
 
 pub use error::{BuildError, Result};

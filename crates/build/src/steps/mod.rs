@@ -1,0 +1,3 @@
+//! Build steps.
+
+pub mod conda;
