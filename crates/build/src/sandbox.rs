@@ -380,26 +380,38 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
         Err(FsMountError::Unsupported) => {}
         Err(FsMountError::Failed(msg)) => return Err(sandbox_err(msg)),
     }
-    let mut lowerdir = String::new();
-    for l in lowers {
-        let s = l
+    mount_overlay_legacy(lowers, upper, work, target)
+}
+
+/// One `mount(2)` call with every option in a string (at most a page; ':' and ','
+/// separate options, so paths may not contain them).
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    let option_path = |p: &Path| -> Result<String> {
+        let s = p
             .to_str()
-            .ok_or_else(|| sandbox_err(format!("layer directory {} is not UTF-8", l.display())))?;
+            .ok_or_else(|| sandbox_err(format!("{} is not UTF-8", p.display())))?;
         if s.contains([':', ',', '\\']) {
             return Err(sandbox_err(format!(
-                "layer directory {s:?} contains ':', ',' or '\\', which this kernel's overlay \
-                 mount options cannot carry; move NBRT_HOME"
+                "{s:?} contains ':', ',' or '\\', which this kernel's overlay mount options \
+                 cannot carry; use a NBRT_HOME and scratch directory without them"
             )));
         }
-        if !lowerdir.is_empty() {
-            lowerdir.push(':');
-        }
-        lowerdir.push_str(s);
-    }
+        Ok(s.to_string())
+    };
+    let lowerdir = lowers
+        .iter()
+        .map(|l| option_path(l))
+        .collect::<Result<Vec<_>>>()?
+        .join(":");
     let data = format!(
         "lowerdir={lowerdir},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off,xino=off",
-        upper.display(),
-        work.display()
+        option_path(upper)?,
+        option_path(work)?
     );
     if data.len() >= 4096 {
         return Err(sandbox_err(format!(
@@ -1029,6 +1041,55 @@ mod tests {
         assert!(r("nobody-here").is_err());
         assert!(r("jovyan:nogroup").is_err());
         assert_eq!(resolve_user("", "", "").unwrap().uid, 0);
+    }
+
+    #[test]
+    fn mounts_overlays_both_ways() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: mounting needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = |n: &str| {
+            let p = tmp.path().join(n);
+            fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let (l1, l2) = (d("l1"), d("l2"));
+        fs::write(l1.join("top"), "1").unwrap();
+        fs::write(l2.join("top"), "2").unwrap();
+        fs::write(l2.join("bottom"), "2").unwrap();
+        let lowers = [l1, l2];
+        type Mounter = fn(&[PathBuf], &Path, &Path, &Path) -> Result<()>;
+        let ways: [(&str, Mounter); 2] = [
+            ("fsopen", |l, u, w, t| {
+                match mount_overlay_fsopen(l, u, w, t) {
+                    Ok(()) => Ok(()),
+                    Err(FsMountError::Unsupported) => mount_overlay_legacy(l, u, w, t),
+                    Err(FsMountError::Failed(m)) => Err(sandbox_err(m)),
+                }
+            }),
+            ("legacy", mount_overlay_legacy),
+        ];
+        for (name, mount) in ways {
+            let (upper, work, merged) = (
+                d(&format!("{name}-u")),
+                d(&format!("{name}-w")),
+                d(&format!("{name}-m")),
+            );
+            mount(&lowers, &upper, &work, &merged).unwrap();
+            let top = fs::read_to_string(merged.join("top"));
+            let bottom = fs::read_to_string(merged.join("bottom"));
+            let removed = fs::remove_file(merged.join("bottom"));
+            rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::empty()).unwrap();
+            assert_eq!(top.unwrap(), "1", "{name}");
+            assert_eq!(bottom.unwrap(), "2", "{name}");
+            removed.unwrap();
+            let wh = fs::symlink_metadata(upper.join("bottom")).unwrap();
+            assert!(crate::snapshot::is_whiteout(&wh), "{name}");
+        }
+        let comma = tmp.path().join("a,b");
+        assert!(mount_overlay_legacy(&[comma.clone()], &comma, &comma, &comma).is_err());
     }
 
     #[test]

@@ -326,7 +326,7 @@ fn mount_points_leave_no_traces() {
     fs::create_dir_all(hidden.join("etc")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &hidden.join("etc/resolv.conf"),
+        hidden.join("etc/resolv.conf"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::empty(),
         0,
@@ -492,7 +492,7 @@ fn layers_from_directories_are_deterministic() {
     use rustix::fs::{mknodat, FileType, Mode, CWD};
     mknodat(
         CWD,
-        &d.join("a/fifo"),
+        d.join("a/fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o644),
         0,
@@ -500,7 +500,7 @@ fn layers_from_directories_are_deterministic() {
     .unwrap();
     mknodat(
         CWD,
-        &d.join("a/null"),
+        d.join("a/null"),
         FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -508,7 +508,7 @@ fn layers_from_directories_are_deterministic() {
     .unwrap();
     mknodat(
         CWD,
-        &d.join("w/gone"),
+        d.join("w/gone"),
         FileType::CharacterDevice,
         Mode::empty(),
         0,
@@ -640,7 +640,7 @@ fn merged_view_reads_through_layers_and_whiteouts() {
     use rustix::fs::{mknodat, FileType, Mode, CWD};
     mknodat(
         CWD,
-        &up.join("etc/debian_version"),
+        up.join("etc/debian_version"),
         FileType::CharacterDevice,
         Mode::empty(),
         0,
