@@ -1089,7 +1089,9 @@ mod tests {
             assert!(crate::snapshot::is_whiteout(&wh), "{name}");
         }
         let comma = tmp.path().join("a,b");
-        assert!(mount_overlay_legacy(&[comma.clone()], &comma, &comma, &comma).is_err());
+        assert!(
+            mount_overlay_legacy(std::slice::from_ref(&comma), &comma, &comma, &comma).is_err()
+        );
     }
 
     #[test]
