@@ -1,3 +1,4 @@
 //! Build steps.
 
 pub mod conda;
+pub mod pip;

@@ -1,0 +1,484 @@
+//! The pip step: wheels resolved and installed by the `uv` binary for the image's Python
+//! version and platform, into a staging tree that stands for the image root. Nothing runs
+//! in the image and no host path ends up in it.
+//!
+//! How: the parent's `*.dist-info` metadata is seeded into the target so uv treats those
+//! packages as installed; `uv pip install --target <site-packages>` runs with the image's
+//! Python version and a manylinux platform; afterwards seeded metadata uv left alone is
+//! removed again, packages uv replaced become whiteouts, console scripts and data files move
+//! from the target to the environment's prefix with the image's Python in their shebangs and
+//! their `RECORD` entries (and hashes) corrected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{BuildError, IoContext, Result};
+use crate::snapshot::MergedView;
+
+/// Files of a dist-info directory uv needs to see a package as installed (and to uninstall
+/// it when it replaces it).
+const SEEDED_FILES: &[&str] = &["METADATA", "RECORD", "INSTALLER", "WHEEL", "top_level.txt"];
+
+/// Top-level directories `uv pip install --target` fills from the scripts and data schemes;
+/// in an environment they belong under the prefix, not in site-packages.
+const PREFIX_DIRS: &[&str] = &["bin", "share", "etc", "include"];
+
+#[derive(Debug, Clone, Default)]
+pub struct PipRequest {
+    /// The environment, e.g. `/opt/conda`.
+    pub prefix: String,
+    pub packages: Vec<String>,
+    pub requirements: Option<PathBuf>,
+    pub constraints: Option<PathBuf>,
+    pub index_url: Option<String>,
+    pub extra_index_urls: Vec<String>,
+    pub wheelhouses: Vec<PathBuf>,
+    /// Exact pins from `runtime.lock` (`name==version`); when set, installed without resolving
+    /// anything else.
+    pub locked: Option<Vec<LockedWheel>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LockedWheel {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipOutcome {
+    /// Every distribution in the environment after the step.
+    pub installed: Vec<LockedWheel>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<(String, String, String)>,
+    /// Paths (relative to the image root) of files of replaced distributions that the new
+    /// layer does not overwrite.
+    pub whiteouts: Vec<String>,
+    /// The Python version installed for.
+    pub python: (u64, u64),
+}
+
+fn err(message: impl Into<String>) -> BuildError {
+    BuildError::Step {
+        step: "pip".to_string(),
+        message: message.into(),
+    }
+}
+
+/// The Python version of the environment at `prefix`: the `lib/pythonX.Y` directory it has.
+pub fn python_version(view: &MergedView, prefix: &str) -> Result<(u64, u64)> {
+    let lib = format!("{}/lib", prefix.trim_start_matches('/'));
+    let names = view.read_dir(&lib).map_err(|_| {
+        err(format!(
+            "no Python environment at {prefix} in the parent image (no {prefix}/lib); create one \
+             first, e.g. a run step `python3 -m venv {prefix}`"
+        ))
+    })?;
+    let mut versions: Vec<(u64, u64)> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("python"))
+        .filter_map(|v| v.split_once('.'))
+        .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .filter(|v| view.exists(&format!("{lib}/python{}.{}/site-packages", v.0, v.1)))
+        .collect();
+    versions.sort();
+    versions.pop().ok_or_else(|| {
+        err(format!(
+            "no lib/pythonX.Y/site-packages under {prefix} in the parent image"
+        ))
+    })
+}
+
+/// `name-version.dist-info` → (normalized name, version).
+fn dist_info_name(dir: &str) -> Option<(String, String)> {
+    let stem = dir.strip_suffix(".dist-info")?;
+    let (name, version) = stem.rsplit_once('-')?;
+    Some((normalize(name), version.to_string()))
+}
+
+/// PEP 503 normalization.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    let mut last_sep = false;
+    for c in name.chars() {
+        if c == '-' || c == '_' || c == '.' {
+            if !last_sep {
+                out.push('-');
+            }
+            last_sep = true;
+        } else {
+            out.extend(c.to_lowercase());
+            last_sep = false;
+        }
+    }
+    out
+}
+
+/// The uv binary: `$NBRT_UV`, else `uv` on PATH.
+pub fn uv_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NBRT_UV").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let ok = Command::new("uv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(PathBuf::from("uv"))
+    } else {
+        Err(err(
+            "the pip step needs the uv binary: run scripts/setup (it installs uv from PyPI), \
+             `pip install uv`, or point NBRT_UV at it",
+        ))
+    }
+}
+
+/// Install the request into `staging` (an empty directory standing for the image root).
+pub fn install(
+    view: &MergedView,
+    req: &PipRequest,
+    staging: &Path,
+    cache_dir: &Path,
+    output: &mut dyn std::io::Write,
+) -> Result<PipOutcome> {
+    let python = python_version(view, &req.prefix)?;
+    let prefix_rel = req
+        .prefix
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
+    let site_rel = format!(
+        "{prefix_rel}/lib/python{}.{}/site-packages",
+        python.0, python.1
+    );
+    let target = staging.join(&site_rel);
+    fs::create_dir_all(&target).io_context(|| format!("creating {}", target.display()))?;
+
+    // Seed the parent's distributions so they count as installed.
+    let mut seeded: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for dir in view.read_dir(&site_rel)? {
+        let Some((name, version)) = dist_info_name(&dir) else {
+            continue;
+        };
+        let dest = target.join(&dir);
+        fs::create_dir_all(&dest).io_context(|| format!("creating {}", dest.display()))?;
+        for f in SEEDED_FILES {
+            if let Some(bytes) = view.read(&format!("{site_rel}/{dir}/{f}"))? {
+                fs::write(dest.join(f), bytes).io_context(|| format!("seeding {dir}/{f}"))?;
+            }
+        }
+        seeded.insert(dir, (name, version));
+    }
+
+    let uv = uv_binary()?;
+    let mut cmd = Command::new(&uv);
+    cmd.args(["pip", "install", "--target"])
+        .arg(&target)
+        .args(["--python-version", &format!("{}.{}", python.0, python.1)])
+        .args(["--python-platform", &python_platform()])
+        .args([
+            "--only-binary",
+            ":all:",
+            "--link-mode",
+            "copy",
+            "--no-progress",
+        ])
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        // Only what the runtime file says: no user or host configuration.
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_NATIVE_TLS", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_EXTRA_INDEX_URL");
+    if let Some(url) = &req.index_url {
+        cmd.args(["--index-url", url]);
+    }
+    for url in &req.extra_index_urls {
+        cmd.args(["--extra-index-url", url]);
+    }
+    for w in &req.wheelhouses {
+        cmd.arg("--find-links").arg(w);
+    }
+    match &req.locked {
+        Some(pins) => {
+            cmd.arg("--no-deps");
+            for p in pins {
+                cmd.arg(format!("{}=={}", p.name, p.version));
+            }
+        }
+        None => {
+            if let Some(r) = &req.requirements {
+                cmd.arg("-r").arg(r);
+            }
+            if let Some(c) = &req.constraints {
+                cmd.arg("-c").arg(c);
+            }
+            cmd.args(&req.packages);
+        }
+    }
+    let out = cmd
+        .output()
+        .io_context(|| format!("running {}", uv.display()))?;
+    output.write_all(&out.stderr).ok();
+    if !out.status.success() {
+        return Err(err(format!(
+            "uv could not install the packages ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+
+    // What is there now.
+    let mut now: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for entry in fs::read_dir(&target).io_context(|| format!("listing {}", target.display()))? {
+        let entry = entry.io_context(|| format!("listing {}", target.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(nv) = dist_info_name(&name) {
+            now.insert(name, nv);
+        }
+    }
+    let before: BTreeMap<&String, &String> = seeded.values().map(|(n, v)| (n, v)).collect();
+    let after: BTreeMap<&String, &String> = now.values().map(|(n, v)| (n, v)).collect();
+    let mut outcome = PipOutcome {
+        python,
+        installed: after
+            .iter()
+            .map(|(n, v)| LockedWheel {
+                name: (*n).clone(),
+                version: (*v).clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for (n, v) in &after {
+        match before.get(n) {
+            None => outcome.added.push(format!("{n}=={v}")),
+            Some(old) if old != v => {
+                outcome
+                    .changed
+                    .push(((*n).clone(), (*old).clone(), (*v).clone()))
+            }
+            _ => {}
+        }
+    }
+    for (n, v) in &before {
+        if !after.contains_key(n) {
+            outcome.removed.push(format!("{n}=={v}"));
+        }
+    }
+
+    // Seeded metadata uv did not touch goes again; what it removed becomes whiteouts.
+    let mut whiteouts: BTreeSet<String> = BTreeSet::new();
+    for dir in seeded.keys() {
+        let path = target.join(dir);
+        if path.exists() {
+            fs::remove_dir_all(&path).io_context(|| format!("removing seeded {dir}"))?;
+        } else {
+            whiteouts.insert(format!("{site_rel}/{dir}"));
+            if let Some(record) = view.read(&format!("{site_rel}/{dir}/RECORD"))? {
+                for line in String::from_utf8_lossy(&record).lines() {
+                    let Some(rel) = line.split(',').next().filter(|p| !p.is_empty()) else {
+                        continue;
+                    };
+                    if let Some(p) = join_inside(&site_rel, rel) {
+                        whiteouts.insert(p);
+                    }
+                }
+            }
+        }
+    }
+    let _ = fs::remove_file(target.join(".lock"));
+
+    // Scripts and data files belong to the prefix.
+    let packages = top_level_packages(&target)?;
+    let mut moved: BTreeSet<String> = BTreeSet::new();
+    for d in PREFIX_DIRS {
+        let from = target.join(d);
+        if !from.is_dir() || packages.contains(*d) {
+            continue;
+        }
+        let to = staging.join(&prefix_rel).join(d);
+        merge_move(&from, &to)?;
+        moved.insert((*d).to_string());
+    }
+    let bin = staging.join(&prefix_rel).join("bin");
+    let shebang = format!("#!{}/bin/python", req.prefix.trim_end_matches('/'));
+    if moved.contains("bin") {
+        for entry in fs::read_dir(&bin).io_context(|| "listing scripts")? {
+            let entry = entry.io_context(|| "listing scripts")?;
+            rewrite_shebang(&entry.path(), &shebang)?;
+        }
+    }
+    fix_records(&target, &moved, &staging.join(&prefix_rel))?;
+    remove_pycache(staging)?;
+
+    // Paths the new layer writes anyway need no whiteout.
+    outcome.whiteouts = whiteouts
+        .into_iter()
+        .filter(|p| !staging.join(p).exists())
+        .collect();
+    Ok(outcome)
+}
+
+/// The manylinux platform for the build host's architecture (Debian bookworm has glibc 2.36).
+fn python_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "aarch64",
+        _ => "x86_64",
+    };
+    std::env::var("NBRT_PYTHON_PLATFORM").unwrap_or_else(|_| format!("{arch}-manylinux_2_36"))
+}
+
+/// `site_rel/rel` normalized; `None` if it would leave the image root.
+fn join_inside(site_rel: &str, rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = site_rel.split('/').collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+fn top_level_packages(target: &Path) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for entry in fs::read_dir(target).io_context(|| format!("listing {}", target.display()))? {
+        let entry = entry.io_context(|| format!("listing {}", target.display()))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "dist-info") {
+            if let Ok(text) = fs::read_to_string(path.join("top_level.txt")) {
+                out.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+        } else if path.join("__init__.py").exists() {
+            out.insert(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Move the tree `from` into `to`, merging with what is there.
+fn merge_move(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).io_context(|| format!("creating {}", to.display()))?;
+    for entry in fs::read_dir(from).io_context(|| format!("listing {}", from.display()))? {
+        let entry = entry.io_context(|| format!("listing {}", from.display()))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        if src.is_dir() && !src.is_symlink() && dst.is_dir() {
+            merge_move(&src, &dst)?;
+        } else {
+            fs::rename(&src, &dst)
+                .io_context(|| format!("moving {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    fs::remove_dir_all(from).io_context(|| format!("removing {}", from.display()))
+}
+
+fn rewrite_shebang(path: &Path, shebang: &str) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let bytes = fs::read(path).io_context(|| format!("reading {}", path.display()))?;
+    if !bytes.starts_with(b"#!") {
+        return Ok(());
+    }
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(bytes.len());
+    let first = String::from_utf8_lossy(&bytes[..end]);
+    if !first.contains("python") {
+        return Ok(());
+    }
+    let mut out = shebang.as_bytes().to_vec();
+    out.extend_from_slice(&bytes[end..]);
+    fs::write(path, out).io_context(|| format!("writing {}", path.display()))
+}
+
+/// RECORD lines of moved files point from site-packages to the prefix, with their new hashes.
+fn fix_records(target: &Path, moved: &BTreeSet<String>, prefix_dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(target).io_context(|| format!("listing {}", target.display()))? {
+        let entry = entry.io_context(|| format!("listing {}", target.display()))?;
+        let record = entry.path().join("RECORD");
+        if !entry.file_name().to_string_lossy().ends_with(".dist-info") || !record.is_file() {
+            continue;
+        }
+        let text =
+            fs::read_to_string(&record).io_context(|| format!("reading {}", record.display()))?;
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut fields: Vec<String> = line.split(',').map(str::to_string).collect();
+            let top = fields[0].split('/').next().unwrap_or("");
+            if moved.contains(top) {
+                let file = prefix_dir.join(&fields[0]);
+                fields[0] = format!("../../../{}", fields[0]);
+                if fields.len() >= 3 {
+                    if let Ok(bytes) = fs::read(&file) {
+                        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(Sha256::digest(&bytes));
+                        fields[1] = format!("sha256={hash}");
+                        fields[2] = bytes.len().to_string();
+                    }
+                }
+            }
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        fs::write(&record, out).io_context(|| format!("writing {}", record.display()))?;
+    }
+    Ok(())
+}
+
+fn remove_pycache(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).io_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.io_context(|| format!("listing {}", dir.display()))?;
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            if entry.file_name() == "__pycache__" {
+                fs::remove_dir_all(&path).io_context(|| format!("removing {}", path.display()))?;
+            } else {
+                remove_pycache(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(normalize("Typing_Extensions"), "typing-extensions");
+        assert_eq!(
+            dist_info_name("jupyter_server-2.14.0.dist-info"),
+            Some(("jupyter-server".into(), "2.14.0".into()))
+        );
+        assert_eq!(
+            join_inside(
+                "opt/conda/lib/python3.11/site-packages",
+                "../../../bin/f2py"
+            )
+            .as_deref(),
+            Some("opt/conda/bin/f2py")
+        );
+        assert_eq!(join_inside("a/b", "../../../../x"), None);
+    }
+}
