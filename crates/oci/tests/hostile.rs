@@ -309,6 +309,15 @@ fn overlay_mode_records_whiteouts() {
     )
     .unwrap();
     assert_eq!(v, 1);
+    // A directory that replaces a whiteout in the same layer hides the lower one.
+    let layer = raw_tar(&[file(".wh.x", b""), dir("x"), file("x/new", b"1")]);
+    apply_layer(&s.root, &layer[..], opts).unwrap();
+    let opaque = rustix::fs::getxattr(
+        s.root.join("x").as_path(),
+        "trusted.overlay.opaque",
+        &mut [0u8; 4],
+    );
+    assert_eq!(opaque.ok(), Some(1));
 }
 
 // ---- the store ----
@@ -579,7 +588,12 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
     let cached = layer(&store, &[(entry("c", EntryKind::File, 1), b"c")]);
     let payload = serde_json::json!({"step": "pip"});
     store
-        .put_ref("build-cache", "k1", std::slice::from_ref(&cached.digest), &payload)
+        .put_ref(
+            "build-cache",
+            "k1",
+            std::slice::from_ref(&cached.digest),
+            &payload,
+        )
         .unwrap();
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
     assert_eq!(store.get_ref("build-cache", "k1").unwrap(), Some(payload));

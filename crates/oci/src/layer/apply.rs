@@ -140,6 +140,11 @@ impl Applier {
         let existing_is_dir = existing
             .as_ref()
             .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        // In overlay form, a directory replacing a whiteout from this same layer must hide
+        // the lower directory of that name: it becomes opaque.
+        let replaces_whiteout = existing.as_ref().is_some_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+        });
         match &entry.kind {
             EntryKind::Whiteout => {
                 if existing.is_some() {
@@ -202,8 +207,9 @@ impl Applier {
                 .map_err(|e| sys_err(path, "opening directory", e))?;
                 self.finish_fd(fd.as_fd(), entry, mode, path)?;
                 self.dir_times.insert(path.to_string(), entry.mtime);
-                if self.opts.whiteouts == WhiteoutMode::Overlay && existing_is_dir {
-                    // A directory entry over one from a lower layer merges with it.
+                if self.opts.whiteouts == WhiteoutMode::Overlay && replaces_whiteout {
+                    rfs::fsetxattr(&fd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                        .map_err(|e| sys_err(path, "marking opaque", e))?;
                 }
             }
             EntryKind::Symlink(target) => {
