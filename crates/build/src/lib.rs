@@ -10,9 +10,9 @@
 pub mod config;
 pub mod error;
 pub mod layer_dir;
+pub mod runtime_file;
 pub mod sandbox;
 pub mod snapshot;
-pub mod runtime_file;
 pub mod stack;
 pub mod steps;
 

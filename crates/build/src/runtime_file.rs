@@ -370,7 +370,9 @@ pub fn parse_duration_ns(s: &str) -> Option<i64> {
 fn inside(base: &Path, rel: &str) -> std::result::Result<PathBuf, String> {
     let p = Path::new(rel);
     if p.is_absolute() {
-        return Err(format!("{rel:?} must be relative to the runtime's directory"));
+        return Err(format!(
+            "{rel:?} must be relative to the runtime's directory"
+        ));
     }
     let joined = base.join(p);
     let mut depth: i64 = 0;
@@ -461,10 +463,16 @@ impl RuntimeFile {
         };
         if let Some(pip) = &raw.pip {
             for p in &pip.packages {
-                if let Err(e) = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(p.get_ref()) {
+                if let Err(e) =
+                    pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(p.get_ref())
+                {
                     return Err(ctx.err(
                         p.span(),
-                        format!("pip package {:?} is not a valid requirement: {}", p.get_ref(), e.message),
+                        format!(
+                            "pip package {:?} is not a valid requirement: {}",
+                            p.get_ref(),
+                            e.message
+                        ),
                     ));
                 }
             }
@@ -485,49 +493,82 @@ impl RuntimeFile {
                     .map_err(|m| ctx.err(ctx.key("files"), format!("conda.files: {m}")))?;
             }
             if !conda.prefix.starts_with('/') {
-                return Err(ctx.err(ctx.key("prefix"), format!("conda prefix {:?} must be absolute", conda.prefix)));
+                return Err(ctx.err(
+                    ctx.key("prefix"),
+                    format!("conda prefix {:?} must be absolute", conda.prefix),
+                ));
             }
         }
         let mut files = Vec::new();
         for f in &raw.files {
             let spec = f.get_ref();
             let source = relative_to(dir, stack_dir, &spec.source);
-            let resolved = inside(stack_dir, &source).map_err(|m| ctx.err(f.span(), format!("files: {m}")))?;
+            let resolved =
+                inside(stack_dir, &source).map_err(|m| ctx.err(f.span(), format!("files: {m}")))?;
             if !resolved.exists() {
                 return Err(ctx.err(
                     f.span(),
-                    format!("files: source {:?} does not exist in {}", spec.source, dir.display()),
+                    format!(
+                        "files: source {:?} does not exist in {}",
+                        spec.source,
+                        dir.display()
+                    ),
                 ));
             }
-            if !spec.destination.starts_with('/') || spec.destination.split('/').any(|c| c == "..") {
+            if !spec.destination.starts_with('/') || spec.destination.split('/').any(|c| c == "..")
+            {
                 return Err(ctx.err(
                     f.span(),
-                    format!("files: destination {:?} must be an absolute path without '..'", spec.destination),
+                    format!(
+                        "files: destination {:?} must be an absolute path without '..'",
+                        spec.destination
+                    ),
                 ));
             }
             if let Some(mode) = &spec.mode {
-                if u32::from_str_radix(mode.trim_start_matches("0o"), 8).map_or(true, |m| m > 0o7777) {
-                    return Err(ctx.err(f.span(), format!("files: mode {mode:?} is not an octal mode like \"0755\"")));
+                if u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+                    .map_or(true, |m| m > 0o7777)
+                {
+                    return Err(ctx.err(
+                        f.span(),
+                        format!("files: mode {mode:?} is not an octal mode like \"0755\""),
+                    ));
                 }
             }
             files.push(spec.clone());
         }
         if let Some(rt) = &raw.runtime {
-            for (key, v) in [("max-memory", &rt.max_memory), ("max-swap", &rt.max_swap), ("shared-memory", &rt.shared_memory)] {
+            for (key, v) in [
+                ("max-memory", &rt.max_memory),
+                ("max-swap", &rt.max_swap),
+                ("shared-memory", &rt.shared_memory),
+            ] {
                 if let Some(v) = v {
                     if parse_size(v).is_none() {
-                        return Err(ctx.err(ctx.key(key), format!("runtime.{key} = {v:?}: use a size like \"4g\", \"512m\"")));
+                        return Err(ctx.err(
+                            ctx.key(key),
+                            format!("runtime.{key} = {v:?}: use a size like \"4g\", \"512m\""),
+                        ));
                     }
                 }
             }
             if rt.max_cpu.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-                return Err(ctx.err(ctx.key("max-cpu"), "runtime.max-cpu must be a positive number of CPUs"));
+                return Err(ctx.err(
+                    ctx.key("max-cpu"),
+                    "runtime.max-cpu must be a positive number of CPUs",
+                ));
             }
         }
         if let Some(hc) = raw.image.as_ref().and_then(|i| i.healthcheck.as_ref()) {
-            for d in [&hc.interval, &hc.timeout, &hc.start_period].into_iter().flatten() {
+            for d in [&hc.interval, &hc.timeout, &hc.start_period]
+                .into_iter()
+                .flatten()
+            {
                 if parse_duration_ns(d).is_none() {
-                    return Err(ctx.err(ctx.key("healthcheck"), format!("image.healthcheck: {d:?} is not a duration like \"30s\"")));
+                    return Err(ctx.err(
+                        ctx.key("healthcheck"),
+                        format!("image.healthcheck: {d:?} is not a duration like \"30s\""),
+                    ));
                 }
             }
         }
@@ -620,7 +661,9 @@ max-memory = "4g"
 
     #[test]
     fn bad_requirements_name_the_line() {
-        let (line, msg) = err_line("name = \"a\"\nfrom = \"b\"\n[pip]\npackages = [\n  \"numpy\",\n  \"pandas>>=2\",\n]\n");
+        let (line, msg) = err_line(
+            "name = \"a\"\nfrom = \"b\"\n[pip]\npackages = [\n  \"numpy\",\n  \"pandas>>=2\",\n]\n",
+        );
         assert_eq!(line, 6);
         assert!(msg.contains("pandas>>=2"), "{msg}");
     }

@@ -55,8 +55,12 @@ fn runtime_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if dir.is_file() {
         return Ok(vec![dir.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| BuildError::Stack(format!("cannot read stack directory {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        BuildError::Stack(format!(
+            "cannot read stack directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let mut files = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
@@ -81,7 +85,9 @@ impl Stack {
     /// graph. `store` is asked about parents that are not runtimes of the stack.
     pub fn load(dir: &Path, store: &Store) -> Result<Self> {
         let stack_dir = if dir.is_file() {
-            dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+            dir.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
         } else {
             dir.to_path_buf()
         };
@@ -91,7 +97,11 @@ impl Stack {
             if let Some(other) = runtimes.get(&rt.name) {
                 return Err(rt.error(
                     1,
-                    format!("runtime {:?} is also defined in {}", rt.name, other.path.display()),
+                    format!(
+                        "runtime {:?} is also defined in {}",
+                        rt.name,
+                        other.path.display()
+                    ),
                 ));
             }
             runtimes.insert(rt.name.clone(), rt);
@@ -148,11 +158,15 @@ impl Stack {
         let id = |n: &str| n.replace(['.', '-'], "_");
         for name in &self.order {
             match &self.parents[name] {
-                Parent::Runtime(p) => out.push_str(&format!("    {}[{p}] --> {}[{name}]\n", id(p), id(name))),
-                Parent::Scratch => out.push_str(&format!("    {}[{name}]\n", id(name))),
-                Parent::Image(r) | Parent::Registry(r) => {
-                    out.push_str(&format!("    {}_from([\"{r}\"]) --> {}[{name}]\n", id(name), id(name)))
+                Parent::Runtime(p) => {
+                    out.push_str(&format!("    {}[{p}] --> {}[{name}]\n", id(p), id(name)))
                 }
+                Parent::Scratch => out.push_str(&format!("    {}[{name}]\n", id(name))),
+                Parent::Image(r) | Parent::Registry(r) => out.push_str(&format!(
+                    "    {}_from([\"{r}\"]) --> {}[{name}]\n",
+                    id(name),
+                    id(name)
+                )),
                 Parent::Path(p) => out.push_str(&format!(
                     "    {}_from([\"{}\"]) --> {}[{name}]\n",
                     id(name),
@@ -176,7 +190,10 @@ fn resolve_external(rt: &RuntimeFile, from: &str, store: &Store) -> Result<Paren
         if path.exists() {
             return Ok(Parent::Path(path));
         }
-        return Err(rt.error(rt.from_line, format!("parent {from:?}: {} does not exist", path.display())));
+        return Err(rt.error(
+            rt.from_line,
+            format!("parent {from:?}: {} does not exist", path.display()),
+        ));
     }
     if store.resolve(from).is_ok() {
         return Ok(Parent::Image(from.to_string()));
@@ -194,7 +211,10 @@ fn resolve_external(rt: &RuntimeFile, from: &str, store: &Store) -> Result<Paren
 }
 
 /// Topological order, parents first; a cycle is reported with the files and lines involved.
-fn order(runtimes: &BTreeMap<String, RuntimeFile>, parents: &BTreeMap<String, Parent>) -> Result<Vec<String>> {
+fn order(
+    runtimes: &BTreeMap<String, RuntimeFile>,
+    parents: &BTreeMap<String, Parent>,
+) -> Result<Vec<String>> {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
     for start in runtimes.keys() {
@@ -252,7 +272,10 @@ mod tests {
         write(&dir, "kernel-py", "name = \"kernel-py\"\nfrom = \"base\"\n");
         let stack = Stack::load(&dir, &store).unwrap();
         assert_eq!(stack.order, ["base", "jupyter", "kernel-py", "scipy"]);
-        assert_eq!(stack.needed_for("scipy").unwrap(), ["base", "jupyter", "scipy"]);
+        assert_eq!(
+            stack.needed_for("scipy").unwrap(),
+            ["base", "jupyter", "scipy"]
+        );
         let m = stack.mermaid();
         assert!(m.contains("base[base] --> jupyter[jupyter]"), "{m}");
         assert!(m.contains("jupyter[jupyter] --> scipy[scipy]"), "{m}");
@@ -266,16 +289,24 @@ mod tests {
         write(&dir, "a", "name = \"a\"\nfrom = \"b\"\n");
         write(&dir, "b", "name = \"b\"\n\nfrom = \"a\"\n");
         let err = Stack::load(&dir, &store).unwrap_err().to_string();
-        assert!(err.contains("cycle") && err.contains("b/runtime.toml:3"), "{err}");
+        assert!(
+            err.contains("cycle") && err.contains("b/runtime.toml:3"),
+            "{err}"
+        );
         let dir = tmp.path().join("missing");
         write(&dir, "a", "name = \"a\"\nfrom = \"jupytr\"\n");
         let err = Stack::load(&dir, &store).unwrap_err().to_string();
-        assert!(err.contains("a/runtime.toml:2") && err.contains("\"jupytr\" is missing"), "{err}");
+        assert!(
+            err.contains("a/runtime.toml:2") && err.contains("\"jupytr\" is missing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn registry_references() {
-        assert!(looks_like_registry_ref("quay.io/jupyter/base-notebook:2024"));
+        assert!(looks_like_registry_ref(
+            "quay.io/jupyter/base-notebook:2024"
+        ));
         assert!(looks_like_registry_ref("127.0.0.1:5000/nb/base"));
         assert!(!looks_like_registry_ref("jupyter"));
         assert!(!looks_like_registry_ref("nb/base"));
