@@ -437,7 +437,7 @@ print('zombies', z)
                     "trap 'echo got-TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
                 ],
             );
-            c.wait_log("ready", Duration::from_secs(30));
+            c.wait_stdout("ready", Duration::from_secs(30));
             let t = Instant::now();
             let _ = std::process::Command::new("docker")
                 .args(["stop", "-t", "10", &c.id])
@@ -461,11 +461,11 @@ print('zombies', z)
                     "trap 'echo got-USR1' USR1; echo ready; while :; do sleep 0.1; done",
                 ],
             );
-            c.wait_log("ready", Duration::from_secs(30));
+            c.wait_stdout("ready", Duration::from_secs(30));
             let _ = std::process::Command::new("docker")
                 .args(["kill", "-s", "USR1", &c.id])
                 .output();
-            c.wait_log("got-USR1", Duration::from_secs(5));
+            c.wait_stdout("got-USR1", Duration::from_secs(5));
             assert!(c.running());
         });
         s.spawn(|| {
@@ -534,7 +534,7 @@ fn cont_init_scripts_and_supervised_services() {
             "cat /tmp/order; echo main-started; exec sleep 1000",
         ],
     );
-    let logs = c.wait_log("main-started", Duration::from_secs(30));
+    let logs = c.wait_stdout("main-started", Duration::from_secs(30));
     assert!(
         logs.stdout.starts_with("cont-init-1\ncont-init-2\n"),
         "{}",

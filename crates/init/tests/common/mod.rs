@@ -177,10 +177,23 @@ impl Container {
 
     /// Wait until the logs (stdout + stderr) contain `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> Run {
+        self.wait_until(needle, timeout, |l| {
+            l.stdout.contains(needle) || l.stderr.contains(needle)
+        })
+    }
+
+    /// Like [`Container::wait_log`], looking at standard output only (nbrt-init's own log
+    /// lines on stderr quote the command, so a needle from the command line shows up there
+    /// before the command has run).
+    pub fn wait_stdout(&self, needle: &str, timeout: Duration) -> Run {
+        self.wait_until(needle, timeout, |l| l.stdout.contains(needle))
+    }
+
+    fn wait_until(&self, needle: &str, timeout: Duration, done: impl Fn(&Run) -> bool) -> Run {
         let t = Instant::now();
         loop {
             let l = self.logs();
-            if l.stdout.contains(needle) || l.stderr.contains(needle) {
+            if done(&l) {
                 return l;
             }
             assert!(
