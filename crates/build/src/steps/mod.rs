@@ -2,3 +2,4 @@
 
 pub mod conda;
 pub mod pip;
+pub mod user;
