@@ -7,6 +7,7 @@
 //! - `sandbox`: `run` and `apt` steps executed with runc over an overlayfs mount;
 //! - `steps::conda`: conda packages solved and linked with the rattler crates.
 
+pub mod builder;
 pub mod config;
 pub mod error;
 pub mod layer_dir;

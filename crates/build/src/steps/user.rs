@@ -131,7 +131,7 @@ pub fn apply(view: &MergedView, user: &User, staging: &Path) -> Result<()> {
             }
         }
     }
-    own_tree(&home_dir, user, false)?;
+    own_tree(&home_dir, user.uid, user.gid, false)?;
     fs::set_permissions(&home_dir, fs::Permissions::from_mode(0o2775))
         .io_context(|| format!("setting the mode of {home}"))?;
 
@@ -144,14 +144,14 @@ pub fn apply(view: &MergedView, user: &User, staging: &Path) -> Result<()> {
         } else {
             fs::create_dir_all(&dest).io_context(|| format!("creating {dir}"))?;
         }
-        own_tree(&dest, user, true)?;
+        own_tree(&dest, user.uid, user.gid, true)?;
     }
     Ok(())
 }
 
 /// Copy a directory tree as it is (symlinks as symlinks) — the visible copy in the top
 /// layer holding it.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).io_context(|| format!("creating {}", to.display()))?;
     for entry in fs::read_dir(from).io_context(|| format!("listing {}", from.display()))? {
         let entry = entry.io_context(|| format!("listing {}", from.display()))?;
@@ -173,14 +173,14 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Owner uid:gid for everything; group-writable; directories setgid when `shared`.
-fn own_tree(path: &Path, user: &User, shared: bool) -> Result<()> {
+pub(crate) fn own_tree(path: &Path, uid: u32, gid: u32, shared: bool) -> Result<()> {
     let meta = fs::symlink_metadata(path).io_context(|| format!("reading {}", path.display()))?;
     if meta.file_type().is_symlink() {
-        std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .io_context(|| format!("setting the owner of {}", path.display()))?;
         return Ok(());
     }
-    chown(path, Some(user.uid), Some(user.gid))
+    chown(path, Some(uid), Some(gid))
         .io_context(|| format!("setting the owner of {}", path.display()))?;
     let mut mode = meta.permissions().mode() & 0o7777;
     if shared {
@@ -194,7 +194,7 @@ fn own_tree(path: &Path, user: &User, shared: bool) -> Result<()> {
     if meta.is_dir() {
         for entry in fs::read_dir(path).io_context(|| format!("listing {}", path.display()))? {
             let entry = entry.io_context(|| format!("listing {}", path.display()))?;
-            own_tree(&entry.path(), user, shared)?;
+            own_tree(&entry.path(), uid, gid, shared)?;
         }
     }
     Ok(())
