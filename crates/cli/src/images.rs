@@ -24,14 +24,14 @@ impl Context {
         }
     }
 
-    fn store(&self) -> Result<Store> {
+    pub fn store(&self) -> Result<Store> {
         let root = self.store_root()?;
         Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
     }
 }
 
 /// Progress bars on a terminal, none when the output is for a script.
-fn progress(json: bool) -> Progress {
+pub fn progress(json: bool) -> Progress {
     if json {
         Progress::hidden()
     } else {

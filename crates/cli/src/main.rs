@@ -1,6 +1,7 @@
 //! The `nbrt` command: argument parsing and wiring only. Every command is one call into a
 //! library crate.
 
+mod build;
 mod images;
 mod output;
 
@@ -46,6 +47,10 @@ enum Command {
     Gc(images::GcArgs),
     /// Put an image into the local Docker engine (through its API)
     Load(images::LoadArgs),
+    /// Build runtimes from runtime files: a stack directory in dependency order, or one file
+    Build(build::BuildArgs),
+    /// Print a stack's runtime graph as a Mermaid flowchart
+    Graph(build::GraphArgs),
     /// Push an image to a registry
     Push(images::PushArgs),
     /// Pull an image from a registry into the store
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
             Command::Rm(a) => images::rm(&ctx, a),
             Command::Gc(a) => images::gc(&ctx, a),
             Command::Load(a) => images::load(&ctx, a).await,
+            Command::Build(a) => build::build(&ctx, a),
+            Command::Graph(a) => build::graph(&ctx, a),
             Command::Push(a) => images::push(&ctx, a).await,
             Command::Pull(a) => images::pull(&ctx, a).await,
         }
