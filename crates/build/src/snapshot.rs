@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nbrt_oci::digest::HashingReader;
+use nbrt_oci::fsutil::{open_locked, LockMode};
 use nbrt_oci::image::{open_verified, unwrap_io};
 use nbrt_oci::layer::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use nbrt_oci::layer::compression::{decompress, Compression};
@@ -57,15 +58,7 @@ impl Snapshots {
         }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
             .io_context(|| format!("setting the mode of {}", root.display()))?;
-        let lock_path = root.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .io_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock_shared()
-            .io_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = open_locked(&root.join(".lock"), LockMode::Shared)?;
         Ok(Self { root, lock })
     }
 
@@ -87,15 +80,10 @@ impl Snapshots {
         if dir.is_dir() {
             return Ok(dir);
         }
-        let lock_path = self.root.join(".locks").join(diff_id.hex());
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .io_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .io_context(|| format!("locking {}", lock_path.display()))?;
+        let _lock = open_locked(
+            &self.root.join(".locks").join(diff_id.hex()),
+            LockMode::Exclusive,
+        )?;
         if dir.is_dir() {
             return Ok(dir);
         }

@@ -6,7 +6,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod format;
-mod fsutil;
+pub mod fsutil;
 pub mod image;
 pub mod json;
 pub mod layer;

@@ -17,7 +17,6 @@
 //!   the credential helpers `credsStore` / `credHelpers`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -1422,15 +1421,10 @@ impl RemoteRecord {
     /// Record that `repo_key` holds `digests`: read, change and replace the file under
     /// `remotes.lock`, so concurrent pushes and pulls do not lose each other's entries.
     fn remember(store: &Store, digests: &[Digest], repo_key: &str) -> Result<()> {
-        let lock_path = store.root().join("remotes.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .io_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .io_context(|| format!("locking {}", lock_path.display()))?;
+        let _lock = crate::fsutil::open_locked(
+            &store.root().join("remotes.lock"),
+            crate::fsutil::LockMode::Exclusive,
+        )?;
         let mut record = Self::load(store);
         for d in digests {
             let repos = record.blobs.entry(d.clone()).or_default();

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{IoContext, OciError, Result};
+use crate::fsutil::{open_locked, LockMode};
 use crate::image::{unwrap_io, BlobSource, Image, ImageSink, Raw};
 use crate::json::{to_canonical_vec, MAX_JSON_SIZE};
 use crate::name::ImageName;
@@ -76,13 +77,7 @@ impl Store {
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
         }
-        let gc_lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("gc.lock"))
-            .io_context(|| format!("opening {}", root.join("gc.lock").display()))?;
-        gc_lock.lock_shared().io_context(|| "locking the store")?;
+        let gc_lock = open_locked(&root.join("gc.lock"), LockMode::Shared)?;
         let store = Self { root, gc_lock };
         if !store.root.join("oci-layout").exists() {
             store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
@@ -190,14 +185,7 @@ impl Store {
     }
 
     fn index_lock(&self) -> Result<File> {
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join("index.lock"))
-            .io_context(|| "opening the store's index lock")?;
-        f.lock().io_context(|| "locking the store's index")?;
-        Ok(f)
+        open_locked(&self.root.join("index.lock"), LockMode::Exclusive)
     }
 
     pub fn index(&self) -> Result<Index> {
