@@ -232,19 +232,11 @@ pub fn build_stack(
             Parent::Image(r) => Some(store.resolve(r)?.image),
             Parent::Path(p) => Some(import_path_parent(store, &name, p, progress)?),
             Parent::Registry(r) => {
-                let rt_async = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .io_context(|| "starting an async runtime")?;
                 let opts = nbrt_oci::registry::RegistryOptions {
                     insecure: false,
                     docker_config: None,
                 };
-                Some(
-                    rt_async
-                        .block_on(nbrt_oci::registry::pull(store, r, &opts, progress))?
-                        .0,
-                )
+                Some(block_on(nbrt_oci::registry::pull(store, r, &opts, progress))??.0)
             }
         };
         let (image, steps) = build_runtime(store, &snapshots, rt, parent.as_ref(), opts, log)?;
@@ -371,9 +363,17 @@ fn build_runtime(
     if let Some(p) = parent {
         annotations.insert(annotation::BASE_DIGEST.to_string(), p.digest().to_string());
     }
-    let new_layers = layers;
-    let image = Image::assemble(config, new_layers, annotations)?;
+    let image = Image::assemble(config, layers, annotations)?;
     Ok((image, reports))
+}
+
+/// Run one async operation (registry pull, conda solve) from the synchronous builder.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .io_context(|| "starting an async runtime")?;
+    Ok(runtime.block_on(future))
 }
 
 fn step_err(step: &str, message: impl Into<String>) -> BuildError {
@@ -413,6 +413,9 @@ fn run_step(
         .prefix("nbrt-step-")
         .tempdir_in(store.root().join("tmp"))
         .io_context(|| "creating a scratch directory")?;
+    // Steps that write files directly fill this tree, which stands for the image root.
+    let staging = scratch.path().join("root");
+    fs::create_dir_all(&staging).io_context(|| "creating the staging directory")?;
     let sandboxed =
         |argv: Vec<String>, user: &str, network: bool, log: &mut dyn Write| -> Result<LayerInfo> {
             let spec = RunSpec {
@@ -479,14 +482,10 @@ fn run_step(
             log,
         ),
         Step::User(u) => {
-            let staging = scratch.path().join("root");
-            fs::create_dir_all(&staging).io_context(|| "creating staging")?;
             steps::user::apply(&MergedView::new(lowers.to_vec()), u, &staging)?;
             dir_layer(store, &staging, false)
         }
         Step::Files { files } => {
-            let staging = scratch.path().join("root");
-            fs::create_dir_all(&staging).io_context(|| "creating staging")?;
             let view = MergedView::new(lowers.to_vec());
             for f in files {
                 copy_file_spec(rt, f, &view, &staging)?;
@@ -494,8 +493,6 @@ fn run_step(
             dir_layer(store, &staging, false)
         }
         Step::Pip(p) => {
-            let staging = scratch.path().join("root");
-            fs::create_dir_all(&staging).io_context(|| "creating staging")?;
             let view = MergedView::new(lowers.to_vec());
             let req = steps::pip::PipRequest {
                 prefix: p.prefix.clone(),
@@ -513,8 +510,6 @@ fn run_step(
             dir_layer(store, &staging, true)
         }
         Step::Conda(c) => {
-            let staging = scratch.path().join("root");
-            fs::create_dir_all(&staging).io_context(|| "creating staging")?;
             let view = MergedView::new(lowers.to_vec());
             let meta_dir = format!("{}/conda-meta", c.prefix.trim_start_matches('/'));
             let mut installed = Vec::new();
@@ -548,17 +543,13 @@ fn run_step(
                 platform: "linux-64".into(),
                 locked: None,
             };
-            let rt_async = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .io_context(|| "starting an async runtime")?;
-            let out = rt_async.block_on(steps::conda::install(
+            let out = block_on(steps::conda::install(
                 &installed,
                 python,
                 &req,
                 &staging,
                 &store.root().join("cache/conda"),
-            ))?;
+            ))??;
             finish_env_staging(&view, &c.prefix, &staging, &out.whiteouts)?;
             dir_layer(store, &staging, true)
         }

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use nbrt_oci::spec::{
-    rfc3339, source_date_epoch, ContainerConfig, Healthcheck, History, ImageConfig, RootFs,
-};
+use nbrt_oci::spec::{rfc3339, source_date_epoch, Healthcheck, History, ImageConfig, RootFs};
 use nbrt_oci::Digest;
 
 use crate::runtime_file::{parse_duration_ns, RuntimeFile};
@@ -134,19 +132,10 @@ fn host_arch() -> &'static str {
     }
 }
 
-/// What an image's containers start with by default, for reports.
-pub fn describe(cc: &ContainerConfig) -> String {
-    format!(
-        "user {:?}, entrypoint {:?}, cmd {:?}",
-        cc.user.as_deref().unwrap_or("root"),
-        cc.entrypoint,
-        cc.cmd
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nbrt_oci::spec::ContainerConfig;
     use std::path::Path;
 
     fn rt(text: &str) -> RuntimeFile {

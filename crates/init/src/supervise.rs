@@ -157,6 +157,18 @@ struct SvcState {
     permanently_down: bool,
 }
 
+impl SvcState {
+    /// Restart no sooner than RESTART_SPACING after the last start, so a service that exits
+    /// at once does not spin.
+    fn schedule_restart(&mut self) {
+        let since = self
+            .last_start
+            .map(|t| t.elapsed())
+            .unwrap_or(RESTART_SPACING);
+        self.restart_at = Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
+    }
+}
+
 /// Minimum time between two starts of the same service (s6 waits one second too).
 const RESTART_SPACING: Duration = Duration::from_secs(1);
 
@@ -301,12 +313,7 @@ pub fn run(plan: Plan) -> Result<i32> {
                                 }
                             }
                             if svc[i].finishing.is_none() && !stopping {
-                                let since = svc[i]
-                                    .last_start
-                                    .map(|t| t.elapsed())
-                                    .unwrap_or(RESTART_SPACING);
-                                svc[i].restart_at =
-                                    Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
+                                svc[i].schedule_restart();
                             }
                         }
                         Some(Role::Finish(i)) => {
@@ -318,12 +325,7 @@ pub fn run(plan: Plan) -> Result<i32> {
                                 ));
                                 svc[i].permanently_down = true;
                             } else if !stopping {
-                                let since = svc[i]
-                                    .last_start
-                                    .map(|t| t.elapsed())
-                                    .unwrap_or(RESTART_SPACING);
-                                svc[i].restart_at =
-                                    Some(Instant::now() + RESTART_SPACING.saturating_sub(since));
+                                svc[i].schedule_restart();
                             }
                         }
                         None => {} // an orphan: reaped, nothing else to do
