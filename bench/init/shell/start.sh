@@ -24,7 +24,7 @@ fi
 export _START_SH_EXECUTED=1
 
 # shellcheck source=/dev/null
-source /usr/local/bin/run-hooks.sh /usr/local/bin/start-notebook.d
+source /opt/bench-shell/run-hooks.sh /usr/local/bin/start-notebook.d
 
 NB_USER="${NB_USER:-jovyan}"
 unset_requested() {
@@ -67,7 +67,7 @@ if [ "$(id -u)" = 0 ]; then
     if [ "${GRANT_SUDO}" = 1 ] || [ "${GRANT_SUDO}" = yes ]; then
         echo "${NB_USER} ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/added-by-start-script
     fi
-    source /usr/local/bin/run-hooks.sh /usr/local/bin/before-notebook.d
+    source /opt/bench-shell/run-hooks.sh /usr/local/bin/before-notebook.d
     unset_requested
     log INFO "Running as ${NB_USER}: $*"
     exec sudo --preserve-env --set-home --user "${NB_USER}" \
@@ -79,7 +79,7 @@ else
         log WARNING "container must be started as root to change the desired user's name with NB_USER=\"${NB_USER}\"!"
     fi
     if [ ! -w /home/jovyan ]; then log WARNING "no write access to /home/jovyan"; fi
-    source /usr/local/bin/run-hooks.sh /usr/local/bin/before-notebook.d
+    source /opt/bench-shell/run-hooks.sh /usr/local/bin/before-notebook.d
     unset_requested
     log INFO "Executing the command: $*"
     exec "$@"

@@ -14,9 +14,10 @@ use nbrt_oci::spec::{annotation, source_date_epoch, Descriptor};
 use nbrt_oci::{Digest, Image, ImageName, Progress, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{runtime_config, AddedLayer};
+use crate::config::{runtime_config, step_env, AddedLayer};
 use crate::error::{BuildError, IoContext, Result};
 use crate::layer_dir::{layer_from_dir, DirLayerOptions};
+use crate::lock::{RuntimeLock, StepLock};
 use crate::runtime_file::{FileSpec, RuntimeFile};
 use crate::sandbox::{self, RunSpec};
 use crate::snapshot::{MergedView, Snapshots};
@@ -31,6 +32,9 @@ const CACHE_KIND: &str = "build-cache";
 pub struct BuildOptions {
     /// Run every step again, ignoring the cache.
     pub no_cache: bool,
+    /// Build exactly what `runtime.lock` records (see [`crate::lock`]); fail when it is
+    /// missing or stale.
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +56,7 @@ pub struct RuntimeReport {
 /// One step of a runtime, in build order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-enum Step {
+pub enum Step {
     Bootstrap(crate::runtime_file::Bootstrap),
     Apt(crate::runtime_file::Apt),
     User(crate::runtime_file::User),
@@ -63,7 +67,7 @@ enum Step {
 }
 
 impl Step {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Step::Bootstrap(b) => format!("bootstrap {} ({})", b.suite, b.variant),
             Step::Apt(a) => format!("apt {}", a.packages.join(" ")),
@@ -98,7 +102,7 @@ impl Step {
     }
 }
 
-fn plan(rt: &RuntimeFile) -> Vec<Step> {
+pub(crate) fn plan(rt: &RuntimeFile) -> Vec<Step> {
     let mut steps = Vec::new();
     if let Some(b) = &rt.bootstrap {
         steps.push(Step::Bootstrap(b.clone()));
@@ -136,10 +140,10 @@ fn plan(rt: &RuntimeFile) -> Vec<Step> {
 
 /// What the cache keeps for a step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CachedStep {
-    layer: Descriptor,
-    diff_id: Digest,
-    created_by: String,
+pub(crate) struct CachedStep {
+    pub(crate) layer: Descriptor,
+    pub(crate) diff_id: Digest,
+    pub(crate) created_by: String,
 }
 
 fn hash_path(path: &Path, hasher: &mut nbrt_oci::digest::Hasher) -> Result<()> {
@@ -167,11 +171,23 @@ fn hash_path(path: &Path, hasher: &mut nbrt_oci::digest::Hasher) -> Result<()> {
     Ok(())
 }
 
-/// The files a step reads from the stack, which its cache key covers by content.
-fn step_inputs(rt: &RuntimeFile, step: &Step) -> Vec<PathBuf> {
+/// The file a `files` entry copies: from the stack, or one nbrt provides.
+fn file_source(rt: &RuntimeFile, f: &FileSpec) -> Result<PathBuf> {
+    match (&f.source, &f.builtin) {
+        (Some(src), _) => Ok(rt.dir.join(src)),
+        (None, Some(name)) => crate::builtin::resolve(name),
+        (None, None) => Err(step_err("files", "an entry without `source` or `builtin`")),
+    }
+}
+
+/// The files a step reads, which its cache key covers by content.
+pub(crate) fn step_inputs(rt: &RuntimeFile, step: &Step) -> Result<Vec<PathBuf>> {
     let rel = |p: &String| rt.dir.join(p);
-    match step {
-        Step::Files { files } => files.iter().map(|f| rel(&f.source)).collect(),
+    Ok(match step {
+        Step::Files { files } => files
+            .iter()
+            .map(|f| file_source(rt, f))
+            .collect::<Result<_>>()?,
         Step::Pip(p) => p
             .requirements
             .iter()
@@ -191,13 +207,27 @@ fn step_inputs(rt: &RuntimeFile, step: &Step) -> Vec<PathBuf> {
             )
             .collect(),
         _ => Vec::new(),
-    }
+    })
 }
 
-fn step_key(parent: &[Digest], step: &Step, inputs: &[PathBuf]) -> Result<String> {
+pub(crate) fn step_key(
+    parent: &[Digest],
+    step: &Step,
+    env: &[String],
+    pins: Option<&StepLock>,
+    inputs: &[PathBuf],
+) -> Result<String> {
     let mut h = nbrt_oci::digest::Hasher::new();
-    let doc = serde_json::json!({ "v": CACHE_VERSION, "parent": parent, "step": step,
+    let mut doc = serde_json::json!({ "v": CACHE_VERSION, "parent": parent, "step": step,
         "sde": source_date_epoch() });
+    // Commands in the sandbox see the environment; steps that write files directly do not.
+    if matches!(step, Step::Run(_) | Step::Apt(_)) {
+        doc["env"] = serde_json::json!(env);
+    }
+    // A locked build installs the lock's pins: its layers are cached apart.
+    if let Some(p) = pins {
+        doc["locked"] = serde_json::to_value(p).map_err(|e| step_err("lock", e.to_string()))?;
+    }
     h.update(&nbrt_oci::json::to_canonical_vec(&doc, "step key")?);
     for p in inputs {
         hash_path(p, &mut h)?;
@@ -236,10 +266,18 @@ pub fn build_stack(
                     insecure: false,
                     docker_config: None,
                 };
-                Some(block_on(nbrt_oci::registry::pull(store, r, &opts, progress))??.0)
+                Some(block_on(|| nbrt_oci::registry::pull(store, r, &opts, progress))??.0)
             }
         };
-        let (image, steps) = build_runtime(store, &snapshots, rt, parent.as_ref(), opts, log)?;
+        let (image, steps) = build_runtime(
+            store,
+            &snapshots,
+            rt,
+            parent.as_ref(),
+            opts,
+            &BTreeMap::new(),
+            log,
+        )?;
         store.tag(&image, &ImageName::parse(&format!("{name}:latest"))?)?;
         writeln!(log, "built {name}: {}", image.id()).ok();
         reports.push(RuntimeReport {
@@ -293,32 +331,63 @@ fn import_path_parent(
     Ok(image)
 }
 
-fn build_runtime(
+/// Build one runtime on `parent`. Steps in `moved` (by index in the plan; see
+/// [`crate::rebase`]) take the given layer as it is instead of running or looking in the cache.
+pub(crate) fn build_runtime(
     store: &Store,
     snapshots: &Snapshots,
     rt: &RuntimeFile,
     parent: Option<&Image>,
     opts: &BuildOptions,
+    moved: &BTreeMap<usize, CachedStep>,
     log: &mut dyn Write,
 ) -> Result<(Image, Vec<StepReport>)> {
     let mut layers: Vec<Descriptor> = parent.map(|p| p.layers().to_vec()).unwrap_or_default();
     let mut diff_ids: Vec<Digest> = parent.map(|p| p.diff_ids().to_vec()).unwrap_or_default();
     let mut added = Vec::new();
     let mut reports = Vec::new();
-    for step in plan(rt) {
+    let mut locks = Vec::new();
+    let env = step_env(parent.map(|p| p.config.value()), rt);
+    let lock_in = if opts.locked {
+        let lock = RuntimeLock::read_current(rt)?;
+        lock.check_parent(rt, parent)?;
+        Some(lock)
+    } else {
+        None
+    };
+    for (index, step) in plan(rt).into_iter().enumerate() {
         let started = Instant::now();
         let label = step.label();
-        let key = step_key(&diff_ids, &step, &step_inputs(rt, &step))?;
-        let cached = if opts.no_cache {
+        let pins = lock_in.as_ref().and_then(|l| l.pins(&step));
+        let key = step_key(
+            &diff_ids,
+            &step,
+            &env,
+            pins.as_ref(),
+            &step_inputs(rt, &step)?,
+        )?;
+        let cached = if opts.no_cache || moved.contains_key(&index) {
             None
         } else {
             store
                 .get_ref(CACHE_KIND, &key)?
                 .and_then(|v| serde_json::from_value::<CachedStep>(v).ok())
         };
-        let (entry, was_cached) = match cached {
-            Some(c) => (c, true),
-            None => {
+        let (entry, was_cached) = match (cached, moved.get(&index)) {
+            (Some(c), _) => (c, true),
+            (None, Some(m)) => {
+                // Recorded under this parent too, so a later build on it finds the layer.
+                let payload =
+                    serde_json::to_value(m).map_err(|e| step_err(&label, e.to_string()))?;
+                store.put_ref(
+                    CACHE_KIND,
+                    &key,
+                    std::slice::from_ref(&m.layer.digest),
+                    &payload,
+                )?;
+                (m.clone(), false)
+            }
+            (None, None) => {
                 writeln!(log, "{}: {label}", rt.name).ok();
                 let lowers: Vec<PathBuf> = layers
                     .iter()
@@ -326,7 +395,7 @@ fn build_runtime(
                     .rev()
                     .map(|(l, d)| snapshots.ensure(store, l, d))
                     .collect::<Result<_>>()?;
-                let info = run_step(store, rt, &step, &lowers, log)?;
+                let info = run_step(store, rt, &step, pins.as_ref(), &env, &lowers, log)?;
                 let entry = CachedStep {
                     layer: info.descriptor(),
                     diff_id: info.diff_id.clone(),
@@ -353,6 +422,11 @@ fn build_runtime(
         });
         layers.push(entry.layer.clone());
         diff_ids.push(entry.diff_id.clone());
+        if !opts.locked {
+            locks.extend(crate::lock::step_lock(
+                store, snapshots, rt, &step, &key, &layers, &diff_ids,
+            )?);
+        }
         added.push(AddedLayer {
             diff_id: entry.diff_id,
             created_by: entry.created_by,
@@ -364,16 +438,38 @@ fn build_runtime(
         annotations.insert(annotation::BASE_DIGEST.to_string(), p.digest().to_string());
     }
     let image = Image::assemble(config, layers, annotations)?;
+    if !opts.locked {
+        crate::lock::write(rt, parent, locks)?;
+    }
+    crate::rebase::record_build(store, rt, &image)?;
     Ok((image, reports))
 }
 
-/// Run one async operation (registry pull, conda solve) from the synchronous builder.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .io_context(|| "starting an async runtime")?;
-    Ok(runtime.block_on(future))
+/// Run one async operation (registry pull, conda solve) from the synchronous builder. Called
+/// from inside an async runtime (the CLI runs in one), a runtime may not be started on that
+/// thread, so it runs on a thread of its own then.
+fn block_on<M, F>(make: M) -> Result<F::Output>
+where
+    M: FnOnce() -> F + Send,
+    F: std::future::Future,
+    F::Output: Send,
+{
+    let run = move || -> Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .io_context(|| "starting an async runtime")?;
+        Ok(runtime.block_on(make()))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|_| {
+        Err(BuildError::Step {
+            step: "async".to_string(),
+            message: "the async operation panicked".to_string(),
+        })
+    })
 }
 
 fn step_err(step: &str, message: impl Into<String>) -> BuildError {
@@ -406,6 +502,8 @@ fn run_step(
     store: &Store,
     rt: &RuntimeFile,
     step: &Step,
+    pins: Option<&StepLock>,
+    env: &[String],
     lowers: &[PathBuf],
     log: &mut dyn Write,
 ) -> Result<LayerInfo> {
@@ -421,7 +519,7 @@ fn run_step(
             let spec = RunSpec {
                 argv,
                 user: user.to_string(),
-                env: rt.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                env: env.to_vec(),
                 workdir: String::new(),
                 network,
                 host_ca_bundle: if network { host_ca() } else { None },
@@ -434,8 +532,9 @@ fn run_step(
             let tar = scratch.path().join("rootfs.tar");
             let mut cmd = std::process::Command::new("mmdebstrap");
             cmd.args(["--quiet", &format!("--variant={}", b.variant)]);
-            if !b.packages.is_empty() {
-                cmd.arg(format!("--include={}", b.packages.join(",")));
+            let packages = crate::lock::deb_args(pins, &b.packages);
+            if !packages.is_empty() {
+                cmd.arg(format!("--include={}", packages.join(",")));
             }
             cmd.arg(&b.suite).arg(&tar).arg(&b.mirror);
             let out = cmd.output().map_err(|e| {
@@ -466,7 +565,7 @@ fn run_step(
             let script = format!(
                 "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
                  apt-get install -y -qq --no-install-recommends {}; apt-get clean; rm -rf /var/lib/apt/lists/*",
-                a.packages.join(" ")
+                crate::lock::deb_args(pins, &a.packages).join(" ")
             );
             sandboxed(
                 vec!["/bin/sh".into(), "-c".into(), script],
@@ -494,16 +593,11 @@ fn run_step(
         }
         Step::Pip(p) => {
             let view = MergedView::new(lowers.to_vec());
-            let req = steps::pip::PipRequest {
-                prefix: p.prefix.clone(),
-                packages: p.packages.iter().map(|s| s.get_ref().clone()).collect(),
-                requirements: p.requirements.as_ref().map(|r| rt.dir.join(r)),
-                constraints: p.constraints.as_ref().map(|r| rt.dir.join(r)),
-                index_url: p.index_url.clone(),
-                extra_index_urls: p.extra_index_urls.clone(),
-                wheelhouses: p.wheelhouse.iter().map(|w| rt.dir.join(w)).collect(),
-                locked: None,
+            let locked = match pins {
+                Some(StepLock::Pip(w)) => Some(w.clone()),
+                _ => None,
             };
+            let req = pip_request(rt, p, locked);
             let out =
                 steps::pip::install(&view, &req, &staging, &store.root().join("cache/uv"), log)?;
             finish_env_staging(&view, &p.prefix, &staging, &out.whiteouts)?;
@@ -541,18 +635,35 @@ fn run_step(
                 specs: c.packages.clone(),
                 package_files: c.files.iter().map(|f| rt.dir.join(f)).collect(),
                 platform: "linux-64".into(),
-                locked: None,
+                locked: match pins {
+                    Some(StepLock::Conda(c)) => Some(c.clone()),
+                    _ => None,
+                },
             };
-            let out = block_on(steps::conda::install(
-                &installed,
-                python,
-                &req,
-                &staging,
-                &store.root().join("cache/conda"),
-            ))??;
+            let cache = store.root().join("cache/conda");
+            let out =
+                block_on(|| steps::conda::install(&installed, python, &req, &staging, &cache))??;
             finish_env_staging(&view, &c.prefix, &staging, &out.whiteouts)?;
             dir_layer(store, &staging, true)
         }
+    }
+}
+
+/// What the pip step asks uv for (`locked`: the pins of `runtime.lock`).
+pub(crate) fn pip_request(
+    rt: &RuntimeFile,
+    p: &crate::runtime_file::Pip,
+    locked: Option<Vec<steps::pip::LockedWheel>>,
+) -> steps::pip::PipRequest {
+    steps::pip::PipRequest {
+        prefix: p.prefix.clone(),
+        packages: p.packages.iter().map(|s| s.get_ref().clone()).collect(),
+        requirements: p.requirements.as_ref().map(|r| rt.dir.join(r)),
+        constraints: p.constraints.as_ref().map(|r| rt.dir.join(r)),
+        index_url: p.index_url.clone(),
+        extra_index_urls: p.extra_index_urls.clone(),
+        wheelhouses: p.wheelhouse.iter().map(|w| rt.dir.join(w)).collect(),
+        locked,
     }
 }
 
@@ -590,7 +701,7 @@ fn finish_env_staging(
 }
 
 fn copy_file_spec(rt: &RuntimeFile, f: &FileSpec, view: &MergedView, staging: &Path) -> Result<()> {
-    let src = rt.dir.join(&f.source);
+    let src = file_source(rt, f)?;
     let mut dest_rel = f.destination.trim_start_matches('/').to_string();
     if f.destination.ends_with('/') {
         let name = src

@@ -39,6 +39,16 @@ fn merge_env(parent: &[String], add: &BTreeMap<String, String>) -> Vec<String> {
     out
 }
 
+/// The environment `run` and `apt` steps see: the parent image's, with the runtime's `[env]`
+/// (as a Dockerfile's `RUN` sees every `ENV` above it).
+pub fn step_env(parent: Option<&ImageConfig>, rt: &RuntimeFile) -> Vec<String> {
+    let inherited = parent
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.env.as_deref())
+        .unwrap_or_default();
+    merge_env(inherited, &rt.env)
+}
+
 /// The config of the runtime's image.
 pub fn runtime_config(
     parent: Option<&ImageConfig>,

@@ -25,6 +25,11 @@ pub enum BuildError {
     Sandbox(String),
     #[error("conda: {0}")]
     Conda(String),
+    /// `runtime.lock` missing, stale or not matching what is built.
+    #[error("lock: {0}")]
+    Lock(String),
+    #[error("rebase: {0}")]
+    Rebase(String),
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;

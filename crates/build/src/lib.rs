@@ -8,9 +8,12 @@
 //! - `steps::conda`: conda packages solved and linked with the rattler crates.
 
 pub mod builder;
+pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod layer_dir;
+pub mod lock;
+pub mod rebase;
 pub mod runtime_file;
 pub mod sandbox;
 pub mod snapshot;

@@ -152,7 +152,11 @@ impl User {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileSpec {
     /// Relative to the runtime's directory; may not leave the stack directory.
-    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A file nbrt itself provides instead of `source` (see `crate::builtin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
     /// Absolute path inside the image (a trailing `/` means "into this directory").
     pub destination: String,
     #[serde(default)]
@@ -502,18 +506,35 @@ impl RuntimeFile {
         let mut files = Vec::new();
         for f in &raw.files {
             let spec = f.get_ref();
-            let source = relative_to(dir, stack_dir, &spec.source);
-            let resolved =
-                inside(stack_dir, &source).map_err(|m| ctx.err(f.span(), format!("files: {m}")))?;
-            if !resolved.exists() {
-                return Err(ctx.err(
-                    f.span(),
-                    format!(
-                        "files: source {:?} does not exist in {}",
-                        spec.source,
-                        dir.display()
-                    ),
-                ));
+            match (&spec.source, &spec.builtin) {
+                (Some(src), None) => {
+                    let source = relative_to(dir, stack_dir, src);
+                    let resolved = inside(stack_dir, &source)
+                        .map_err(|m| ctx.err(f.span(), format!("files: {m}")))?;
+                    if !resolved.exists() {
+                        return Err(ctx.err(
+                            f.span(),
+                            format!("files: source {src:?} does not exist in {}", dir.display()),
+                        ));
+                    }
+                }
+                (None, Some(name)) => {
+                    if !crate::builtin::NAMES.contains(&name.as_str()) {
+                        return Err(ctx.err(
+                            f.span(),
+                            format!(
+                                "files: unknown builtin {name:?} (known: {})",
+                                crate::builtin::NAMES.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ctx.err(
+                        f.span(),
+                        "files: give exactly one of `source` (a file of the stack) or `builtin`",
+                    ))
+                }
             }
             if !spec.destination.starts_with('/') || spec.destination.split('/').any(|c| c == "..")
             {

@@ -1,31 +1,20 @@
 //! Building a small stack end to end without a Docker daemon (runc, overlayfs), then
 //! checking the cache and running the result in Docker.
 
-use std::fs;
-use std::path::Path;
+mod common;
+
 use std::time::Instant;
 
+use common::{can_build, docker_run, write};
 use nbrt_build::builder::{build_stack, BuildOptions};
 use nbrt_build::stack::Stack;
 use nbrt_oci::{Progress, Store};
 
-fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-}
-
 #[test]
 fn builds_a_stack_caches_steps_and_runs_in_docker() {
-    let Some(rootfs) = nbrt_testkit::minbase_rootfs() else {
+    let Some(rootfs) = can_build() else {
         return;
     };
-    if !nbrt_testkit::require("runc", &["--version"], "runc") {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: building needs root (runc, overlayfs, owners)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let stack = tmp.path().join("stack");
     write(
@@ -114,29 +103,9 @@ user = "1000"
 
     // The image runs in Docker with its config.
     if nbrt_testkit::require_docker() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let name =
-            nbrt_oci::ImageName::parse(&format!("nbrt-test/child:{}", std::process::id())).unwrap();
-        let image = store.resolve("child:latest").unwrap().image;
-        rt.block_on(nbrt_oci::engine::load(
-            store.root().to_path_buf(),
-            &image,
-            std::slice::from_ref(&name),
-            &Progress::hidden(),
-        ))
-        .unwrap();
-        let out = std::process::Command::new("docker")
-            .args(["run", "--rm", &name.to_string()])
-            .output()
-            .unwrap();
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &name.to_string()])
-            .output();
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "hello from nbrt (v2) as 1000\n",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            docker_run(&store, "child:latest", &[]),
+            "hello from nbrt (v2) as 1000\n"
         );
     }
 }

@@ -8,239 +8,43 @@ use std::path::{Path, PathBuf};
 
 use nbrt_build::steps::conda::{install, CondaOutcome, CondaRequest, LockedCondaPackage};
 use nbrt_build::BuildError;
+use nbrt_testkit::conda_pkg::{Content, Pkg, PLACEHOLDER};
 use sha2::{Digest, Sha256};
 
-const PLACEHOLDER: &str = "/opt/anaconda1anaconda2anaconda3";
-const TIMESTAMP: u64 = 1_700_000_000_000;
+// Small conda packages: `nbrt_testkit::conda_pkg`, plus the `.conda` format here (rattler's
+// writer, a dependency of this crate only).
 
-// ---------------------------------------------------------------------------------------------
-// Small conda packages
-
-#[derive(Clone)]
-enum Content {
-    /// A regular file; `placeholder` marks it for text prefix replacement.
-    File {
-        data: Vec<u8>,
-        mode: u32,
-        placeholder: bool,
-    },
-    Symlink(String),
-}
-
-#[derive(Clone)]
-struct Pkg {
-    name: String,
-    version: String,
-    build: String,
-    subdir: String,
-    depends: Vec<String>,
-    noarch_python: bool,
-    files: Vec<(String, Content)>,
-}
-
-impl Pkg {
-    fn new(name: &str, version: &str) -> Self {
-        Pkg {
-            name: name.into(),
-            version: version.into(),
-            build: "h0_0".into(),
-            subdir: "linux-64".into(),
-            depends: Vec::new(),
-            noarch_python: false,
-            files: Vec::new(),
-        }
-    }
-
-    fn depends(mut self, spec: &str) -> Self {
-        self.depends.push(spec.into());
-        self
-    }
-
-    fn noarch_python(mut self) -> Self {
-        self.noarch_python = true;
-        self.subdir = "noarch".into();
-        self.build = "py_0".into();
-        self
-    }
-
-    fn file(mut self, path: &str, data: &str) -> Self {
-        self.files.push((
-            path.into(),
-            Content::File {
-                data: data.as_bytes().to_vec(),
-                mode: 0o644,
-                placeholder: false,
-            },
-        ));
-        self
-    }
-
-    /// A script with the prefix placeholder in its shebang and body.
-    fn script(mut self, path: &str, body: &str) -> Self {
-        let text = format!(
-            "#!{PLACEHOLDER}/bin/sh\n{}\n",
-            body.replace("@P@", PLACEHOLDER)
-        );
-        self.files.push((
-            path.into(),
-            Content::File {
-                data: text.into_bytes(),
-                mode: 0o755,
-                placeholder: true,
-            },
-        ));
-        self
-    }
-
-    fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.files
-            .push((path.into(), Content::Symlink(target.into())));
-        self
-    }
-
-    fn dist_name(&self) -> String {
-        format!("{}-{}-{}", self.name, self.version, self.build)
-    }
-
-    fn index_json(&self) -> serde_json::Value {
-        let mut index = serde_json::json!({
-            "name": self.name,
-            "version": self.version,
-            "build": self.build,
-            "build_number": 0,
-            "depends": self.depends,
-            "license": "MIT",
-            "subdir": self.subdir,
-            "timestamp": TIMESTAMP,
-        });
-        if self.noarch_python {
-            index["noarch"] = "python".into();
-        } else {
-            index["arch"] = "x86_64".into();
-            index["platform"] = "linux".into();
-        }
-        index
-    }
-
-    /// `(archive path, bytes)` of every member, info/ first.
-    fn members(&self) -> Vec<(String, Content)> {
-        let mut paths = Vec::new();
-        for (path, content) in &self.files {
-            let mut entry = serde_json::json!({"_path": path});
-            match content {
-                Content::File {
-                    data, placeholder, ..
-                } => {
-                    entry["path_type"] = "hardlink".into();
-                    entry["sha256"] = hex::encode(Sha256::digest(data)).into();
-                    entry["size_in_bytes"] = data.len().into();
-                    if *placeholder {
-                        entry["prefix_placeholder"] = PLACEHOLDER.into();
-                        entry["file_mode"] = "text".into();
-                    }
-                }
-                Content::Symlink(_) => {
-                    entry["path_type"] = "softlink".into();
-                }
+/// A `.conda` (zip of zstd tars) through rattler_package_streaming's writer.
+fn conda_file(pkg: &Pkg, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (name, content) in pkg.members() {
+        let path = tree.path().join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        match content {
+            Content::File { data, mode, .. } => {
+                std::fs::write(&path, data).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             }
-            paths.push(entry);
+            Content::Symlink(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
         }
-        let paths_json = serde_json::json!({"paths_version": 1, "paths": paths});
-        let files: String = self.files.iter().map(|(p, _)| format!("{p}\n")).collect();
-        let info_file = |data: Vec<u8>| Content::File {
-            data,
-            mode: 0o644,
-            placeholder: false,
-        };
-        let mut members = vec![
-            (
-                "info/index.json".to_string(),
-                info_file(serde_json::to_vec(&self.index_json()).unwrap()),
-            ),
-            (
-                "info/paths.json".to_string(),
-                info_file(serde_json::to_vec(&paths_json).unwrap()),
-            ),
-            ("info/files".to_string(), info_file(files.into_bytes())),
-        ];
-        if self.noarch_python {
-            members.push((
-                "info/link.json".to_string(),
-                info_file(
-                    br#"{"noarch":{"type":"python","entry_points":[]},"package_metadata_version":1}"#
-                        .to_vec(),
-                ),
-            ));
-        }
-        members.extend(self.files.iter().cloned());
-        members
+        paths.push(path);
     }
-
-    /// A `.tar.bz2` written by hand (tar + bzip2), deterministic bytes.
-    fn tar_bz2(&self, dir: &Path) -> PathBuf {
-        std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join(format!("{}.tar.bz2", self.dist_name()));
-        let file = std::fs::File::create(&path).unwrap();
-        let encoder = bzip2::write::BzEncoder::new(file, bzip2::Compression::best());
-        let mut builder = tar::Builder::new(encoder);
-        for (name, content) in self.members() {
-            let mut header = tar::Header::new_gnu();
-            header.set_mtime(TIMESTAMP / 1000);
-            header.set_uid(0);
-            header.set_gid(0);
-            match content {
-                Content::File { data, mode, .. } => {
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(mode);
-                    header.set_size(data.len() as u64);
-                    builder
-                        .append_data(&mut header, &name, data.as_slice())
-                        .unwrap();
-                }
-                Content::Symlink(target) => {
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    header.set_mode(0o777);
-                    header.set_size(0);
-                    builder.append_link(&mut header, &name, &target).unwrap();
-                }
-            }
-        }
-        builder.into_inner().unwrap().finish().unwrap();
-        path
-    }
-
-    /// A `.conda` (zip of zstd tars) through rattler_package_streaming's writer.
-    fn conda(&self, dir: &Path) -> PathBuf {
-        std::fs::create_dir_all(dir).unwrap();
-        let tree = tempfile::tempdir().unwrap();
-        let mut paths = Vec::new();
-        for (name, content) in self.members() {
-            let path = tree.path().join(&name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            match content {
-                Content::File { data, mode, .. } => {
-                    std::fs::write(&path, data).unwrap();
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-                }
-                Content::Symlink(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
-            }
-            paths.push(path);
-        }
-        let out = dir.join(format!("{}.conda", self.dist_name()));
-        let file = std::fs::File::create(&out).unwrap();
-        rattler_package_streaming::write::write_conda_package(
-            file,
-            tree.path(),
-            &paths,
-            rattler_conda_types::compression_level::CompressionLevel::Numeric(3),
-            Some(1),
-            &self.dist_name(),
-            None,
-            None,
-        )
-        .unwrap();
-        out
-    }
+    let out = dir.join(format!("{}.conda", pkg.dist_name()));
+    let file = std::fs::File::create(&out).unwrap();
+    rattler_package_streaming::write::write_conda_package(
+        file,
+        tree.path(),
+        &paths,
+        rattler_conda_types::compression_level::CompressionLevel::Numeric(3),
+        Some(1),
+        &pkg.dist_name(),
+        None,
+        None,
+    )
+    .unwrap();
+    out
 }
 
 fn alpha(version: &str) -> Pkg {
@@ -272,7 +76,7 @@ fn gamma() -> Pkg {
 fn make_channel(parent: &Path) -> PathBuf {
     let channel = parent.join("channel");
     alpha("1.0").tar_bz2(&channel.join("linux-64"));
-    alpha("1.1").conda(&channel.join("linux-64"));
+    conda_file(&alpha("1.1"), &channel.join("linux-64"));
     beta().tar_bz2(&channel.join("linux-64"));
     gamma().tar_bz2(&channel.join("noarch"));
     channel
@@ -474,7 +278,7 @@ async fn package_files_install_offline_into_an_empty_prefix() {
     let cache = work.path().join("cache");
     let pkgs = work.path().join("downloads");
     let alpha_file = alpha("1.0").tar_bz2(&pkgs);
-    let beta_file = beta().conda(&pkgs);
+    let beta_file = conda_file(&beta(), &pkgs);
 
     let mut req = request(&[], &[]);
     req.package_files = vec![alpha_file.clone(), beta_file.clone()];

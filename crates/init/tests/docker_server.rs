@@ -209,7 +209,7 @@ fn kubeflow_prefix_no_token_and_empty_home_volume() {
         200,
         "no token: the platform authenticates"
     );
-    let files = c.exec(&[], &["sh", "-c", "cat .bashrc keep.txt .jupyter/nbrt-skeleton-marker; test -f .profile && echo has-profile"]);
+    let files = c.exec(&[], &["sh", "-c", "cat .bashrc keep.txt; test -f .bash_logout && echo from the image skeleton; test -f .profile && echo has-profile"]);
     assert_eq!(
         files.stdout_lines(),
         ["mine", "keep", "from the image skeleton", "has-profile"]

@@ -2,7 +2,8 @@
 //! (users, homes, ownership, sudo, environment, hooks, logs) and PID 1 duties (exit codes,
 //! signals, zombies), plus s6-style cont-init scripts and services.
 //!
-//! Runs the interim Jupyter fixture image (tests/fixture/jupyter-fixture.sh).
+//! Runs the stock jupyter image built by nbrt (`nbrt_testkit::stock`); its home skeleton is
+//! Debian's /etc/skel (.bashrc, .profile, .bash_logout) and `work/`.
 
 mod common;
 
@@ -54,7 +55,7 @@ fn user_modes_give_the_documented_identity() {
             let r = run(
                 &img,
                 &["--user", "root", "-e", "NB_USER=alice", "-e", "NB_UID=1234", "-e", "NB_GID=2345", "-e", "NB_GROUP=lab"],
-                &["sh", "-c", "id; echo HOME=$HOME; pwd; echo USER=$USER; cat .jupyter/nbrt-skeleton-marker; stat -c '%u:%g' /home/alice; grep ^alice: /etc/passwd"],
+                &["sh", "-c", "id; echo HOME=$HOME; pwd; echo USER=$USER; test -f .bash_logout && echo from the image skeleton; stat -c '%u:%g' /home/alice; grep ^alice: /etc/passwd"],
             );
             assert_eq!(r.code, 0, "{}", r.stderr);
             let l = r.stdout_lines();
@@ -86,7 +87,7 @@ fn user_modes_give_the_documented_identity() {
             let r = run(
                 &img,
                 &["--user", "root", "-e", "NB_USER=root", "-e", "NB_UID=0", "-e", "NB_GID=0"],
-                &["sh", "-c", "id -u; echo HOME=$HOME; stat -c '%U' /home/root/.jupyter/nbrt-skeleton-marker; grep ^root: /etc/passwd"],
+                &["sh", "-c", "id -u; echo HOME=$HOME; stat -c '%U' /home/root/.bash_logout; grep ^root: /etc/passwd"],
             );
             assert_eq!(r.code, 0, "{}", r.stderr);
             assert_eq!(r.stdout_lines(), ["0", "HOME=/home/root", "root", "root:x:0:0:root:/home/root:/bin/bash"]);

@@ -7,7 +7,10 @@
 use std::net::TcpListener;
 use std::process::Command;
 
+pub mod conda_pkg;
+pub mod jupyter;
 pub mod registry;
+pub mod stock;
 pub use registry::{Registry, RegistryConfig};
 
 /// Whether tests that need external components may be skipped on this machine.
@@ -86,4 +89,34 @@ pub fn minbase_rootfs() -> Option<std::path::PathBuf> {
         std::fs::rename(&tmp, &path).expect("renaming the fixture into place");
     }
     Some(path)
+}
+
+/// The repository's root directory.
+pub fn repo_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static nbrt-init that stock images carry: `$NBRT_INIT_STATIC_BIN`, else built once
+/// per test process by `crates/init/build-static.sh`. Builds put it in images through
+/// `NBRT_INIT_BIN` (see `nbrt_build::builtin`).
+pub fn static_nbrt_init() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("NBRT_INIT_STATIC_BIN") {
+            return p.into();
+        }
+        let script = repo_dir().join("crates/init/build-static.sh");
+        let out = Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "building the static nbrt-init failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().into()
+    })
+    .clone()
 }

@@ -40,14 +40,22 @@ pub struct PipRequest {
     pub extra_index_urls: Vec<String>,
     pub wheelhouses: Vec<PathBuf>,
     /// Exact pins from `runtime.lock` (`name==version`); when set, installed without resolving
-    /// anything else.
+    /// anything else (`--no-deps`), and when the pins carry hashes, uv checks every wheel
+    /// against them (`--require-hashes`): a wheel that is not the locked one fails the step.
     pub locked: Option<Vec<LockedWheel>>,
 }
 
+/// One distribution as `runtime.lock` records it: the version, and the wheel that was
+/// installed (its URL, or `file:///<file name>` for a local wheel, and its sha256).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LockedWheel {
     pub name: String,
     pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,7 +104,7 @@ pub fn python_version(view: &MergedView, prefix: &str) -> Result<(u64, u64)> {
 }
 
 /// `name-version.dist-info` → (normalized name, version).
-fn dist_info_name(dir: &str) -> Option<(String, String)> {
+pub fn dist_info_name(dir: &str) -> Option<(String, String)> {
     let stem = dir.strip_suffix(".dist-info")?;
     let (name, version) = stem.rsplit_once('-')?;
     Some((normalize(name), version.to_string()))
@@ -207,11 +215,25 @@ pub fn install(
     for w in &req.wheelhouses {
         cmd.arg("--find-links").arg(w);
     }
+    // Kept until uv has read it.
+    let mut _pinned_file = None;
     match &req.locked {
         Some(pins) => {
             cmd.arg("--no-deps");
-            for p in pins {
-                cmd.arg(format!("{}=={}", p.name, p.version));
+            if pins.iter().any(|p| p.sha256.is_some()) {
+                let mut file = tempfile::Builder::new()
+                    .prefix("nbrt-locked-")
+                    .suffix(".txt")
+                    .tempfile()
+                    .io_context(|| "creating the locked requirements file")?;
+                std::io::Write::write_all(&mut file, locked_requirements(pins)?.as_bytes())
+                    .io_context(|| "writing the locked requirements file")?;
+                cmd.arg("--require-hashes").arg("-r").arg(file.path());
+                _pinned_file = Some(file);
+            } else {
+                for p in pins {
+                    cmd.arg(format!("{}=={}", p.name, p.version));
+                }
             }
         }
         None => {
@@ -254,6 +276,8 @@ pub fn install(
             .map(|(n, v)| LockedWheel {
                 name: (*n).clone(),
                 version: (*v).clone(),
+                url: None,
+                sha256: None,
             })
             .collect(),
         ..Default::default()
@@ -326,6 +350,312 @@ pub fn install(
         .filter(|p| !staging.join(p).exists())
         .collect();
     Ok(outcome)
+}
+
+/// `name==version --hash=sha256:…` lines for uv's `--require-hashes` mode; every pin must
+/// carry a hash there.
+fn locked_requirements(pins: &[LockedWheel]) -> Result<String> {
+    let mut out = String::new();
+    for p in pins {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b))
+        };
+        let sha = p.sha256.as_deref().unwrap_or_default();
+        if !ok(&p.name) || !ok(&p.version) {
+            return Err(err(format!(
+                "locked wheel {:?} {:?} is not a name and a version",
+                p.name, p.version
+            )));
+        }
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err(format!(
+                "locked wheel {}=={} has no valid sha256 in runtime.lock",
+                p.name, p.version
+            )));
+        }
+        out.push_str(&format!("{}=={} --hash=sha256:{sha}\n", p.name, p.version));
+    }
+    Ok(out)
+}
+
+/// The wheels uv picks for exactly these pins (`name==version`, no dependencies) for the
+/// image's Python and platform from the request's indexes and wheelhouses: their URLs and
+/// sha256, for `runtime.lock`. Asks `uv pip compile --format pylock.toml` (metadata comes from
+/// uv's cache after an install). Local wheels are named `file:///<file name>`: no host path
+/// goes into a lock.
+pub fn wheel_artifacts(
+    python: (u64, u64),
+    req: &PipRequest,
+    pins: &[LockedWheel],
+    installed_tags: &BTreeMap<String, BTreeSet<String>>,
+    cache_dir: &Path,
+) -> Result<Vec<LockedWheel>> {
+    if pins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("nbrt-pylock-")
+        .tempdir()
+        .io_context(|| "creating a scratch directory")?;
+    let input = scratch.path().join("pins.txt");
+    let mut text = String::new();
+    for p in pins {
+        text.push_str(&format!("{}=={}\n", p.name, p.version));
+    }
+    fs::write(&input, text).io_context(|| format!("writing {}", input.display()))?;
+    let output = scratch.path().join("pylock.toml");
+    let uv = uv_binary()?;
+    let mut cmd = Command::new(&uv);
+    cmd.args(["pip", "compile", "--no-deps", "--format", "pylock.toml"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--python-version", &format!("{}.{}", python.0, python.1)])
+        .args(["--python-platform", &python_platform()])
+        .args(["--only-binary", ":all:", "--no-progress", "--quiet"])
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_NATIVE_TLS", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_EXTRA_INDEX_URL");
+    if let Some(url) = &req.index_url {
+        cmd.args(["--index-url", url]);
+    }
+    for url in &req.extra_index_urls {
+        cmd.args(["--extra-index-url", url]);
+    }
+    for w in &req.wheelhouses {
+        cmd.arg("--find-links").arg(w);
+    }
+    let out = cmd
+        .output()
+        .io_context(|| format!("running {}", uv.display()))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "uv could not find the wheels of the installed packages for the lock ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = fs::read_to_string(&output).io_context(|| "reading uv's pylock.toml")?;
+    parse_pylock(&text, pins, installed_tags)
+}
+
+#[derive(Deserialize)]
+struct PyLock {
+    #[serde(default)]
+    packages: Vec<PyLockPackage>,
+}
+
+#[derive(Deserialize)]
+struct PyLockPackage {
+    name: String,
+    version: Option<String>,
+    #[serde(default)]
+    wheels: Vec<PyLockWheel>,
+}
+
+#[derive(Deserialize)]
+struct PyLockWheel {
+    url: Option<String>,
+    path: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+}
+
+/// The wheel's file name, from its URL, path or name.
+fn wheel_file_name(w: &PyLockWheel) -> Option<&str> {
+    w.url
+        .as_deref()
+        .or(w.path.as_deref())
+        .or(w.name.as_deref())
+        .and_then(|s| s.rsplit('/').next())
+}
+
+/// How much an installer prefers a wheel among those that fit the platform: a platform wheel
+/// over a universal one, the interpreter's own ABI over `abi3` over `none`, and the newest
+/// manylinux glibc among its platform tags.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WheelRank {
+    platform_specific: bool,
+    abi: u8,
+    glibc: (u32, u32),
+}
+
+fn wheel_rank(file: &str) -> WheelRank {
+    let stem = file.strip_suffix(".whl").unwrap_or(file);
+    let tags: Vec<&str> = stem.rsplitn(4, '-').collect();
+    let [platforms, abis, _python, ..] = tags.as_slice() else {
+        return WheelRank::default();
+    };
+    let abi = abis
+        .split('.')
+        .map(|a| match a {
+            "none" => 0,
+            "abi3" => 1,
+            _ => 2,
+        })
+        .max()
+        .unwrap_or(0);
+    let glibc = platforms
+        .split('.')
+        .filter_map(manylinux_glibc)
+        .max()
+        .unwrap_or((0, 0));
+    WheelRank {
+        platform_specific: platforms.split('.').any(|p| p != "any"),
+        abi,
+        glibc,
+    }
+}
+
+/// The glibc version of a manylinux platform tag (`manylinux_2_28_x86_64`, and the legacy
+/// aliases `manylinux2014` = 2.17, `manylinux2010` = 2.12, `manylinux1` = 2.5).
+fn manylinux_glibc(tag: &str) -> Option<(u32, u32)> {
+    if tag.starts_with("manylinux2014") {
+        return Some((2, 17));
+    }
+    if tag.starts_with("manylinux2010") {
+        return Some((2, 12));
+    }
+    if tag.starts_with("manylinux1") {
+        return Some((2, 5));
+    }
+    let rest = tag.strip_prefix("manylinux_")?;
+    let mut parts = rest.splitn(3, '_');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The tags in a dist-info `WHEEL` file (`Tag: cp311-abi3-manylinux_2_28_x86_64` lines): the
+/// tags of the wheel file the distribution was installed from.
+pub fn wheel_file_tags(wheel_metadata: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(wheel_metadata)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Tag:"))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The tags a wheel file name stands for, its compressed tag sets expanded
+/// (`py2.py3-none-any` is `py2-none-any` and `py3-none-any`).
+fn wheel_name_tags(file: &str) -> BTreeSet<String> {
+    let stem = file.strip_suffix(".whl").unwrap_or(file);
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    let [platforms, abis, pythons, ..] = parts.as_slice() else {
+        return BTreeSet::new();
+    };
+    let mut out = BTreeSet::new();
+    for py in pythons.split('.') {
+        for abi in abis.split('.') {
+            for plat in platforms.split('.') {
+                out.insert(format!("{py}-{abi}-{plat}"));
+            }
+        }
+    }
+    out
+}
+
+fn parse_pylock(
+    text: &str,
+    pins: &[LockedWheel],
+    installed_tags: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<Vec<LockedWheel>> {
+    let lock: PyLock = toml::from_str(text)
+        .map_err(|e| err(format!("uv wrote a pylock.toml we cannot read: {e}")))?;
+    let mut out = Vec::with_capacity(pins.len());
+    for pin in pins {
+        let package = lock
+            .packages
+            .iter()
+            .find(|p| normalize(&p.name) == normalize(&pin.name))
+            .ok_or_else(|| {
+                err(format!(
+                    "uv found no wheel for {}=={}",
+                    pin.name, pin.version
+                ))
+            })?;
+        // Several wheels can fit one platform (a universal one beside a platform one, as
+        // debugpy ships; manylinux2014 beside manylinux_2_28, as aiohttp ships; cp38-abi3
+        // beside cp311-abi3, as cryptography ships): pin the one the installed distribution
+        // came from (its WHEEL tags), else the most specific.
+        let installed = installed_tags
+            .get(&normalize(&pin.name))
+            .or_else(|| installed_tags.get(&pin.name));
+        let exact: Vec<&PyLockWheel> = package
+            .wheels
+            .iter()
+            .filter(|w| {
+                installed.is_some_and(|t| {
+                    !t.is_empty() && wheel_file_name(w).map(wheel_name_tags).as_ref() == Some(t)
+                })
+            })
+            .collect();
+        let mut ranked: Vec<(WheelRank, &PyLockWheel)> = package
+            .wheels
+            .iter()
+            .map(|w| (wheel_file_name(w).map(wheel_rank).unwrap_or_default(), w))
+            .collect();
+        ranked.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        let wheel = match ranked.as_slice() {
+            _ if exact.len() == 1 => exact[0],
+            [] => {
+                return Err(err(format!(
+                    "uv found no wheel for {}=={}",
+                    pin.name, pin.version
+                )))
+            }
+            [(best, w), rest @ ..] if rest.first().is_none_or(|(r, _)| r < best) => *w,
+            more => {
+                return Err(err(format!(
+                    "uv lists {} wheels for {}=={} for one platform and none is preferred",
+                    more.len(),
+                    pin.name,
+                    pin.version
+                )))
+            }
+        };
+        let url = match (&wheel.url, &wheel.path) {
+            (Some(u), _) if !u.starts_with("file:") => u.clone(),
+            (u, p) => {
+                let from = u.as_deref().or(p.as_deref()).or(wheel.name.as_deref());
+                let file = from
+                    .and_then(|s| s.rsplit('/').next())
+                    .filter(|f| f.ends_with(".whl"))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "uv names no wheel file for {}=={}",
+                            pin.name, pin.version
+                        ))
+                    })?;
+                format!("file:///{file}")
+            }
+        };
+        let sha256 = wheel.hashes.get("sha256").cloned().ok_or_else(|| {
+            err(format!(
+                "uv gives no sha256 for the wheel of {}=={}",
+                pin.name, pin.version
+            ))
+        })?;
+        out.push(LockedWheel {
+            name: pin.name.clone(),
+            version: package
+                .version
+                .clone()
+                .unwrap_or_else(|| pin.version.clone()),
+            url: Some(url),
+            sha256: Some(sha256),
+        });
+    }
+    Ok(out)
 }
 
 /// The manylinux platform for the build host's architecture (Debian bookworm has glibc 2.36).
@@ -463,6 +793,59 @@ fn remove_pycache(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preferred_wheel_is_pinned() {
+        let text = r#"
+lock-version = "1.0"
+[[packages]]
+name = "aiohttp"
+version = "3.14.5"
+wheels = [
+  { url = "https://files.example/aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl", hashes = { sha256 = "aa" } },
+  { url = "https://files.example/aiohttp-3.14.5-cp311-cp311-manylinux_2_28_x86_64.whl", hashes = { sha256 = "bb" } },
+]
+[[packages]]
+name = "debugpy"
+version = "1.8.0"
+wheels = [
+  { url = "https://files.example/debugpy-1.8.0-py2.py3-none-any.whl", hashes = { sha256 = "cc" } },
+  { url = "https://files.example/debugpy-1.8.0-cp311-cp311-manylinux_2_5_x86_64.manylinux1_x86_64.whl", hashes = { sha256 = "dd" } },
+]
+[[packages]]
+name = "twins"
+version = "1"
+wheels = [
+  { url = "https://files.example/twins-1-py3-none-any.whl", hashes = { sha256 = "ee" } },
+  { url = "https://mirror.example/twins-1-py3-none-any.whl", hashes = { sha256 = "ff" } },
+]
+"#;
+        let pin = |name: &str, version: &str| LockedWheel {
+            name: name.into(),
+            version: version.into(),
+            url: None,
+            sha256: None,
+        };
+        let none = BTreeMap::new();
+        let got = parse_pylock(
+            text,
+            &[pin("aiohttp", "3.14.5"), pin("debugpy", "1.8.0")],
+            &none,
+        )
+        .expect("two pins");
+        assert_eq!(got[0].sha256.as_deref(), Some("bb"));
+        assert_eq!(got[1].sha256.as_deref(), Some("dd"));
+        let e = parse_pylock(text, &[pin("twins", "1")], &none).expect_err("no preferred wheel");
+        assert!(e.to_string().contains("none is preferred"), "{e}");
+
+        // The installed distribution's WHEEL tags decide, even against the ranking.
+        let tags = wheel_file_tags(
+            b"Wheel-Version: 1.0\nTag: cp311-cp311-manylinux_2_17_x86_64\nTag: cp311-cp311-manylinux2014_x86_64\n",
+        );
+        let installed = BTreeMap::from([("aiohttp".to_string(), tags)]);
+        let got = parse_pylock(text, &[pin("aiohttp", "3.14.5")], &installed).expect("one pin");
+        assert_eq!(got[0].sha256.as_deref(), Some("aa"));
+    }
 
     #[test]
     fn names_and_paths() {

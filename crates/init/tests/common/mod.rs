@@ -1,4 +1,4 @@
-//! Helpers for nbrt-init's Docker tests: the (interim) Jupyter fixture image, containers
+//! Helpers for nbrt-init's Docker tests: the stock jupyter image, containers
 //! that clean up after themselves, and polling.
 #![allow(dead_code)]
 
@@ -41,9 +41,9 @@ fn script(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
-/// The Jupyter fixture image with the static nbrt-init as ENTRYPOINT, built once per test
-/// process (and cached by Docker tag across runs). `NBRT_INIT_TEST_IMAGE` overrides it.
-/// `None` when Docker is not available and skipping is allowed.
+/// The stock jupyter stack built by nbrt (`nbrt_testkit::stock`, its ENTRYPOINT is the static
+/// nbrt-init) and loaded into Docker, once per test process. `NBRT_INIT_TEST_IMAGE` overrides
+/// it. `None` when Docker or the build tools are missing and skipping is allowed.
 pub fn image() -> Option<String> {
     static IMAGE: OnceLock<Option<String>> = OnceLock::new();
     IMAGE
@@ -54,18 +54,7 @@ pub fn image() -> Option<String> {
             if let Ok(i) = std::env::var("NBRT_INIT_TEST_IMAGE") {
                 return Some(i);
             }
-            let bin = match std::env::var("NBRT_INIT_STATIC_BIN") {
-                Ok(b) => b,
-                Err(_) => script(
-                    &mut Command::new(crate_dir().join("build-static.sh")),
-                    "building the static nbrt-init",
-                ),
-            };
-            Some(script(
-                Command::new(crate_dir().join("tests/fixture/jupyter-fixture.sh"))
-                    .args(["image", &bin]),
-                "building the Jupyter fixture image",
-            ))
+            nbrt_testkit::stock::docker_image("jupyter")
         })
         .clone()
 }

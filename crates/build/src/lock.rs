@@ -1,0 +1,514 @@
+//! `runtime.lock`: what a build resolved, so that `nbrt build --locked` builds exactly that.
+//!
+//! A build writes the lock next to the runtime file (`runtime.lock` beside `runtime.toml`,
+//! `<name>.lock` beside a flat `<name>.toml`). It records:
+//!
+//! - `inputs`: the sha256 of the runtime file and the requirements/constraints files its pip
+//!   step reads; a `--locked` build refuses a lock whose inputs differ (the lock is stale);
+//! - `[parent]`: the `from` and the manifest digest of the image built upon;
+//! - `[[bootstrap]]` / `[[apt]]`: the Debian packages (name, version, architecture) the
+//!   bootstrap installed, or the apt step added or changed, read from `var/lib/dpkg/status`
+//!   of the step's layer and the view below it;
+//! - `[[conda]]`: every package of the conda prefix after the conda step (name, version,
+//!   build, subdir, canonical URL, sha256, md5), read from its `conda-meta`;
+//! - `[[pip]]`: every distribution the pip step's layer installs (name, version) and the wheel
+//!   uv takes for it for the image's Python and platform (URL and sha256).
+//!
+//! `run`, `files` and `user` steps have nothing to lock: they are their definition (a `run`
+//! step that downloads things is as reproducible as its command).
+//!
+//! What each step contributes is derived from its layer, so a step taken from the cache
+//! locks the same as a step that ran; it is kept in the store (refs kind `build-lock`, under
+//! the step's cache key) so a cached rebuild does not derive it again.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nbrt_oci::spec::Descriptor;
+use nbrt_oci::{Digest, Image, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::builder::Step;
+use crate::error::{BuildError, IoContext, Result};
+use crate::runtime_file::{From, RuntimeFile};
+use crate::snapshot::{MergedView, Snapshots};
+use crate::steps::conda::LockedCondaPackage;
+use crate::steps::pip::{self, LockedWheel};
+
+pub const LOCK_VERSION: u32 = 1;
+const LOCK_KIND: &str = "build-lock";
+
+/// The lock of one runtime, as written to `runtime.lock` (TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuntimeLock {
+    pub version: u32,
+    pub runtime: String,
+    /// `sha256:<hex>` of the runtime file and the pip requirements/constraints files.
+    pub inputs: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<LockedParent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<Deb>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apt: Vec<Deb>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conda: Vec<LockedCondaPackage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pip: Vec<LockedWheel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedParent {
+    /// The runtime file's `from`.
+    pub from: String,
+    /// Manifest digest of the parent image the build used.
+    pub digest: String,
+}
+
+/// A Debian package as dpkg records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deb {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+impl Deb {
+    /// The apt / mmdebstrap argument that installs exactly this version.
+    pub fn pin(&self) -> String {
+        format!("{}={}", self.name, self.version)
+    }
+}
+
+/// What one step contributes to the lock (and, in a `--locked` build, takes from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "packages", rename_all = "kebab-case")]
+pub enum StepLock {
+    Bootstrap(Vec<Deb>),
+    Apt(Vec<Deb>),
+    Conda(Vec<LockedCondaPackage>),
+    Pip(Vec<LockedWheel>),
+}
+
+fn lock_err(message: impl Into<String>) -> BuildError {
+    BuildError::Lock(message.into())
+}
+
+/// Where the lock of a runtime file lives.
+pub fn lock_path(rt: &RuntimeFile) -> PathBuf {
+    let dir = rt.path.parent().unwrap_or(Path::new("."));
+    match rt.path.file_name().and_then(|n| n.to_str()) {
+        Some("runtime.toml") | None => dir.join("runtime.lock"),
+        Some(_) => dir.join(format!(
+            "{}.lock",
+            rt.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| rt.name.clone())
+        )),
+    }
+}
+
+/// `sha256:<hex>` over the runtime file and the files its pip step resolves from.
+pub fn inputs_digest(rt: &RuntimeFile) -> Result<String> {
+    let mut h = nbrt_oci::digest::Hasher::new();
+    let mut files = vec![rt.path.clone()];
+    if let Some(p) = &rt.pip {
+        files.extend(p.requirements.iter().map(|r| rt.dir.join(r)));
+        files.extend(p.constraints.iter().map(|r| rt.dir.join(r)));
+    }
+    for f in files {
+        let bytes = fs::read(&f).io_context(|| format!("reading {}", f.display()))?;
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finish().0.to_string())
+}
+
+fn from_text(rt: &RuntimeFile) -> String {
+    match &rt.from {
+        From::Scratch => "bootstrap".to_string(),
+        From::Named(n) => n.clone(),
+    }
+}
+
+impl RuntimeLock {
+    /// The lock of `rt` for a `--locked` build: present, readable, and made from the runtime
+    /// file as it is now.
+    pub fn read_current(rt: &RuntimeFile) -> Result<Self> {
+        let path = lock_path(rt);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(lock_err(format!(
+                    "{} does not exist: run `nbrt build` without --locked once to write it",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(BuildError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                })
+            }
+        };
+        if text.len() > 64 << 20 {
+            return Err(lock_err(format!(
+                "{} is larger than 64 MiB",
+                path.display()
+            )));
+        }
+        let lock: RuntimeLock = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            lock_err(format!("{}:{line}: {}", path.display(), e.message()))
+        })?;
+        if lock.version != LOCK_VERSION {
+            return Err(lock_err(format!(
+                "{}: lock version {} (this nbrt reads version {LOCK_VERSION}); run `nbrt build` \
+                 without --locked to write it again",
+                path.display(),
+                lock.version
+            )));
+        }
+        if lock.runtime != rt.name {
+            return Err(lock_err(format!(
+                "{} locks runtime {:?}, not {:?}",
+                path.display(),
+                lock.runtime,
+                rt.name
+            )));
+        }
+        if lock.inputs != inputs_digest(rt)? {
+            return Err(lock_err(format!(
+                "{} is stale: {} (or a requirements file it names) changed since the lock was \
+                 written; run `nbrt build` without --locked to update it",
+                path.display(),
+                rt.path.display()
+            )));
+        }
+        if lock.parent.as_ref().map(|p| p.from.as_str()) != Some(from_text(rt).as_str())
+            && rt.bootstrap.is_none()
+        {
+            return Err(lock_err(format!(
+                "{} was made for another `from`",
+                path.display()
+            )));
+        }
+        Ok(lock)
+    }
+
+    /// The pins the lock holds for a step, if the step kind is one that is locked.
+    pub fn pins(&self, step: &Step) -> Option<StepLock> {
+        match step {
+            Step::Bootstrap(_) => Some(StepLock::Bootstrap(self.bootstrap.clone())),
+            Step::Apt(_) => Some(StepLock::Apt(self.apt.clone())),
+            Step::Conda(_) => Some(StepLock::Conda(self.conda.clone())),
+            Step::Pip(_) => Some(StepLock::Pip(self.pip.clone())),
+            _ => None,
+        }
+    }
+
+    /// Check that the parent image is the one the lock was made on.
+    pub fn check_parent(&self, rt: &RuntimeFile, parent: Option<&Image>) -> Result<()> {
+        let (Some(locked), Some(parent)) = (&self.parent, parent) else {
+            return Ok(());
+        };
+        if locked.digest != parent.digest().to_string() {
+            return Err(lock_err(format!(
+                "{}: the lock was made on {} {}, but it is now {}; build the parent from its \
+                 own lock, or run `nbrt build` without --locked to lock this base",
+                lock_path(rt).display(),
+                locked.from,
+                locked.digest,
+                parent.digest()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Write the lock of a runtime built from `steps`' contributions (atomically; unchanged
+/// bytes are not rewritten).
+pub fn write(rt: &RuntimeFile, parent: Option<&Image>, steps: Vec<StepLock>) -> Result<PathBuf> {
+    let mut lock = RuntimeLock {
+        version: LOCK_VERSION,
+        runtime: rt.name.clone(),
+        inputs: inputs_digest(rt)?,
+        parent: parent.map(|p| LockedParent {
+            from: from_text(rt),
+            digest: p.digest().to_string(),
+        }),
+        bootstrap: Vec::new(),
+        apt: Vec::new(),
+        conda: Vec::new(),
+        pip: Vec::new(),
+    };
+    for s in steps {
+        match s {
+            StepLock::Bootstrap(d) => lock.bootstrap = d,
+            StepLock::Apt(d) => lock.apt = d,
+            StepLock::Conda(c) => lock.conda = c,
+            StepLock::Pip(p) => lock.pip = p,
+        }
+    }
+    let body = toml::to_string(&lock).map_err(|e| lock_err(format!("writing the lock: {e}")))?;
+    let text = format!(
+        "# Written by `nbrt build` for {}; `nbrt build --locked` builds exactly this.\n{body}",
+        rt.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let path = lock_path(rt);
+    if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(path);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .io_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .io_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .io_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// A step's contribution to the lock, derived from its layer (`layers`/`diff_ids` end with
+/// the step's own layer), or taken from the store when this step key was locked before.
+#[allow(clippy::too_many_arguments)]
+pub fn step_lock(
+    store: &Store,
+    snapshots: &Snapshots,
+    rt: &RuntimeFile,
+    step: &Step,
+    key: &str,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+) -> Result<Option<StepLock>> {
+    if !matches!(
+        step,
+        Step::Bootstrap(_) | Step::Apt(_) | Step::Conda(_) | Step::Pip(_)
+    ) {
+        return Ok(None);
+    }
+    if let Some(v) = store.get_ref(LOCK_KIND, key)? {
+        if let Ok(found) = serde_json::from_value::<StepLock>(v) {
+            return Ok(Some(found));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, d)| snapshots.ensure(store, l, d))
+        .collect::<Result<_>>()?;
+    dirs.reverse();
+    let own = dirs[0].clone();
+    let after = MergedView::new(dirs.clone());
+    let before = MergedView::new(dirs[1..].to_vec());
+    let found = match step {
+        Step::Bootstrap(_) => StepLock::Bootstrap(dpkg_status(&after)?.into_values().collect()),
+        Step::Apt(_) => {
+            let old = dpkg_status(&before)?;
+            StepLock::Apt(
+                dpkg_status(&after)?
+                    .into_iter()
+                    .filter(|(k, d)| old.get(k) != Some(d))
+                    .map(|(_, d)| d)
+                    .collect(),
+            )
+        }
+        Step::Conda(c) => StepLock::Conda(conda_packages(&after, &c.prefix)?),
+        Step::Pip(p) => {
+            let view = MergedView::new(vec![own]);
+            let python = pip::python_version(&after, &p.prefix)?;
+            let site = format!(
+                "{}/lib/python{}.{}/site-packages",
+                p.prefix.trim_matches('/'),
+                python.0,
+                python.1
+            );
+            let mut pins = Vec::new();
+            // The tags of the wheel each distribution was installed from, to pin that one.
+            let mut tags = std::collections::BTreeMap::new();
+            if view.exists(&site) {
+                for dir in view.read_dir(&site)? {
+                    let is_dir = view
+                        .symlink_metadata(&format!("{site}/{dir}"))?
+                        .is_some_and(|m| m.is_dir());
+                    if let (true, Some((name, version))) = (is_dir, pip::dist_info_name(&dir)) {
+                        if let Some(wheel) = view.read(&format!("{site}/{dir}/WHEEL"))? {
+                            tags.insert(name.clone(), pip::wheel_file_tags(&wheel));
+                        }
+                        pins.push(LockedWheel {
+                            name,
+                            version,
+                            url: None,
+                            sha256: None,
+                        });
+                    }
+                }
+            }
+            pins.sort();
+            let req = crate::builder::pip_request(rt, p, None);
+            StepLock::Pip(pip::wheel_artifacts(
+                python,
+                &req,
+                &pins,
+                &tags,
+                &store.root().join("cache/uv"),
+            )?)
+        }
+        _ => return Ok(None),
+    };
+    let payload = serde_json::to_value(&found).map_err(|e| lock_err(e.to_string()))?;
+    store.put_ref(LOCK_KIND, key, &[], &payload)?;
+    Ok(Some(found))
+}
+
+/// The packages an apt or bootstrap step asks for: the lock's `name=version` pins in a
+/// locked build, else the runtime file's list.
+pub fn deb_args(pins: Option<&StepLock>, packages: &[String]) -> Vec<String> {
+    match pins {
+        Some(StepLock::Apt(debs) | StepLock::Bootstrap(debs)) => {
+            debs.iter().map(Deb::pin).collect()
+        }
+        _ => packages.to_vec(),
+    }
+}
+
+/// Installed packages in `var/lib/dpkg/status`, by `name:arch`.
+fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {
+    let Some(bytes) = view.read("var/lib/dpkg/status")? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(parse_dpkg_status(&String::from_utf8_lossy(&bytes)))
+}
+
+fn parse_dpkg_status(text: &str) -> BTreeMap<String, Deb> {
+    let mut out = BTreeMap::new();
+    for stanza in text.split("\n\n") {
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for line in stanza.lines() {
+            if line.starts_with([' ', '\t']) {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                fields.insert(k.trim(), v.trim());
+            }
+        }
+        let installed = fields
+            .get("Status")
+            .is_some_and(|s| s.ends_with(" installed"));
+        if let (true, Some(name), Some(version)) =
+            (installed, fields.get("Package"), fields.get("Version"))
+        {
+            let arch = fields.get("Architecture").copied().unwrap_or("all");
+            out.insert(
+                format!("{name}:{arch}"),
+                Deb {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    arch: arch.to_string(),
+                },
+            );
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct CondaMeta {
+    name: String,
+    version: String,
+    build: String,
+    #[serde(default)]
+    subdir: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    md5: Option<String>,
+}
+
+/// Every package of the prefix, from its `conda-meta/*.json`.
+fn conda_packages(view: &MergedView, prefix: &str) -> Result<Vec<LockedCondaPackage>> {
+    let dir = format!("{}/conda-meta", prefix.trim_matches('/'));
+    let mut out = Vec::new();
+    for name in view.read_dir(&dir)? {
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let Some(bytes) = view.read(&format!("{dir}/{name}"))? else {
+            continue;
+        };
+        let m: CondaMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| lock_err(format!("reading {dir}/{name}: {e}")))?;
+        out.push(LockedCondaPackage {
+            name: m.name,
+            version: m.version,
+            build: m.build,
+            subdir: m.subdir,
+            url: m.url,
+            sha256: m.sha256.unwrap_or_default(),
+            md5: m.md5,
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_installed_packages_from_dpkg_status() {
+        let status = "Package: tree\nStatus: install ok installed\nArchitecture: amd64\n\
+                      Version: 2.1.0-1\nDescription: x\n more\n\n\
+                      Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
+                      Package: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2024a-0+deb12u1\n";
+        let got = parse_dpkg_status(status);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["tree:amd64"].pin(), "tree=2.1.0-1");
+        assert_eq!(got["tzdata:all"].version, "2024a-0+deb12u1");
+    }
+
+    #[test]
+    fn lock_round_trips_through_toml() {
+        let lock = RuntimeLock {
+            version: LOCK_VERSION,
+            runtime: "app".into(),
+            inputs: "sha256:00".into(),
+            parent: Some(LockedParent {
+                from: "base".into(),
+                digest: "sha256:11".into(),
+            }),
+            bootstrap: Vec::new(),
+            apt: vec![Deb {
+                name: "tree".into(),
+                version: "2.1.0-1".into(),
+                arch: "amd64".into(),
+            }],
+            conda: Vec::new(),
+            pip: vec![LockedWheel {
+                name: "six".into(),
+                version: "1.17.0".into(),
+                url: Some("https://files.example/six.whl".into()),
+                sha256: Some("ab".repeat(32)),
+            }],
+        };
+        let text = toml::to_string(&lock).unwrap();
+        assert!(text.contains("[[pip]]"), "{text}");
+        assert_eq!(toml::from_str::<RuntimeLock>(&text).unwrap(), lock);
+        assert!(toml::from_str::<RuntimeLock>(&format!("{text}\nsurprise = 1\n")).is_err());
+    }
+}

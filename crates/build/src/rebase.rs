@@ -1,0 +1,529 @@
+//! `nbrt rebase RUNTIME --onto NEW_BASE`: a runtime's own layers moved onto an upgraded base.
+//!
+//! A runtime image built by nbrt is its parent's layers plus one layer per step of its
+//! runtime file, and its manifest names the parent (`org.opencontainers.image.base.digest`).
+//! Rebasing keeps the runtime file's plan and puts it on NEW_BASE:
+//!
+//! - **moved** (the layer is reused byte for byte; only the manifest and config are new):
+//!   - `files` steps whose entries have no owner or a numeric one: their layer holds files
+//!     from the stack directory only, so it does not depend on what is below it;
+//!   - `pip` and `conda` steps whose solve would read the same from the new base as it did
+//!     from the old one: the same Python version at the prefix, the same installed packages
+//!     (`*.dist-info` directory names in site-packages, `conda-meta` record names) and the
+//!     same owner of the environment, with every earlier step of the runtime moved too. The
+//!     solve depends on nothing else of the base (the wheel platform is fixed, conda's
+//!     virtual packages too), so running it again would only pick up newer releases, which
+//!     a rebase should not do silently (that is `nbrt build`'s job).
+//!
+//!   The step's cache entry on the old base must confirm that the image's layer is what the
+//!   runtime file makes today; otherwise the step is rebuilt.
+//! - **rebuilt** (run again on the new base, or taken from the cache when the same step was
+//!   already built on it): `pip` and `conda` steps whose solve inputs changed (say which),
+//!   `apt` and `run` (they run inside the base), `user` (writes the base's `/etc/passwd`,
+//!   `group` and `shadow` with the user added, and copies its `/etc/skel`), and `files` steps
+//!   with a named owner (looked up in the image's `/etc/passwd`). Later steps still move when
+//!   they qualify: a moved `files` layer does not care what is below it.
+//! - The image config is made again the way a build makes it: NEW_BASE's config with the
+//!   runtime's `[env]`, `[image]` and labels applied, the runtime's history entries after
+//!   NEW_BASE's (a three-way merge rather than crane's "keep the old config": values the old
+//!   base set do not leak over the new base's).
+//!
+//! RUNTIME is a runtime file, or an image in the store that `nbrt build` made (a build
+//! records which runtime file made each image). NEW_BASE is an image in the store. Before
+//! anything is written, NEW_BASE is checked: same OS and architecture, and, for pip and conda
+//! steps, a Python environment of the same version at the step's prefix. A failed check
+//! leaves the store as it was. The result is tagged `<name>:latest` (or `--tag`), and
+//! `runtime.lock` is written again for the new base.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nbrt_oci::spec::{annotation, Descriptor};
+use nbrt_oci::{Digest, Image, ImageName, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::builder::{self, BuildOptions, CachedStep, Step};
+use crate::error::{BuildError, Result};
+use crate::runtime_file::RuntimeFile;
+use crate::snapshot::{MergedView, Snapshots};
+use crate::steps::pip::python_version;
+
+const RECORD_KIND: &str = "build-record";
+const CACHE_KIND: &str = "build-cache";
+
+/// Which runtime file made an image (kept in the store, refs kind `build-record`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BuildRecord {
+    runtime_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RebaseOptions {
+    /// Name for the result (default `<runtime name>:latest`).
+    pub tag: Option<ImageName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The layer was reused as it is.
+    Moved,
+    /// The step ran again on the new base.
+    Rebuilt,
+    /// The step was rebuilt earlier on the same new base: its layer came from the cache.
+    Cached,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Moved => "moved",
+            Action::Rebuilt => "rebuilt",
+            Action::Cached => "rebuilt (cached)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebaseStep {
+    pub step: String,
+    pub action: Action,
+    /// Why the step was moved or rebuilt.
+    pub reason: String,
+    pub layer: Digest,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebaseReport {
+    pub runtime: String,
+    /// Manifest digest of the image that was rebased.
+    pub from_image: Digest,
+    /// Its base (manifest digest).
+    pub old_base: String,
+    /// NEW_BASE as given, and its manifest digest.
+    pub onto: String,
+    pub new_base: Digest,
+    pub id: Digest,
+    pub digest: Digest,
+    pub tag: String,
+    pub steps: Vec<RebaseStep>,
+}
+
+fn rebase_err(message: impl Into<String>) -> BuildError {
+    BuildError::Rebase(message.into())
+}
+
+/// The stack directory of a runtime file: `<stack>/<name>/runtime.toml` or
+/// `<stack>/<name>.toml`.
+fn stack_dir_of(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    if file.file_name().is_some_and(|n| n == "runtime.toml") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Remember which runtime file made `image` (called by every build).
+pub(crate) fn record_build(store: &Store, rt: &RuntimeFile, image: &Image) -> Result<()> {
+    let file = std::fs::canonicalize(&rt.path).unwrap_or_else(|_| rt.path.clone());
+    let payload = serde_json::to_value(BuildRecord { runtime_file: file })
+        .map_err(|e| rebase_err(e.to_string()))?;
+    store.put_ref(RECORD_KIND, image.digest().hex(), &[], &payload)?;
+    Ok(())
+}
+
+/// The runtime file and the image of RUNTIME.
+fn locate(store: &Store, runtime: &str) -> Result<(RuntimeFile, Image)> {
+    let path = Path::new(runtime);
+    if path.is_file() {
+        let rt = RuntimeFile::load(path, &stack_dir_of(path))?;
+        let tag = format!("{}:latest", rt.name);
+        let image = store
+            .resolve(&tag)
+            .map_err(|e| {
+                rebase_err(format!(
+                    "{}: no image {tag} in the store ({e}); build it first",
+                    path.display()
+                ))
+            })?
+            .image;
+        return Ok((rt, image));
+    }
+    let image = store
+        .resolve(runtime)
+        .map_err(|e| {
+            rebase_err(format!(
+                "{runtime} is neither a runtime file nor an image in the store: {e}"
+            ))
+        })?
+        .image;
+    let record = store
+        .get_ref(RECORD_KIND, image.digest().hex())?
+        .and_then(|v| serde_json::from_value::<BuildRecord>(v).ok())
+        .ok_or_else(|| {
+            rebase_err(format!(
+                "{runtime} ({}) was not built by `nbrt build` in this store, so its steps are \
+                 unknown; give its runtime file instead",
+                image.digest()
+            ))
+        })?;
+    let file = &record.runtime_file;
+    if !file.is_file() {
+        return Err(rebase_err(format!(
+            "{runtime} was built from {}, which no longer exists",
+            file.display()
+        )));
+    }
+    let rt = RuntimeFile::load(file, &stack_dir_of(file))?;
+    Ok((rt, image))
+}
+
+/// A files step whose entries have no owner or a numeric `uid[:gid]` one.
+fn files_independent(step: &Step) -> bool {
+    match step {
+        Step::Files { files } => files.iter().all(|f| {
+            f.owner.as_deref().is_none_or(|o| {
+                o.split(':')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            })
+        }),
+        _ => false,
+    }
+}
+
+fn step_prefix(step: &Step) -> Option<&str> {
+    match step {
+        Step::Pip(p) => Some(&p.prefix),
+        Step::Conda(c) => Some(&c.prefix),
+        _ => None,
+    }
+}
+
+/// The merged file system of a list of layers (bottom first).
+fn view_of(
+    store: &Store,
+    snapshots: &Snapshots,
+    layers: &[(Descriptor, Digest)],
+) -> Result<MergedView> {
+    let mut dirs = Vec::with_capacity(layers.len());
+    for (l, d) in layers {
+        dirs.push(snapshots.ensure(store, l, d)?);
+    }
+    dirs.reverse();
+    Ok(MergedView::new(dirs))
+}
+
+fn layer_list(image: &Image) -> Vec<(Descriptor, Digest)> {
+    image
+        .layers()
+        .iter()
+        .cloned()
+        .zip(image.diff_ids().iter().cloned())
+        .collect()
+}
+
+/// What a pip or conda step's solve reads from the image below it: the Python version, the
+/// installed packages (`*.dist-info` names of site-packages, `conda-meta` records) and the
+/// environment's owner (new files take it).
+#[derive(Debug, PartialEq, Eq)]
+struct SolveInputs {
+    python: Option<(u64, u64)>,
+    packages: BTreeSet<String>,
+    owner: Option<(u32, u32, bool)>,
+}
+
+fn solve_inputs(view: &MergedView, step: &Step) -> Result<SolveInputs> {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = step_prefix(step).unwrap_or("/");
+    let rel = prefix.trim_matches('/');
+    let python = python_version(view, prefix).ok();
+    let dir = match (step, python) {
+        (Step::Conda(_), _) => Some(format!("{rel}/conda-meta")),
+        (_, Some((a, b))) => Some(format!("{rel}/lib/python{a}.{b}/site-packages")),
+        _ => None,
+    };
+    let mut packages = BTreeSet::new();
+    if let Some(dir) = dir.filter(|d| view.exists(d)) {
+        packages.extend(
+            view.read_dir(&dir)?
+                .into_iter()
+                .filter(|n| n.ends_with(".dist-info") || n.ends_with(".json")),
+        );
+    }
+    let owner = view
+        .symlink_metadata(rel)?
+        .map(|m| (m.uid(), m.gid(), m.mode() & 0o2000 != 0));
+    Ok(SolveInputs {
+        python,
+        packages,
+        owner,
+    })
+}
+
+/// Why two [`SolveInputs`] differ, for the report.
+fn solve_change(old: &SolveInputs, new: &SolveInputs) -> String {
+    if old.python != new.python {
+        return format!(
+            "the Python version changed ({:?} → {:?})",
+            old.python, new.python
+        );
+    }
+    if old.packages != new.packages {
+        let added: Vec<&String> = new.packages.difference(&old.packages).collect();
+        let gone: Vec<&String> = old.packages.difference(&new.packages).collect();
+        return format!(
+            "the installed packages its solve sees changed (+{} −{}{})",
+            added.len(),
+            gone.len(),
+            added
+                .first()
+                .or(gone.first())
+                .map(|n| format!(", e.g. {n}"))
+                .unwrap_or_default()
+        );
+    }
+    "the environment's owner changed".to_string()
+}
+
+/// Rebase RUNTIME onto NEW_BASE (see the module documentation).
+pub fn rebase(
+    store: &Store,
+    runtime: &str,
+    onto: &str,
+    opts: &RebaseOptions,
+    log: &mut dyn Write,
+) -> Result<RebaseReport> {
+    let (rt, image) = locate(store, runtime)?;
+    if rt.bootstrap.is_some() {
+        return Err(rebase_err(format!(
+            "{} bootstraps its own root file system: it has no base to change",
+            rt.name
+        )));
+    }
+    let old_base = image
+        .manifest
+        .value()
+        .annotations
+        .get(annotation::BASE_DIGEST)
+        .cloned()
+        .ok_or_else(|| {
+            rebase_err(format!(
+                "{runtime} names no base image ({}); only images nbrt built on a parent can be \
+                 rebased",
+                annotation::BASE_DIGEST
+            ))
+        })?;
+    let plan = builder::plan(&rt);
+    let own = plan.len();
+    let base_len = image.layers().len().checked_sub(own).ok_or_else(|| {
+        rebase_err(format!(
+            "{runtime} has {} layers but {} has {own} steps: the runtime file changed since \
+             the image was built; build it first",
+            image.layers().len(),
+            rt.path.display()
+        ))
+    })?;
+    let history: Vec<&str> = image
+        .config
+        .value()
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.as_deref().unwrap_or(""))
+        .collect();
+    let labels: Vec<String> = plan.iter().map(Step::label).collect();
+    if history.len() < own
+        || history[history.len() - own..]
+            .iter()
+            .zip(&labels)
+            .any(|(h, l)| h != l)
+    {
+        return Err(rebase_err(format!(
+            "the steps of {} do not match the layers of {runtime}: the runtime file changed \
+             since the image was built; build it first",
+            rt.path.display()
+        )));
+    }
+
+    let new_base = store
+        .resolve(onto)
+        .map_err(|e| rebase_err(format!("--onto {onto}: {e}")))?
+        .image;
+    let (old_cfg, new_cfg) = (image.config.value(), new_base.config.value());
+    if (old_cfg.os.as_str(), old_cfg.architecture.as_str())
+        != (new_cfg.os.as_str(), new_cfg.architecture.as_str())
+    {
+        return Err(rebase_err(format!(
+            "{onto} is {}/{}, but {runtime} is {}/{}",
+            new_cfg.os, new_cfg.architecture, old_cfg.os, old_cfg.architecture
+        )));
+    }
+    if new_base.layers().is_empty() {
+        return Err(rebase_err(format!("{onto} has no layers")));
+    }
+    if new_base.diff_ids().starts_with(image.diff_ids()) {
+        return Err(rebase_err(format!(
+            "{onto} already contains {runtime}'s layers: it is the runtime or built on it"
+        )));
+    }
+
+    let snapshots = Snapshots::open(store)?;
+    let old_layers = layer_list(&image);
+    // The environments the package steps install into must be there, with the same Python.
+    let old_view = view_of(store, &snapshots, &old_layers[..base_len])?;
+    let new_view = view_of(store, &snapshots, &layer_list(&new_base))?;
+    for step in &plan {
+        let Some(prefix) = step_prefix(step) else {
+            continue;
+        };
+        if let Ok(old) = python_version(&old_view, prefix) {
+            match python_version(&new_view, prefix) {
+                Ok(new) if new == old => {}
+                Ok(new) => {
+                    return Err(rebase_err(format!(
+                        "{onto} has Python {}.{} at {prefix}, the old base {}.{}: the \
+                         runtime's `{}` step needs the same Python; build the runtime on it \
+                         instead",
+                        new.0,
+                        new.1,
+                        old.0,
+                        old.1,
+                        step.label()
+                    )))
+                }
+                Err(_) => {
+                    return Err(rebase_err(format!(
+                        "{onto} has no Python environment at {prefix} (the old base has Python \
+                         {}.{} there, which the runtime's `{}` step installs into): it is not a \
+                         new version of this runtime's base",
+                        old.0,
+                        old.1,
+                        step.label()
+                    )))
+                }
+            }
+        }
+    }
+
+    // Which layers move. A step's layer is only taken as it is when the build cache confirms
+    // it is what the runtime file makes today on the old base.
+    let confirmed = |i: usize, step: &Step| -> Result<Option<CachedStep>> {
+        let at = base_len + i;
+        let key = builder::step_key(
+            &image.diff_ids()[..at],
+            step,
+            &[],
+            None,
+            &builder::step_inputs(&rt, step)?,
+        )?;
+        Ok(store
+            .get_ref(CACHE_KIND, &key)?
+            .and_then(|v| serde_json::from_value::<CachedStep>(v).ok())
+            .filter(|c| c.layer.digest == image.layers()[at].digest))
+    };
+    const NOT_CONFIRMED: &str = "the layer is not what the runtime file makes now (or not cached)";
+    let mut moved: BTreeMap<usize, CachedStep> = BTreeMap::new();
+    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
+    // The new base plus the layers moved so far: what the next moved step lands on.
+    let mut landing = layer_list(&new_base);
+    let mut all_moved = true;
+    for (i, step) in plan.iter().enumerate() {
+        let at = base_len + i;
+        let (take, reason): (Option<CachedStep>, String) = match step {
+            Step::Files { .. } if files_independent(step) => match confirmed(i, step)? {
+                Some(c) => (Some(c), "files from the stack, independent of the base".into()),
+                None => (None, NOT_CONFIRMED.into()),
+            },
+            Step::Files { .. } => (
+                None,
+                "an owner given by name is looked up in the image".into(),
+            ),
+            Step::Pip(_) | Step::Conda(_) if !all_moved => (
+                None,
+                "an earlier step of the runtime is rebuilt: its solve would see another environment"
+                    .into(),
+            ),
+            Step::Pip(_) | Step::Conda(_) => {
+                let before = solve_inputs(&view_of(store, &snapshots, &old_layers[..at])?, step)?;
+                let after = solve_inputs(&view_of(store, &snapshots, &landing)?, step)?;
+                if before != after {
+                    (None, solve_change(&before, &after))
+                } else {
+                    match confirmed(i, step)? {
+                        Some(c) => (
+                            Some(c),
+                            "same Python, installed packages and owner below it: same solve".into(),
+                        ),
+                        None => (None, NOT_CONFIRMED.into()),
+                    }
+                }
+            }
+            Step::Apt(_) | Step::Run(_) => (None, "it runs inside the base".into()),
+            Step::User(_) => (
+                None,
+                "it writes the base's passwd, group, shadow and skel".into(),
+            ),
+            Step::Bootstrap(_) => (None, "bootstrap".into()),
+        };
+        match take {
+            Some(c) => {
+                landing.push((c.layer.clone(), c.diff_id.clone()));
+                moved.insert(i, c);
+            }
+            None => all_moved = false,
+        }
+        reasons.insert(i, reason);
+    }
+
+    writeln!(
+        log,
+        "rebasing {} onto {onto} ({}): {} of {own} layers move",
+        rt.name,
+        new_base.digest(),
+        moved.len()
+    )
+    .ok();
+    let (new_image, reports) = builder::build_runtime(
+        store,
+        &snapshots,
+        &rt,
+        Some(&new_base),
+        &BuildOptions::default(),
+        &moved,
+        log,
+    )?;
+    let tag = match &opts.tag {
+        Some(t) => t.clone(),
+        None => ImageName::parse(&format!("{}:latest", rt.name))?,
+    };
+    store.tag(&new_image, &tag)?;
+    let steps = reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| RebaseStep {
+            step: r.step,
+            action: if moved.contains_key(&i) {
+                Action::Moved
+            } else if r.cached {
+                Action::Cached
+            } else {
+                Action::Rebuilt
+            },
+            reason: reasons.remove(&i).unwrap_or_default(),
+            layer: r.layer,
+        })
+        .collect();
+    Ok(RebaseReport {
+        runtime: rt.name.clone(),
+        from_image: image.digest().clone(),
+        old_base,
+        onto: onto.to_string(),
+        new_base: new_base.digest().clone(),
+        id: new_image.id().clone(),
+        digest: new_image.digest().clone(),
+        tag: tag.to_string(),
+        steps,
+    })
+}
