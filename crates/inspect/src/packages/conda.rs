@@ -1,0 +1,157 @@
+//! conda packages: one `conda-meta/<name>-<version>-<build>.json` record per package in each
+//! environment.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Package, Source};
+use crate::view::View;
+
+/// The fields of a conda-meta record that a package record needs (the rest, such as the
+/// file list, is dropped when the layer is indexed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CondaMetaRecord {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub build: String,
+    #[serde(default)]
+    pub build_number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+}
+
+const SUBDIRS: &[&str] = &[
+    "noarch",
+    "linux-64",
+    "linux-aarch64",
+    "linux-ppc64le",
+    "linux-s390x",
+    "linux-32",
+    "osx-64",
+    "osx-arm64",
+    "win-64",
+    "win-32",
+];
+
+/// Channel name and base URL the way `conda list --json` shows them: the channel URL
+/// without its subdir is the base URL; the name is the path on anaconda.org / repo.anaconda.com
+/// (`conda-forge`, `pkgs/main`), else the last path component.
+pub fn channel_of(channel: &str) -> (String, Option<String>) {
+    let channel = channel.trim_end_matches('/');
+    let Some((scheme, rest)) = channel.split_once("://") else {
+        // A bare name, as older records have it.
+        let name = channel.to_string();
+        let base = (!name.is_empty()).then(|| format!("https://conda.anaconda.org/{name}"));
+        return (name, base);
+    };
+    let mut base = channel.to_string();
+    if let Some((head, last)) = base.rsplit_once('/') {
+        if SUBDIRS.contains(&last) && head.len() > scheme.len() + 3 {
+            base = head.to_string();
+        }
+    }
+    let path_start = scheme.len() + 3;
+    let (host, path) = match base[path_start..].split_once('/') {
+        Some((h, p)) => (h.to_string(), p.to_string()),
+        None => (rest.to_string(), String::new()),
+    };
+    let name = if host == "conda.anaconda.org" || host == "repo.anaconda.com" || path.is_empty() {
+        if path.is_empty() {
+            host
+        } else {
+            path
+        }
+    } else {
+        path.rsplit('/').next().unwrap_or(&path).to_string()
+    };
+    (name, Some(base))
+}
+
+/// The prefix of an environment from the path of its `conda-meta` directory.
+fn prefix_of(conda_meta_file: &str) -> String {
+    let dir = conda_meta_file
+        .rsplit_once("/conda-meta/")
+        .map(|(p, _)| p)
+        .unwrap_or("");
+    format!("/{dir}")
+}
+
+pub fn packages(view: &View) -> Vec<Package> {
+    let mut out = Vec::new();
+    for (path, text) in view.captured() {
+        if !path.contains("conda-meta/") || !path.ends_with(".json") {
+            continue;
+        }
+        let Ok(rec) = serde_json::from_str::<CondaMetaRecord>(text) else {
+            continue;
+        };
+        let channel_url = rec.channel.clone().filter(|c| !c.is_empty()).or_else(|| {
+            rec.url
+                .as_deref()
+                .and_then(|u| u.rsplit_once('/'))
+                .map(|(c, _)| c.to_string())
+        });
+        let (channel, base_url) = match channel_url {
+            Some(c) => channel_of(&c),
+            None => (String::new(), None),
+        };
+        out.push(Package {
+            source: Source::Conda,
+            name: rec.name,
+            version: rec.version,
+            build_string: rec.build,
+            build_number: rec.build_number,
+            channel,
+            base_url,
+            platform: rec.subdir,
+            location: prefix_of(path),
+            license: rec.license,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels() {
+        assert_eq!(
+            channel_of("https://conda.anaconda.org/conda-forge/linux-64"),
+            (
+                "conda-forge".into(),
+                Some("https://conda.anaconda.org/conda-forge".into())
+            )
+        );
+        assert_eq!(
+            channel_of("https://repo.anaconda.com/pkgs/main"),
+            (
+                "pkgs/main".into(),
+                Some("https://repo.anaconda.com/pkgs/main".into())
+            )
+        );
+        assert_eq!(
+            channel_of("file:///local-channel"),
+            ("local-channel".into(), Some("file:///local-channel".into()))
+        );
+        assert_eq!(
+            channel_of("conda-forge"),
+            (
+                "conda-forge".into(),
+                Some("https://conda.anaconda.org/conda-forge".into())
+            )
+        );
+        assert_eq!(prefix_of("opt/conda/conda-meta/x-1-0.json"), "/opt/conda");
+        assert_eq!(
+            prefix_of("opt/conda/envs/r/conda-meta/x-1-0.json"),
+            "/opt/conda/envs/r"
+        );
+    }
+}
