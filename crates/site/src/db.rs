@@ -1,0 +1,261 @@
+//! The site's state: one SQLite file in WAL mode, schema by numbered migrations
+//! (`PRAGMA user_version` counts the applied ones; each applies in its own transaction).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Result, SiteError};
+
+/// Schema changes, in order. Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, tokens, runtimes, notebooks, migrations, sessions
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'author')),
+        advanced INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        label TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE runtimes (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        version TEXT,
+        container_type TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        max_cpu REAL NOT NULL,
+        max_memory REAL NOT NULL,
+        max_memory_unit TEXT NOT NULL,
+        max_swap_memory REAL NOT NULL,
+        max_swap_memory_unit TEXT NOT NULL,
+        shared_memory REAL,
+        shared_memory_unit TEXT,
+        docker_runtime TEXT,
+        requires_advanced INTEGER NOT NULL DEFAULT 0,
+        builtin INTEGER NOT NULL DEFAULT 0,
+        deprecated INTEGER NOT NULL DEFAULT 0,
+        deprecation_date INTEGER,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        manifest TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE notebooks (
+        id TEXT PRIMARY KEY,
+        owner_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        runtime_id TEXT NOT NULL REFERENCES runtimes(id),
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (owner_id, name)
+    );
+    CREATE INDEX notebooks_runtime ON notebooks(runtime_id);
+    CREATE TABLE migrations (
+        id TEXT PRIMARY KEY,
+        from_runtime TEXT NOT NULL,
+        to_runtime TEXT NOT NULL,
+        notebooks TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        rolled_back_at INTEGER
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        runtime_id TEXT NOT NULL REFERENCES runtimes(id),
+        container_name TEXT NOT NULL,
+        container_id TEXT,
+        address TEXT,
+        token TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        ready_at INTEGER,
+        ended_at INTEGER,
+        last_activity INTEGER,
+        oom_killed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX sessions_one_active ON sessions(user_id, runtime_id)
+        WHERE state IN ('starting', 'ready');
+    "#,
+];
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+/// Milliseconds since the epoch (the unit of ArcGIS's dates).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Open (or create, mode 0600) the database and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Db> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| SiteError::Io {
+                context: format!("creating {}", parent.display()),
+                source,
+            })?;
+        }
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| SiteError::Io {
+                    context: format!("creating {}", path.display()),
+                    source,
+                })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SiteError::Internal(format!(
+                "{}: SQLite refused WAL mode (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
+        let mut conn = conn;
+        migrate(&mut conn)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Run `f` with the connection (short, synchronous work only).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| SiteError::Internal("the database lock was poisoned".into()))?;
+        Ok(f(&mut guard)?)
+    }
+
+    /// Like [`Db::with`] for closures that return the site's own errors.
+    pub fn try_with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| SiteError::Internal("the database lock was poisoned".into()))?;
+        f(&mut guard)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            use rusqlite::OptionalExtension;
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(SiteError::Internal(format!(
+            "the database has schema version {current}, newer than this nbrt ({}): use a newer nbrt",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!("database schema migrated to version {}", i + 1);
+    }
+    Ok(())
+}
+
+/// Random bytes from the operating system, as lower-case hex.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| SiteError::Internal(format!("no randomness from the OS: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// A random UUID (version 4), the shape of ArcGIS's runtime IDs.
+pub fn new_id() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| SiteError::Internal(format!("no randomness from the OS: {e}")))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_uses_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode: String = db
+            .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        use std::os::unix::fs::PermissionsExt;
+        let perm = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(perm, 0o600);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        drop(Db::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = Db::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer than this nbrt"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_uuid_v4() {
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+}

@@ -1,0 +1,1 @@
+pub const PAGE: &str = include_str!("ui.html");

@@ -1,0 +1,612 @@
+//! The REST API without sessions: runtimes (validation, update, deprecate, unregister,
+//! manifest, factory restore), roles and tokens, notebooks and migrations, the OpenAPI
+//! document against the router.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn docker() -> bool {
+    nbrt_testkit::require_docker()
+}
+
+async fn runtime_count(t: &TestSite) -> usize {
+    let a = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    a.body["runtimes"].as_array().expect("runtimes").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_runtimes_name_the_field_and_store_nothing() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let image = jupyter_image();
+    let good = runtime_body("py", &image);
+    t.register(good.clone()).await;
+    assert_eq!(runtime_count(&t).await, 1);
+
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b["name"] = json!("other");
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(Value, &str, u16)> = vec![
+        (
+            with("imageId", json!("sha256:".to_string() + &"0".repeat(64))),
+            "imageId",
+            400,
+        ),
+        (with("imageId", json!(&image[..19])), "imageId", 400),
+        (with("maxMemoryUnit", json!("gb")), "maxMemoryUnit", 400),
+        (
+            with("maxSwapMemoryUnit", json!("t")),
+            "maxSwapMemoryUnit",
+            400,
+        ),
+        (with("maxCpu", json!(0)), "maxCpu", 400),
+        (with("maxCpu", json!(-1)), "maxCpu", 400),
+        (with("maxMemory", json!(0)), "maxMemory", 400),
+        (with("maxMemory", json!(-512)), "maxMemory", 400),
+        (with("sharedMemory", json!(-1)), "sharedMemory", 400),
+        (with("maxSwapMemory", json!(0)), "maxSwapMemory", 400),
+        (with("maxSwapMemory", json!(100)), "maxSwapMemory", 400),
+        (
+            with("dockerRuntime", json!("no-such-runtime")),
+            "dockerRuntime",
+            400,
+        ),
+        (
+            with("containerType", json!("kubernetes")),
+            "containerType",
+            400,
+        ),
+        (with("maxCpu", json!("lots")), "maxCpu", 400),
+        (with("bogus", json!(1)), "bogus", 400),
+        (
+            with("manifest", json!([{"name": "numpy"}])),
+            "manifest",
+            400,
+        ),
+        // duplicate name
+        (runtime_body("py", &image), "name", 409),
+    ];
+    for (body, field, status) in cases {
+        let a = t
+            .call("POST", "/api/runtimes", Some(&t.admin), Some(body.clone()))
+            .await;
+        assert_eq!(a.status, status, "{body}: {}", a.text);
+        assert_eq!(a.body["field"], field, "{body}: {}", a.text);
+        assert!(
+            a.body["error"].as_str().unwrap().contains(field),
+            "{}",
+            a.text
+        );
+        assert_eq!(runtime_count(&t).await, 1, "nothing stored after {body}");
+    }
+    // Not JSON at all.
+    let resp = t
+        .http
+        .post(format!("{}/api/runtimes", t.base))
+        .bearer_auth(&t.admin)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(runtime_count(&t).await, 1);
+
+    // A failed update changes nothing either.
+    let id = t
+        .call("GET", "/api/runtimes", Some(&t.admin), None)
+        .await
+        .body["runtimes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = t
+        .call(
+            "PATCH",
+            &format!("/api/runtimes/{id}"),
+            Some(&t.admin),
+            Some(json!({"maxMemory": -1})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (400, Some("maxMemory"))
+    );
+    let rt = t
+        .call("GET", &format!("/api/runtimes/{id}"), Some(&t.admin), None)
+        .await
+        .body;
+    assert_eq!(rt["maxMemory"], 512.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_life_roles_and_migration() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let image = jupyter_image();
+    let ann = t.user("ann", "author", false).await;
+
+    // ArcGIS's spellings on input; swap defaults to twice the memory.
+    let a = t.register(json!({"name": "Python 3 Standard", "version": "10.0", "imageId": image,
+        "maxCPU": "2", "maxMemory": 4, "maxMemoryUnit": "g", "sharedMemorySize": 512,
+        "sharedMemorySizeUnit": "m", "requiresAdvancedPrivileges": false,
+        "manifest": [{"name": "numpy", "version": "1.26.4", "channel": "conda-forge", "base_url": null},
+                     {"name": "pandas", "version": "2.1.0"}]}))
+    .await;
+    assert_eq!(a["maxCpu"], 2.0);
+    assert_eq!(
+        (a["maxSwapMemory"].as_f64(), a["maxSwapMemoryUnit"].as_str()),
+        (Some(8.0), Some("g"))
+    );
+    assert_eq!(a["sharedMemory"], 512.0);
+    assert_eq!(a["isManifestSupported"], true);
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let b = t.register(json!({"name": "Python 3 Advanced", "imageId": image, "maxCpu": 1,
+        "maxMemory": 6, "maxMemoryUnit": "g", "requiresAdvancedPrivileges": true,
+        "manifest": {"libraries": [{"name": "numpy", "version": "2.0.0"}, {"name": "arcpy", "version": "3.4"}]}}))
+    .await;
+    let b_id = b["id"].as_str().unwrap().to_string();
+
+    // Authors read, only admins write.
+    assert_eq!(
+        t.call("GET", "/api/runtimes", Some(&ann), None)
+            .await
+            .status,
+        200
+    );
+    let denied = t
+        .call(
+            "POST",
+            "/api/runtimes",
+            Some(&ann),
+            Some(runtime_body("x", &image)),
+        )
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    assert_eq!(t.call("GET", "/api/runtimes", None, None).await.status, 401);
+    assert_eq!(
+        t.call("GET", "/api/runtimes", Some("nbrt_00"), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        t.call("GET", "/api/users", Some(&ann), None).await.status,
+        403
+    );
+
+    // Manifest as ArcGIS serves it.
+    let m = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{a_id}/manifest"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(m.body["libraries"].as_array().unwrap().len(), 2);
+    assert_eq!(m.body["libraries"][0]["channel"], "conda-forge");
+
+    // Update limits.
+    let u = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{a_id}/update"),
+            Some(&t.admin),
+            Some(json!({"maxMemory": 2, "maxMemoryUnit": "g"})),
+        )
+        .await;
+    assert_eq!(u.status, 200, "{}", u.text);
+    assert_eq!(u.body["notebookRuntime"]["maxSwapMemory"], 4.0);
+
+    // Notebooks: ann may not use the advanced runtime.
+    let nb = t
+        .call(
+            "POST",
+            "/api/notebooks",
+            Some(&ann),
+            Some(json!({"name": "one", "runtimeId": a_id})),
+        )
+        .await;
+    assert_eq!(nb.status, 201, "{}", nb.text);
+    let adv = t
+        .call(
+            "POST",
+            "/api/notebooks",
+            Some(&ann),
+            Some(json!({"name": "two", "runtimeId": b_id})),
+        )
+        .await;
+    assert_eq!(adv.status, 403, "{}", adv.text);
+    let admin_nb = t
+        .call(
+            "POST",
+            "/api/notebooks",
+            Some(&t.admin),
+            Some(json!({"name": "a", "runtimeId": a_id})),
+        )
+        .await;
+    assert_eq!(admin_nb.status, 201);
+    let nope = t
+        .call(
+            "POST",
+            "/api/notebooks",
+            Some(&ann),
+            Some(json!({"name": "x", "runtimeId": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (nope.status, nope.body["field"].as_str()),
+        (400, Some("runtimeId"))
+    );
+
+    // Unregister refused while notebooks use it.
+    let un = t
+        .call(
+            "DELETE",
+            &format!("/api/runtimes/{a_id}"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(un.status, 409, "{}", un.text);
+
+    // Migration to the advanced runtime is blocked by ann's missing privilege; the dry run says so.
+    let dry = t
+        .call(
+            "POST",
+            "/api/migrations",
+            Some(&t.admin),
+            Some(json!({"from": a_id, "to": b_id, "dryRun": true})),
+        )
+        .await;
+    assert_eq!(dry.status, 200, "{}", dry.text);
+    let d = &dry.body["migration"];
+    assert_eq!(d["notebooks"].as_array().unwrap().len(), 2);
+    assert_eq!(d["blockedOwners"], json!(["ann"]));
+    assert_eq!(
+        d["libraryDiff"]["added"],
+        json!([{"name": "arcpy", "version": "3.4"}])
+    );
+    assert_eq!(
+        d["libraryDiff"]["removed"],
+        json!([{"name": "pandas", "version": "2.1.0"}])
+    );
+    assert_eq!(
+        d["libraryDiff"]["changed"],
+        json!([{"name": "numpy", "from": "1.26.4", "to": "2.0.0"}])
+    );
+    let refused = t
+        .call(
+            "POST",
+            "/api/migrations",
+            Some(&t.admin),
+            Some(json!({"from": a_id, "to": b_id})),
+        )
+        .await;
+    assert_eq!(refused.status, 409);
+
+    // A third runtime everyone may use: migrate, check, roll back.
+    let c = t
+        .register(runtime_body("Python 3 Standard 11.0", &image))
+        .await;
+    let c_id = c["id"].as_str().unwrap().to_string();
+    let mig = t
+        .call(
+            "POST",
+            "/api/migrations",
+            Some(&t.admin),
+            Some(json!({"from": a_id, "to": c_id})),
+        )
+        .await;
+    assert_eq!(mig.status, 201, "{}", mig.text);
+    let mig_id = mig.body["migration"]["id"].as_str().unwrap().to_string();
+    let nbs = t
+        .call("GET", "/api/notebooks", Some(&t.admin), None)
+        .await
+        .body["notebooks"]
+        .clone();
+    assert!(
+        nbs.as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["runtimeId"] == c_id.as_str()),
+        "{nbs}"
+    );
+    // Now the old runtime can be deprecated and unregistered... after a rollback test.
+    let rb = t
+        .call(
+            "POST",
+            &format!("/api/migrations/{mig_id}/rollback"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(rb.status, 200, "{}", rb.text);
+    let nbs = t
+        .call("GET", "/api/notebooks", Some(&t.admin), None)
+        .await
+        .body["notebooks"]
+        .clone();
+    assert!(
+        nbs.as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["runtimeId"] == a_id.as_str()),
+        "{nbs}"
+    );
+    let again = t
+        .call(
+            "POST",
+            &format!("/api/migrations/{mig_id}/rollback"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 409);
+
+    // Move for good, deprecate and unregister the old runtime.
+    let mig = t
+        .call(
+            "POST",
+            "/api/migrations",
+            Some(&t.admin),
+            Some(json!({"from": a_id, "to": c_id})),
+        )
+        .await;
+    assert_eq!(mig.status, 201);
+    let dep = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{a_id}/deprecate"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(dep.body["notebookRuntime"]["deprecated"], true);
+    assert!(dep.body["notebookRuntime"]["deprecationDate"].is_i64());
+    let nb_on_dep = t
+        .call(
+            "POST",
+            "/api/notebooks",
+            Some(&ann),
+            Some(json!({"name": "z", "runtimeId": a_id})),
+        )
+        .await;
+    assert_eq!(nb_on_dep.status, 400);
+    let un = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{a_id}/unregister"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(un.status, 200, "{}", un.text);
+    assert_eq!(
+        t.call(
+            "GET",
+            &format!("/api/runtimes/{a_id}"),
+            Some(&t.admin),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+
+    // Tokens: a second token for ann works; it is stored hashed.
+    let tok = t
+        .call(
+            "POST",
+            "/api/users/ann/tokens",
+            Some(&ann),
+            Some(json!({"label": "laptop"})),
+        )
+        .await;
+    assert_eq!(tok.status, 201);
+    let second = tok.body["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.call("GET", "/api/me", Some(&second), None).await.body["name"],
+        "ann"
+    );
+    let stored: Vec<String> = t
+        .site
+        .db
+        .with(|c| {
+            let mut st = c.prepare("SELECT hash FROM tokens")?;
+            let rows = st.query_map([], |r| r.get(0))?.collect();
+            rows
+        })
+        .unwrap();
+    assert!(!stored.iter().any(|h| h == &second || h == &t.admin));
+    assert!(stored.contains(&nbrt_site::auth::hash_token(&second)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_factory_with_an_empty_store_says_what_is_missing() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let a = t
+        .call("POST", "/api/runtimes/restore", Some(&t.admin), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["missing"], json!(["jupyter:latest", "scipy:latest"]));
+    assert_eq!(runtime_count(&t).await, 0);
+}
+
+/// The stock stacks built by nbrt into a store (`nbrt_testkit::stock`): restore registers
+/// the ones that serve notebooks with their stacks' `[runtime]` limits and the libraries read
+/// from the images, and a second restore resets what an admin changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_factory_registers_the_stock_stacks() {
+    if !docker() {
+        return;
+    }
+    let Some(_store) = nbrt_testkit::stock::store() else {
+        return;
+    };
+    let t = start_site(|c| c.store = Some(nbrt_testkit::stock::store_dir())).await;
+    let custom = t.register(runtime_body("mine", &jupyter_image())).await;
+    let a = t
+        .call("POST", "/api/runtimes/restore", Some(&t.admin), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["missing"], json!([]), "{}", a.text);
+    assert_eq!(a.body["skipped"], json!([]), "{}", a.text);
+    let restored = a.body["restored"].as_array().unwrap();
+    let names: Vec<&str> = restored
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nbrt jupyter", "nbrt scipy"]);
+    let jupyter = &restored[0];
+    let scipy = &restored[1];
+    // stacks/jupyter/runtime.toml [runtime]: 2 CPUs, 4g, shared memory 1g.
+    assert_eq!(jupyter["maxCpu"], 2.0);
+    assert_eq!(
+        (&jupyter["maxMemory"], &jupyter["maxMemoryUnit"]),
+        (&json!(4.0), &json!("g"))
+    );
+    assert_eq!(
+        (&jupyter["maxSwapMemory"], &jupyter["maxSwapMemoryUnit"]),
+        (&json!(8.0), &json!("g"))
+    );
+    assert_eq!(
+        (&jupyter["sharedMemory"], &jupyter["sharedMemoryUnit"]),
+        (&json!(1.0), &json!("g"))
+    );
+    // stacks/scipy/runtime.toml: 2 CPUs, 8g, 2g.
+    assert_eq!(
+        (&scipy["maxMemory"], &scipy["sharedMemory"]),
+        (&json!(8.0), &json!(2.0))
+    );
+    for r in restored {
+        assert_eq!(r["builtin"], true);
+        assert_eq!(r["deprecated"], false);
+        assert!(r["libraryCount"].as_u64().unwrap() > 10, "{r}");
+    }
+    // The image IDs are the store's images, and the manifest lists what the image holds.
+    let store = nbrt_testkit::stock::store().unwrap();
+    let want = store
+        .resolve("jupyter:latest")
+        .unwrap()
+        .image
+        .id()
+        .to_string();
+    assert_eq!(jupyter["imageId"], want.as_str());
+    let jid = jupyter["id"].as_str().unwrap();
+    let libs = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{jid}/manifest"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    let libs = libs.body["libraries"].as_array().unwrap();
+    assert!(libs.iter().any(|l| l["name"] == "jupyterlab"), "{libs:?}");
+    let sid = scipy["id"].as_str().unwrap();
+    let libs = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{sid}/manifest"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert!(libs.body["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["name"] == "scipy"));
+
+    // An admin changes a factory runtime; restore puts it back, same ID.
+    let changed = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{jid}/update"),
+            Some(&t.admin),
+            Some(json!({"maxCpu": 0.5, "sharedMemory": 64, "sharedMemoryUnit": "m"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    let dep = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{jid}/deprecate"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(dep.status, 200, "{}", dep.text);
+    let again = t
+        .call("POST", "/api/runtimes/restore", Some(&t.admin), None)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    let j2 = &again.body["restored"][0];
+    assert_eq!(j2["id"], jid);
+    assert_eq!(j2["maxCpu"], 2.0);
+    assert_eq!(j2["sharedMemory"], 1.0);
+    assert_eq!(j2["sharedMemoryUnit"], "g");
+    assert_eq!(j2["deprecated"], false);
+    // Custom runtimes are left alone; three runtimes in all.
+    let mine = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{}", custom["id"].as_str().unwrap()),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["maxMemory"], 512.0);
+    assert_eq!(mine.body["builtin"], false);
+    assert_eq!(runtime_count(&t).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_router() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let doc = t.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let paths = doc.body["paths"].as_object().unwrap();
+    let mut n = 0;
+    for (path, ops) in paths {
+        for (method, _) in ops.as_object().unwrap() {
+            n += 1;
+            let concrete = path
+                .replace("{id}", "no-such-id")
+                .replace("{name}", "no-such-user");
+            let a = t
+                .call(&method.to_uppercase(), &concrete, Some(&t.admin), None)
+                .await;
+            assert_ne!(
+                a.status, 405,
+                "{method} {path} is documented but not routed"
+            );
+            assert_ne!(
+                a.body["route"], false,
+                "{method} {path} is documented but not routed: {}",
+                a.text
+            );
+        }
+    }
+    assert_eq!(n, nbrt_site::openapi::OPERATIONS.len());
+    // And the other way: an undocumented path is the router's 404.
+    let a = t.call("GET", "/api/nothing", Some(&t.admin), None).await;
+    assert_eq!((a.status, &a.body["route"]), (404, &json!(false)));
+}

@@ -1,0 +1,260 @@
+//! The web UI in a real browser (Debian chromium driven through chromedriver): log in,
+//! register a runtime (bad values first: the form names the field, both for what it checks
+//! itself and for what only the server knows, and nothing is stored), look a library up in
+//! the manifest viewer, start a session, and see JupyterLab load through the site's proxy.
+//! Screenshots are kept in target/test-artifacts/.
+
+mod common;
+
+use std::panic::AssertUnwindSafe;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use serde_json::json;
+
+/// chromedriver, killed (with the browsers it started) when the test ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn artifacts() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("creating target/test-artifacts");
+    dir
+}
+
+/// Upper bound for any one wait in the browser; the site's own start timeout ends a session
+/// that never answers long before this.
+const WAIT: Duration = Duration::from_secs(300);
+
+async fn screenshot(c: &Client, name: &str) -> Vec<u8> {
+    let png = c.screenshot().await.expect("a screenshot");
+    std::fs::write(artifacts().join(name), &png).expect("writing the screenshot");
+    png
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+async fn fill(c: &Client, id: &str, value: &str) {
+    let el = c
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"));
+    el.clear().await.unwrap();
+    el.send_keys(value).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
+    match c.wait().at_most(WAIT).for_element(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let name = format!(
+                "site-waiting-{}.png",
+                css.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+            );
+            screenshot(c, &name).await;
+            panic!("waiting for {css}: {e} (screenshot {name})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_registers_a_runtime_and_opens_jupyterlab() {
+    if !nbrt_testkit::require_docker()
+        || !nbrt_testkit::require("chromium", &["--version"], "chromium")
+        || !nbrt_testkit::require("chromedriver", &["--version"], "chromium-driver")
+    {
+        return;
+    }
+    let image = jupyter_image();
+    let t = start_site(|_| {}).await;
+    let port = nbrt_testkit::free_port();
+    let _driver = Driver(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver"),
+    );
+    let webdriver = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{webdriver}/status")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let caps = json!({"goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 format!("--user-data-dir={}", profile.path().display())]}});
+    let caps = caps.as_object().expect("an object").clone();
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&webdriver)
+        .await
+        .expect("a chromium session through chromedriver");
+    // Close the browser whatever happens, then report.
+    let result = AssertUnwindSafe(drive(&c, &t, &image)).catch_unwind().await;
+    let _ = c.clone().close().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn drive(c: &Client, t: &TestSite, image: &str) {
+    // Log in with the admin token.
+    c.goto(&t.base).await.unwrap();
+    wait_for(c, "#login-token")
+        .await
+        .send_keys(&t.admin)
+        .await
+        .unwrap();
+    click(c, "#login-submit").await;
+    wait_for(c, "#nav:not([hidden])").await;
+    let who = text(c, "#who").await;
+    assert!(who.starts_with("admin"), "{who}");
+
+    // Register. First a zero memory: the form's own check names the field, nothing is sent.
+    fill(c, "r-name", "Python (browser)").await;
+    fill(c, "r-imageId", image).await;
+    fill(c, "r-maxCpu", "1").await;
+    fill(c, "r-maxMemory", "0").await;
+    click(c, "#register-submit").await;
+    wait_for(c, "#register-error:not(:empty)").await;
+    let msg = text(c, "#register-error").await;
+    assert!(msg.contains("maxMemory"), "{msg}");
+    let by_field = text(c, ".field-error[data-for='maxMemory']").await;
+    assert!(by_field.contains("greater than zero"), "{by_field}");
+    let class = c
+        .find(Locator::Id("r-maxMemory"))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap();
+    assert_eq!(class.as_deref(), Some("invalid"));
+    let listed = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(listed.body["runtimes"], json!([]));
+    screenshot(c, "site-register-invalid.png").await;
+
+    // Then an image the engine does not have: only the server knows, and its answer lands
+    // next to the image field.
+    fill(c, "r-maxMemory", "1").await;
+    fill(c, "r-imageId", &format!("sha256:{}", "0".repeat(64))).await;
+    click(c, "#register-submit").await;
+    let slot = wait_for(c, ".field-error[data-for='imageId']:not(:empty)").await;
+    let by_field = slot.text().await.unwrap();
+    assert!(by_field.contains("no image"), "{by_field}");
+    let msg = text(c, "#register-error").await;
+    assert!(msg.contains("imageId"), "{msg}");
+    assert_eq!(
+        text(c, ".field-error[data-for='maxMemory']").await,
+        "",
+        "the fixed field's error is gone"
+    );
+    let listed = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(listed.body["runtimes"], json!([]));
+
+    // The real image, with an uploaded manifest.
+    let manifest = t.dir.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        json!([{"name": "numpy", "version": "2.1.0", "channel": "conda-forge"},
+               {"name": "pandas", "version": "2.2.3", "channel": "conda-forge"},
+               {"name": "scipy", "version": "1.14.1", "channel": "conda-forge"}])
+        .to_string(),
+    )
+    .unwrap();
+    fill(c, "r-imageId", image).await;
+    c.find(Locator::Id("r-manifest"))
+        .await
+        .unwrap()
+        .send_keys(&manifest.display().to_string())
+        .await
+        .unwrap();
+    click(c, "#register-submit").await;
+    let row = wait_for(c, "tr[data-name='Python (browser)']").await;
+    let listed = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    let rt = &listed.body["runtimes"][0];
+    assert_eq!(rt["maxMemory"], 1.0);
+    assert_eq!(rt["maxMemoryUnit"], "g");
+    assert_eq!(rt["maxSwapMemory"], 2.0, "twice the memory by default");
+    assert_eq!(rt["libraryCount"], 3);
+
+    // The manifest viewer finds a library.
+    wait_for(c, "#manifest-table tbody tr").await;
+    fill(c, "manifest-search", "pand").await;
+    assert_eq!(text(c, "#manifest-count").await, "1 of 3");
+    assert!(text(c, "#manifest-table tbody").await.contains("2.2.3"));
+    screenshot(c, "site-runtimes.png").await;
+
+    // Start a session from the runtime's row; the sessions page shows it ready.
+    row.find(Locator::Css("button.start"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let open = match c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("a.open"))
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            screenshot(c, "site-sessions-failed.png").await;
+            let s = t
+                .call("GET", "/api/sessions?all=true", Some(&t.admin), None)
+                .await;
+            panic!("no ready session in the UI ({e}); sessions: {}", s.text);
+        }
+    };
+    let href = open.attr("href").await.unwrap().expect("the open link");
+    screenshot(c, "site-sessions.png").await;
+
+    // JupyterLab through the proxy (cookie login; the proxy sends the session's token).
+    let url = if href.starts_with("http") {
+        href
+    } else {
+        format!("{}{href}", t.base)
+    };
+    assert!(url.contains("/user/admin/"), "{url}");
+    c.goto(&url).await.unwrap();
+    wait_for(c, "#jp-main-dock-panel").await;
+    // The launcher appears once Lab has talked to the server (kernelspecs through the proxy).
+    wait_for(c, ".jp-Launcher").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let png = screenshot(c, "site-jupyterlab.png").await;
+    assert!(png.len() > 10_000, "a real screenshot");
+    let title = c.title().await.unwrap();
+    assert!(title.contains("JupyterLab"), "{title}");
+}
