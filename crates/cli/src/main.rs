@@ -3,7 +3,10 @@
 
 mod build;
 mod images;
+mod inspect;
+mod kernelspec;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,10 +54,24 @@ enum Command {
     Build(build::BuildArgs),
     /// Print a stack's runtime graph as a Mermaid flowchart
     Graph(build::GraphArgs),
+    /// Move a runtime's own layers onto a new base: layers that do not depend on the base are
+    /// reused as they are, steps that do (pip, conda, apt, run, user) are rebuilt
+    Rebase(build::RebaseArgs),
     /// Push an image to a registry
     Push(images::PushArgs),
     /// Pull an image from a registry into the store
     Pull(images::PullArgs),
+    /// List the packages in an image (conda, Python, Debian) without running it
+    Manifest(inspect::ManifestArgs),
+    /// What changes between two images: packages, files, config
+    Diff(inspect::DiffArgs),
+    /// Check an image against a platform's contract (non-zero exit when a check fails)
+    Check(inspect::CheckArgs),
+    /// Write a Gateway Provisioners kernel spec (kernel.json and launch script) for a kernel
+    /// image: docker-provisioner or kubernetes-provisioner
+    Kernelspec(Box<kernelspec::KernelspecArgs>),
+    /// Run the site: runtimes with limits, notebooks, sessions on the Docker engine, web UI
+    Serve(serve::ServeArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -100,8 +117,14 @@ fn main() -> ExitCode {
             Command::Load(a) => images::load(&ctx, a).await,
             Command::Build(a) => build::build(&ctx, a),
             Command::Graph(a) => build::graph(&ctx, a),
+            Command::Rebase(a) => build::rebase(&ctx, a),
             Command::Push(a) => images::push(&ctx, a).await,
             Command::Pull(a) => images::pull(&ctx, a).await,
+            Command::Manifest(a) => inspect::manifest(&ctx, a),
+            Command::Diff(a) => inspect::diff(&ctx, a),
+            Command::Check(a) => inspect::check(&ctx, a).await,
+            Command::Kernelspec(a) => kernelspec::kernelspec(&ctx, *a).await,
+            Command::Serve(a) => serve::serve(&ctx, a).await,
         }
     });
     match result {

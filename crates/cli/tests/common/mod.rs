@@ -1,0 +1,27 @@
+//! Running the nbrt binary from the CLI's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `nbrt --store STORE ARGS…`, with the static nbrt-init that stock images carry.
+pub fn nbrt(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env("NBRT_INIT_BIN", nbrt_testkit::static_nbrt_init())
+        .output()
+        .expect("running nbrt")
+}
+
+/// The command's stdout; panics with its output when it failed.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,411 @@
+//! The stock stacks (`stacks/`): built by `nbrt build` without a Docker daemon, then run in
+//! Docker the way users meet them — JupyterLab answering, a kernel running numpy — and
+//! extended the way seed 000 extends an ArcGIS runtime.
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nbrt_testkit::conda_pkg::Pkg;
+use nbrt_testkit::jupyter::Jupyter;
+use serde_json::Value;
+
+mod common;
+use common::{nbrt, ok};
+
+fn stacks_dir() -> PathBuf {
+    nbrt_testkit::repo_dir().join("stacks")
+}
+
+fn can_build() -> bool {
+    nbrt_testkit::require("mmdebstrap", &["--version"], "mmdebstrap")
+        && nbrt_testkit::require("runc", &["--version"], "runc")
+        && rustix::process::geteuid().is_root()
+}
+
+/// The stock stacks built once per test process into a fresh store, with `DOCKER_HOST`
+/// pointing at a socket that records any connection: a build must never reach a daemon.
+struct Built {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    reports: Value,
+}
+
+fn built() -> Option<&'static Built> {
+    static BUILT: OnceLock<Option<Built>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if !can_build() {
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let socket = dir.path().join("docker.sock");
+            let trap = UnixListener::bind(&socket).unwrap();
+            trap.set_nonblocking(true).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+                .arg("--store")
+                .arg(&store)
+                .args(["build", "--json"])
+                .arg(stacks_dir())
+                .env("NBRT_INIT_BIN", nbrt_testkit::static_nbrt_init())
+                .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+                .output()
+                .unwrap();
+            let stdout = ok(out, "nbrt build stacks/");
+            assert!(
+                trap.accept().is_err(),
+                "nbrt build connected to DOCKER_HOST: builds must not need a Docker daemon"
+            );
+            let reports: Value = serde_json::from_str(&stdout).unwrap();
+            Some(Built {
+                _dir: dir,
+                store,
+                reports,
+            })
+        })
+        .as_ref()
+}
+
+fn report<'a>(reports: &'a Value, name: &str) -> &'a Value {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no report for {name} in {reports}"))
+}
+
+/// A container of `image` publishing 8888 on a free port; removed when dropped.
+struct Container(String);
+
+impl Container {
+    fn run(image: &str, args: &[&str]) -> (Container, u16) {
+        let port = nbrt_testkit::free_port();
+        let name = format!("nbrt-stacks-test-{}-{port}", std::process::id());
+        let publish = format!("127.0.0.1:{port}:8888");
+        let out = Command::new("docker")
+            .args(["run", "-d", "--name", &name, "-p", &publish])
+            .args(args)
+            .arg(image)
+            .output()
+            .unwrap();
+        ok(out, "docker run");
+        (Container(name), port)
+    }
+
+    fn exec(&self, cmd: &[&str]) -> String {
+        ok(
+            Command::new("docker")
+                .args(["exec", &self.0])
+                .args(cmd)
+                .output()
+                .unwrap(),
+            "docker exec",
+        )
+    }
+
+    fn logs(&self) -> String {
+        let out = Command::new("docker")
+            .args(["logs", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+/// `nbrt load` an image of `store` into Docker under a name unique to this test run.
+fn load(store: &Path, image: &str) -> String {
+    let name = format!("nbrt-test/{image}:{}", std::process::id());
+    ok(
+        nbrt(store, &["tag", &format!("{image}:latest"), &name]),
+        "nbrt tag",
+    );
+    ok(nbrt(store, &["load", &name]), "nbrt load");
+    name
+}
+
+#[test]
+fn stock_stacks_build_without_docker_and_scipy_runs_a_kernel() {
+    let Some(b) = built() else { return };
+    let names: Vec<&str> = b
+        .reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    // Parents first; other stock runtimes on base (kernel images) may come between.
+    let notebook: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| ["base", "jupyter", "scipy"].contains(n))
+        .collect();
+    assert_eq!(notebook, ["base", "jupyter", "scipy"], "parents first");
+    assert_eq!(names.first(), Some(&"base"), "parents first: {names:?}");
+    if !nbrt_testkit::require_docker() {
+        return;
+    }
+    let image = load(&b.store, "scipy");
+    let token = "nbrt-stacks-test";
+    let (c, port) = Container::run(&image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
+    let jupyter = Jupyter::new(port, token);
+    if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
+        panic!("{e}\ncontainer log:\n{}", c.logs());
+    }
+    let kernel = jupyter.start_kernel().unwrap();
+    let run = jupyter
+        .execute(
+            &kernel,
+            "import numpy, pandas; print(numpy.__version__)",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(run.error, None, "{run:?}");
+    let in_image = c.exec(&["python", "-c", "import numpy; print(numpy.__version__)"]);
+    assert_eq!(run.stdout.trim(), in_image.trim());
+    assert!(run.stdout.trim().starts_with('2'), "numpy 2: {run:?}");
+
+    // The docker-stacks layout the stacks promise.
+    assert_eq!(
+        c.exec(&["id"]).trim(),
+        "uid=1000(jovyan) gid=100(users) groups=100(users)"
+    );
+    let owners = c.exec(&["stat", "-c", "%U:%G %a", "/opt/conda", "/home/jovyan"]);
+    assert_eq!(owners, "jovyan:users 2775\njovyan:users 2775\n");
+    assert_eq!(
+        c.exec(&[
+            "sh",
+            "-c",
+            "echo $CONDA_DIR; command -v python; command -v jupyter"
+        ]),
+        "/opt/conda\n/opt/conda/bin/python\n/opt/conda/bin/jupyter\n"
+    );
+    let config = c.exec(&["cat", "/proc/1/cmdline"]);
+    assert!(config.starts_with("/usr/local/bin/nbrt-init"), "{config:?}");
+}
+
+#[test]
+fn rebuild_with_nothing_changed_takes_every_step_from_the_cache() {
+    let Some(b) = built() else { return };
+    let started = Instant::now();
+    let out = ok(
+        nbrt(
+            &b.store,
+            &["build", "--json", stacks_dir().to_str().unwrap()],
+        ),
+        "second nbrt build",
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let again: Value = serde_json::from_str(&out).unwrap();
+    for name in ["base", "jupyter", "scipy"] {
+        let (first, second) = (report(&b.reports, name), report(&again, name));
+        assert_eq!(first["digest"], second["digest"], "{name}: same image");
+        let steps = second["steps"].as_array().unwrap();
+        assert!(!steps.is_empty());
+        assert!(
+            steps.iter().all(|s| s["cached"] == true),
+            "{name}: every step from the cache: {second}"
+        );
+    }
+    // Speed is the benchmark's business (bench/); this shows the figure in the test log.
+    eprintln!("cached rebuild of stacks/ (3 runtimes, whole nbrt process): {seconds:.3} s");
+}
+
+#[test]
+fn seed_000_extension_adds_a_pip_package_and_an_offline_conda_package() {
+    let Some(b) = built() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = tmp.path().join("site-runtimes");
+    let dir = stack.join("jupyter-graphviz");
+    // ArcGIS's example installs the `arcgis_dl_backbones` package file offline.
+    let pkg = Pkg::new("arcgis_dl_backbones", "1.0")
+        .file(
+            "share/arcgis_dl_backbones/README",
+            "backbone weights go here\n",
+        )
+        .file("share/arcgis_dl_backbones/version", "1.0\n");
+    pkg.tar_bz2(&dir.join("pkgs"));
+    std::fs::write(
+        dir.join("runtime.toml"),
+        r#"name = "jupyter-graphviz"
+description = "Seed 000: the jupyter runtime extended with graphviz and an offline package"
+from = "jupyter"
+
+[conda]
+files = ["pkgs/arcgis_dl_backbones-1.0-h0_0.tar.bz2"]
+
+[pip]
+packages = ["graphviz"]
+
+[runtime]
+max-cpu = 2.0
+max-memory = "4g"
+shared-memory = "1g"
+"#,
+    )
+    .unwrap();
+    ok(
+        nbrt(&b.store, &["build", stack.to_str().unwrap()]),
+        "nbrt build of the extension",
+    );
+    let inspect: Value = serde_json::from_str(&ok(
+        nbrt(&b.store, &["inspect", "--json", "jupyter-graphviz:latest"]),
+        "nbrt inspect",
+    ))
+    .unwrap();
+    let jupyter: Value = serde_json::from_str(&ok(
+        nbrt(&b.store, &["inspect", "--json", "jupyter:latest"]),
+        "nbrt inspect",
+    ))
+    .unwrap();
+    let layers = |v: &Value| v["layers"].as_array().unwrap().len();
+    assert_eq!(
+        layers(&inspect),
+        layers(&jupyter) + 2,
+        "one conda and one pip layer on top of jupyter's"
+    );
+    if !nbrt_testkit::require_docker() {
+        return;
+    }
+    let image = load(&b.store, "jupyter-graphviz");
+    let out = Command::new("docker")
+        .args(["run", "--rm", &image, "sh", "-c"])
+        .arg(
+            "python -c 'import graphviz; print(graphviz.__name__)' && \
+             cat /opt/conda/share/arcgis_dl_backbones/version && \
+             ls /opt/conda/conda-meta/ && stat -c %U /opt/conda/share/arcgis_dl_backbones",
+        )
+        .output()
+        .unwrap();
+    let text = ok(out, "docker run of the extension");
+    assert_eq!(
+        text,
+        "graphviz\n1.0\narcgis_dl_backbones-1.0-h0_0.json\njovyan\n"
+    );
+}
+
+/// Everything under the store that says what it holds: names, blobs, cache entries.
+fn store_listing(store: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["index.json", "blobs", "refs"] {
+        let p = store.join(sub);
+        if p.is_file() {
+            out.push(format!("{sub} {}", std::fs::read_to_string(&p).unwrap()));
+        }
+        if p.is_dir() {
+            for e in walk(&p) {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn broken_runtime_files_name_file_and_line_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // A store with something in it, so "unchanged" means more than "still empty".
+    let rootfs = tmp.path().join("tiny.tar");
+    {
+        let mut t = tar::Builder::new(std::fs::File::create(&rootfs).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        t.append_data(&mut h, "etc/hello", &b"hi\n"[..]).unwrap();
+        t.finish().unwrap();
+    }
+    ok(
+        nbrt(
+            &store,
+            &["import", rootfs.to_str().unwrap(), "--tag", "tiny:1"],
+        ),
+        "nbrt import",
+    );
+    let before = store_listing(&store);
+
+    // (what, files of the stack, expected text in the error)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "an unknown key",
+            &[(
+                "a/runtime.toml",
+                "name = \"a\"\nfrom = \"tiny:1\"\n\n[pip]\npackages = [\"x\"]\npackage = [\"y\"]\n",
+            )],
+            "a/runtime.toml:6",
+        ),
+        (
+            "a bad version specifier",
+            &[(
+                "a/runtime.toml",
+                "name = \"a\"\nfrom = \"tiny:1\"\n[pip]\npackages = [\n  \"numpy\",\n  \"pandas>>=2\",\n]\n",
+            )],
+            "a/runtime.toml:6",
+        ),
+        (
+            "a missing parent",
+            &[(
+                "a/runtime.toml",
+                "name = \"a\"\nfrom = \"./no-such-base.tar\"\n",
+            )],
+            "a/runtime.toml:2",
+        ),
+        (
+            "a cycle",
+            &[
+                ("a/runtime.toml", "name = \"a\"\nfrom = \"b\"\n"),
+                ("b/runtime.toml", "name = \"b\"\n\nfrom = \"a\"\n"),
+            ],
+            "cycle",
+        ),
+        (
+            "a files source outside the stack",
+            &[(
+                "a/runtime.toml",
+                "name = \"a\"\nfrom = \"tiny:1\"\n\n[[files]]\nsource = \"../../outside.txt\"\ndestination = \"/etc/x\"\n",
+            )],
+            "a/runtime.toml:4",
+        ),
+    ];
+    std::fs::write(tmp.path().join("outside.txt"), "secret").unwrap();
+    for (what, files, expect) in cases {
+        let stack = tempfile::tempdir_in(tmp.path()).unwrap();
+        for (rel, text) in *files {
+            let p = stack.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+        }
+        let out = nbrt(&store, &["build", stack.path().to_str().unwrap()]);
+        assert!(!out.status.success(), "{what}: the build must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{what}: expected {expect:?} in: {err}"
+        );
+        assert_eq!(store_listing(&store), before, "{what}: the store changed");
+    }
+}
