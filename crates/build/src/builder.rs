@@ -25,7 +25,7 @@ use crate::stack::{Parent, Stack};
 use crate::steps;
 
 /// Bumped when a step's output for the same inputs changes.
-const CACHE_VERSION: &str = "nbrt-build/1";
+const CACHE_VERSION: &str = "nbrt-build/2";
 const CACHE_KIND: &str = "build-cache";
 
 #[derive(Debug, Clone, Default)]
@@ -395,7 +395,10 @@ pub(crate) fn build_runtime(
                     .rev()
                     .map(|(l, d)| snapshots.ensure(store, l, d))
                     .collect::<Result<_>>()?;
-                let info = run_step(store, rt, &step, pins.as_ref(), &env, &lowers, log)?;
+                let (info, lock) = run_step(store, rt, &step, pins.as_ref(), &env, &lowers, log)?;
+                if let Some(lock) = &lock {
+                    crate::lock::record(store, &key, lock)?;
+                }
                 let entry = CachedStep {
                     layer: info.descriptor(),
                     diff_id: info.diff_id.clone(),
@@ -506,7 +509,7 @@ fn run_step(
     env: &[String],
     lowers: &[PathBuf],
     log: &mut dyn Write,
-) -> Result<LayerInfo> {
+) -> Result<(LayerInfo, Option<StepLock>)> {
     let scratch = tempfile::Builder::new()
         .prefix("nbrt-step-")
         .tempdir_in(store.root().join("tmp"))
@@ -559,7 +562,7 @@ fn run_step(
                 Compression::Gzip,
                 &Progress::hidden().spinner("bootstrap"),
             )?;
-            Ok(info)
+            Ok((info, None))
         }
         Step::Apt(a) => {
             let script = format!(
@@ -567,29 +570,35 @@ fn run_step(
                  apt-get install -y -qq --no-install-recommends {}; apt-get clean; rm -rf /var/lib/apt/lists/*",
                 crate::lock::deb_args(pins, &a.packages).join(" ")
             );
-            sandboxed(
-                vec!["/bin/sh".into(), "-c".into(), script],
-                "root",
-                true,
-                log,
-            )
+            Ok((
+                sandboxed(
+                    vec!["/bin/sh".into(), "-c".into(), script],
+                    "root",
+                    true,
+                    log,
+                )?,
+                None,
+            ))
         }
-        Step::Run(r) => sandboxed(
-            vec!["/bin/sh".into(), "-c".into(), r.command.clone()],
-            &r.user,
-            r.network,
-            log,
-        ),
+        Step::Run(r) => Ok((
+            sandboxed(
+                vec!["/bin/sh".into(), "-c".into(), r.command.clone()],
+                &r.user,
+                r.network,
+                log,
+            )?,
+            None,
+        )),
         Step::User(u) => {
             steps::user::apply(&MergedView::new(lowers.to_vec()), u, &staging)?;
-            dir_layer(store, &staging, false)
+            Ok((dir_layer(store, &staging, false)?, None))
         }
         Step::Files { files } => {
             let view = MergedView::new(lowers.to_vec());
             for f in files {
                 copy_file_spec(rt, f, &view, &staging)?;
             }
-            dir_layer(store, &staging, false)
+            Ok((dir_layer(store, &staging, false)?, None))
         }
         Step::Pip(p) => {
             let view = MergedView::new(lowers.to_vec());
@@ -597,11 +606,49 @@ fn run_step(
                 Some(StepLock::Pip(w)) => Some(w.clone()),
                 _ => None,
             };
+            let unlocked = locked.is_none();
             let req = pip_request(rt, p, locked);
             let out =
                 steps::pip::install(&view, &req, &staging, &store.root().join("cache/uv"), log)?;
+            let started = Instant::now();
+            let compiled = steps::bytecode::compile(
+                lowers,
+                &staging,
+                &p.prefix,
+                out.python,
+                &store.root().join("cache/bytecode"),
+                scratch.path(),
+                log,
+            )?;
+            tracing::debug!(
+                ?compiled,
+                seconds = started.elapsed().as_secs_f64(),
+                "bytecode"
+            );
             finish_env_staging(&view, &p.prefix, &staging, &out.whiteouts)?;
-            dir_layer(store, &staging, true)
+            // The lock is read off the staging tree while the layer is written from it (both
+            // only read it): no snapshot to unpack later, and uv's wheel lookup runs meanwhile.
+            let (layer, lock) = std::thread::scope(|s| {
+                let lock = unlocked.then(|| {
+                    s.spawn(|| {
+                        crate::lock::pip_lock(
+                            store,
+                            rt,
+                            p,
+                            &MergedView::new(vec![staging.clone()]),
+                            out.python,
+                        )
+                    })
+                });
+                let layer = dir_layer(store, &staging, true);
+                let lock = lock.map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(step_err("pip", "reading the lock panicked")))
+                });
+                (layer, lock)
+            });
+            let (layer, lock) = (layer?, lock.transpose()?);
+            Ok((layer, lock))
         }
         Step::Conda(c) => {
             let view = MergedView::new(lowers.to_vec());
@@ -644,7 +691,7 @@ fn run_step(
             let out =
                 block_on(|| steps::conda::install(&installed, python, &req, &staging, &cache))??;
             finish_env_staging(&view, &c.prefix, &staging, &out.whiteouts)?;
-            dir_layer(store, &staging, true)
+            Ok((dir_layer(store, &staging, true)?, None))
         }
     }
 }
@@ -700,6 +747,51 @@ fn finish_env_staging(
     Ok(())
 }
 
+/// The directories above `rel` that the image already has get their owner, mode and time
+/// from the image: the layer carries entries for them, which would otherwise hand, say,
+/// jovyan's `/opt/conda` to root. Directories the step creates take the owner and mode of
+/// the directory they are made in (jovyan's setgid tree stays jovyan's).
+fn mirror_parents(view: &MergedView, staging: &Path, rel: &str) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let mut path = String::new();
+    let mut above: Option<(u32, u32, u32)> = None;
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(part);
+        let dir = staging.join(&path);
+        let Some(meta) = view.symlink_metadata(&path)?.filter(|m| m.is_dir()) else {
+            if let Some((uid, gid, mode)) = above {
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                    .io_context(|| format!("setting the owner of {}", dir.display()))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+                    .io_context(|| format!("setting the mode of {}", dir.display()))?;
+            }
+            continue;
+        };
+        above = Some((meta.uid(), meta.gid(), meta.mode() & 0o7777));
+        std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid()))
+            .io_context(|| format!("setting the owner of {}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .io_context(|| format!("setting the mode of {}", dir.display()))?;
+        let time = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: meta.atime(),
+                tv_nsec: meta.atime_nsec() as _,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: meta.mtime(),
+                tv_nsec: meta.mtime_nsec() as _,
+            },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &dir, &time, rustix::fs::AtFlags::empty())
+            .map_err(|e| step_err("files", format!("{}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 fn copy_file_spec(rt: &RuntimeFile, f: &FileSpec, view: &MergedView, staging: &Path) -> Result<()> {
     let src = file_source(rt, f)?;
     let mut dest_rel = f.destination.trim_start_matches('/').to_string();
@@ -710,6 +802,9 @@ fn copy_file_spec(rt: &RuntimeFile, f: &FileSpec, view: &MergedView, staging: &P
             .unwrap_or_default();
         dest_rel = format!("{}{name}", dest_rel);
     }
+    // Through the image's symlinks (`/bin` → `usr/bin`): a directory in the layer would
+    // replace the link.
+    let dest_rel = view.resolve_lenient(&dest_rel)?;
     let dest = staging.join(&dest_rel);
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).io_context(|| format!("creating {}", parent.display()))?;
@@ -739,5 +834,6 @@ fn copy_file_spec(rt: &RuntimeFile, f: &FileSpec, view: &MergedView, staging: &P
         None => (0, 0),
     };
     steps::user::own_tree(&dest, uid, gid, false)?;
-    Ok(())
+    // Last, so that creating the file does not change its directory's time again.
+    mirror_parents(view, staging, &dest_rel)
 }

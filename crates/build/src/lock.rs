@@ -327,50 +327,67 @@ pub fn step_lock(
         }
         Step::Conda(c) => StepLock::Conda(conda_packages(&after, &c.prefix)?),
         Step::Pip(p) => {
-            let view = MergedView::new(vec![own]);
             let python = pip::python_version(&after, &p.prefix)?;
-            let site = format!(
-                "{}/lib/python{}.{}/site-packages",
-                p.prefix.trim_matches('/'),
-                python.0,
-                python.1
-            );
-            let mut pins = Vec::new();
-            // The tags of the wheel each distribution was installed from, to pin that one.
-            let mut tags = std::collections::BTreeMap::new();
-            if view.exists(&site) {
-                for dir in view.read_dir(&site)? {
-                    let is_dir = view
-                        .symlink_metadata(&format!("{site}/{dir}"))?
-                        .is_some_and(|m| m.is_dir());
-                    if let (true, Some((name, version))) = (is_dir, pip::dist_info_name(&dir)) {
-                        if let Some(wheel) = view.read(&format!("{site}/{dir}/WHEEL"))? {
-                            tags.insert(name.clone(), pip::wheel_file_tags(&wheel));
-                        }
-                        pins.push(LockedWheel {
-                            name,
-                            version,
-                            url: None,
-                            sha256: None,
-                        });
-                    }
-                }
-            }
-            pins.sort();
-            let req = crate::builder::pip_request(rt, p, None);
-            StepLock::Pip(pip::wheel_artifacts(
-                python,
-                &req,
-                &pins,
-                &tags,
-                &store.root().join("cache/uv"),
-            )?)
+            pip_lock(store, rt, p, &MergedView::new(vec![own]), python)?
         }
         _ => return Ok(None),
     };
-    let payload = serde_json::to_value(&found).map_err(|e| lock_err(e.to_string()))?;
-    store.put_ref(LOCK_KIND, key, &[], &payload)?;
+    record(store, key, &found)?;
     Ok(Some(found))
+}
+
+/// Remember what the step with cache key `key` installed, for [`step_lock`].
+pub(crate) fn record(store: &Store, key: &str, lock: &StepLock) -> Result<()> {
+    let payload = serde_json::to_value(lock).map_err(|e| lock_err(e.to_string()))?;
+    store.put_ref(LOCK_KIND, key, &[], &payload)?;
+    Ok(())
+}
+
+/// The pins of a pip step from its own layer's tree (`own`: the layer alone, a snapshot or
+/// the step's staging tree): every distribution there, with the wheel it came from.
+pub(crate) fn pip_lock(
+    store: &Store,
+    rt: &RuntimeFile,
+    p: &crate::runtime_file::Pip,
+    own: &MergedView,
+    python: (u64, u64),
+) -> Result<StepLock> {
+    let site = format!(
+        "{}/lib/python{}.{}/site-packages",
+        p.prefix.trim_matches('/'),
+        python.0,
+        python.1
+    );
+    let mut pins = Vec::new();
+    // The tags of the wheel each distribution was installed from, to pin that one.
+    let mut tags = std::collections::BTreeMap::new();
+    if own.exists(&site) {
+        for dir in own.read_dir(&site)? {
+            let is_dir = own
+                .symlink_metadata(&format!("{site}/{dir}"))?
+                .is_some_and(|m| m.is_dir());
+            if let (true, Some((name, version))) = (is_dir, pip::dist_info_name(&dir)) {
+                if let Some(wheel) = own.read(&format!("{site}/{dir}/WHEEL"))? {
+                    tags.insert(name.clone(), pip::wheel_file_tags(&wheel));
+                }
+                pins.push(LockedWheel {
+                    name,
+                    version,
+                    url: None,
+                    sha256: None,
+                });
+            }
+        }
+    }
+    pins.sort();
+    let req = crate::builder::pip_request(rt, p, None);
+    Ok(StepLock::Pip(pip::wheel_artifacts(
+        python,
+        &req,
+        &pins,
+        &tags,
+        &store.root().join("cache/uv"),
+    )?))
 }
 
 /// The packages an apt or bootstrap step asks for: the lock's `name=version` pins in a

@@ -46,8 +46,10 @@ user = "1000"
     );
     write(
         &stack.join("child/runtime.toml"),
-        "name = \"child\"\nfrom = \"base\"\n[[run]]\ncommand = \"id -u > /opt/conda/who\"\nuser = \"jovyan\"\n",
+        "name = \"child\"\nfrom = \"base\"\n[[run]]\ncommand = \"id -u > /opt/conda/who\"\nuser = \"jovyan\"\n\
+         [[files]]\nsource = \"note.txt\"\ndestination = \"/opt/conda/etc/extra/note.txt\"\n",
     );
+    write(&stack.join("child/note.txt"), "a note\n");
     let store = Store::open(tmp.path().join("store")).unwrap();
     let build = |log: &mut Vec<u8>| {
         let s = Stack::load(&stack, &store).unwrap();
@@ -78,6 +80,12 @@ user = "1000"
     })
     .unwrap();
     assert_eq!(seen["etc/built-by-nbrt"].2, "built\n");
+    // A file under jovyan's environment leaves it jovyan's, and the directories made for it
+    // are jovyan's too.
+    for dir in ["opt/conda", "opt/conda/etc", "opt/conda/etc/extra"] {
+        assert_eq!(seen[dir].0, 1000, "{dir}: {:?}", seen[dir]);
+    }
+    assert_eq!(seen["opt/conda/etc/extra/note.txt"].2, "a note\n");
     assert_eq!(seen["opt/conda/who"].2, "1000\n");
     assert_eq!(seen["usr/local/bin/hello.sh"].1, 0o755);
     assert_eq!(seen["home/jovyan"].0, 1000);

@@ -349,8 +349,14 @@ pub struct GcArgs {
 pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
     let store = ctx.store()?;
     let report = store.gc()?;
+    let snapshots = prune_snapshots(&store)?;
     if a.json {
-        return json(&report);
+        return json(&serde_json::json!({
+            "blobs_removed": report.blobs_removed,
+            "bytes_freed": report.bytes_freed,
+            "blobs_kept": report.blobs_kept,
+            "snapshots": snapshots,
+        }));
     }
     println!(
         "removed {} blobs ({}), kept {}",
@@ -358,7 +364,33 @@ pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
         human_size(report.bytes_freed),
         report.blobs_kept
     );
+    if let Some(s) = snapshots {
+        println!(
+            "removed {} unpacked layers of the builder, kept {}",
+            s.removed, s.kept
+        );
+    }
     Ok(())
+}
+
+/// The builder's unpacked layers (`snapshots/`) of layers no image in the store has any
+/// more. `None` when there are none, or when a build is using them (said on stderr).
+fn prune_snapshots(store: &Store) -> Result<Option<nbrt_build::snapshot::PruneReport>> {
+    if !store.root().join("snapshots").is_dir() {
+        return Ok(None);
+    }
+    let mut live = std::collections::HashSet::new();
+    for stored in store.list()? {
+        live.extend(stored.image.diff_ids().iter().cloned());
+    }
+    let snapshots = nbrt_build::snapshot::Snapshots::open(store)?;
+    match snapshots.prune(|d| live.contains(d)) {
+        Ok(report) => Ok(Some(report)),
+        Err(e) => {
+            eprintln!("warning: unpacked layers kept: {e}");
+            Ok(None)
+        }
+    }
 }
 
 #[derive(Args)]

@@ -191,6 +191,23 @@ fn stock_stacks_build_without_docker_and_scipy_runs_a_kernel() {
     );
     let config = c.exec(&["cat", "/proc/1/cmdline"]);
     assert!(config.starts_with("/usr/local/bin/nbrt-init"), "{config:?}");
+
+    // The pip steps left bytecode the image's Python accepts: hash-checked pycs (flags 3,
+    // PEP 552) with the image's paths in the code, for jupyter's packages and scipy's.
+    const PYC_CHECK: &str = r#"
+import importlib.util, marshal, sys
+for name in sys.argv[1:]:
+    src = importlib.util.find_spec(name).origin
+    data = open(importlib.util.cache_from_source(src), "rb").read()
+    assert data[:4] == importlib.util.MAGIC_NUMBER, name
+    print(name, int.from_bytes(data[4:8], "little"), marshal.loads(data[16:]).co_filename)
+"#;
+    let pycs = c.exec(&["python", "-c", PYC_CHECK, "numpy", "jupyter_server"]);
+    assert_eq!(
+        pycs,
+        "numpy 3 /opt/conda/lib/python3.11/site-packages/numpy/__init__.py\n\
+         jupyter_server 3 /opt/conda/lib/python3.11/site-packages/jupyter_server/__init__.py\n"
+    );
 }
 
 #[test]

@@ -109,3 +109,51 @@ fn tag_rm_gc_and_listing() {
     let (success, _, err) = nbrt(&home, &["export", "tiny:b", "-o", "x", "--format", "zip"]);
     assert!(!success && err.contains("export format"), "{err}");
 }
+
+#[test]
+fn gc_prunes_the_builders_unpacked_layers_of_removed_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let rootfs = tmp.path().join("tiny.tar");
+    tiny_rootfs(&rootfs, "base");
+    ok(
+        &home,
+        &["import", rootfs.to_str().unwrap(), "--tag", "tiny:base"],
+    );
+    // A files step with a numeric owner reads the parent through its unpacked layer.
+    let stack = tmp.path().join("stack");
+    std::fs::create_dir_all(&stack).unwrap();
+    std::fs::write(stack.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        stack.join("runtime.toml"),
+        "name = \"child\"\nfrom = \"tiny:base\"\n\n[[files]]\nsource = \"hello.txt\"\n\
+         destination = \"/etc/hello.txt\"\nowner = \"1000:100\"\n",
+    )
+    .unwrap();
+    ok(
+        &home,
+        &["build", stack.join("runtime.toml").to_str().unwrap()],
+    );
+    let unpacked = |home: &Path| -> usize {
+        std::fs::read_dir(home.join("snapshots"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = unpacked(&home);
+    assert!(before >= 1, "the build unpacked its parent's layer");
+
+    // While the images are there, gc keeps their unpacked layers.
+    let gc: Value = serde_json::from_str(&ok(&home, &["gc", "--json"])).unwrap();
+    assert_eq!(gc["snapshots"]["removed"], 0, "{gc}");
+    assert_eq!(unpacked(&home), before);
+
+    ok(&home, &["rm", "child:latest"]);
+    ok(&home, &["rm", "tiny:base"]);
+    let gc: Value = serde_json::from_str(&ok(&home, &["gc", "--json"])).unwrap();
+    assert_eq!(gc["snapshots"]["removed"], before, "{gc}");
+    assert_eq!(unpacked(&home), 0);
+}

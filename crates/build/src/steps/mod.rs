@@ -1,5 +1,6 @@
 //! Build steps.
 
+pub mod bytecode;
 pub mod conda;
 pub mod pip;
 pub mod user;

@@ -1,0 +1,264 @@
+//! Bytecode for the Python files a step installs, so that a notebook does not compile its
+//! imports again at every container start.
+//!
+//! The image's own interpreter compiles them in the sandbox (over the parent layers with the
+//! step's staging tree on top), so magic number, code and `co_filename` are the image's and
+//! no host path gets in. The pycs are hash-checked (PEP 552): valid whatever the mtimes, so
+//! layers stay reproducible. Every compiled file is kept in a cache keyed by the
+//! interpreter, the file's path in the image and its contents: a step run again (one
+//! package more, say) compiles only the files it has not seen before.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{BuildError, IoContext, Result};
+use crate::sandbox::{self, RunSpec};
+use crate::snapshot::MergedView;
+
+/// Compiles the files listed (one image path per line) in the file named by argv[1], in
+/// worker processes; a file that does not compile is reported and skipped, as pip does.
+const COMPILE_SCRIPT: &str = r#"
+import concurrent.futures, py_compile, sys
+def one(path):
+    try:
+        py_compile.compile(path, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    except Exception as e:
+        return f"{path}: {e}"
+files = open(sys.argv[1]).read().splitlines()
+with concurrent.futures.ProcessPoolExecutor() as pool:
+    for failed in pool.map(one, files, chunksize=32):
+        if failed:
+            print("not compiled:", failed, file=sys.stderr)
+"#;
+
+/// Where the list of files to compile appears inside the sandbox.
+const LIST_PATH: &str = "nbrt-bytecode.list";
+
+/// What [`compile`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BytecodeReport {
+    /// Files whose bytecode came from the cache.
+    pub cached: usize,
+    /// Files the image's interpreter compiled in this step.
+    pub compiled: usize,
+}
+
+fn err(message: impl Into<String>) -> BuildError {
+    BuildError::Step {
+        step: "bytecode".to_string(),
+        message: message.into(),
+    }
+}
+
+/// Compile the `.py` files under `<prefix>/lib` in `staging` (the step's new files, standing
+/// for the image root) with the interpreter at `<prefix>/bin/python` of the image made of
+/// `staging` over `lowers`. `python` is the environment's version, for the pyc names.
+pub fn compile(
+    lowers: &[PathBuf],
+    staging: &Path,
+    prefix: &str,
+    python: (u64, u64),
+    cache_dir: &Path,
+    scratch: &Path,
+    log: &mut dyn std::io::Write,
+) -> Result<BytecodeReport> {
+    let prefix_rel = prefix.trim_matches('/');
+    let lib = staging.join(prefix_rel).join("lib");
+    let mut sources = Vec::new();
+    if lib.is_dir() {
+        python_sources(&lib, &mut sources)?;
+    }
+    if sources.is_empty() {
+        return Ok(BytecodeReport::default());
+    }
+    let mut view_dirs = vec![staging.to_path_buf()];
+    view_dirs.extend(lowers.iter().cloned());
+    let view = MergedView::new(view_dirs.clone());
+    let interpreter = format!("{prefix_rel}/bin/python");
+    let Some(binary) = view.read(&interpreter)? else {
+        writeln!(
+            log,
+            "bytecode: no /{interpreter} in the image; Python files left uncompiled"
+        )
+        .ok();
+        return Ok(BytecodeReport::default());
+    };
+    let interpreter_digest = hex(&Sha256::digest(&binary));
+    let tag = format!("cpython-{}{}", python.0, python.1);
+
+    let mut report = BytecodeReport::default();
+    // (pyc path in staging, cache key, image path) of files not in the cache.
+    let mut misses: Vec<(PathBuf, String, String)> = Vec::new();
+    for source in sources {
+        let rel = source
+            .strip_prefix(staging)
+            .map_err(|_| err(format!("{} is outside the staging tree", source.display())))?;
+        let image_path = format!("/{}", rel.to_string_lossy());
+        if image_path.contains('\n') {
+            continue; // cannot go in the list; Python compiles it when it imports it
+        }
+        let bytes = fs::read(&source).io_context(|| format!("reading {}", source.display()))?;
+        let key = cache_key(&interpreter_digest, &image_path, &bytes);
+        let cached = cache_dir.join(&key[..2]).join(&key[2..]);
+        let pyc = pyc_path(&source, &tag)?;
+        if cached.is_file() {
+            place(&cached, &pyc)?;
+            report.cached += 1;
+        } else {
+            misses.push((pyc, key, image_path));
+        }
+    }
+    if misses.is_empty() {
+        return Ok(report);
+    }
+
+    // The list of files goes in a directory of its own, as the topmost lower: seen by the
+    // interpreter, never part of the layer.
+    let input = scratch.join("bytecode-input");
+    fs::create_dir_all(&input).io_context(|| format!("creating {}", input.display()))?;
+    let mut list = String::new();
+    for (_, _, image_path) in &misses {
+        list.push_str(image_path);
+        list.push('\n');
+    }
+    fs::write(input.join(LIST_PATH), list).io_context(|| "writing the list of Python files")?;
+    let mut lowers_with_input = vec![input];
+    lowers_with_input.extend(view_dirs);
+    let spec = RunSpec {
+        argv: vec![
+            format!("/{interpreter}"),
+            "-c".into(),
+            COMPILE_SCRIPT.into(),
+            format!("/{LIST_PATH}"),
+        ],
+        user: "root".into(),
+        env: vec!["PYTHONDONTWRITEBYTECODE=".into()],
+        workdir: String::new(),
+        network: false,
+        host_ca_bundle: None,
+    };
+    let run = sandbox::run(&lowers_with_input, &spec, &scratch.join("bytecode"), log)?;
+    let upper = run.upper_dir();
+    for (pyc, key, _) in &misses {
+        let rel = pyc
+            .strip_prefix(staging)
+            .map_err(|_| err(format!("{} is outside the staging tree", pyc.display())))?;
+        let made = upper.join(rel);
+        if !made.is_file() {
+            continue; // did not compile; the interpreter said why
+        }
+        let cached = cache_dir.join(&key[..2]).join(&key[2..]);
+        store_in_cache(&made, &cached)?;
+        place(&made, pyc)?;
+        report.compiled += 1;
+    }
+    Ok(report)
+}
+
+/// Every regular `*.py` file below `dir`, in a stable order.
+fn python_sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .io_context(|| format!("listing {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .io_context(|| format!("listing {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let kind = entry
+            .file_type()
+            .io_context(|| format!("reading {}", entry.path().display()))?;
+        let name = entry.file_name();
+        if kind.is_dir() && name != "__pycache__" {
+            python_sources(&entry.path(), out)?;
+        } else if kind.is_file() && name.to_string_lossy().ends_with(".py") {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// `dir/name.py` → `dir/__pycache__/name.<tag>.pyc`, where Python looks for it.
+fn pyc_path(source: &Path, tag: &str) -> Result<PathBuf> {
+    let dir = source
+        .parent()
+        .ok_or_else(|| err(format!("{} has no directory", source.display())))?;
+    let stem = source
+        .file_stem()
+        .ok_or_else(|| err(format!("{} has no name", source.display())))?;
+    Ok(dir
+        .join("__pycache__")
+        .join(format!("{}.{tag}.pyc", stem.to_string_lossy())))
+}
+
+fn cache_key(interpreter_digest: &str, image_path: &str, source: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"nbrt-bytecode-v1\0checked-hash\0");
+    h.update(interpreter_digest.as_bytes());
+    h.update(b"\0");
+    h.update(image_path.as_bytes());
+    h.update(b"\0");
+    h.update(Sha256::digest(source));
+    hex(&h.finalize())
+}
+
+/// Copy a pyc to where it belongs in the staging tree, with the modes it gets either way
+/// (compiled now or from the cache), so both give the same layer.
+fn place(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        if !dir.is_dir() {
+            fs::create_dir(dir).io_context(|| format!("creating {}", dir.display()))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                .io_context(|| format!("setting the mode of {}", dir.display()))?;
+        }
+    }
+    fs::copy(from, to).io_context(|| format!("copying {}", from.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o644))
+        .io_context(|| format!("setting the mode of {}", to.display()))
+}
+
+/// Into the cache by rename from a temporary file, so a concurrent build never reads half a
+/// pyc.
+fn store_in_cache(from: &Path, cached: &Path) -> Result<()> {
+    let dir = cached
+        .parent()
+        .ok_or_else(|| err("cache entry without a directory"))?;
+    fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .io_context(|| format!("creating a file in {}", dir.display()))?;
+    let bytes = fs::read(from).io_context(|| format!("reading {}", from.display()))?;
+    tmp.write_all(&bytes)
+        .io_context(|| format!("writing a file in {}", dir.display()))?;
+    tmp.persist(cached)
+        .map_err(|e| err(format!("storing {}: {}", cached.display(), e.error)))?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyc_names_and_keys() {
+        let p = pyc_path(
+            Path::new("/s/opt/conda/lib/python3.11/site-packages/a/b.py"),
+            "cpython-311",
+        )
+        .expect("a path");
+        assert_eq!(
+            p,
+            Path::new("/s/opt/conda/lib/python3.11/site-packages/a/__pycache__/b.cpython-311.pyc")
+        );
+        let k = cache_key("i", "/opt/a.py", b"x = 1\n");
+        assert_ne!(k, cache_key("i", "/opt/b.py", b"x = 1\n"));
+        assert_ne!(k, cache_key("j", "/opt/a.py", b"x = 1\n"));
+        assert_ne!(k, cache_key("i", "/opt/a.py", b"x = 2\n"));
+        assert_eq!(k.len(), 64);
+    }
+}
