@@ -159,8 +159,11 @@ pub fn compile(
     Ok(report)
 }
 
-/// Every regular `*.py` file below `dir`, in a stable order.
+/// Every regular `*.py` file below `dir`, in a stable order, but for packages' own test
+/// suites (`tests` / `test` subpackages: half of numpy's, scipy's and pandas's files, which
+/// notebooks do not import; Python compiles them on the day someone runs them).
 fn python_sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let in_package = dir.join("__init__.py").is_file();
     let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)
         .io_context(|| format!("listing {}", dir.display()))?
         .collect::<std::io::Result<_>>()
@@ -171,7 +174,8 @@ fn python_sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             .file_type()
             .io_context(|| format!("reading {}", entry.path().display()))?;
         let name = entry.file_name();
-        if kind.is_dir() && name != "__pycache__" {
+        let test_suite = in_package && (name == "tests" || name == "test");
+        if kind.is_dir() && name != "__pycache__" && !test_suite {
             python_sources(&entry.path(), out)?;
         } else if kind.is_file() && name.to_string_lossy().ends_with(".py") {
             out.push(entry.path());
@@ -260,5 +264,41 @@ mod tests {
         assert_ne!(k, cache_key("j", "/opt/a.py", b"x = 1\n"));
         assert_ne!(k, cache_key("i", "/opt/a.py", b"x = 2\n"));
         assert_eq!(k.len(), 64);
+    }
+
+    #[test]
+    fn packages_test_suites_are_left_as_sources() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let site = tmp.path();
+        for f in [
+            "pkg/__init__.py",
+            "pkg/core.py",
+            "pkg/tests/__init__.py",
+            "pkg/tests/test_core.py",
+            "pkg/sub/__init__.py",
+            "pkg/sub/test/test_x.py",
+            "pkg/__pycache__/core.py",
+            "tests/helper.py",
+            "data.txt",
+        ] {
+            let p = site.join(f);
+            fs::create_dir_all(p.parent().expect("a parent")).expect("a directory");
+            fs::write(&p, "").expect("a file");
+        }
+        let mut found = Vec::new();
+        python_sources(site, &mut found).expect("a walk");
+        let rel: Vec<String> = found
+            .iter()
+            .map(|p| p.strip_prefix(site).expect("inside").display().to_string())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                "pkg/__init__.py",
+                "pkg/core.py",
+                "pkg/sub/__init__.py",
+                "tests/helper.py"
+            ]
+        );
     }
 }
