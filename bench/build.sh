@@ -13,8 +13,8 @@
 # The base is stacks/base built once by nbrt (mmdebstrap, nbrt-init, the /opt/conda venv
 # owned by jovyan), exported and loaded into Docker, and imported into nbrt's store, so both
 # start from the same bytes. The Dockerfiles are generated from stacks/jupyter and
-# stacks/scipy: `RUN pip install --no-cache-dir <the same requirements>` and the same run
-# step. Docker 20.10's builder is used as Debian ships it.
+# stacks/scipy: `RUN pip install --no-cache-dir <the same requirements>`, the same files
+# (COPY) and run steps. Docker 20.10's builder is used as Debian ships it.
 #
 # Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, hyperfine), root, PyPI.
 # RUNS (default 2) sets the runs of the slow scenarios; the no-change case runs 5 times.
@@ -86,6 +86,12 @@ for name, parent in [("jupyter", "nbrt-bench/base:1"), ("scipy", "nbrt-bench/jup
     pkgs = rt.get("pip", {}).get("packages", [])
     if pkgs:
         lines.append("RUN pip install --no-cache-dir " + " ".join(shlex.quote(p) for p in pkgs))
+    for f in rt.get("files", []):
+        if "source" not in f:
+            continue  # builtins (nbrt-init) live in the base
+        (out / name / f["source"]).write_bytes((stack / name / f["source"]).read_bytes())
+        chown = f"--chown={f['owner']} " if "owner" in f else ""
+        lines.append(f"COPY {chown}{f['source']} {f['destination']}")
     for run in rt.get("run", []):
         lines.append("RUN " + " ".join(run["command"].split()))
     (out / name / "Dockerfile").write_text("\n".join(lines) + "\n")
@@ -188,7 +194,7 @@ text = f"""# Builder: docker build vs nbrt ({out.split('build-')[-1][:-3]})
 
 `bench/build.sh`: the stock jupyter and scipy runtimes (stacks/), built with `docker build`
 from generated Dockerfiles (`FROM` the same base image, `RUN pip install --no-cache-dir …`
-with the same requirements, the same run step) and with nbrt, in one run. Medians in seconds
+with the same requirements, the same files and run steps) and with nbrt, in one run. Medians in seconds
 of wall time; ratio = docker / nbrt. Machine: {uname}, {cpus} CPUs, Docker {docker} (legacy
 builder), shared with other work (see the note below).
 
