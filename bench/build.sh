@@ -49,7 +49,9 @@ docker load -i "$work/base-1.tar" >/dev/null
 make_base() {
   local n=$1 dir="$work/base-next"
   mkdir -p "$dir"
-  printf 'release %s\n' "$n" >"$dir/release"
+  # The time makes every run's base new: nbrt builds reproducibly, so "release 2" alone would
+  # be the very image an earlier run of this script made, still in Docker's build cache.
+  printf 'release %s %s\n' "$n" "$(date +%s%N)" >"$dir/release"
   cat >"$dir/base-next.toml" <<TOML
 name = "base-next"
 from = "nbrt-bench/base:1"
