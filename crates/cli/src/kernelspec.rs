@@ -24,8 +24,16 @@ use serde_json::{json, Value};
 use crate::images::{progress, Context};
 use crate::output::json as print_json;
 
-const LAUNCH_DOCKER: &str = include_str!("kernelspec/launch_docker.py");
-const LAUNCH_KUBERNETES: &str = include_str!("kernelspec/launch_kubernetes.py");
+// Each launch script is one file for the kernel spec directory: the shared part (arguments,
+// the kernel's environment) followed by its provisioner's part.
+const LAUNCH_DOCKER: &str = concat!(
+    include_str!("kernelspec/launch_common.py"),
+    include_str!("kernelspec/launch_docker.py")
+);
+const LAUNCH_KUBERNETES: &str = concat!(
+    include_str!("kernelspec/launch_common.py"),
+    include_str!("kernelspec/launch_kubernetes.py")
+);
 
 /// Image label naming the kernel language (`python`, `R`).
 pub const LABEL_LANGUAGE: &str = "org.nbrt.kernel.language";

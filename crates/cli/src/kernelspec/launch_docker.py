@@ -1,53 +1,4 @@
-# Written by `nbrt kernelspec` (nbrt). Run by Gateway Provisioners' docker-provisioner on the
-# server host: creates the kernel container and exits; the kernel reports back to the
-# response address itself.
-#
-# Unlike a plain provisioner launch, the container gets only what the launcher protocol
-# needs plus the names this kernel spec declares (--env-names): never the server's own
-# environment (its HOME, tokens, cloud credentials, ...).
-import argparse
-import os
-import sys
-
-PROTOCOL_VARS = (
-    "KERNEL_ID",
-    "KERNEL_LANGUAGE",
-    "KERNEL_USERNAME",
-    "RESPONSE_ADDRESS",
-    "PUBLIC_KEY",
-    "PORT_RANGE",
-    "KERNEL_SPARK_CONTEXT_INIT_MODE",
-    "KERNEL_CLASS_NAME",
-    "TRANSPORT_ENCRYPTION",
-)
-
-
-def given(value):
-    """An argument the provisioner filled in (unknown placeholders stay as `{name}`)."""
-    return bool(value) and not (value.startswith("{") and value.endswith("}"))
-
-
-def kernel_env(args, environ):
-    env = {}
-    for name in [n for n in (args.env_names or "").split(",") if n]:
-        if name in environ:
-            env[name] = environ[name]
-    for name in PROTOCOL_VARS:
-        if name in environ:
-            env[name] = environ[name]
-    for name, value in (
-        ("KERNEL_ID", args.kernel_id),
-        ("PORT_RANGE", args.port_range),
-        ("RESPONSE_ADDRESS", args.response_address),
-        ("PUBLIC_KEY", args.public_key),
-        ("KERNEL_SPARK_CONTEXT_INIT_MODE", args.spark_context_init_mode),
-        ("KERNEL_CLASS_NAME", args.kernel_class_name),
-        ("TRANSPORT_ENCRYPTION", args.transport_encryption),
-    ):
-        if given(value):
-            env[name] = value
-    env.pop("PATH", None)
-    return env
+# The Docker part: a container on the engine the docker-provisioner talks to.
 
 
 def container_spec(args, environ):
@@ -112,29 +63,13 @@ def launch(spec, pull):
     container.start()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="start a remote kernel's container (nbrt kernel spec)")
-    p.add_argument("--kernel-id")
-    p.add_argument("--port-range")
-    p.add_argument("--response-address")
-    p.add_argument("--public-key")
-    p.add_argument("--spark-context-initialization-mode", dest="spark_context_init_mode", default="none")
-    p.add_argument("--kernel-class-name")
-    p.add_argument("--transport-encryption")
-    p.add_argument("--env-names", help="comma-separated names passed from this environment to the kernel")
-    p.add_argument("--kernel-spec", help="the kernel spec's name (a container label)")
-    p.add_argument("--pull", choices=["never", "missing", "always"], default="never")
-    p.add_argument("--dry-run", action="store_true", help="print the container settings as JSON")
-    args = p.parse_args(argv)
-    spec = container_spec(args, dict(os.environ))
-    if args.dry_run:
-        import json
-
-        json.dump(spec, sys.stdout, indent=2, sort_keys=True)
-        print()
-        return
-    launch(spec, args.pull)
-
-
 if __name__ == "__main__":
-    main()
+    run(
+        container_spec,
+        launch,
+        description="start a remote kernel's container (nbrt kernel spec)",
+        kernel_spec_help="the kernel spec's name (a container label)",
+        pulls=["never", "missing", "always"],
+        pull_default="never",
+        dry_run_help="print the container settings as JSON",
+    )

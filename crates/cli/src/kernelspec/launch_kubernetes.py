@@ -1,61 +1,11 @@
-# Written by `nbrt kernelspec` (nbrt). Run by Gateway Provisioners' kubernetes-provisioner on
-# the server host: creates the kernel pod and exits; the kernel reports back to the response
-# address itself.
-#
-# The pod's environment holds only what the launcher protocol needs plus the names this
-# kernel spec declares (--env-names): never the server's own environment. The pod is
+# The Kubernetes part: a pod through the kubernetes-provisioner's cluster. The pod is
 # described here (no template): labels kernel_id / component=kernel / app as the provisioner
 # expects, the kernel user from KERNEL_UID/KERNEL_GID, resources from KERNEL_CPUS,
 # KERNEL_MEMORY, KERNEL_GPUS (requests) and their *_LIMIT forms, volumes from KERNEL_VOLUMES
 # and KERNEL_VOLUME_MOUNTS (YAML or JSON lists), and the spec's image pull policy.
-import argparse
-import json
-import os
-import sys
 
-PROTOCOL_VARS = (
-    "KERNEL_ID",
-    "KERNEL_LANGUAGE",
-    "KERNEL_USERNAME",
-    "KERNEL_NAMESPACE",
-    "KERNEL_POD_NAME",
-    "RESPONSE_ADDRESS",
-    "PUBLIC_KEY",
-    "PORT_RANGE",
-    "KERNEL_SPARK_CONTEXT_INIT_MODE",
-    "KERNEL_CLASS_NAME",
-    "TRANSPORT_ENCRYPTION",
-)
-
+POD_VARS = ("KERNEL_NAMESPACE", "KERNEL_POD_NAME")
 PULL_POLICY = {"never": "Never", "missing": "IfNotPresent", "always": "Always"}
-
-
-def given(value):
-    """An argument the provisioner filled in (unknown placeholders stay as `{name}`)."""
-    return bool(value) and not (value.startswith("{") and value.endswith("}"))
-
-
-def kernel_env(args, environ):
-    env = {}
-    for name in [n for n in (args.env_names or "").split(",") if n]:
-        if name in environ:
-            env[name] = environ[name]
-    for name in PROTOCOL_VARS:
-        if name in environ:
-            env[name] = environ[name]
-    for name, value in (
-        ("KERNEL_ID", args.kernel_id),
-        ("PORT_RANGE", args.port_range),
-        ("RESPONSE_ADDRESS", args.response_address),
-        ("PUBLIC_KEY", args.public_key),
-        ("KERNEL_SPARK_CONTEXT_INIT_MODE", args.spark_context_init_mode),
-        ("KERNEL_CLASS_NAME", args.kernel_class_name),
-        ("TRANSPORT_ENCRYPTION", args.transport_encryption),
-    ):
-        if given(value):
-            env[name] = value
-    env.pop("PATH", None)
-    return env
 
 
 def structured(environ, name):
@@ -87,7 +37,7 @@ def pod(args, environ):
         "name": name,
         "image": image,
         "imagePullPolicy": PULL_POLICY[args.pull],
-        "env": [{"name": k, "value": v} for k, v in sorted(kernel_env(args, environ).items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(kernel_env(args, environ, POD_VARS).items())],
     }
     requests, limits = {}, {}
     for var, key in (("CPUS", "cpu"), ("MEMORY", "memory"), ("GPUS", "nvidia.com/gpu")):
@@ -136,7 +86,7 @@ def pod(args, environ):
     }
 
 
-def launch(body):
+def launch(body, _pull):
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
@@ -152,27 +102,13 @@ def launch(body):
             raise
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="start a remote kernel's pod (nbrt kernel spec)")
-    p.add_argument("--kernel-id")
-    p.add_argument("--port-range")
-    p.add_argument("--response-address")
-    p.add_argument("--public-key")
-    p.add_argument("--spark-context-initialization-mode", dest="spark_context_init_mode", default="none")
-    p.add_argument("--kernel-class-name")
-    p.add_argument("--transport-encryption")
-    p.add_argument("--env-names", help="comma-separated names passed from this environment to the kernel")
-    p.add_argument("--kernel-spec", help="the kernel spec's name")
-    p.add_argument("--pull", choices=sorted(PULL_POLICY), default="missing")
-    p.add_argument("--dry-run", action="store_true", help="print the pod as JSON instead of creating it")
-    args = p.parse_args(argv)
-    body = pod(args, dict(os.environ))
-    if args.dry_run:
-        json.dump(body, sys.stdout, indent=2, sort_keys=True)
-        print()
-        return
-    launch(body)
-
-
 if __name__ == "__main__":
-    main()
+    run(
+        pod,
+        launch,
+        description="start a remote kernel's pod (nbrt kernel spec)",
+        kernel_spec_help="the kernel spec's name",
+        pulls=sorted(PULL_POLICY),
+        pull_default="missing",
+        dry_run_help="print the pod as JSON instead of creating it",
+    )
