@@ -185,36 +185,10 @@ pub fn install(
     }
 
     let uv = uv_binary()?;
-    let mut cmd = Command::new(&uv);
-    cmd.args(["pip", "install", "--target"])
+    let mut cmd = uv_pip(&uv, "install", python, req, cache_dir);
+    cmd.arg("--target")
         .arg(&target)
-        .args(["--python-version", &format!("{}.{}", python.0, python.1)])
-        .args(["--python-platform", &python_platform()])
-        .args([
-            "--only-binary",
-            ":all:",
-            "--link-mode",
-            "copy",
-            "--no-progress",
-        ])
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        // Only what the runtime file says: no user or host configuration.
-        .env("UV_NO_CONFIG", "1")
-        .env("UV_NATIVE_TLS", "1")
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("UV_INDEX_URL")
-        .env_remove("UV_EXTRA_INDEX_URL");
-    if let Some(url) = &req.index_url {
-        cmd.args(["--index-url", url]);
-    }
-    for url in &req.extra_index_urls {
-        cmd.args(["--extra-index-url", url]);
-    }
-    for w in &req.wheelhouses {
-        cmd.arg("--find-links").arg(w);
-    }
+        .args(["--link-mode", "copy"]);
     // Kept until uv has read it.
     let mut _pinned_file = None;
     match &req.locked {
@@ -352,6 +326,41 @@ pub fn install(
     Ok(outcome)
 }
 
+/// `uv pip <subcommand>` for the image's Python version and platform, wheels only, with the
+/// request's indexes and wheelhouses and only what the runtime file says: no user or host
+/// uv configuration.
+fn uv_pip(
+    uv: &Path,
+    subcommand: &str,
+    python: (u64, u64),
+    req: &PipRequest,
+    cache_dir: &Path,
+) -> Command {
+    let mut cmd = Command::new(uv);
+    cmd.args(["pip", subcommand])
+        .args(["--python-version", &format!("{}.{}", python.0, python.1)])
+        .args(["--python-platform", &python_platform()])
+        .args(["--only-binary", ":all:", "--no-progress"])
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_NATIVE_TLS", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_EXTRA_INDEX_URL");
+    if let Some(url) = &req.index_url {
+        cmd.args(["--index-url", url]);
+    }
+    for url in &req.extra_index_urls {
+        cmd.args(["--extra-index-url", url]);
+    }
+    for w in &req.wheelhouses {
+        cmd.arg("--find-links").arg(w);
+    }
+    cmd
+}
+
 /// `name==version --hash=sha256:…` lines for uv's `--require-hashes` mode; every pin must
 /// carry a hash there.
 fn locked_requirements(pins: &[LockedWheel]) -> Result<String> {
@@ -407,31 +416,11 @@ pub fn wheel_artifacts(
     fs::write(&input, text).io_context(|| format!("writing {}", input.display()))?;
     let output = scratch.path().join("pylock.toml");
     let uv = uv_binary()?;
-    let mut cmd = Command::new(&uv);
-    cmd.args(["pip", "compile", "--no-deps", "--format", "pylock.toml"])
+    let mut cmd = uv_pip(&uv, "compile", python, req, cache_dir);
+    cmd.args(["--no-deps", "--format", "pylock.toml", "--quiet"])
         .arg(&input)
         .arg("-o")
-        .arg(&output)
-        .args(["--python-version", &format!("{}.{}", python.0, python.1)])
-        .args(["--python-platform", &python_platform()])
-        .args(["--only-binary", ":all:", "--no-progress", "--quiet"])
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .env("UV_NO_CONFIG", "1")
-        .env("UV_NATIVE_TLS", "1")
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("UV_INDEX_URL")
-        .env_remove("UV_EXTRA_INDEX_URL");
-    if let Some(url) = &req.index_url {
-        cmd.args(["--index-url", url]);
-    }
-    for url in &req.extra_index_urls {
-        cmd.args(["--extra-index-url", url]);
-    }
-    for w in &req.wheelhouses {
-        cmd.arg("--find-links").arg(w);
-    }
+        .arg(&output);
     let out = cmd
         .output()
         .io_context(|| format!("running {}", uv.display()))?;
