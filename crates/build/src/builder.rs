@@ -248,6 +248,7 @@ pub fn build_stack(
         Some(n) => stack.needed_for(n)?,
         None => stack.order.clone(),
     };
+    crate::leftovers::sweep_before_build(&store.root().join("tmp"), log);
     let mut built: BTreeMap<String, Image> = BTreeMap::new();
     let mut reports = Vec::new();
     let snapshots = Snapshots::open(store)?;
@@ -510,10 +511,7 @@ fn run_step(
     lowers: &[PathBuf],
     log: &mut dyn Write,
 ) -> Result<(LayerInfo, Option<StepLock>)> {
-    let scratch = tempfile::Builder::new()
-        .prefix("nbrt-step-")
-        .tempdir_in(store.root().join("tmp"))
-        .io_context(|| "creating a scratch directory")?;
+    let scratch = crate::leftovers::StepDir::new(&store.root().join("tmp"))?;
     // Steps that write files directly fill this tree, which stands for the image root.
     let staging = scratch.path().join("root");
     fs::create_dir_all(&staging).io_context(|| "creating the staging directory")?;

@@ -5,13 +5,15 @@
 //!   read-only view of an image's file system built from them;
 //! - `layer_dir`: a directory tree (or an overlay upper directory) written as a layer;
 //! - `sandbox`: `run` and `apt` steps executed with runc over an overlayfs mount;
-//! - `steps::conda`: conda packages solved and linked with the rattler crates.
+//! - `leftovers`: step directories, and cleaning up after builds that were killed;
+//! - `steps`: the pip (uv, bytecode), conda (rattler) and user steps.
 
 pub mod builder;
 pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod layer_dir;
+pub mod leftovers;
 pub mod lock;
 pub mod rebase;
 pub mod runtime_file;
