@@ -204,7 +204,7 @@ mod tests {
         drop(_lock);
         let kept = dir.keep();
         let swept = sweep(tmp.path());
-        assert_eq!(swept.step_dirs, [kept.clone()]);
+        assert_eq!(swept.step_dirs, std::slice::from_ref(&kept));
         assert!(!kept.exists());
         assert!(held.path().is_dir());
         // Something else in tmp/ is none of its business.
