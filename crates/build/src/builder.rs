@@ -396,7 +396,16 @@ pub(crate) fn build_runtime(
                     .rev()
                     .map(|(l, d)| snapshots.ensure(store, l, d))
                     .collect::<Result<_>>()?;
-                let (info, lock) = run_step(store, rt, &step, pins.as_ref(), &env, &lowers, log)?;
+                let (info, lock) = run_step(
+                    store,
+                    snapshots,
+                    rt,
+                    &step,
+                    pins.as_ref(),
+                    &env,
+                    &lowers,
+                    log,
+                )?;
                 if let Some(lock) = &lock {
                     crate::lock::record(store, &key, lock)?;
                 }
@@ -502,8 +511,19 @@ fn dir_layer(store: &Store, dir: &Path, overlay_upper: bool) -> Result<LayerInfo
     )
 }
 
+/// The staging tree of a pip or conda step becomes the snapshot of its layer: the next step
+/// (or the child runtime) needs it as a lower, and unpacking thousands of files again costs
+/// more than the step's own work. A failure only means the blob is unpacked when needed.
+fn adopt_staging(snapshots: &Snapshots, layer: &LayerInfo, staging: &Path) {
+    let clamp = source_date_epoch().map(|s| s.max(0) as u64);
+    if let Err(e) = snapshots.adopt(&layer.diff_id, staging, clamp) {
+        tracing::debug!("the step's tree was not kept as a snapshot: {e}");
+    }
+}
+
 fn run_step(
     store: &Store,
+    snapshots: &Snapshots,
     rt: &RuntimeFile,
     step: &Step,
     pins: Option<&StepLock>,
@@ -646,6 +666,7 @@ fn run_step(
                 (layer, lock)
             });
             let (layer, lock) = (layer?, lock.transpose()?);
+            adopt_staging(snapshots, &layer, &staging);
             Ok((layer, lock))
         }
         Step::Conda(c) => {
@@ -689,7 +710,9 @@ fn run_step(
             let out =
                 block_on(|| steps::conda::install(&installed, python, &req, &staging, &cache))??;
             finish_env_staging(&view, &c.prefix, &staging, &out.whiteouts)?;
-            Ok((dir_layer(store, &staging, true)?, None))
+            let layer = dir_layer(store, &staging, true)?;
+            adopt_staging(snapshots, &layer, &staging);
+            Ok((layer, None))
         }
     }
 }

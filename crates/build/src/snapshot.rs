@@ -105,6 +105,29 @@ impl Snapshots {
         Ok(dir)
     }
 
+    /// Take `dir`, the tree a step just wrote its layer from (with whiteouts in overlay form),
+    /// as the snapshot of that layer instead of unpacking the blob again later. Its mtimes
+    /// are made what unpacking gives (whole seconds, clamped like the layer's). Does nothing
+    /// when the snapshot exists already; `dir` is moved otherwise.
+    pub fn adopt(&self, diff_id: &Digest, dir: &Path, clamp_mtime: Option<u64>) -> Result<()> {
+        let target = self.path(diff_id);
+        if target.is_dir() {
+            return Ok(());
+        }
+        let _lock = open_locked(
+            &self.root.join(".locks").join(diff_id.hex()),
+            LockMode::Exclusive,
+        )?;
+        if target.is_dir() {
+            return Ok(());
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .io_context(|| format!("setting the mode of {}", dir.display()))?;
+        as_unpacked_times(dir, clamp_mtime)?;
+        fs::rename(dir, &target)
+            .io_context(|| format!("moving {} to {}", dir.display(), target.display()))
+    }
+
     /// All layer directories of an image, top layer first (the order of overlay's
     /// `lowerdir`).
     pub fn lowers(&self, store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
@@ -183,6 +206,41 @@ impl Snapshots {
         }
         Ok(report)
     }
+}
+
+/// Every entry's mtime as a layer stores it: whole seconds, at most `clamp`. Children first,
+/// so setting a directory's time is the last change to it.
+fn as_unpacked_times(path: &Path, clamp: Option<u64>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::symlink_metadata(path).io_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).io_context(|| format!("listing {}", path.display()))? {
+            let entry = entry.io_context(|| format!("listing {}", path.display()))?;
+            as_unpacked_times(&entry.path(), clamp)?;
+        }
+    }
+    let secs = match clamp {
+        Some(max) => meta.mtime().min(max as i64),
+        None => meta.mtime(),
+    };
+    let time = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| BuildError::Io {
+        context: format!("setting the time of {}", path.display()),
+        source: e.into(),
+    })
 }
 
 /// Apply one layer blob into `dir` in overlay form, checking the blob and its diff ID.
