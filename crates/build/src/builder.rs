@@ -402,8 +402,10 @@ pub(crate) fn build_runtime(
                     rt,
                     &step,
                     pins.as_ref(),
-                    &env,
-                    &lowers,
+                    Below {
+                        lowers: &lowers,
+                        env: &env,
+                    },
                     log,
                 )?;
                 if let Some(lock) = &lock {
@@ -521,16 +523,23 @@ fn adopt_staging(snapshots: &Snapshots, layer: &LayerInfo, staging: &Path) {
     }
 }
 
+/// What a step runs on: the parent's layer directories (top first) and the image's
+/// environment.
+struct Below<'a> {
+    lowers: &'a [PathBuf],
+    env: &'a [String],
+}
+
 fn run_step(
     store: &Store,
     snapshots: &Snapshots,
     rt: &RuntimeFile,
     step: &Step,
     pins: Option<&StepLock>,
-    env: &[String],
-    lowers: &[PathBuf],
+    below: Below<'_>,
     log: &mut dyn Write,
 ) -> Result<(LayerInfo, Option<StepLock>)> {
+    let Below { lowers, env } = below;
     let scratch = crate::leftovers::StepDir::new(&store.root().join("tmp"))?;
     // Steps that write files directly fill this tree, which stands for the image root.
     let staging = scratch.path().join("root");
