@@ -75,7 +75,7 @@ fn an_adopted_tree_equals_the_unpacked_layer() {
     // A whiteout in overlay form: a replaced distribution's file.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &site.join("old.py"),
+        site.join("old.py"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::empty(),
         0,
