@@ -13,7 +13,8 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
+use nbrt_oci::digest::Hasher;
+use nbrt_oci::Digest;
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::sandbox::{self, RunSpec};
@@ -87,12 +88,12 @@ pub fn compile(
         .ok();
         return Ok(BytecodeReport::default());
     };
-    let interpreter_digest = hex(&Sha256::digest(&binary));
+    let interpreter_digest = Digest::of_bytes(&binary);
     let tag = format!("cpython-{}{}", python.0, python.1);
 
     let mut report = BytecodeReport::default();
-    // (pyc path in staging, cache key, image path) of files not in the cache.
-    let mut misses: Vec<(PathBuf, String, String)> = Vec::new();
+    // (pyc path in staging, cache entry, image path) of files not in the cache yet.
+    let mut misses: Vec<(PathBuf, PathBuf, String)> = Vec::new();
     for source in sources {
         let rel = source
             .strip_prefix(staging)
@@ -103,13 +104,14 @@ pub fn compile(
         }
         let bytes = fs::read(&source).io_context(|| format!("reading {}", source.display()))?;
         let key = cache_key(&interpreter_digest, &image_path, &bytes);
-        let cached = cache_dir.join(&key[..2]).join(&key[2..]);
+        let (fan, rest) = key.hex().split_at(2);
+        let cached = cache_dir.join(fan).join(rest);
         let pyc = pyc_path(&source, &tag)?;
         if cached.is_file() {
             place(&cached, &pyc)?;
             report.cached += 1;
         } else {
-            misses.push((pyc, key, image_path));
+            misses.push((pyc, cached, image_path));
         }
     }
     if misses.is_empty() {
@@ -136,14 +138,14 @@ pub fn compile(
             format!("/{LIST_PATH}"),
         ],
         user: "root".into(),
-        env: vec!["PYTHONDONTWRITEBYTECODE=".into()],
+        env: Vec::new(),
         workdir: String::new(),
         network: false,
         host_ca_bundle: None,
     };
     let run = sandbox::run(&lowers_with_input, &spec, &scratch.join("bytecode"), log)?;
     let upper = run.upper_dir();
-    for (pyc, key, _) in &misses {
+    for (pyc, cached, _) in &misses {
         let rel = pyc
             .strip_prefix(staging)
             .map_err(|_| err(format!("{} is outside the staging tree", pyc.display())))?;
@@ -151,8 +153,7 @@ pub fn compile(
         if !made.is_file() {
             continue; // did not compile; the interpreter said why
         }
-        let cached = cache_dir.join(&key[..2]).join(&key[2..]);
-        store_in_cache(&made, &cached)?;
+        store_in_cache(&made, cached)?;
         place(&made, pyc)?;
         report.compiled += 1;
     }
@@ -197,15 +198,15 @@ fn pyc_path(source: &Path, tag: &str) -> Result<PathBuf> {
         .join(format!("{}.{tag}.pyc", stem.to_string_lossy())))
 }
 
-fn cache_key(interpreter_digest: &str, image_path: &str, source: &[u8]) -> String {
-    let mut h = Sha256::new();
+fn cache_key(interpreter: &Digest, image_path: &str, source: &[u8]) -> Digest {
+    let mut h = Hasher::new();
     h.update(b"nbrt-bytecode-v1\0checked-hash\0");
-    h.update(interpreter_digest.as_bytes());
+    h.update(interpreter.hex().as_bytes());
     h.update(b"\0");
     h.update(image_path.as_bytes());
     h.update(b"\0");
-    h.update(Sha256::digest(source));
-    hex(&h.finalize())
+    h.update(Digest::of_bytes(source).hex().as_bytes());
+    h.finish().0
 }
 
 /// Copy a pyc to where it belongs in the staging tree, with the modes it gets either way
@@ -240,10 +241,6 @@ fn store_in_cache(from: &Path, cached: &Path) -> Result<()> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,11 +256,12 @@ mod tests {
             p,
             Path::new("/s/opt/conda/lib/python3.11/site-packages/a/__pycache__/b.cpython-311.pyc")
         );
-        let k = cache_key("i", "/opt/a.py", b"x = 1\n");
-        assert_ne!(k, cache_key("i", "/opt/b.py", b"x = 1\n"));
-        assert_ne!(k, cache_key("j", "/opt/a.py", b"x = 1\n"));
-        assert_ne!(k, cache_key("i", "/opt/a.py", b"x = 2\n"));
-        assert_eq!(k.len(), 64);
+        let (i, j) = (Digest::of_bytes(b"i"), Digest::of_bytes(b"j"));
+        let k = cache_key(&i, "/opt/a.py", b"x = 1\n");
+        assert_ne!(k, cache_key(&i, "/opt/b.py", b"x = 1\n"));
+        assert_ne!(k, cache_key(&j, "/opt/a.py", b"x = 1\n"));
+        assert_ne!(k, cache_key(&i, "/opt/a.py", b"x = 2\n"));
+        assert_eq!(k.hex().len(), 64);
     }
 
     #[test]
