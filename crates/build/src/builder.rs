@@ -785,6 +785,7 @@ fn mirror_parents(view: &MergedView, staging: &Path, rel: &str) -> Result<()> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
     let mut path = String::new();
+    // (uid, gid, mode) of the nearest directory the image has.
     let mut above: Option<(u32, u32, u32)> = None;
     for part in parts.iter().take(parts.len().saturating_sub(1)) {
         if !path.is_empty() {
@@ -792,32 +793,29 @@ fn mirror_parents(view: &MergedView, staging: &Path, rel: &str) -> Result<()> {
         }
         path.push_str(part);
         let dir = staging.join(&path);
-        let Some(meta) = view.symlink_metadata(&path)?.filter(|m| m.is_dir()) else {
-            if let Some((uid, gid, mode)) = above {
-                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                    .io_context(|| format!("setting the owner of {}", dir.display()))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-                    .io_context(|| format!("setting the mode of {}", dir.display()))?;
-            }
+        let existing = view.symlink_metadata(&path)?.filter(|m| m.is_dir());
+        if let Some(meta) = &existing {
+            above = Some((meta.uid(), meta.gid(), meta.mode() & 0o7777));
+        }
+        let Some((uid, gid, mode)) = above else {
             continue;
         };
-        above = Some((meta.uid(), meta.gid(), meta.mode() & 0o7777));
-        std::os::unix::fs::chown(&dir, Some(meta.uid()), Some(meta.gid()))
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .io_context(|| format!("setting the owner of {}", dir.display()))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
             .io_context(|| format!("setting the mode of {}", dir.display()))?;
-        let time = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: meta.atime(),
-                tv_nsec: meta.atime_nsec() as _,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: meta.mtime(),
-                tv_nsec: meta.mtime_nsec() as _,
-            },
-        };
-        rustix::fs::utimensat(rustix::fs::CWD, &dir, &time, rustix::fs::AtFlags::empty())
-            .map_err(|e| step_err("files", format!("{}: {e}", dir.display())))?;
+        if let Some(meta) = existing {
+            let time = |sec, nsec| rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            };
+            let times = rustix::fs::Timestamps {
+                last_access: time(meta.atime(), meta.atime_nsec()),
+                last_modification: time(meta.mtime(), meta.mtime_nsec()),
+            };
+            rustix::fs::utimensat(rustix::fs::CWD, &dir, &times, rustix::fs::AtFlags::empty())
+                .map_err(|e| step_err("files", format!("{}: {e}", dir.display())))?;
+        }
     }
     Ok(())
 }
