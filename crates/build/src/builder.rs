@@ -25,7 +25,7 @@ use crate::stack::{Parent, Stack};
 use crate::steps;
 
 /// Bumped when a step's output for the same inputs changes.
-const CACHE_VERSION: &str = "nbrt-build/2";
+const CACHE_VERSION: &str = "nbrt-build/3";
 const CACHE_KIND: &str = "build-cache";
 
 #[derive(Debug, Clone, Default)]
@@ -146,7 +146,7 @@ pub(crate) struct CachedStep {
     pub(crate) created_by: String,
 }
 
-fn hash_path(path: &Path, hasher: &mut nbrt_oci::digest::Hasher) -> Result<()> {
+pub(crate) fn hash_path(path: &Path, hasher: &mut nbrt_oci::digest::Hasher) -> Result<()> {
     let meta = fs::metadata(path).io_context(|| format!("reading {}", path.display()))?;
     if meta.is_dir() {
         let mut names: Vec<PathBuf> = fs::read_dir(path)
@@ -404,7 +404,9 @@ pub(crate) fn build_runtime(
                     pins.as_ref(),
                     Below {
                         lowers: &lowers,
+                        parent: &diff_ids,
                         env: &env,
+                        reuse: !opts.no_cache,
                     },
                     log,
                 )?;
@@ -516,7 +518,7 @@ fn dir_layer(store: &Store, dir: &Path, overlay_upper: bool) -> Result<LayerInfo
 /// The staging tree of a pip or conda step becomes the snapshot of its layer: the next step
 /// (or the child runtime) needs it as a lower, and unpacking thousands of files again costs
 /// more than the step's own work. A failure only means the blob is unpacked when needed.
-fn adopt_staging(snapshots: &Snapshots, layer: &LayerInfo, staging: &Path) {
+pub(crate) fn adopt_staging(snapshots: &Snapshots, layer: &LayerInfo, staging: &Path) {
     let clamp = source_date_epoch().map(|s| s.max(0) as u64);
     if let Err(e) = snapshots.adopt(&layer.diff_id, staging, clamp) {
         tracing::debug!("the step's tree was not kept as a snapshot: {e}");
@@ -524,10 +526,14 @@ fn adopt_staging(snapshots: &Snapshots, layer: &LayerInfo, staging: &Path) {
 }
 
 /// What a step runs on: the parent's layer directories (top first) and the image's
-/// environment.
+/// environment; and whether it may reuse parts of earlier steps (pip pieces; not with
+/// `--no-cache`).
 struct Below<'a> {
     lowers: &'a [PathBuf],
+    /// Diff IDs of the parent's layers, bottom first.
+    parent: &'a [Digest],
     env: &'a [String],
+    reuse: bool,
 }
 
 fn run_step(
@@ -539,7 +545,12 @@ fn run_step(
     below: Below<'_>,
     log: &mut dyn Write,
 ) -> Result<(LayerInfo, Option<StepLock>)> {
-    let Below { lowers, env } = below;
+    let Below {
+        lowers,
+        parent,
+        env,
+        reuse,
+    } = below;
     let scratch = crate::leftovers::StepDir::new(&store.root().join("tmp"))?;
     // Steps that write files directly fill this tree, which stands for the image root.
     let staging = scratch.path().join("root");
@@ -627,57 +638,24 @@ fn run_step(
             }
             Ok((dir_layer(store, &staging, false)?, None))
         }
-        Step::Pip(p) => {
-            let view = MergedView::new(lowers.to_vec());
-            let locked = match pins {
-                Some(StepLock::Pip(w)) => Some(w.clone()),
-                _ => None,
-            };
-            let unlocked = locked.is_none();
-            let req = pip_request(rt, p, locked);
-            let out =
-                steps::pip::install(&view, &req, &staging, &store.root().join("cache/uv"), log)?;
-            let started = Instant::now();
-            let compiled = steps::bytecode::compile(
+        Step::Pip(p) => crate::pip_step::run(
+            crate::pip_step::PipRun {
+                store,
+                snapshots,
+                rt,
+                pip: p,
+                locked: match pins {
+                    Some(StepLock::Pip(w)) => Some(w.clone()),
+                    _ => None,
+                },
                 lowers,
-                &staging,
-                &p.prefix,
-                out.python,
-                &store.root().join("cache/bytecode"),
-                scratch.path(),
-                log,
-            )?;
-            tracing::debug!(
-                ?compiled,
-                seconds = started.elapsed().as_secs_f64(),
-                "bytecode"
-            );
-            finish_env_staging(&view, &p.prefix, &staging, &out.whiteouts)?;
-            // The lock is read off the staging tree while the layer is written from it (both
-            // only read it): no snapshot to unpack later, and uv's wheel lookup runs meanwhile.
-            let (layer, lock) = std::thread::scope(|s| {
-                let lock = unlocked.then(|| {
-                    s.spawn(|| {
-                        crate::lock::pip_lock(
-                            store,
-                            rt,
-                            p,
-                            &MergedView::new(vec![staging.clone()]),
-                            out.python,
-                        )
-                    })
-                });
-                let layer = dir_layer(store, &staging, true);
-                let lock = lock.map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(step_err("pip", "reading the lock panicked")))
-                });
-                (layer, lock)
-            });
-            let (layer, lock) = (layer?, lock.transpose()?);
-            adopt_staging(snapshots, &layer, &staging);
-            Ok((layer, lock))
-        }
+                parent,
+                reuse,
+                staging: &staging,
+                scratch: scratch.path(),
+            },
+            log,
+        ),
         Step::Conda(c) => {
             let view = MergedView::new(lowers.to_vec());
             let meta_dir = format!("{}/conda-meta", c.prefix.trim_start_matches('/'));
@@ -744,20 +722,28 @@ pub(crate) fn pip_request(
     }
 }
 
+/// Who owns the environment at `prefix` when it is not root: (uid, gid, setgid directory).
+pub(crate) fn env_owner(view: &MergedView, prefix: &str) -> Result<Option<(u32, u32, bool)>> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(view
+        .symlink_metadata(prefix.trim_start_matches('/'))?
+        .filter(|m| m.uid() != 0)
+        .map(|m| (m.uid(), m.gid(), m.mode() & 0o2000 != 0)))
+}
+
 /// New files of an environment take its owner (the notebook user in the docker-stacks
 /// layout), group-writable; replaced files become overlay whiteouts in the staging tree.
-fn finish_env_staging(
+pub(crate) fn finish_env_staging(
     view: &MergedView,
     prefix: &str,
     staging: &Path,
     whiteouts: &[String],
 ) -> Result<()> {
     let rel = prefix.trim_start_matches('/');
-    if let Some(meta) = view.symlink_metadata(rel)? {
-        use std::os::unix::fs::MetadataExt;
+    if let Some((uid, gid, setgid)) = env_owner(view, prefix)? {
         let dir = staging.join(rel);
-        if dir.exists() && meta.uid() != 0 {
-            steps::user::own_tree(&dir, meta.uid(), meta.gid(), meta.mode() & 0o2000 != 0)?;
+        if dir.exists() {
+            steps::user::own_tree(&dir, uid, gid, setgid)?;
         }
     }
     for w in whiteouts {

@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use nbrt_oci::layer::compression::Compression;
+use nbrt_oci::layer::members::MemberWriter;
 use nbrt_oci::layer::reader::WHITEOUT_PREFIX;
 use nbrt_oci::layer::{Entry, EntryKind, LayerInfo, LayerWriter};
 use nbrt_oci::Store;
@@ -135,6 +136,67 @@ fn check_overlay_xattrs(path: &Path) -> Result<()> {
 
 /// Write the tree under `dir` into the store as a layer.
 pub fn layer_from_dir(store: &Store, dir: &Path, opts: &DirLayerOptions) -> Result<LayerInfo> {
+    let writer = LayerWriter::new(store.new_blob()?, opts.compression, opts.clamp_mtime)?;
+    let (info, blob) = walk_tree(writer, dir, opts)?.finish()?;
+    blob.commit()?;
+    Ok(info)
+}
+
+/// Write the tree under `dir` as a layer member (uncompressed, no end-of-archive marker) to
+/// `tar`; `opts.compression` is not used. Returns the member's size.
+pub fn member_from_dir(dir: &Path, tar: &Path, opts: &DirLayerOptions) -> Result<u64> {
+    let writer = MemberWriter::create(tar, opts.clamp_mtime)?;
+    Ok(walk_tree(writer, dir, opts)?.finish()?)
+}
+
+/// Write the entries `files` (paths relative to `root`, none a directory) as a layer member
+/// to `tar`, in the order given. Returns the member's size.
+pub fn member_from_files(
+    root: &Path,
+    files: &[String],
+    tar: &Path,
+    clamp_mtime: Option<u64>,
+) -> Result<u64> {
+    let mut walker = Walker {
+        writer: MemberWriter::create(tar, clamp_mtime)?,
+        overlay: false,
+        exclude: BTreeSet::new(),
+        links: HashMap::new(),
+    };
+    for rel in files {
+        let abs = root.join(rel);
+        let meta =
+            fs::symlink_metadata(&abs).io_context(|| format!("reading {}", abs.display()))?;
+        if meta.is_dir() {
+            return Err(BuildError::Io {
+                context: format!("{}: a directory among the files of a member", abs.display()),
+                source: io::Error::from(io::ErrorKind::IsADirectory),
+            });
+        }
+        walker.entry(&abs, rel, &meta)?;
+    }
+    Ok(walker.writer.finish()?)
+}
+
+/// Where a walker's entries go: a whole layer, or a member of one.
+trait Sink {
+    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> nbrt_oci::Result<()>;
+}
+
+impl<W: io::Write> Sink for LayerWriter<W> {
+    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> nbrt_oci::Result<()> {
+        LayerWriter::append(self, entry, data)
+    }
+}
+
+impl Sink for MemberWriter {
+    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> nbrt_oci::Result<()> {
+        MemberWriter::append(self, entry, data)
+    }
+}
+
+/// Every entry of the tree under `dir`, in order, into `sink`.
+fn walk_tree<S: Sink>(sink: S, dir: &Path, opts: &DirLayerOptions) -> Result<S> {
     let meta = fs::symlink_metadata(dir).io_context(|| format!("reading {}", dir.display()))?;
     if !meta.is_dir() {
         return Err(BuildError::Io {
@@ -154,7 +216,7 @@ pub fn layer_from_dir(store: &Store, dir: &Path, opts: &DirLayerOptions) -> Resu
         .filter(|p| !p.is_empty())
         .collect();
     let mut walker = Walker {
-        writer: LayerWriter::new(store.new_blob()?, opts.compression, opts.clamp_mtime)?,
+        writer: sink,
         overlay: opts.overlay_upper,
         exclude,
         links: HashMap::new(),
@@ -163,13 +225,11 @@ pub fn layer_from_dir(store: &Store, dir: &Path, opts: &DirLayerOptions) -> Resu
         walker.append(&marker("", EntryKind::Opaque, &meta), &mut io::empty())?;
     }
     walker.walk(dir, "")?;
-    let (info, blob) = walker.writer.finish()?;
-    blob.commit()?;
-    Ok(info)
+    Ok(walker.writer)
 }
 
-struct Walker<W: io::Write> {
-    writer: LayerWriter<W>,
+struct Walker<S: Sink> {
+    writer: S,
     overlay: bool,
     exclude: BTreeSet<String>,
     /// (device, inode) of regular files with more than one link → the first path written.
@@ -189,7 +249,7 @@ fn marker(path: &str, kind: EntryKind, meta: &fs::Metadata) -> Entry {
     }
 }
 
-impl<W: io::Write> Walker<W> {
+impl<S: Sink> Walker<S> {
     fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> Result<()> {
         self.writer.append(entry, data).map_err(BuildError::from)
     }

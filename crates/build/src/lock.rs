@@ -381,13 +381,10 @@ pub(crate) fn pip_lock(
     }
     pins.sort();
     let req = crate::builder::pip_request(rt, p, None);
-    Ok(StepLock::Pip(pip::wheel_artifacts(
-        python,
-        &req,
-        &pins,
-        &tags,
-        &store.root().join("cache/uv"),
-    )?))
+    let started = std::time::Instant::now();
+    let wheels = pip::wheel_artifacts(python, &req, &pins, &tags, &store.root().join("cache/uv"))?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
+    Ok(StepLock::Pip(wheels))
 }
 
 /// The packages an apt or bootstrap step asks for: the lock's `name=version` pins in a

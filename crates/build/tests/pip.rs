@@ -44,7 +44,15 @@ fn installs_for_the_image_python_and_records_what_changed() {
         ..Default::default()
     };
     let mut log = Vec::new();
-    let out = install(&view, &req, &staging, &tmp.path().join("cache"), &mut log).unwrap();
+    let out = install(
+        &view,
+        &req,
+        &staging,
+        &tmp.path().join("cache"),
+        &[],
+        &mut log,
+    )
+    .unwrap();
     assert_eq!(out.python, (3, 11));
     assert_eq!(out.added, ["pyflakes==3.2.0"]);
     assert_eq!(
@@ -101,9 +109,16 @@ fn installs_for_the_image_python_and_records_what_changed() {
     };
     let staging2 = tmp.path().join("staging2");
     fs::create_dir_all(&staging2).unwrap();
-    let err = install(&view, &bad, &staging2, &tmp.path().join("cache"), &mut log)
-        .unwrap_err()
-        .to_string();
+    let err = install(
+        &view,
+        &bad,
+        &staging2,
+        &tmp.path().join("cache"),
+        &[],
+        &mut log,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no-such-package-nbrt-test"), "{err}");
 }
 

@@ -8,6 +8,7 @@
 //! interpreter, the file's path in the image and its contents: a step run again (one
 //! package more, say) compiles only the files it has not seen before.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -55,14 +56,24 @@ fn err(message: impl Into<String>) -> BuildError {
     }
 }
 
+/// The digest of the interpreter at `<prefix>/bin/python` in `view`, if there is one: what
+/// the bytecode it writes depends on.
+pub fn interpreter_digest(view: &MergedView, prefix: &str) -> Result<Option<Digest>> {
+    let interpreter = format!("{}/bin/python", prefix.trim_matches('/'));
+    Ok(view.read(&interpreter)?.map(|b| Digest::of_bytes(&b)))
+}
+
 /// Compile the `.py` files under `<prefix>/lib` in `staging` (the step's new files, standing
-/// for the image root) with the interpreter at `<prefix>/bin/python` of the image made of
-/// `staging` over `lowers`. `python` is the environment's version, for the pyc names.
+/// for the image root), but those in `skip`, with the interpreter at `<prefix>/bin/python`
+/// of the image made of `staging` over `lowers`. `python` is the environment's version, for
+/// the pyc names.
+#[allow(clippy::too_many_arguments)]
 pub fn compile(
     lowers: &[PathBuf],
     staging: &Path,
     prefix: &str,
     python: (u64, u64),
+    skip: &BTreeSet<PathBuf>,
     cache_dir: &Path,
     scratch: &Path,
     log: &mut dyn std::io::Write,
@@ -73,6 +84,7 @@ pub fn compile(
     if lib.is_dir() {
         python_sources(&lib, &mut sources)?;
     }
+    sources.retain(|s| !skip.contains(s));
     if sources.is_empty() {
         return Ok(BytecodeReport::default());
     }
@@ -80,7 +92,7 @@ pub fn compile(
     view_dirs.extend(lowers.iter().cloned());
     let view = MergedView::new(view_dirs.clone());
     let interpreter = format!("{prefix_rel}/bin/python");
-    let Some(binary) = view.read(&interpreter)? else {
+    let Some(interpreter_digest) = interpreter_digest(&view, prefix)? else {
         writeln!(
             log,
             "bytecode: no /{interpreter} in the image; Python files left uncompiled"
@@ -88,7 +100,6 @@ pub fn compile(
         .ok();
         return Ok(BytecodeReport::default());
     };
-    let interpreter_digest = Digest::of_bytes(&binary);
     let tag = format!("cpython-{}{}", python.0, python.1);
 
     let mut report = BytecodeReport::default();

@@ -2,5 +2,6 @@
 
 pub mod bytecode;
 pub mod conda;
+pub mod pieces;
 pub mod pip;
 pub mod user;

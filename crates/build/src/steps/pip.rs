@@ -23,7 +23,8 @@ use crate::snapshot::MergedView;
 
 /// Files of a dist-info directory uv needs to see a package as installed (and to uninstall
 /// it when it replaces it).
-const SEEDED_FILES: &[&str] = &["METADATA", "RECORD", "INSTALLER", "WHEEL", "top_level.txt"];
+pub(crate) const SEEDED_FILES: &[&str] =
+    &["METADATA", "RECORD", "INSTALLER", "WHEEL", "top_level.txt"];
 
 /// Top-level directories `uv pip install --target` fills from the scripts and data schemes;
 /// in an environment they belong under the prefix, not in site-packages.
@@ -70,6 +71,20 @@ pub struct PipOutcome {
     pub whiteouts: Vec<String>,
     /// The Python version installed for.
     pub python: (u64, u64),
+    /// Dist-info directories of the preferred distributions uv kept as they were.
+    pub kept: Vec<String>,
+}
+
+/// A distribution an earlier run of the step installed, offered to uv as installed: uv
+/// keeps it when the requirements allow (and replaces it otherwise), as it keeps what an
+/// environment has. Its files come from elsewhere (the step's pieces); only its metadata is
+/// seeded.
+#[derive(Debug, Clone)]
+pub struct Preferred {
+    /// `name-version.dist-info`.
+    pub dist_info: String,
+    /// A directory with its dist-info files (those of [`SEEDED_FILES`] it has).
+    pub seed: PathBuf,
 }
 
 fn err(message: impl Into<String>) -> BuildError {
@@ -147,12 +162,14 @@ pub fn uv_binary() -> Result<PathBuf> {
     }
 }
 
-/// Install the request into `staging` (an empty directory standing for the image root).
+/// Install the request into `staging` (an empty directory standing for the image root),
+/// with `preferred` seeded as installed (but those the parent has under the same name).
 pub fn install(
     view: &MergedView,
     req: &PipRequest,
     staging: &Path,
     cache_dir: &Path,
+    preferred: &[Preferred],
     output: &mut dyn std::io::Write,
 ) -> Result<PipOutcome> {
     let python = python_version(view, &req.prefix)?;
@@ -182,6 +199,26 @@ pub fn install(
             }
         }
         seeded.insert(dir, (name, version));
+    }
+    let parent_names: BTreeSet<String> = seeded.values().map(|(n, _)| n.clone()).collect();
+    let mut offered = Vec::new();
+    for p in preferred {
+        let Some((name, _)) = dist_info_name(&p.dist_info) else {
+            continue;
+        };
+        if parent_names.contains(&name) || p.dist_info.contains('/') {
+            continue;
+        }
+        let dest = target.join(&p.dist_info);
+        fs::create_dir_all(&dest).io_context(|| format!("creating {}", dest.display()))?;
+        for f in SEEDED_FILES {
+            let from = p.seed.join(f);
+            if from.is_file() {
+                fs::copy(&from, dest.join(f))
+                    .io_context(|| format!("seeding {}/{f}", p.dist_info))?;
+            }
+        }
+        offered.push(p.dist_info.clone());
     }
 
     let uv = uv_binary()?;
@@ -242,6 +279,14 @@ pub fn install(
         }
     }
     let before: BTreeMap<&String, &String> = seeded.values().map(|(n, v)| (n, v)).collect();
+    let mut kept = Vec::new();
+    for dir in offered {
+        let path = target.join(&dir);
+        if path.exists() {
+            fs::remove_dir_all(&path).io_context(|| format!("removing seeded {dir}"))?;
+            kept.push(dir);
+        }
+    }
     let after: BTreeMap<&String, &String> = now.values().map(|(n, v)| (n, v)).collect();
     let mut outcome = PipOutcome {
         python,
@@ -254,6 +299,7 @@ pub fn install(
                 sha256: None,
             })
             .collect(),
+        kept,
         ..Default::default()
     };
     for (n, v) in &after {
@@ -657,7 +703,7 @@ fn python_platform() -> String {
 }
 
 /// `site_rel/rel` normalized; `None` if it would leave the image root.
-fn join_inside(site_rel: &str, rel: &str) -> Option<String> {
+pub(crate) fn join_inside(site_rel: &str, rel: &str) -> Option<String> {
     let mut parts: Vec<&str> = site_rel.split('/').collect();
     for c in rel.split('/') {
         match c {

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod compression;
 pub mod flatten;
+pub mod members;
 pub mod reader;
 pub mod writer;
 

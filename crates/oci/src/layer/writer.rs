@@ -53,86 +53,7 @@ impl<W: Write> LayerWriter<W> {
 
     /// Append one entry. For files `data` must yield exactly `entry.size` bytes.
     pub fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
-        let ctx = || format!("writing layer entry {:?}", entry.path);
-        let mut header = tar::Header::new_gnu();
-        header.set_uid(entry.uid);
-        header.set_gid(entry.gid);
-        header.set_mode(entry.mode);
-        let mtime = match self.clamp_mtime {
-            Some(max) => entry.mtime.min(max),
-            None => entry.mtime,
-        };
-        header.set_mtime(mtime);
-        header.set_size(0);
-        if !entry.xattrs.is_empty() {
-            let records: Vec<(String, &[u8])> = entry
-                .xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
-                .collect();
-            self.tar
-                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
-                .io_context(ctx)?;
-        }
-        match &entry.kind {
-            EntryKind::File => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(entry.size);
-                let mut limited = data.take(entry.size);
-                self.tar
-                    .append_data(&mut header, &entry.path, &mut limited)
-                    .io_context(ctx)?;
-                if limited.limit() != 0 {
-                    return Err(OciError::InvalidLayer(format!(
-                        "{:?}: data ended {} bytes short of its size",
-                        entry.path,
-                        limited.limit()
-                    )));
-                }
-            }
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                self.tar
-                    .append_data(&mut header, format!("{}/", entry.path), io::empty())
-                    .io_context(ctx)?;
-            }
-            EntryKind::Symlink(target) | EntryKind::Hardlink(target) => {
-                header.set_entry_type(if matches!(entry.kind, EntryKind::Symlink(_)) {
-                    tar::EntryType::Symlink
-                } else {
-                    tar::EntryType::Link
-                });
-                self.tar
-                    .append_link(&mut header, &entry.path, target)
-                    .io_context(ctx)?;
-            }
-            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
-                header.set_entry_type(if matches!(entry.kind, EntryKind::CharDevice { .. }) {
-                    tar::EntryType::Char
-                } else {
-                    tar::EntryType::Block
-                });
-                header.set_device_major(*major).io_context(ctx)?;
-                header.set_device_minor(*minor).io_context(ctx)?;
-                self.tar
-                    .append_data(&mut header, &entry.path, io::empty())
-                    .io_context(ctx)?;
-            }
-            EntryKind::Fifo => {
-                header.set_entry_type(tar::EntryType::Fifo);
-                self.tar
-                    .append_data(&mut header, &entry.path, io::empty())
-                    .io_context(ctx)?;
-            }
-            EntryKind::Whiteout | EntryKind::Opaque => {
-                let name = whiteout_name(&entry.path, entry.kind == EntryKind::Opaque);
-                header.set_entry_type(tar::EntryType::Regular);
-                self.tar
-                    .append_data(&mut header, name, io::empty())
-                    .io_context(ctx)?;
-            }
-        }
-        Ok(())
+        append_entry(&mut self.tar, self.clamp_mtime, entry, data)
     }
 
     /// Close the tar and the compressor; returns the layer's identities and the output.
@@ -153,6 +74,89 @@ impl<W: Write> LayerWriter<W> {
             out,
         ))
     }
+}
+
+/// Append one entry to a tar stream, as every layer nbrt writes has it. For files `data`
+/// must yield exactly `entry.size` bytes.
+pub(crate) fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    clamp_mtime: Option<u64>,
+    entry: &Entry,
+    data: &mut dyn Read,
+) -> Result<()> {
+    let ctx = || format!("writing layer entry {:?}", entry.path);
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(entry.uid);
+    header.set_gid(entry.gid);
+    header.set_mode(entry.mode);
+    let mtime = match clamp_mtime {
+        Some(max) => entry.mtime.min(max),
+        None => entry.mtime,
+    };
+    header.set_mtime(mtime);
+    header.set_size(0);
+    if !entry.xattrs.is_empty() {
+        let records: Vec<(String, &[u8])> = entry
+            .xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+            .collect();
+        tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .io_context(ctx)?;
+    }
+    match &entry.kind {
+        EntryKind::File => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(entry.size);
+            let mut limited = data.take(entry.size);
+            tar.append_data(&mut header, &entry.path, &mut limited)
+                .io_context(ctx)?;
+            if limited.limit() != 0 {
+                return Err(OciError::InvalidLayer(format!(
+                    "{:?}: data ended {} bytes short of its size",
+                    entry.path,
+                    limited.limit()
+                )));
+            }
+        }
+        EntryKind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            tar.append_data(&mut header, format!("{}/", entry.path), io::empty())
+                .io_context(ctx)?;
+        }
+        EntryKind::Symlink(target) | EntryKind::Hardlink(target) => {
+            header.set_entry_type(if matches!(entry.kind, EntryKind::Symlink(_)) {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            });
+            tar.append_link(&mut header, &entry.path, target)
+                .io_context(ctx)?;
+        }
+        EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+            header.set_entry_type(if matches!(entry.kind, EntryKind::CharDevice { .. }) {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            });
+            header.set_device_major(*major).io_context(ctx)?;
+            header.set_device_minor(*minor).io_context(ctx)?;
+            tar.append_data(&mut header, &entry.path, io::empty())
+                .io_context(ctx)?;
+        }
+        EntryKind::Fifo => {
+            header.set_entry_type(tar::EntryType::Fifo);
+            tar.append_data(&mut header, &entry.path, io::empty())
+                .io_context(ctx)?;
+        }
+        EntryKind::Whiteout | EntryKind::Opaque => {
+            let name = whiteout_name(&entry.path, entry.kind == EntryKind::Opaque);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, name, io::empty())
+                .io_context(ctx)?;
+        }
+    }
+    Ok(())
 }
 
 /// The tar name that records a whiteout of `path` (or an opaque marker in directory `path`).

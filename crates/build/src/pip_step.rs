@@ -1,0 +1,308 @@
+//! The pip step as the builder runs it: uv installs into the staging tree, the image's
+//! interpreter compiles the new files, the layer is put together from per-distribution
+//! pieces (`steps::pieces`), and the lock is read while the layer is written.
+//!
+//! A step run again after packages were only added (the earlier run's requirements are all
+//! still there, same parent, indexes and files) offers uv the distributions of that run as
+//! installed: uv keeps them where the requirements allow, as it keeps what an environment
+//! has, and installs only what is new; their files come from their pieces. A package that
+//! was removed or changed in the runtime file makes the step resolve from scratch, and
+//! `--no-cache` or `--locked` never use the earlier run.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nbrt_oci::layer::LayerInfo;
+use nbrt_oci::spec::source_date_epoch;
+use nbrt_oci::{Digest, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BuildError, IoContext, Result};
+use crate::lock::StepLock;
+use crate::runtime_file::{Pip, RuntimeFile};
+use crate::snapshot::{MergedView, Snapshots};
+use crate::steps::pieces::{self, Piece, PieceCache, Source};
+use crate::steps::{bytecode, pip};
+
+/// Store refs of this kind hold, per runtime, parent and pip definition, what the step's
+/// last run installed.
+const PREVIOUS_KIND: &str = "pip-previous";
+
+/// What a run of the step installed: its requirements and the pieces of its distributions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Previous {
+    packages: Vec<String>,
+    pieces: Vec<String>,
+}
+
+/// The last runs of a step (most recent first), one per set of requirements.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Runs {
+    runs: Vec<Previous>,
+}
+
+/// How many earlier runs of a step are remembered.
+const RUNS_KEPT: usize = 8;
+
+fn step_err(message: impl Into<String>) -> BuildError {
+    BuildError::Step {
+        step: "pip".to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where the step runs and what it may use.
+pub(crate) struct PipRun<'a> {
+    pub store: &'a Store,
+    pub snapshots: &'a Snapshots,
+    pub rt: &'a RuntimeFile,
+    pub pip: &'a Pip,
+    /// Pins of `runtime.lock` in a `--locked` build.
+    pub locked: Option<Vec<pip::LockedWheel>>,
+    /// The parent's layer directories, top first, and their diff IDs, bottom first.
+    pub lowers: &'a [PathBuf],
+    pub parent: &'a [Digest],
+    /// Whether cached pieces and the earlier run may be used (not with `--no-cache`).
+    pub reuse: bool,
+    pub staging: &'a Path,
+    pub scratch: &'a Path,
+}
+
+pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Option<StepLock>)> {
+    let PipRun {
+        store,
+        snapshots,
+        rt,
+        pip: p,
+        locked,
+        lowers,
+        parent,
+        reuse,
+        staging,
+        scratch,
+    } = run;
+    let view = MergedView::new(lowers.to_vec());
+    let unlocked = locked.is_none();
+    let req = crate::builder::pip_request(rt, p, locked);
+    let cache = reuse.then(|| PieceCache::new(store.root().join("cache/pip-pieces")));
+    let previous_key = previous_key(rt, p, parent)?;
+    let previous = match (&cache, unlocked) {
+        (Some(cache), true) => previous_pieces(store, cache, &previous_key, p),
+        _ => Vec::new(),
+    };
+    let preferred: Vec<pip::Preferred> = previous
+        .iter()
+        .map(|piece| pip::Preferred {
+            dist_info: piece.info.dist_info.clone(),
+            seed: piece.seed_dir(),
+        })
+        .collect();
+    let out = pip::install(
+        &view,
+        &req,
+        staging,
+        &store.root().join("cache/uv"),
+        &preferred,
+        log,
+    )?;
+    let kept: Vec<Piece> = previous
+        .into_iter()
+        .filter(|piece| out.kept.contains(&piece.info.dist_info))
+        .collect();
+
+    let clamp = source_date_epoch().map(|s| s.max(0) as u64);
+    let prefix_rel = p.prefix.trim_matches('/');
+    let ctx = pieces::Context::new(
+        &p.prefix,
+        out.python,
+        bytecode::interpreter_digest(&view, &p.prefix)?.as_ref(),
+        crate::builder::env_owner(&view, &p.prefix)?,
+        clamp,
+    );
+    let site_rel = format!(
+        "{prefix_rel}/lib/python{}.{}/site-packages",
+        out.python.0, out.python.1
+    );
+    // Distributions made into pieces before need neither bytecode nor compression.
+    let mut fresh = Vec::new();
+    let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
+    let mut skip = BTreeSet::new();
+    for dist in pieces::claim(staging, &site_rel, &ctx)? {
+        match cache.as_ref().and_then(|c| c.get(&dist.key)) {
+            Some(piece) => {
+                skip.extend(
+                    dist.files
+                        .iter()
+                        .filter(|f| f.ends_with(".py"))
+                        .map(|f| staging.join(f)),
+                );
+                sources.push(Source::Cached(piece));
+            }
+            None => fresh.push(dist),
+        }
+    }
+    let started = Instant::now();
+    let compiled = bytecode::compile(
+        lowers,
+        staging,
+        &p.prefix,
+        out.python,
+        &skip,
+        &store.root().join("cache/bytecode"),
+        scratch,
+        log,
+    )?;
+    tracing::debug!(
+        ?compiled,
+        seconds = started.elapsed().as_secs_f64(),
+        "bytecode"
+    );
+    pieces::add_bytecode(staging, &mut fresh, out.python);
+    sources.extend(fresh.into_iter().map(Source::Staging));
+    // A kept piece writes its files itself: no whiteout for them.
+    let kept_files: BTreeSet<&str> = kept
+        .iter()
+        .flat_map(|k| k.info.files.iter().map(String::as_str))
+        .collect();
+    let whiteouts: Vec<String> = out
+        .whiteouts
+        .iter()
+        .filter(|w| !kept_files.contains(w.as_str()))
+        .cloned()
+        .collect();
+    crate::builder::finish_env_staging(&view, &p.prefix, staging, &whiteouts)?;
+    pieces::ensure_dirs(staging, &kept)?;
+    // The lock reads every distribution's dist-info: the staging tree's, and the kept ones'
+    // from their seeds.
+    let kept_meta = scratch.join("kept");
+    for k in &kept {
+        let dir = kept_meta.join(&site_rel).join(&k.info.dist_info);
+        fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
+        for entry in fs::read_dir(k.seed_dir()).io_context(|| "reading a piece's seed")? {
+            let entry = entry.io_context(|| "reading a piece's seed")?;
+            fs::copy(entry.path(), dir.join(entry.file_name()))
+                .io_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    let piece_keys: Option<Vec<String>> = sources
+        .iter()
+        .map(|s| match s {
+            Source::Cached(piece) => Some(piece.key()),
+            Source::Staging(d) => d.cacheable.then(|| d.key.hex().to_string()),
+        })
+        .collect();
+
+    // The lock is read while the layer is written (both only read the tree): uv's wheel
+    // lookup runs meanwhile.
+    let started = Instant::now();
+    let (layer, lock) = std::thread::scope(|s| {
+        let lock = unlocked.then(|| {
+            s.spawn(|| {
+                crate::lock::pip_lock(
+                    store,
+                    rt,
+                    p,
+                    &MergedView::new(vec![staging.to_path_buf(), kept_meta.clone()]),
+                    out.python,
+                )
+            })
+        });
+        let layer = pieces::write_layer(store, cache.as_ref(), staging, sources, scratch, clamp);
+        let lock = lock.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(step_err("reading the lock panicked")))
+        });
+        (layer, lock)
+    });
+    let ((layer, report), lock) = (layer?, lock.transpose()?);
+    tracing::debug!(
+        ?report,
+        kept = kept.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "pip layer"
+    );
+    writeln!(
+        log,
+        "pip: {} distributions kept from an earlier run, {} taken from the piece cache, {} new",
+        kept.len(),
+        report.cached - kept.len(),
+        report.made
+    )
+    .ok();
+    if let (Some(pieces), true) = (piece_keys, unlocked && reuse) {
+        let mut packages: Vec<String> = p.packages.iter().map(|s| s.get_ref().clone()).collect();
+        packages.sort();
+        packages.dedup();
+        let mut runs = read_runs(store, &previous_key);
+        runs.runs.retain(|r| r.packages != packages);
+        runs.runs.insert(0, Previous { packages, pieces });
+        runs.runs.truncate(RUNS_KEPT);
+        let payload = serde_json::to_value(&runs).map_err(|e| step_err(e.to_string()))?;
+        store.put_ref(PREVIOUS_KIND, &previous_key, &[], &payload)?;
+    }
+    // The staging tree is this layer's snapshot only when every file came from it: pieces
+    // from the cache carry the times of the run that made them.
+    if report.cached == 0 {
+        crate::builder::adopt_staging(snapshots, &layer, staging);
+    }
+    Ok((layer, lock))
+}
+
+/// The key of the earlier run this step may build on: the runtime, its parent, and the pip
+/// definition but for its package list, with the files it reads.
+fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> {
+    let mut def = serde_json::to_value(p).map_err(|e| step_err(e.to_string()))?;
+    if let Some(map) = def.as_object_mut() {
+        map.remove("packages");
+    }
+    let doc = serde_json::json!({
+        "v": 1,
+        "runtime": rt.name,
+        "parent": parent,
+        "pip": def,
+        "sde": source_date_epoch(),
+    });
+    let mut h = nbrt_oci::digest::Hasher::new();
+    h.update(&nbrt_oci::json::to_canonical_vec(&doc, "pip step key")?);
+    for path in crate::builder::step_inputs(rt, &crate::builder::Step::Pip(p.clone()))? {
+        crate::builder::hash_path(&path, &mut h)?;
+    }
+    Ok(h.finish().0.hex().to_string())
+}
+
+fn read_runs(store: &Store, key: &str) -> Runs {
+    store
+        .get_ref(PREVIOUS_KIND, key)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// The pieces of the earlier run to build on: of the runs whose requirements are all still
+/// asked for and whose pieces are all still in the cache, the one with the most
+/// requirements (the most recent among equals); else none.
+fn previous_pieces(store: &Store, cache: &PieceCache, key: &str, p: &Pip) -> Vec<Piece> {
+    let now: BTreeSet<&str> = p.packages.iter().map(|s| s.get_ref().as_str()).collect();
+    let mut best: Option<(usize, Vec<Piece>)> = None;
+    for run in read_runs(store, key).runs {
+        if !run.packages.iter().all(|r| now.contains(r.as_str()))
+            || best.as_ref().is_some_and(|(n, _)| *n >= run.packages.len())
+        {
+            continue;
+        }
+        let pieces: Option<Vec<Piece>> = run
+            .pieces
+            .iter()
+            .map(|hex| Digest::from_hex(hex).ok().and_then(|k| cache.get(&k)))
+            .map(|piece| piece.filter(|p| p.seed_dir().join("METADATA").is_file()))
+            .collect();
+        if let Some(pieces) = pieces {
+            best = Some((run.packages.len(), pieces));
+        }
+    }
+    best.map(|(_, pieces)| pieces).unwrap_or_default()
+}
