@@ -15,7 +15,7 @@ pub mod error;
 pub mod layer_dir;
 pub mod leftovers;
 pub mod lock;
-mod pip_step;
+pub mod pip_step;
 pub mod rebase;
 pub mod runtime_file;
 pub mod sandbox;

@@ -44,6 +44,10 @@ struct Runs {
     runs: Vec<Previous>,
 }
 
+/// Store refs of this kind name, per layer (diff ID), the pieces it is made of: `nbrt gc`
+/// keeps the pieces of the layers stored images have.
+const LAYER_KIND: &str = "pip-layer";
+
 /// How many earlier runs of a step are remembered.
 const RUNS_KEPT: usize = 8;
 
@@ -87,7 +91,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     let view = MergedView::new(lowers.to_vec());
     let unlocked = locked.is_none();
     let req = crate::builder::pip_request(rt, p, locked);
-    let cache = reuse.then(|| PieceCache::new(store.root().join("cache/pip-pieces")));
+    let cache = reuse.then(|| PieceCache::open(store)).transpose()?;
     let previous_key = previous_key(rt, p, parent)?;
     let previous = match (&cache, unlocked) {
         (Some(cache), true) => previous_pieces(store, cache, &previous_key, p),
@@ -174,7 +178,13 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         .cloned()
         .collect();
     crate::builder::finish_env_staging(&view, &p.prefix, staging, &whiteouts)?;
-    pieces::ensure_dirs(staging, &kept)?;
+    pieces::ensure_dirs(
+        staging,
+        sources.iter().filter_map(|s| match s {
+            Source::Cached(piece) => Some(piece),
+            Source::Staging(_) => None,
+        }),
+    )?;
     // The lock reads every distribution's dist-info: the staging tree's, and the kept ones'
     // from their seeds.
     let kept_meta = scratch.join("kept");
@@ -232,6 +242,14 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         report.made
     )
     .ok();
+    if let (Some(pieces), true) = (&piece_keys, reuse) {
+        store.put_ref(
+            LAYER_KIND,
+            layer.diff_id.hex(),
+            &[],
+            &serde_json::json!({ "pieces": pieces }),
+        )?;
+    }
     if let (Some(pieces), true) = (piece_keys, unlocked && reuse) {
         let mut packages: Vec<String> = p.packages.iter().map(|s| s.get_ref().clone()).collect();
         packages.sort();
@@ -305,4 +323,25 @@ fn previous_pieces(store: &Store, cache: &PieceCache, key: &str, p: &Pip) -> Vec
         }
     }
     best.map(|(_, pieces)| pieces).unwrap_or_default()
+}
+
+/// Remove the pieces that no layer in `live` (the diff IDs of the stored images) is made of.
+/// `None` when the store has no pieces.
+pub fn prune_pieces(
+    store: &Store,
+    live: &std::collections::HashSet<Digest>,
+) -> Result<Option<crate::snapshot::PruneReport>> {
+    if !store.root().join("cache/pip-pieces").is_dir() {
+        return Ok(None);
+    }
+    let mut keep = BTreeSet::new();
+    for diff_id in live {
+        if let Some(v) = store.get_ref(LAYER_KIND, diff_id.hex())? {
+            if let Some(list) = v.get("pieces").and_then(|p| p.as_array()) {
+                keep.extend(list.iter().filter_map(|k| k.as_str()).map(str::to_string));
+            }
+        }
+    }
+    let cache = PieceCache::open(store)?;
+    cache.prune(|key| keep.contains(key)).map(Some)
 }

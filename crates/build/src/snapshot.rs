@@ -143,33 +143,9 @@ impl Snapshots {
     /// interrupted extractions. Refuses (with an error) while another `Snapshots` of this
     /// directory is open, in this process or another, since it may be using them.
     pub fn prune(&self, keep: impl Fn(&Digest) -> bool) -> Result<PruneReport> {
-        match self.lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(BuildError::Io {
-                    context: format!(
-                        "pruning {}: snapshots are in use by another nbrt build; try again when \
-                         it has finished",
-                        self.root.display()
-                    ),
-                    source: io::Error::from(io::ErrorKind::WouldBlock),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(BuildError::Io {
-                    context: format!("locking {} for pruning", self.root.display()),
-                    source: e,
-                })
-            }
-        }
-        let result = self.prune_locked(keep);
-        let relock = self
-            .lock
-            .lock_shared()
-            .io_context(|| format!("relocking {}", self.root.display()));
-        let report = result?;
-        relock?;
-        Ok(report)
+        exclusively(&self.lock, &self.root, "snapshots", || {
+            self.prune_locked(keep)
+        })
     }
 
     fn prune_locked(&self, keep: impl Fn(&Digest) -> bool) -> Result<PruneReport> {
@@ -206,6 +182,43 @@ impl Snapshots {
         }
         Ok(report)
     }
+}
+
+/// Run `f` holding `lock` (the shared lock every user of the cache at `root` holds)
+/// exclusively: refuses with an error while another user has it open, in this process or
+/// another, and takes the shared lock again afterwards.
+pub(crate) fn exclusively<T>(
+    lock: &fs::File,
+    root: &Path,
+    what: &str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(BuildError::Io {
+                context: format!(
+                    "pruning {}: {what} are in use by another nbrt build; try again when it \
+                     has finished",
+                    root.display()
+                ),
+                source: io::Error::from(io::ErrorKind::WouldBlock),
+            })
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(BuildError::Io {
+                context: format!("locking {} for pruning", root.display()),
+                source: e,
+            })
+        }
+    }
+    let result = f();
+    let relock = lock
+        .lock_shared()
+        .io_context(|| format!("relocking {}", root.display()));
+    let out = result?;
+    relock?;
+    Ok(out)
 }
 
 /// Every entry's mtime as a layer stores it: whole seconds, at most `clamp`. Children first,

@@ -5,14 +5,17 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
 use common::{can_build, write};
 use nbrt_build::builder::{build_stack, BuildOptions};
 use nbrt_build::lock::RuntimeLock;
+use nbrt_build::pip_step::prune_pieces;
 use nbrt_build::stack::Stack;
-use nbrt_oci::{Progress, Store};
+use nbrt_build::steps::pieces::PieceCache;
+use nbrt_oci::{Digest, Progress, Store};
 
 const SDE: &str = "1700000000";
 
@@ -151,4 +154,23 @@ fn a_package_more_reuses_the_pieces_and_gives_the_cold_build_bytes() {
         ),
         "{log}"
     );
+
+    // gc keeps the pieces of the layers stored images have, and only those; not while a
+    // build has the cache open.
+    let live: HashSet<Digest> = a
+        .resolve("app:latest")
+        .unwrap()
+        .image
+        .diff_ids()
+        .iter()
+        .cloned()
+        .collect();
+    let in_use = PieceCache::open(&a).unwrap();
+    let err = prune_pieces(&a, &live).unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
+    drop(in_use);
+    let report = prune_pieces(&a, &live).unwrap().unwrap();
+    assert_eq!((report.removed, report.kept), (1, 3), "tabulate 0.9.0 goes");
+    let report = prune_pieces(&a, &HashSet::new()).unwrap().unwrap();
+    assert_eq!((report.removed, report.kept), (3, 0));
 }

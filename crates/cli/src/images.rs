@@ -349,13 +349,21 @@ pub struct GcArgs {
 pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
     let store = ctx.store()?;
     let report = store.gc()?;
-    let snapshots = prune_snapshots(&store)?;
+    let mut live = std::collections::HashSet::new();
+    for stored in store.list()? {
+        live.extend(stored.image.diff_ids().iter().cloned());
+    }
+    let snapshots = builder_cache("unpacked layers", || prune_snapshots(&store, &live));
+    let pieces = builder_cache("pip pieces", || {
+        nbrt_build::pip_step::prune_pieces(&store, &live)
+    });
     if a.json {
         return json(&serde_json::json!({
             "blobs_removed": report.blobs_removed,
             "bytes_freed": report.bytes_freed,
             "blobs_kept": report.blobs_kept,
             "snapshots": snapshots,
+            "pip_pieces": pieces,
         }));
     }
     println!(
@@ -370,27 +378,41 @@ pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
             s.removed, s.kept
         );
     }
+    if let Some(p) = pieces {
+        println!(
+            "removed {} pip pieces of the builder, kept {}",
+            p.removed, p.kept
+        );
+    }
     Ok(())
 }
 
+/// A builder cache pruned; `None` when there is none, or when a build is using it (said on
+/// stderr: blobs are collected all the same).
+fn builder_cache(
+    what: &str,
+    prune: impl FnOnce() -> nbrt_build::Result<Option<nbrt_build::snapshot::PruneReport>>,
+) -> Option<nbrt_build::snapshot::PruneReport> {
+    match prune() {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("warning: {what} kept: {e}");
+            None
+        }
+    }
+}
+
 /// The builder's unpacked layers (`snapshots/`) of layers no image in the store has any
-/// more. `None` when there are none, or when a build is using them (said on stderr).
-fn prune_snapshots(store: &Store) -> Result<Option<nbrt_build::snapshot::PruneReport>> {
+/// more.
+fn prune_snapshots(
+    store: &Store,
+    live: &std::collections::HashSet<nbrt_oci::Digest>,
+) -> nbrt_build::Result<Option<nbrt_build::snapshot::PruneReport>> {
     if !store.root().join("snapshots").is_dir() {
         return Ok(None);
     }
-    let mut live = std::collections::HashSet::new();
-    for stored in store.list()? {
-        live.extend(stored.image.diff_ids().iter().cloned());
-    }
     let snapshots = nbrt_build::snapshot::Snapshots::open(store)?;
-    match snapshots.prune(|d| live.contains(d)) {
-        Ok(report) => Ok(Some(report)),
-        Err(e) => {
-            eprintln!("warning: unpacked layers kept: {e}");
-            Ok(None)
-        }
-    }
+    snapshots.prune(|d| live.contains(d)).map(Some)
 }
 
 #[derive(Args)]

@@ -308,6 +308,47 @@ shared-memory = "1g"
         text,
         "graphviz\n1.0\narcgis_dl_backbones-1.0-h0_0.json\njovyan\n"
     );
+
+    // One package more: graphviz is kept from the earlier run (its piece, bytecode and
+    // directories as they were), only tabulate is installed.
+    let file = dir.join("runtime.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "packages = [\"graphviz\"]",
+            "packages = [\"graphviz\", \"tabulate\"]",
+        ),
+    )
+    .unwrap();
+    let out = nbrt(&b.store, &["build", stack.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned()
+        + &ok(out, "nbrt build with one package more");
+    assert!(
+        log.contains(
+            "pip: 1 distributions kept from an earlier run, 0 taken from the piece cache, 1 new"
+        ),
+        "{log}"
+    );
+    let image = load(&b.store, "jupyter-graphviz");
+    let out = Command::new("docker")
+        .args(["run", "--rm", &image, "sh", "-c"])
+        .arg(
+            "python -c 'import graphviz, tabulate; print(tabulate.__name__)' && \
+             cd /opt/conda/lib/python3.11/site-packages && \
+             stat -c '%U %a' graphviz graphviz/__pycache__ tabulate/__pycache__ && \
+             ls graphviz/__pycache__ | grep -c 'cpython-311.pyc$'",
+        )
+        .output()
+        .unwrap();
+    let text = ok(out, "docker run after one package more");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["tabulate", "jovyan 2775", "jovyan 2775", "jovyan 2775"],
+        "{text}"
+    );
+    assert!(lines[4].parse::<u32>().unwrap() > 5, "{text}");
 }
 
 /// Everything under the store that says what it holds: names, blobs, cache entries.

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::layer_dir::{member_from_dir, member_from_files, DirLayerOptions};
+use crate::snapshot::{exclusively, PruneReport};
+use nbrt_oci::fsutil::{open_locked, LockMode};
 
 /// Changes whenever the bytes a piece holds for the same inputs would change.
 const PIECES_VERSION: &str = "nbrt-pip-pieces/1";
@@ -284,14 +286,52 @@ impl Piece {
     }
 }
 
-/// The pieces kept in the store (`cache/pip-pieces/<key>/`).
+/// The pieces kept in the store (`cache/pip-pieces/<key>/`). Every user holds a shared lock
+/// on the directory while it is open; pruning needs it alone.
 pub struct PieceCache {
     dir: PathBuf,
+    lock: fs::File,
 }
 
 impl PieceCache {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// The piece cache of `store`.
+    pub fn open(store: &Store) -> Result<Self> {
+        let dir = store.root().join("cache/pip-pieces");
+        fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
+        let lock = open_locked(&dir.join(".lock"), LockMode::Shared)?;
+        Ok(Self { dir, lock })
+    }
+
+    /// Remove every piece whose key `keep` does not want, and debris of interrupted writes.
+    /// Refuses (with an error) while a build has the cache open.
+    pub fn prune(&self, keep: impl Fn(&str) -> bool) -> Result<PruneReport> {
+        exclusively(&self.lock, &self.dir, "pip pieces", || {
+            let mut report = PruneReport::default();
+            let trash = self.dir.join(".trash");
+            fs::create_dir_all(&trash).io_context(|| format!("creating {}", trash.display()))?;
+            for entry in
+                fs::read_dir(&self.dir).io_context(|| format!("listing {}", self.dir.display()))?
+            {
+                let entry = entry.io_context(|| format!("listing {}", self.dir.display()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let debris = name.starts_with(".new-");
+                if !debris && Digest::from_hex(&name).is_err() {
+                    continue; // the lock, the trash
+                }
+                if !debris && keep(&name) {
+                    report.kept += 1;
+                    continue;
+                }
+                // Out of the way first, so a removal cut short leaves no half piece in place.
+                let doomed = trash.join(&name);
+                let _ = fs::remove_dir_all(&doomed);
+                fs::rename(entry.path(), &doomed)
+                    .io_context(|| format!("moving {} out of the way", entry.path().display()))?;
+                report.removed += usize::from(!debris);
+            }
+            fs::remove_dir_all(&trash).io_context(|| format!("removing {}", trash.display()))?;
+            Ok(report)
+        })
     }
 
     /// The piece under `key`, if it is there whole.
@@ -353,10 +393,11 @@ fn dirs_of(root: &Path, files: &[String]) -> Result<Vec<DirMeta>> {
         .collect()
 }
 
-/// Create the directories `pieces` have files in that `staging` lacks, with the owner, mode
-/// and time they had when the pieces were made: the step's own member carries every
-/// directory of the layer.
-pub fn ensure_dirs(staging: &Path, pieces: &[Piece]) -> Result<()> {
+/// Create the directories `pieces` have files in that `staging` lacks (all of a kept
+/// piece's, the `__pycache__` directories of one whose files uv installed again), with the
+/// owner, mode and time they had when the pieces were made: the step's own member carries
+/// every directory of the layer, or engines would make them root's.
+pub fn ensure_dirs<'a>(staging: &Path, pieces: impl IntoIterator<Item = &'a Piece>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut wanted: BTreeMap<&str, &DirMeta> = BTreeMap::new();
     for p in pieces {
