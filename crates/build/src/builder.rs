@@ -390,12 +390,9 @@ pub(crate) fn build_runtime(
             }
             (None, None) => {
                 writeln!(log, "{}: {label}", rt.name).ok();
-                let lowers: Vec<PathBuf> = layers
-                    .iter()
-                    .zip(&diff_ids)
-                    .rev()
-                    .map(|(l, d)| snapshots.ensure(store, l, d))
-                    .collect::<Result<_>>()?;
+                let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
+                let lowers = snapshots.ensure_all(store, &below)?;
+                tracing::debug!(seconds = started.elapsed().as_secs_f64(), "lowers ready");
                 let (info, lock) = run_step(
                     store,
                     snapshots,

@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use nbrt_oci::layer::compression::Compression;
-use nbrt_oci::layer::members::MemberWriter;
+use nbrt_oci::layer::members::{Member, MemberWriter};
 use nbrt_oci::layer::reader::WHITEOUT_PREFIX;
 use nbrt_oci::layer::{Entry, EntryKind, LayerInfo, LayerWriter};
 use nbrt_oci::Store;
@@ -142,23 +142,24 @@ pub fn layer_from_dir(store: &Store, dir: &Path, opts: &DirLayerOptions) -> Resu
     Ok(info)
 }
 
-/// Write the tree under `dir` as a layer member (uncompressed, no end-of-archive marker) to
-/// `tar`; `opts.compression` is not used. Returns the member's size.
-pub fn member_from_dir(dir: &Path, tar: &Path, opts: &DirLayerOptions) -> Result<u64> {
-    let writer = MemberWriter::create(tar, opts.clamp_mtime)?;
+/// Write the tree under `dir` as a layer member (see `nbrt_oci::layer::members`). Returns
+/// the sizes of its uncompressed and compressed files.
+pub fn member_from_dir(dir: &Path, member: &Member, opts: &DirLayerOptions) -> Result<(u64, u64)> {
+    let writer = MemberWriter::create(member, opts.compression, opts.clamp_mtime)?;
     Ok(walk_tree(writer, dir, opts)?.finish()?)
 }
 
-/// Write the entries `files` (paths relative to `root`, none a directory) as a layer member
-/// to `tar`, in the order given. Returns the member's size.
+/// Write the entries `files` (paths relative to `root`, none a directory) as a layer member,
+/// in the order given. Returns the sizes of its uncompressed and compressed files.
 pub fn member_from_files(
     root: &Path,
     files: &[String],
-    tar: &Path,
+    member: &Member,
+    compression: Compression,
     clamp_mtime: Option<u64>,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let mut walker = Walker {
-        writer: MemberWriter::create(tar, clamp_mtime)?,
+        writer: MemberWriter::create(member, compression, clamp_mtime)?,
         overlay: false,
         exclude: BTreeSet::new(),
         links: HashMap::new(),

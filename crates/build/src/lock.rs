@@ -304,12 +304,8 @@ pub fn step_lock(
             return Ok(Some(found));
         }
     }
-    let mut dirs: Vec<PathBuf> = layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(l, d)| snapshots.ensure(store, l, d))
-        .collect::<Result<_>>()?;
-    dirs.reverse();
+    let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(diff_ids).collect();
+    let dirs = snapshots.ensure_all(store, &below)?;
     let own = dirs[0].clone();
     let after = MergedView::new(dirs.clone());
     let before = MergedView::new(dirs[1..].to_vec());

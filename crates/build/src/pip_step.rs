@@ -104,6 +104,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
             seed: piece.seed_dir(),
         })
         .collect();
+    let step_started = Instant::now();
     let out = pip::install(
         &view,
         &req,
@@ -134,6 +135,10 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     let mut fresh = Vec::new();
     let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
     let mut skip = BTreeSet::new();
+    tracing::debug!(
+        seconds = step_started.elapsed().as_secs_f64(),
+        "uv installed"
+    );
     for dist in pieces::claim(staging, &site_rel, &ctx)? {
         match cache.as_ref().and_then(|c| c.get(&dist.key)) {
             Some(piece) => {
@@ -149,16 +154,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         }
     }
     let started = Instant::now();
-    let compiled = bytecode::compile(
-        lowers,
-        staging,
-        &p.prefix,
-        out.python,
-        &skip,
-        &store.root().join("cache/bytecode"),
-        scratch,
-        log,
-    )?;
+    let compiled = bytecode::compile(lowers, staging, &p.prefix, out.python, &skip, scratch, log)?;
     tracing::debug!(
         ?compiled,
         seconds = started.elapsed().as_secs_f64(),
@@ -178,6 +174,10 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         .cloned()
         .collect();
     crate::builder::finish_env_staging(&view, &p.prefix, staging, &whiteouts)?;
+    tracing::debug!(
+        seconds = step_started.elapsed().as_secs_f64(),
+        "owner and whiteouts"
+    );
     pieces::ensure_dirs(
         staging,
         sources.iter().filter_map(|s| match s {
@@ -266,6 +266,10 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     if report.cached == 0 {
         crate::builder::adopt_staging(snapshots, &layer, staging);
     }
+    tracing::debug!(
+        seconds = step_started.elapsed().as_secs_f64(),
+        "pip step done"
+    );
     Ok((layer, lock))
 }
 

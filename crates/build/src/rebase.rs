@@ -207,12 +207,8 @@ fn view_of(
     snapshots: &Snapshots,
     layers: &[(Descriptor, Digest)],
 ) -> Result<MergedView> {
-    let mut dirs = Vec::with_capacity(layers.len());
-    for (l, d) in layers {
-        dirs.push(snapshots.ensure(store, l, d)?);
-    }
-    dirs.reverse();
-    Ok(MergedView::new(dirs))
+    let below: Vec<(&Descriptor, &Digest)> = layers.iter().map(|(l, d)| (l, d)).collect();
+    Ok(MergedView::new(snapshots.ensure_all(store, &below)?))
 }
 
 fn layer_list(image: &Image) -> Vec<(Descriptor, Digest)> {

@@ -131,10 +131,23 @@ impl Snapshots {
     /// All layer directories of an image, top layer first (the order of overlay's
     /// `lowerdir`).
     pub fn lowers(&self, store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
-        let mut dirs = Vec::with_capacity(image.layers().len());
-        for (layer, diff_id) in image.layers().iter().zip(image.diff_ids()) {
-            dirs.push(self.ensure(store, layer, diff_id)?);
-        }
+        let layers: Vec<(&Descriptor, &Digest)> =
+            image.layers().iter().zip(image.diff_ids()).collect();
+        self.ensure_all(store, &layers)
+    }
+
+    /// The directories of `layers` (bottom first), top layer first (the order of overlay's
+    /// `lowerdir`), unpacked where they are not yet. (Unpacking them side by side was tried:
+    /// no faster on two CPUs, where the biggest layer sets the time.)
+    pub fn ensure_all(
+        &self,
+        store: &Store,
+        layers: &[(&Descriptor, &Digest)],
+    ) -> Result<Vec<PathBuf>> {
+        let mut dirs = layers
+            .iter()
+            .map(|(l, d)| self.ensure(store, l, d))
+            .collect::<Result<Vec<_>>>()?;
         dirs.reverse();
         Ok(dirs)
     }

@@ -4,17 +4,14 @@
 //! The image's own interpreter compiles them in the sandbox (over the parent layers with the
 //! step's staging tree on top), so magic number, code and `co_filename` are the image's and
 //! no host path gets in. The pycs are hash-checked (PEP 552): valid whatever the mtimes, so
-//! layers stay reproducible. Every compiled file is kept in a cache keyed by the
-//! interpreter, the file's path in the image and its contents: a step run again (one
-//! package more, say) compiles only the files it has not seen before.
+//! layers stay reproducible. A step run again (one package more, say) compiles only the new
+//! distributions' files: the others come with their pieces (`steps::pieces`).
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use nbrt_oci::digest::Hasher;
 use nbrt_oci::Digest;
 
 use crate::error::{BuildError, IoContext, Result};
@@ -43,10 +40,10 @@ const LIST_PATH: &str = "nbrt-bytecode.list";
 /// What [`compile`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BytecodeReport {
-    /// Files whose bytecode came from the cache.
-    pub cached: usize,
-    /// Files the image's interpreter compiled in this step.
+    /// Files the image's interpreter compiled.
     pub compiled: usize,
+    /// Files it could not compile (left as sources).
+    pub failed: usize,
 }
 
 fn err(message: impl Into<String>) -> BuildError {
@@ -67,14 +64,12 @@ pub fn interpreter_digest(view: &MergedView, prefix: &str) -> Result<Option<Dige
 /// for the image root), but those in `skip`, with the interpreter at `<prefix>/bin/python`
 /// of the image made of `staging` over `lowers`. `python` is the environment's version, for
 /// the pyc names.
-#[allow(clippy::too_many_arguments)]
 pub fn compile(
     lowers: &[PathBuf],
     staging: &Path,
     prefix: &str,
     python: (u64, u64),
     skip: &BTreeSet<PathBuf>,
-    cache_dir: &Path,
     scratch: &Path,
     log: &mut dyn std::io::Write,
 ) -> Result<BytecodeReport> {
@@ -92,19 +87,17 @@ pub fn compile(
     view_dirs.extend(lowers.iter().cloned());
     let view = MergedView::new(view_dirs.clone());
     let interpreter = format!("{prefix_rel}/bin/python");
-    let Some(interpreter_digest) = interpreter_digest(&view, prefix)? else {
+    if !view.exists(&interpreter) {
         writeln!(
             log,
             "bytecode: no /{interpreter} in the image; Python files left uncompiled"
         )
         .ok();
         return Ok(BytecodeReport::default());
-    };
+    }
     let tag = format!("cpython-{}{}", python.0, python.1);
-
-    let mut report = BytecodeReport::default();
-    // (pyc path in staging, cache entry, image path) of files not in the cache yet.
-    let mut misses: Vec<(PathBuf, PathBuf, String)> = Vec::new();
+    // (pyc path in staging, image path of the source).
+    let mut todo: Vec<(PathBuf, String)> = Vec::new();
     for source in sources {
         let rel = source
             .strip_prefix(staging)
@@ -113,20 +106,10 @@ pub fn compile(
         if image_path.contains('\n') {
             continue; // cannot go in the list; Python compiles it when it imports it
         }
-        let bytes = fs::read(&source).io_context(|| format!("reading {}", source.display()))?;
-        let key = cache_key(&interpreter_digest, &image_path, &bytes);
-        let (fan, rest) = key.hex().split_at(2);
-        let cached = cache_dir.join(fan).join(rest);
-        let pyc = pyc_path(&source, &tag)?;
-        if cached.is_file() {
-            place(&cached, &pyc)?;
-            report.cached += 1;
-        } else {
-            misses.push((pyc, cached, image_path));
-        }
+        todo.push((pyc_path(&source, &tag)?, image_path));
     }
-    if misses.is_empty() {
-        return Ok(report);
+    if todo.is_empty() {
+        return Ok(BytecodeReport::default());
     }
 
     // The list of files goes in a directory of its own, as the topmost lower: seen by the
@@ -134,7 +117,7 @@ pub fn compile(
     let input = scratch.join("bytecode-input");
     fs::create_dir_all(&input).io_context(|| format!("creating {}", input.display()))?;
     let mut list = String::new();
-    for (_, _, image_path) in &misses {
+    for (_, image_path) in &todo {
         list.push_str(image_path);
         list.push('\n');
     }
@@ -156,15 +139,16 @@ pub fn compile(
     };
     let run = sandbox::run(&lowers_with_input, &spec, &scratch.join("bytecode"), log)?;
     let upper = run.upper_dir();
-    for (pyc, cached, _) in &misses {
+    let mut report = BytecodeReport::default();
+    for (pyc, _) in &todo {
         let rel = pyc
             .strip_prefix(staging)
             .map_err(|_| err(format!("{} is outside the staging tree", pyc.display())))?;
         let made = upper.join(rel);
         if !made.is_file() {
-            continue; // did not compile; the interpreter said why
+            report.failed += 1; // the interpreter said why
+            continue;
         }
-        store_in_cache(&made, cached)?;
         place(&made, pyc)?;
         report.compiled += 1;
     }
@@ -209,19 +193,8 @@ fn pyc_path(source: &Path, tag: &str) -> Result<PathBuf> {
         .join(format!("{}.{tag}.pyc", stem.to_string_lossy())))
 }
 
-fn cache_key(interpreter: &Digest, image_path: &str, source: &[u8]) -> Digest {
-    let mut h = Hasher::new();
-    h.update(b"nbrt-bytecode-v1\0checked-hash\0");
-    h.update(interpreter.hex().as_bytes());
-    h.update(b"\0");
-    h.update(image_path.as_bytes());
-    h.update(b"\0");
-    h.update(Digest::of_bytes(source).hex().as_bytes());
-    h.finish().0
-}
-
-/// Copy a pyc to where it belongs in the staging tree, with the modes it gets either way
-/// (compiled now or from the cache), so both give the same layer.
+/// Move a pyc from the sandbox's upper directory to where it belongs in the staging tree,
+/// with fixed modes (the sandbox's umask is not the layer's business).
 fn place(from: &Path, to: &Path) -> Result<()> {
     if let Some(dir) = to.parent() {
         if !dir.is_dir() {
@@ -230,26 +203,9 @@ fn place(from: &Path, to: &Path) -> Result<()> {
                 .io_context(|| format!("setting the mode of {}", dir.display()))?;
         }
     }
-    fs::copy(from, to).io_context(|| format!("copying {}", from.display()))?;
+    fs::rename(from, to).io_context(|| format!("moving {}", from.display()))?;
     fs::set_permissions(to, fs::Permissions::from_mode(0o644))
         .io_context(|| format!("setting the mode of {}", to.display()))
-}
-
-/// Into the cache by rename from a temporary file, so a concurrent build never reads half a
-/// pyc.
-fn store_in_cache(from: &Path, cached: &Path) -> Result<()> {
-    let dir = cached
-        .parent()
-        .ok_or_else(|| err("cache entry without a directory"))?;
-    fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .io_context(|| format!("creating a file in {}", dir.display()))?;
-    let bytes = fs::read(from).io_context(|| format!("reading {}", from.display()))?;
-    tmp.write_all(&bytes)
-        .io_context(|| format!("writing a file in {}", dir.display()))?;
-    tmp.persist(cached)
-        .map_err(|e| err(format!("storing {}: {}", cached.display(), e.error)))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -257,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pyc_names_and_keys() {
+    fn pyc_names() {
         let p = pyc_path(
             Path::new("/s/opt/conda/lib/python3.11/site-packages/a/b.py"),
             "cpython-311",
@@ -267,12 +223,6 @@ mod tests {
             p,
             Path::new("/s/opt/conda/lib/python3.11/site-packages/a/__pycache__/b.cpython-311.pyc")
         );
-        let (i, j) = (Digest::of_bytes(b"i"), Digest::of_bytes(b"j"));
-        let k = cache_key(&i, "/opt/a.py", b"x = 1\n");
-        assert_ne!(k, cache_key(&i, "/opt/b.py", b"x = 1\n"));
-        assert_ne!(k, cache_key(&j, "/opt/a.py", b"x = 1\n"));
-        assert_ne!(k, cache_key(&i, "/opt/a.py", b"x = 2\n"));
-        assert_eq!(k.hex().len(), 64);
     }
 
     #[test]

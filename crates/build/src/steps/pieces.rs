@@ -503,8 +503,7 @@ pub fn write_layer(
     };
     std::thread::scope(|s| -> Result<()> {
         let own_job = s.spawn(|| -> Result<()> {
-            member_from_dir(staging, &own.tar, &opts)?;
-            members::compress_member(&own.tar, &own.compressed, Compression::Gzip)?;
+            member_from_dir(staging, &own, &opts)?;
             Ok(())
         });
         let workers: Vec<_> = (0..threads)
@@ -560,9 +559,14 @@ fn make_piece(
     fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
     let tar = dir.join("member.tar");
     let compressed = dir.join("member.tar.gz");
-    let tar_size = member_from_files(staging, &dist.files, &tar, clamp_mtime)?;
-    let compressed_size = members::compress_member(&tar, &compressed, Compression::Gzip)?;
     let member = Member { tar, compressed };
+    let (tar_size, compressed_size) = member_from_files(
+        staging,
+        &dist.files,
+        &member,
+        Compression::Gzip,
+        clamp_mtime,
+    )?;
     let Some(cache) = cache.filter(|_| dist.cacheable) else {
         return Ok(member);
     };

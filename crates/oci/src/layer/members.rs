@@ -5,8 +5,8 @@
 //! compresses only the new ones, and the layer is the same bytes as if it had been written
 //! in one go from the same members.
 //!
-//! A member is a pair of files: `<name>.tar` (entries, no end-of-archive marker) and its
-//! compressed form. The layer is the compressed members in order, then one compressed
+//! A member is a pair of files, written in one pass: the entries (no end-of-archive marker)
+//! and their compressed form. The layer is the compressed members in order, then one compressed
 //! end-of-archive marker; its diff ID is the digest of the uncompressed members in order,
 //! then the marker.
 
@@ -23,23 +23,78 @@ use crate::layer::writer::{append_entry, LayerInfo};
 /// The end of a tar archive: two zero blocks.
 const END_OF_ARCHIVE: usize = 1024;
 
-/// Writes tar entries to a file, without the end-of-archive marker.
+/// Writes tar entries, without the end-of-archive marker, to a member's two files at once:
+/// uncompressed and compressed.
 pub struct MemberWriter {
-    tar: tar::Builder<BufWriter<File>>,
+    tar: tar::Builder<HoldBack<Tee>>,
     clamp_mtime: Option<u64>,
     path: PathBuf,
 }
 
+/// Both files of a member.
+struct Tee {
+    plain: BufWriter<File>,
+    compressed: Compressor<BufWriter<File>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.plain.write_all(buf)?;
+        self.compressed.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.plain.flush()?;
+        self.compressed.flush()
+    }
+}
+
+/// Passes everything on but the last [`END_OF_ARCHIVE`] bytes written: the tar builder always
+/// ends with the marker, and a member must not.
+struct HoldBack<W> {
+    inner: W,
+    held: Vec<u8>,
+}
+
+impl<W: Write> Write for HoldBack<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.held.extend_from_slice(buf);
+        if self.held.len() > END_OF_ARCHIVE {
+            let pass = self.held.len() - END_OF_ARCHIVE;
+            self.inner.write_all(&self.held[..pass])?;
+            self.held.drain(..pass);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl MemberWriter {
     /// `clamp_mtime`: upper bound for every entry's mtime (usually `SOURCE_DATE_EPOCH`).
-    pub fn create(path: &Path, clamp_mtime: Option<u64>) -> Result<Self> {
-        let file = File::create(path).io_context(|| format!("creating {}", path.display()))?;
-        let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    pub fn create(
+        member: &Member,
+        compression: Compression,
+        clamp_mtime: Option<u64>,
+    ) -> Result<Self> {
+        let open = |p: &Path| -> Result<BufWriter<File>> {
+            let f = File::create(p).io_context(|| format!("creating {}", p.display()))?;
+            Ok(BufWriter::with_capacity(1 << 20, f))
+        };
+        let tee = Tee {
+            plain: open(&member.tar)?,
+            compressed: Compressor::new(open(&member.compressed)?, compression)?,
+        };
+        let mut tar = tar::Builder::new(HoldBack {
+            inner: tee,
+            held: Vec::with_capacity(2 * END_OF_ARCHIVE),
+        });
         tar.mode(tar::HeaderMode::Complete);
         Ok(Self {
             tar,
             clamp_mtime,
-            path: path.to_path_buf(),
+            path: member.tar.clone(),
         })
     }
 
@@ -48,46 +103,24 @@ impl MemberWriter {
         append_entry(&mut self.tar, self.clamp_mtime, entry, data)
     }
 
-    /// Close the member; returns its size.
-    pub fn finish(self) -> Result<u64> {
+    /// Close the member; returns the sizes of its uncompressed and compressed files.
+    pub fn finish(self) -> Result<(u64, u64)> {
         let ctx = || format!("finishing {}", self.path.display());
-        // The tar builder always ends with the marker; a member must not.
-        let file = self
-            .tar
-            .into_inner()
-            .io_context(ctx)?
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .io_context(ctx)?;
-        let len = file.metadata().io_context(ctx)?.len();
-        let size = len.checked_sub(END_OF_ARCHIVE as u64).ok_or_else(|| {
-            OciError::InvalidLayer(format!(
-                "{} is shorter than a tar trailer",
+        let held = self.tar.into_inner().io_context(ctx)?;
+        if held.held != [0; END_OF_ARCHIVE] {
+            return Err(OciError::InvalidLayer(format!(
+                "{}: the tar writer did not end with an end-of-archive marker",
                 self.path.display()
-            ))
-        })?;
-        file.set_len(size).io_context(ctx)?;
-        Ok(size)
+            )));
+        }
+        let Tee { plain, compressed } = held.inner;
+        let size = |w: BufWriter<File>| -> Result<u64> {
+            let f = w.into_inner().map_err(|e| e.into_error()).io_context(ctx)?;
+            Ok(f.metadata().io_context(ctx)?.len())
+        };
+        let compressed = compressed.finish().io_context(ctx)?;
+        Ok((size(plain)?, size(compressed)?))
     }
-}
-
-/// Compress the member `tar` into `out` (a member of its own: gzip member, zstd frame).
-pub fn compress_member(tar: &Path, out: &Path, compression: Compression) -> Result<u64> {
-    let mut input = File::open(tar).io_context(|| format!("reading {}", tar.display()))?;
-    let file = File::create(out).io_context(|| format!("creating {}", out.display()))?;
-    let mut compressor = Compressor::new(BufWriter::with_capacity(1 << 20, file), compression)?;
-    io::copy(&mut input, &mut compressor)
-        .io_context(|| format!("compressing {}", tar.display()))?;
-    let file = compressor
-        .finish()
-        .io_context(|| format!("compressing {}", tar.display()))?
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .io_context(|| format!("writing {}", out.display()))?;
-    Ok(file
-        .metadata()
-        .io_context(|| format!("writing {}", out.display()))?
-        .len())
 }
 
 /// One member of a layer: its uncompressed and compressed files.
@@ -199,17 +232,21 @@ mod tests {
         for (i, group) in groups.iter().enumerate() {
             let tar = dir.path().join(format!("{i}.tar"));
             let gz = dir.path().join(format!("{i}.gz"));
-            let mut w = MemberWriter::create(&tar, Some(5)).unwrap();
+            let member = Member {
+                tar,
+                compressed: gz,
+            };
+            let mut w = MemberWriter::create(&member, Compression::Gzip, Some(5)).unwrap();
             for (e, d) in group {
                 w.append(e, &mut &d[..]).unwrap();
             }
-            let size = w.finish().unwrap();
+            let (size, compressed) = w.finish().unwrap();
             assert_eq!(size % 512, 0);
-            compress_member(&tar, &gz, Compression::Gzip).unwrap();
-            members.push(Member {
-                tar,
-                compressed: gz,
-            });
+            assert_eq!(
+                compressed,
+                std::fs::metadata(&member.compressed).unwrap().len()
+            );
+            members.push(member);
         }
         let (info, bytes) = assemble(Vec::new(), &members, Compression::Gzip).unwrap();
         assert_eq!(info.digest, Digest::of_bytes(&bytes));
