@@ -348,12 +348,7 @@ pub(crate) fn pip_lock(
     own: &MergedView,
     python: (u64, u64),
 ) -> Result<StepLock> {
-    let site = format!(
-        "{}/lib/python{}.{}/site-packages",
-        p.prefix.trim_matches('/'),
-        python.0,
-        python.1
-    );
+    let site = pip::site_packages(&p.prefix, python);
     let mut pins = Vec::new();
     // The tags of the wheel each distribution was installed from, to pin that one.
     let mut tags = std::collections::BTreeMap::new();

@@ -20,7 +20,7 @@ use nbrt_oci::spec::source_date_epoch;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BuildError, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::lock::StepLock;
 use crate::runtime_file::{Pip, RuntimeFile};
 use crate::snapshot::{MergedView, Snapshots};
@@ -50,13 +50,6 @@ const LAYER_KIND: &str = "pip-layer";
 
 /// How many earlier runs of a step are remembered.
 const RUNS_KEPT: usize = 8;
-
-fn step_err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "pip".to_string(),
-        message: message.into(),
-    }
-}
 
 /// Where the step runs and what it may use.
 pub(crate) struct PipRun<'a> {
@@ -119,7 +112,6 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         .collect();
 
     let clamp = source_date_epoch().map(|s| s.max(0) as u64);
-    let prefix_rel = p.prefix.trim_matches('/');
     let ctx = pieces::Context::new(
         &p.prefix,
         out.python,
@@ -127,10 +119,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         crate::builder::env_owner(&view, &p.prefix)?,
         clamp,
     );
-    let site_rel = format!(
-        "{prefix_rel}/lib/python{}.{}/site-packages",
-        out.python.0, out.python.1
-    );
+    let site_rel = pip::site_packages(&p.prefix, out.python);
     // Distributions made into pieces before need neither bytecode nor compression.
     let mut fresh = Vec::new();
     let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
@@ -223,7 +212,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         let layer = pieces::write_layer(store, cache.as_ref(), staging, sources, scratch, clamp);
         let lock = lock.map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(step_err("reading the lock panicked")))
+                .unwrap_or_else(|_| Err(pip::err("reading the lock panicked")))
         });
         (layer, lock)
     });
@@ -258,7 +247,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         runs.runs.retain(|r| r.packages != packages);
         runs.runs.insert(0, Previous { packages, pieces });
         runs.runs.truncate(RUNS_KEPT);
-        let payload = serde_json::to_value(&runs).map_err(|e| step_err(e.to_string()))?;
+        let payload = serde_json::to_value(&runs).map_err(|e| pip::err(e.to_string()))?;
         store.put_ref(PREVIOUS_KIND, &previous_key, &[], &payload)?;
     }
     // The staging tree is this layer's snapshot only when every file came from it: pieces
@@ -276,7 +265,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
 /// The key of the earlier run this step may build on: the runtime, its parent, and the pip
 /// definition but for its package list, with the files it reads.
 fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> {
-    let mut def = serde_json::to_value(p).map_err(|e| step_err(e.to_string()))?;
+    let mut def = serde_json::to_value(p).map_err(|e| pip::err(e.to_string()))?;
     if let Some(map) = def.as_object_mut() {
         map.remove("packages");
     }

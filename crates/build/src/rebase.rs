@@ -237,7 +237,7 @@ fn solve_inputs(view: &MergedView, step: &Step) -> Result<SolveInputs> {
     let python = python_version(view, prefix).ok();
     let dir = match (step, python) {
         (Step::Conda(_), _) => Some(format!("{rel}/conda-meta")),
-        (_, Some((a, b))) => Some(format!("{rel}/lib/python{a}.{b}/site-packages")),
+        (_, Some(python)) => Some(crate::steps::pip::site_packages(prefix, python)),
         _ => None,
     };
     let mut packages = BTreeSet::new();

@@ -26,17 +26,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BuildError, IoContext, Result};
 use crate::layer_dir::{member_from_dir, member_from_files, DirLayerOptions};
 use crate::snapshot::{exclusively, PruneReport};
+use crate::steps::pip::err;
 use nbrt_oci::fsutil::{open_locked, LockMode};
 
 /// Changes whenever the bytes a piece holds for the same inputs would change.
 const PIECES_VERSION: &str = "nbrt-pip-pieces/1";
-
-fn err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "pip".to_string(),
-        message: message.into(),
-    }
-}
 
 /// What every piece of one step depends on besides its distribution: the interpreter (its
 /// bytecode), the environment's path and owner, and the mtime clamp.
@@ -588,7 +582,6 @@ fn make_piece(
     }
     let json = serde_json::to_vec(&info).map_err(|e| err(e.to_string()))?;
     fs::write(dir.join("piece.json"), json).io_context(|| "writing piece.json")?;
-    fs::create_dir_all(&cache.dir).io_context(|| format!("creating {}", cache.dir.display()))?;
     // Moved whole into the cache; a directory of the cache so that rename stays on one
     // file system.
     let staged = tempfile::Builder::new()

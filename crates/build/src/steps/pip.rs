@@ -87,7 +87,18 @@ pub struct Preferred {
     pub seed: PathBuf,
 }
 
-fn err(message: impl Into<String>) -> BuildError {
+/// The environment's `site-packages` directory, relative to the image root.
+pub fn site_packages(prefix: &str, python: (u64, u64)) -> String {
+    format!(
+        "{}/lib/python{}.{}/site-packages",
+        prefix.trim_matches('/'),
+        python.0,
+        python.1
+    )
+}
+
+/// An error of the pip step.
+pub(crate) fn err(message: impl Into<String>) -> BuildError {
     BuildError::Step {
         step: "pip".to_string(),
         message: message.into(),
@@ -178,10 +189,7 @@ pub fn install(
         .trim_start_matches('/')
         .trim_end_matches('/')
         .to_string();
-    let site_rel = format!(
-        "{prefix_rel}/lib/python{}.{}/site-packages",
-        python.0, python.1
-    );
+    let site_rel = site_packages(&req.prefix, python);
     let target = staging.join(&site_rel);
     fs::create_dir_all(&target).io_context(|| format!("creating {}", target.display()))?;
 
