@@ -90,7 +90,7 @@ pub async fn load(
             &writer_names,
             ExportFormat::Combined,
             &mut out,
-            &store_root.join("tmp"),
+            &store.tmp(),
             &writer_progress,
         )
         .and_then(|_| {

@@ -8,7 +8,13 @@
 //! $NBRT_HOME/gc.lock             shared while a process works, exclusive while collecting
 //! $NBRT_HOME/index.lock          exclusive around every change to index.json
 //! $NBRT_HOME/refs/<kind>/<key>   other owners of blobs (the build cache): JSON {"blobs": [...]}
+//! $NBRT_HOME/snapshots/          the builder's unpacked layers
+//! $NBRT_HOME/cache/<bucket>/     caches of other crates (see [`Bucket`])
 //! ```
+//!
+//! Other crates never build paths inside the store themselves: they ask for an area
+//! ([`Store::tmp`], [`Store::snapshot_root`], [`Store::cache`]) and keep references through a
+//! [`RefKind`] of their own, whose payload type is checked on both ends.
 //!
 //! Blobs are verified while written and renamed into place, so a blob in `blobs/` is always
 //! whole and correct, and two processes writing the same blob both succeed.
@@ -29,6 +35,42 @@ use crate::spec::{annotation, media, Descriptor, Index};
 pub struct Store {
     root: PathBuf,
     gc_lock: File,
+}
+
+/// A cache directory of the store, kept by the crate that names it; `nbrt gc` prunes each
+/// through its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// uv's wheel and HTTP cache (the builder's pip step).
+    Uv,
+    /// Downloaded and extracted conda packages and repodata (the builder's conda step).
+    Conda,
+    /// Per-distribution pieces of pip layers (the builder's pip step).
+    PipPieces,
+    /// Layer indexes and package lists (`nbrt-inspect`). The version in the name is bumped
+    /// when the cached shape or the set of captured files changes.
+    Inspect,
+}
+
+impl Bucket {
+    /// The bucket's directory, relative to the store root.
+    fn dir(self) -> &'static str {
+        match self {
+            Bucket::Uv => "cache/uv",
+            Bucket::Conda => "cache/conda",
+            Bucket::PipPieces => "cache/pip-pieces",
+            Bucket::Inspect => "cache/inspect-v1",
+        }
+    }
+}
+
+/// A kind of store reference: its name under `refs/` and the payload it carries. Each owner
+/// declares its kinds beside the code that reads them, so a payload is written and read as
+/// one type.
+pub trait RefKind {
+    /// Letters, digits, `-`, `_` and `.`.
+    const NAME: &'static str;
+    type Payload: serde::Serialize + serde::de::DeserializeOwned;
 }
 
 #[derive(serde::Deserialize)]
@@ -95,6 +137,22 @@ impl Store {
         &self.root
     }
 
+    /// The directory for files being written (same file system as the blobs, so a rename
+    /// moves a finished file into place). Cleared of leftovers by `gc`.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where the builder keeps unpacked layers (not created here).
+    pub fn snapshot_root(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// A cache directory (not created here).
+    pub fn cache(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(bucket.dir())
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
@@ -105,12 +163,12 @@ impl Store {
 
     /// Write a file of the store (index, references) atomically.
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        crate::fsutil::write_atomic(&self.root.join("tmp"), path, bytes)
+        crate::fsutil::write_atomic(&self.tmp(), path, bytes)
     }
 
     /// Start writing a blob whose digest is not known yet (a layer being made).
     pub fn new_blob(&self) -> Result<BlobWriter<'_>> {
-        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+        let tmp = tempfile::NamedTempFile::new_in(self.tmp())
             .io_context(|| "creating a temporary file in the store")?;
         Ok(BlobWriter {
             store: self,
@@ -311,9 +369,46 @@ impl Store {
         Ok(self.root.join("refs").join(kind).join(key))
     }
 
-    /// Record a reference that keeps `blobs` alive through `gc` (the build cache uses this),
-    /// with a JSON payload of the caller's own.
-    pub fn put_ref(
+    /// Record a reference of kind `K` that keeps `blobs` alive through `gc` (the build cache
+    /// uses this), with its payload.
+    pub fn put_ref<K: RefKind>(
+        &self,
+        key: &str,
+        blobs: &[Digest],
+        payload: &K::Payload,
+    ) -> Result<()> {
+        let payload = serde_json::to_value(payload).map_err(|e| OciError::Format {
+            path: self.root.join("refs").join(K::NAME),
+            reason: format!("cannot encode a {} reference: {e}", K::NAME),
+        })?;
+        self.put_ref_value(K::NAME, key, blobs, &payload)
+    }
+
+    /// Read a reference's payload, if it exists, all its blobs are still in the store and
+    /// it has `K`'s shape (one written by another version of nbrt may not: that is a miss).
+    pub fn get_ref<K: RefKind>(&self, key: &str) -> Result<Option<K::Payload>> {
+        Ok(self.get_ref_value(K::NAME, key)?.and_then(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| tracing::debug!("ignoring a {} reference {key}: {e}", K::NAME))
+                .ok()
+        }))
+    }
+
+    /// Remove every reference of kind `K` (e.g. to drop the build cache).
+    pub fn clear_refs<K: RefKind>(&self) -> Result<usize> {
+        let dir = self.ref_path(K::NAME, "x")?.with_file_name("");
+        let mut n = 0;
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn put_ref_value(
         &self,
         kind: &str,
         key: &str,
@@ -328,8 +423,7 @@ impl Store {
         self.write_atomic(&path, &to_canonical_vec(&doc, "store reference")?)
     }
 
-    /// Read a reference's payload, if it exists and all its blobs are still in the store.
-    pub fn get_ref(&self, kind: &str, key: &str) -> Result<Option<serde_json::Value>> {
+    fn get_ref_value(&self, kind: &str, key: &str) -> Result<Option<serde_json::Value>> {
         let path = self.ref_path(kind, key)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -347,20 +441,6 @@ impl Store {
         } else {
             Ok(None)
         }
-    }
-
-    /// Remove every reference of one kind (e.g. to drop the build cache).
-    pub fn clear_refs(&self, kind: &str) -> Result<usize> {
-        let dir = self.ref_path(kind, "x")?.with_file_name("");
-        let mut n = 0;
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if fs::remove_file(e.path()).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
     }
 
     fn ref_blobs(&self) -> Result<BTreeSet<Digest>> {
@@ -430,7 +510,7 @@ impl Store {
             report.bytes_freed += size;
         }
         // With the exclusive lock held no one else is writing: leftovers are from crashes.
-        if let Ok(tmp) = fs::read_dir(self.root.join("tmp")) {
+        if let Ok(tmp) = fs::read_dir(self.tmp()) {
             for entry in tmp.flatten() {
                 let _ = fs::remove_file(entry.path());
             }

@@ -66,7 +66,7 @@ pub fn import(
         let written = copy_into(store, &image, &layout, &names, progress)?;
         ("oci-layout", image, names, written)
     } else {
-        let archive = TarArchive::open(path, &store.root().join("tmp"))?;
+        let archive = TarArchive::open(path, &store.tmp())?;
         match archive.kind() {
             ArchiveKind::RootFs => {
                 let names = pick_names(opts, Vec::new(), path)?;
@@ -187,7 +187,7 @@ pub fn export(
     out: &Path,
     progress: &Progress,
 ) -> Result<ExportReport> {
-    let tmp_dir = store.root().join("tmp");
+    let tmp_dir = store.tmp();
     if format == ExportFormat::OciDir {
         let layout = LayoutDir::create(out)?;
         let mut sink = layout.sink(names.to_vec());

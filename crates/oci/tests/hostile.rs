@@ -11,6 +11,7 @@ use nbrt_oci::layer::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use nbrt_oci::layer::flatten::flatten;
 use nbrt_oci::layer::{Compression, Entry, EntryKind, LayerWriter};
 use nbrt_oci::spec::{ImageConfig, RootFs};
+use nbrt_oci::store::RefKind;
 use nbrt_oci::transfer::{import, ImportOptions};
 use nbrt_oci::{ImageName, OciError, Progress, Store};
 
@@ -586,23 +587,28 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
 
     // A reference (the build cache's kind of owner) keeps a blob no name uses.
     let cached = layer(&store, &[(entry("c", EntryKind::File, 1), b"c")]);
+    struct BuildCache;
+    impl RefKind for BuildCache {
+        const NAME: &'static str = "build-cache";
+        type Payload = serde_json::Value;
+    }
+    struct Escaping;
+    impl RefKind for Escaping {
+        const NAME: &'static str = "../x";
+        type Payload = serde_json::Value;
+    }
     let payload = serde_json::json!({"step": "pip"});
     store
-        .put_ref(
-            "build-cache",
-            "k1",
-            std::slice::from_ref(&cached.digest),
-            &payload,
-        )
+        .put_ref::<BuildCache>("k1", std::slice::from_ref(&cached.digest), &payload)
         .unwrap();
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
-    assert_eq!(store.get_ref("build-cache", "k1").unwrap(), Some(payload));
+    assert_eq!(store.get_ref::<BuildCache>("k1").unwrap(), Some(payload));
     assert!(store
-        .put_ref("../x", "k", &[], &serde_json::Value::Null)
+        .put_ref::<Escaping>("k", &[], &serde_json::Value::Null)
         .is_err());
-    store.clear_refs("build-cache").unwrap();
+    store.clear_refs::<BuildCache>().unwrap();
     assert_eq!(store.gc().unwrap().blobs_removed, 1);
-    assert_eq!(store.get_ref("build-cache", "k1").unwrap(), None);
+    assert_eq!(store.get_ref::<BuildCache>("k1").unwrap(), None);
 }
 
 /// A cheap stand-in for the cargo-fuzz target that runs in every test run: thousands of

@@ -49,8 +49,12 @@ use crate::runtime_file::RuntimeFile;
 use crate::snapshot::{MergedView, Snapshots};
 use crate::steps::pip::python_version;
 
-const RECORD_KIND: &str = "build-record";
-const CACHE_KIND: &str = "build-cache";
+/// Which runtime file made an image, by manifest digest.
+struct Recorded;
+impl nbrt_oci::RefKind for Recorded {
+    const NAME: &'static str = "build-record";
+    type Payload = BuildRecord;
+}
 
 /// Which runtime file made an image (kept in the store, refs kind `build-record`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,9 +132,11 @@ fn stack_dir_of(file: &Path) -> PathBuf {
 /// Remember which runtime file made `image` (called by every build).
 pub(crate) fn record_build(store: &Store, rt: &RuntimeFile, image: &Image) -> Result<()> {
     let file = std::fs::canonicalize(&rt.path).unwrap_or_else(|_| rt.path.clone());
-    let payload = serde_json::to_value(BuildRecord { runtime_file: file })
-        .map_err(|e| rebase_err(e.to_string()))?;
-    store.put_ref(RECORD_KIND, image.digest().hex(), &[], &payload)?;
+    store.put_ref::<Recorded>(
+        image.digest().hex(),
+        &[],
+        &BuildRecord { runtime_file: file },
+    )?;
     Ok(())
 }
 
@@ -160,8 +166,7 @@ fn locate(store: &Store, runtime: &str) -> Result<(RuntimeFile, Image)> {
         })?
         .image;
     let record = store
-        .get_ref(RECORD_KIND, image.digest().hex())?
-        .and_then(|v| serde_json::from_value::<BuildRecord>(v).ok())
+        .get_ref::<Recorded>(image.digest().hex())?
         .ok_or_else(|| {
             rebase_err(format!(
                 "{runtime} ({}) was not built by `nbrt build` in this store, so its steps are \
@@ -416,8 +421,7 @@ pub fn rebase(
             &builder::step_inputs(&rt, step)?,
         )?;
         Ok(store
-            .get_ref(CACHE_KIND, &key)?
-            .and_then(|v| serde_json::from_value::<CachedStep>(v).ok())
+            .get_ref::<builder::BuildCache>(&key)?
             .filter(|c| c.layer.digest == image.layers()[at].digest))
     };
     const NOT_CONFIRMED: &str = "the layer is not what the runtime file makes now (or not cached)";

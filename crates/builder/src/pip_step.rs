@@ -28,8 +28,12 @@ use crate::steps::pieces::{self, Piece, PieceCache, Source};
 use crate::steps::{bytecode, pip};
 
 /// Store refs of this kind hold, per runtime, parent and pip definition, what the step's
-/// last run installed.
-const PREVIOUS_KIND: &str = "pip-previous";
+/// last runs installed.
+struct PipPrevious;
+impl nbrt_oci::RefKind for PipPrevious {
+    const NAME: &'static str = "pip-previous";
+    type Payload = Runs;
+}
 
 /// What a run of the step installed: its requirements and the pieces of its distributions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +50,17 @@ struct Runs {
 
 /// Store refs of this kind name, per layer (diff ID), the pieces it is made of: `nbrt gc`
 /// keeps the pieces of the layers stored images have.
-const LAYER_KIND: &str = "pip-layer";
+struct PipLayer;
+impl nbrt_oci::RefKind for PipLayer {
+    const NAME: &'static str = "pip-layer";
+    type Payload = LayerPieces;
+}
+
+/// The pieces (keys, hex) a pip layer is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LayerPieces {
+    pieces: Vec<String>,
+}
 
 /// How many earlier runs of a step are remembered.
 const RUNS_KEPT: usize = 8;
@@ -232,11 +246,12 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     )
     .ok();
     if let (Some(pieces), true) = (&piece_keys, reuse) {
-        store.put_ref(
-            LAYER_KIND,
+        store.put_ref::<PipLayer>(
             layer.diff_id.hex(),
             &[],
-            &serde_json::json!({ "pieces": pieces }),
+            &LayerPieces {
+                pieces: pieces.clone(),
+            },
         )?;
     }
     if let (Some(pieces), true) = (piece_keys, unlocked && reuse) {
@@ -247,8 +262,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         runs.runs.retain(|r| r.packages != packages);
         runs.runs.insert(0, Previous { packages, pieces });
         runs.runs.truncate(RUNS_KEPT);
-        let payload = serde_json::to_value(&runs).map_err(|e| pip::err(e.to_string()))?;
-        store.put_ref(PREVIOUS_KIND, &previous_key, &[], &payload)?;
+        store.put_ref::<PipPrevious>(&previous_key, &[], &runs)?;
     }
     // The staging tree is this layer's snapshot only when every file came from it: pieces
     // from the cache carry the times of the run that made them.
@@ -286,10 +300,9 @@ fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> 
 
 fn read_runs(store: &Store, key: &str) -> Runs {
     store
-        .get_ref(PREVIOUS_KIND, key)
+        .get_ref::<PipPrevious>(key)
         .ok()
         .flatten()
-        .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default()
 }
 
@@ -329,10 +342,8 @@ pub fn prune_pieces(
     }
     let mut keep = BTreeSet::new();
     for diff_id in live {
-        if let Some(v) = store.get_ref(LAYER_KIND, diff_id.hex())? {
-            if let Some(list) = v.get("pieces").and_then(|p| p.as_array()) {
-                keep.extend(list.iter().filter_map(|k| k.as_str()).map(str::to_string));
-            }
+        if let Some(layer) = store.get_ref::<PipLayer>(diff_id.hex())? {
+            keep.extend(layer.pieces);
         }
     }
     let cache = PieceCache::open(store)?;

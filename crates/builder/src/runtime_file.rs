@@ -220,23 +220,9 @@ pub struct Healthcheck {
     pub retries: Option<u32>,
 }
 
-/// Defaults used when the runtime is registered in a site (ArcGIS's field set).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RuntimeDefaults {
-    #[serde(default)]
-    pub max_cpu: Option<f64>,
-    #[serde(default)]
-    pub max_memory: Option<String>,
-    #[serde(default)]
-    pub max_swap: Option<String>,
-    #[serde(default)]
-    pub shared_memory: Option<String>,
-    #[serde(default)]
-    pub gpu_runtime: Option<String>,
-    #[serde(default)]
-    pub advanced_privileges: bool,
-}
+/// The `[runtime]` table: defaults for registering the runtime in a site, carried on the
+/// image's label.
+pub use nbrt_oci::label::RuntimeDefaults;
 
 /// Where a runtime starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,13 +9,7 @@ use nbrt_oci::Digest;
 
 use crate::runtime_file::{parse_duration_ns, RuntimeFile};
 
-/// Label keys nbrt writes.
-pub mod label {
-    pub const DESCRIPTION: &str = "org.opencontainers.image.description";
-    pub const TITLE: &str = "org.opencontainers.image.title";
-    /// The runtime's `[runtime]` defaults, as JSON, for `nbrt serve` to read at registration.
-    pub const RUNTIME_DEFAULTS: &str = "io.nbrt.runtime";
-}
+use nbrt_oci::label;
 
 /// A new layer and what made it, for the config's history.
 pub struct AddedLayer {
@@ -106,9 +100,10 @@ pub fn runtime_config(
     if let Some(d) = &rt.description {
         labels.insert(label::DESCRIPTION.to_string(), d.clone());
     }
-    if let Ok(defaults) = serde_json::to_string(&rt.runtime) {
-        labels.insert(label::RUNTIME_DEFAULTS.to_string(), defaults);
-    }
+    labels.insert(
+        label::RUNTIME_DEFAULTS.name.to_string(),
+        rt.runtime.to_label(),
+    );
     labels.extend(img.labels.clone());
     cc.labels = Some(labels);
     if let Some(hc) = &img.healthcheck {
@@ -207,7 +202,7 @@ max-memory = "4g"
         );
         let labels = cc.labels.as_ref().unwrap();
         assert_eq!(labels[label::DESCRIPTION], "JupyterLab");
-        assert!(labels[label::RUNTIME_DEFAULTS].contains("\"max-memory\":\"4g\""));
+        assert!(labels[label::RUNTIME_DEFAULTS.name].contains("\"max-memory\":\"4g\""));
         assert_eq!(c.rootfs.diff_ids.len(), 2);
         assert_eq!(
             c.history.last().unwrap().created_by.as_deref(),

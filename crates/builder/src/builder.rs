@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use nbrt_oci::layer::{Compression, LayerInfo};
 use nbrt_oci::spec::{annotation, source_date_epoch, Descriptor};
-use nbrt_oci::{Digest, Image, ImageName, Progress, Store};
+use nbrt_oci::{Digest, Image, ImageName, Progress, RefKind, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{runtime_config, step_env, AddedLayer};
@@ -26,7 +26,20 @@ use crate::steps;
 
 /// Bumped when a step's output for the same inputs changes.
 const CACHE_VERSION: &str = "nbrt-build/3";
-const CACHE_KIND: &str = "build-cache";
+
+/// The build cache: a step's layer under its cache key.
+pub(crate) struct BuildCache;
+impl RefKind for BuildCache {
+    const NAME: &'static str = "build-cache";
+    type Payload = CachedStep;
+}
+
+/// Parents given as a path, imported once per (path, size, mtime): the image's manifest.
+struct PathImport;
+impl RefKind for PathImport {
+    const NAME: &'static str = "path-import";
+    type Payload = Descriptor;
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -311,10 +324,7 @@ fn import_path_parent(
     let key = Digest::of_bytes(format!("{}\0{}\0{mtime}", real.display(), meta.len()).as_bytes())
         .hex()
         .to_string();
-    if let Some(desc) = store
-        .get_ref("path-import", &key)?
-        .and_then(|v| serde_json::from_value::<Descriptor>(v).ok())
-    {
+    if let Some(desc) = store.get_ref::<PathImport>(&key)? {
         if let Ok(image) = store.load_image(&desc) {
             return Ok(image);
         }
@@ -326,9 +336,7 @@ fn import_path_parent(
     let image = nbrt_oci::transfer::import(store, path, &opts, progress)?.0;
     let mut blobs = vec![image.digest().clone(), image.id().clone()];
     blobs.extend(image.layers().iter().map(|l| l.digest.clone()));
-    let payload = serde_json::to_value(image.manifest_descriptor())
-        .map_err(|e| step_err("import", e.to_string()))?;
-    store.put_ref("path-import", &key, &blobs, &payload)?;
+    store.put_ref::<PathImport>(&key, &blobs, &image.manifest_descriptor())?;
     Ok(image)
 }
 
@@ -370,22 +378,13 @@ pub(crate) fn build_runtime(
         let cached = if opts.no_cache || moved.contains_key(&index) {
             None
         } else {
-            store
-                .get_ref(CACHE_KIND, &key)?
-                .and_then(|v| serde_json::from_value::<CachedStep>(v).ok())
+            store.get_ref::<BuildCache>(&key)?
         };
         let (entry, was_cached) = match (cached, moved.get(&index)) {
             (Some(c), _) => (c, true),
             (None, Some(m)) => {
                 // Recorded under this parent too, so a later build on it finds the layer.
-                let payload =
-                    serde_json::to_value(m).map_err(|e| step_err(&label, e.to_string()))?;
-                store.put_ref(
-                    CACHE_KIND,
-                    &key,
-                    std::slice::from_ref(&m.layer.digest),
-                    &payload,
-                )?;
+                store.put_ref::<BuildCache>(&key, std::slice::from_ref(&m.layer.digest), m)?;
                 (m.clone(), false)
             }
             (None, None) => {
@@ -415,16 +414,7 @@ pub(crate) fn build_runtime(
                     diff_id: info.diff_id.clone(),
                     created_by: label.clone(),
                 };
-                let payload = serde_json::to_value(&entry).map_err(|e| BuildError::Step {
-                    step: label.clone(),
-                    message: e.to_string(),
-                })?;
-                store.put_ref(
-                    CACHE_KIND,
-                    &key,
-                    std::slice::from_ref(&info.digest),
-                    &payload,
-                )?;
+                store.put_ref::<BuildCache>(&key, std::slice::from_ref(&info.digest), &entry)?;
                 (entry, false)
             }
         };

@@ -37,7 +37,13 @@ use crate::steps::conda::LockedCondaPackage;
 use crate::steps::pip::{self, LockedWheel};
 
 pub const LOCK_VERSION: u32 = 1;
-const LOCK_KIND: &str = "build-lock";
+
+/// What a step with a given cache key contributes to the lock.
+struct BuildLock;
+impl nbrt_oci::RefKind for BuildLock {
+    const NAME: &'static str = "build-lock";
+    type Payload = StepLock;
+}
 
 /// The lock of one runtime, as written to `runtime.lock` (TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,10 +305,8 @@ pub fn step_lock(
     ) {
         return Ok(None);
     }
-    if let Some(v) = store.get_ref(LOCK_KIND, key)? {
-        if let Ok(found) = serde_json::from_value::<StepLock>(v) {
-            return Ok(Some(found));
-        }
+    if let Some(found) = store.get_ref::<BuildLock>(key)? {
+        return Ok(Some(found));
     }
     let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(diff_ids).collect();
     let dirs = snapshots.ensure_all(store, &below)?;
@@ -334,8 +338,7 @@ pub fn step_lock(
 
 /// Remember what the step with cache key `key` installed, for [`step_lock`].
 pub(crate) fn record(store: &Store, key: &str, lock: &StepLock) -> Result<()> {
-    let payload = serde_json::to_value(lock).map_err(|e| lock_err(e.to_string()))?;
-    store.put_ref(LOCK_KIND, key, &[], &payload)?;
+    store.put_ref::<BuildLock>(key, &[], lock)?;
     Ok(())
 }
 
