@@ -261,7 +261,7 @@ pub fn build_stack(
         Some(n) => stack.needed_for(n)?,
         None => stack.order.clone(),
     };
-    crate::leftovers::sweep_before_build(&store.root().join("tmp"), log);
+    crate::leftovers::sweep_before_build(&store.tmp(), log);
     let mut built: BTreeMap<String, Image> = BTreeMap::new();
     let mut reports = Vec::new();
     let snapshots = Snapshots::open(store)?;
@@ -538,7 +538,7 @@ fn run_step(
         env,
         reuse,
     } = below;
-    let scratch = crate::leftovers::StepDir::new(&store.root().join("tmp"))?;
+    let scratch = crate::leftovers::StepDir::new(&store.tmp())?;
     // Steps that write files directly fill this tree, which stands for the image root.
     let staging = scratch.path().join("root");
     fs::create_dir_all(&staging).io_context(|| "creating the staging directory")?;
@@ -680,7 +680,7 @@ fn run_step(
                     _ => None,
                 },
             };
-            let cache = store.root().join("cache/conda");
+            let cache = store.cache(nbrt_oci::Bucket::Conda);
             let out =
                 block_on(|| steps::conda::install(&installed, python, &req, &staging, &cache))??;
             finish_env_staging(&view, &c.prefix, &staging, &out.whiteouts)?;

@@ -376,7 +376,13 @@ pub(crate) fn pip_lock(
     pins.sort();
     let req = crate::builder::pip_request(rt, p, None);
     let started = std::time::Instant::now();
-    let wheels = pip::wheel_artifacts(python, &req, &pins, &tags, &store.root().join("cache/uv"))?;
+    let wheels = pip::wheel_artifacts(
+        python,
+        &req,
+        &pins,
+        &tags,
+        &store.cache(nbrt_oci::Bucket::Uv),
+    )?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
     Ok(StepLock::Pip(wheels))
 }

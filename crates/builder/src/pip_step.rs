@@ -116,7 +116,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         &view,
         &req,
         staging,
-        &store.root().join("cache/uv"),
+        &store.cache(nbrt_oci::Bucket::Uv),
         &preferred,
         log,
     )?;
@@ -337,7 +337,7 @@ pub fn prune_pieces(
     store: &Store,
     live: &std::collections::HashSet<Digest>,
 ) -> Result<Option<crate::snapshot::PruneReport>> {
-    if !store.root().join("cache/pip-pieces").is_dir() {
+    if !store.cache(nbrt_oci::Bucket::PipPieces).is_dir() {
         return Ok(None);
     }
     let mut keep = BTreeSet::new();

@@ -296,7 +296,7 @@ pub fn rebase(
     opts: &RebaseOptions,
     log: &mut dyn Write,
 ) -> Result<RebaseReport> {
-    crate::leftovers::sweep_before_build(&store.root().join("tmp"), log);
+    crate::leftovers::sweep_before_build(&store.tmp(), log);
     let (rt, image) = locate(store, runtime)?;
     if rt.bootstrap.is_some() {
         return Err(rebase_err(format!(

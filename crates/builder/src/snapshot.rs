@@ -47,7 +47,7 @@ pub struct PruneReport {
 impl Snapshots {
     /// The snapshots of `store` (`<store root>/snapshots`).
     pub fn open(store: &Store) -> Result<Self> {
-        Self::open_at(store.root().join("snapshots"))
+        Self::open_at(store.snapshot_root())
     }
 
     /// Snapshots kept in `root` (created when missing).

@@ -408,7 +408,7 @@ fn prune_snapshots(
     store: &Store,
     live: &std::collections::HashSet<nbrt_oci::Digest>,
 ) -> nbrt_build::Result<Option<nbrt_build::snapshot::PruneReport>> {
-    if !store.root().join("snapshots").is_dir() {
+    if !store.snapshot_root().is_dir() {
         return Ok(None);
     }
     let snapshots = nbrt_build::snapshot::Snapshots::open(store)?;

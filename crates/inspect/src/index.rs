@@ -17,9 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{io, InspectError, Result};
 
-/// Bumped when the cached shape or the set of captured files changes.
-pub(crate) const CACHE_DIR: &str = "cache/inspect-v1";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     #[serde(rename = "f")]
@@ -290,8 +287,7 @@ impl LayerIndex {
 
     fn cache_path(store: &Store, diff_id: &Digest) -> PathBuf {
         store
-            .root()
-            .join(CACHE_DIR)
+            .cache(nbrt_oci::Bucket::Inspect)
             .join(format!("{}.json", diff_id.hex()))
     }
 
@@ -312,10 +308,10 @@ impl LayerIndex {
     }
 
     fn save(&self, store: &Store, path: &Path) -> Result<()> {
-        let dir = store.root().join(CACHE_DIR);
+        let dir = store.cache(nbrt_oci::Bucket::Inspect);
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let bytes = serde_json::to_vec(self).map_err(|e| InspectError::Invalid(e.to_string()))?;
-        nbrt_oci::fsutil::write_atomic(&store.root().join("tmp"), path, &bytes)?;
+        nbrt_oci::fsutil::write_atomic(&store.tmp(), path, &bytes)?;
         Ok(())
     }
 }

@@ -46,7 +46,7 @@ pub fn image_packages(
     image: &Image,
     progress: &Progress,
 ) -> Result<Vec<packages::Package>> {
-    let path = store.root().join(index::CACHE_DIR).join(format!(
+    let path = store.cache(nbrt_oci::Bucket::Inspect).join(format!(
         "packages-v{PACKAGES_VERSION}-{}.json",
         image.digest().hex()
     ));
@@ -60,8 +60,8 @@ pub fn image_packages(
         tracing::warn!("{w}");
     }
     if let Ok(bytes) = serde_json::to_vec(&pkgs) {
-        let _ = std::fs::create_dir_all(store.root().join(index::CACHE_DIR));
-        if let Err(e) = nbrt_oci::fsutil::write_atomic(&store.root().join("tmp"), &path, &bytes) {
+        let _ = std::fs::create_dir_all(store.cache(nbrt_oci::Bucket::Inspect));
+        if let Err(e) = nbrt_oci::fsutil::write_atomic(&store.tmp(), &path, &bytes) {
             tracing::warn!("cannot cache the packages of {}: {e}", image.digest());
         }
     }

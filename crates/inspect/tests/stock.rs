@@ -195,7 +195,7 @@ fn cached_package_list_is_the_same_as_reading_the_layers() {
     let cached = nbrt_inspect::image_packages(&store, &r.image, &progress).unwrap();
     assert_eq!(first, r.packages);
     assert_eq!(cached, r.packages);
-    let file = std::fs::read_dir(store.root().join("cache/inspect-v1"))
+    let file = std::fs::read_dir(store.cache(nbrt_oci::Bucket::Inspect))
         .unwrap()
         .filter_map(|e| e.ok())
         .any(|e| {

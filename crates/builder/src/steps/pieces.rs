@@ -290,7 +290,7 @@ pub struct PieceCache {
 impl PieceCache {
     /// The piece cache of `store`.
     pub fn open(store: &Store) -> Result<Self> {
-        let dir = store.root().join("cache/pip-pieces");
+        let dir = store.cache(nbrt_oci::Bucket::PipPieces);
         fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
         let lock = open_locked(&dir.join(".lock"), LockMode::Shared)?;
         Ok(Self { dir, lock })
