@@ -1,22 +1,34 @@
 //! nbrt's builder: runtime files and stacks → build plan → steps → layers → image.
 //!
-//! Modules (filled in as the builder grows):
+//! Modules, from the bottom up (each uses only those above it in this list):
+//! - `runtime_file`, `stack`: runtime files parsed and checked; stacks ordered by parent;
 //! - `snapshot`: layers extracted once into directories (overlay whiteout form), and a merged
 //!   read-only view of an image's file system built from them;
 //! - `layer_dir`: a directory tree (or an overlay upper directory) written as a layer;
-//! - `sandbox`: `run` and `apt` steps executed with runc over an overlayfs mount;
+//! - `sandbox`: commands executed with runc over an overlayfs mount;
 //! - `leftovers`: step directories, and cleaning up after builds that were killed;
-//! - `steps`: the pip (uv, bytecode), conda (rattler) and user steps.
+//! - `builtin`: files nbrt provides to runtimes (nbrt-init); `config`: the image config of a
+//!   built runtime; `blocking`: async work run from the synchronous builder;
+//! - `lock`: the `runtime.lock` format and its records; `cache`: the layer cache and step
+//!   keys; `record`: which runtime file made an image;
+//! - `steps`: one module per step kind (bootstrap, apt, user, conda, pip, files, run), each
+//!   owning its label, cache inputs, run, lock entry and rebase decision (`steps::StepKind`);
+//! - `builder`: the driver (plan → key → cache hit or run → lock → assemble);
+//! - `rebase`: a runtime's layers moved onto a new base;
+//! - `gc`: the builder's caches pruned to what the store's images use.
 
+pub mod blocking;
 pub mod builder;
 pub mod builtin;
+pub mod cache;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod layer_dir;
 pub mod leftovers;
 pub mod lock;
-pub mod pip_step;
 pub mod rebase;
+pub mod record;
 pub mod runtime_file;
 pub mod sandbox;
 pub mod snapshot;
@@ -24,3 +36,4 @@ pub mod stack;
 pub mod steps;
 
 pub use error::{BuildError, Result};
+pub use gc::gc;

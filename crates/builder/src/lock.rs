@@ -17,33 +17,24 @@
 //! `run`, `files` and `user` steps have nothing to lock: they are their definition (a `run`
 //! step that downloads things is as reproducible as its command).
 //!
-//! What each step contributes is derived from its layer, so a step taken from the cache
-//! locks the same as a step that ran; it is kept in the store (refs kind `build-lock`, under
-//! the step's cache key) so a cached rebuild does not derive it again.
+//! What each step contributes is derived from its layer (by the step's own module), so a
+//! step taken from the cache locks the same as a step that ran; it is kept in the store (refs
+//! kind `build-lock`, under the step's cache key) so a cached rebuild does not derive it
+//! again. This module is the file's format and those records; it knows no step.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nbrt_oci::spec::Descriptor;
-use nbrt_oci::{Digest, Image, Store};
+use nbrt_oci::{Image, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::builder::Step;
 use crate::error::{BuildError, IoContext, Result};
 use crate::runtime_file::{From, RuntimeFile};
-use crate::snapshot::{MergedView, Snapshots};
-use crate::steps::conda::LockedCondaPackage;
-use crate::steps::pip::{self, LockedWheel};
+use crate::snapshot::MergedView;
+pub use crate::steps::conda::LockedCondaPackage;
 
 pub const LOCK_VERSION: u32 = 1;
-
-/// What a step with a given cache key contributes to the lock.
-struct BuildLock;
-impl nbrt_oci::RefKind for BuildLock {
-    const NAME: &'static str = "build-lock";
-    type Payload = StepLock;
-}
 
 /// The lock of one runtime, as written to `runtime.lock` (TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +81,19 @@ impl Deb {
     }
 }
 
+/// One distribution as `runtime.lock` records it: the version, and the wheel that was
+/// installed (its URL, or `file:///<file name>` for a local wheel, and its sha256).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedWheel {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
 /// What one step contributes to the lock (and, in a `--locked` build, takes from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "packages", rename_all = "kebab-case")]
@@ -98,6 +102,33 @@ pub enum StepLock {
     Apt(Vec<Deb>),
     Conda(Vec<LockedCondaPackage>),
     Pip(Vec<LockedWheel>),
+}
+
+/// The sections of the lock a step may fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSection {
+    Bootstrap,
+    Apt,
+    Conda,
+    Pip,
+}
+
+/// Lock entries derived before, by the cache key of the step they belong to.
+struct BuildLock;
+impl nbrt_oci::RefKind for BuildLock {
+    const NAME: &'static str = "build-lock";
+    type Payload = StepLock;
+}
+
+/// The lock entry remembered for the step with cache key `key`.
+pub(crate) fn remembered(store: &Store, key: &str) -> Result<Option<StepLock>> {
+    Ok(store.get_ref::<BuildLock>(key)?)
+}
+
+/// Remember what the step with cache key `key` installed.
+pub(crate) fn remember(store: &Store, key: &str, lock: &StepLock) -> Result<()> {
+    store.put_ref::<BuildLock>(key, &[], lock)?;
+    Ok(())
 }
 
 fn lock_err(message: impl Into<String>) -> BuildError {
@@ -210,14 +241,13 @@ impl RuntimeLock {
         Ok(lock)
     }
 
-    /// The pins the lock holds for a step, if the step kind is one that is locked.
-    pub fn pins(&self, step: &Step) -> Option<StepLock> {
-        match step {
-            Step::Bootstrap(_) => Some(StepLock::Bootstrap(self.bootstrap.clone())),
-            Step::Apt(_) => Some(StepLock::Apt(self.apt.clone())),
-            Step::Conda(_) => Some(StepLock::Conda(self.conda.clone())),
-            Step::Pip(_) => Some(StepLock::Pip(self.pip.clone())),
-            _ => None,
+    /// The pins the lock holds in one section.
+    pub fn section(&self, section: LockSection) -> StepLock {
+        match section {
+            LockSection::Bootstrap => StepLock::Bootstrap(self.bootstrap.clone()),
+            LockSection::Apt => StepLock::Apt(self.apt.clone()),
+            LockSection::Conda => StepLock::Conda(self.conda.clone()),
+            LockSection::Pip => StepLock::Pip(self.pip.clone()),
         }
     }
 
@@ -287,106 +317,6 @@ pub fn write(rt: &RuntimeFile, parent: Option<&Image>, steps: Vec<StepLock>) -> 
     Ok(path)
 }
 
-/// A step's contribution to the lock, derived from its layer (`layers`/`diff_ids` end with
-/// the step's own layer), or taken from the store when this step key was locked before.
-#[allow(clippy::too_many_arguments)]
-pub fn step_lock(
-    store: &Store,
-    snapshots: &Snapshots,
-    rt: &RuntimeFile,
-    step: &Step,
-    key: &str,
-    layers: &[Descriptor],
-    diff_ids: &[Digest],
-) -> Result<Option<StepLock>> {
-    if !matches!(
-        step,
-        Step::Bootstrap(_) | Step::Apt(_) | Step::Conda(_) | Step::Pip(_)
-    ) {
-        return Ok(None);
-    }
-    if let Some(found) = store.get_ref::<BuildLock>(key)? {
-        return Ok(Some(found));
-    }
-    let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(diff_ids).collect();
-    let dirs = snapshots.ensure_all(store, &below)?;
-    let own = dirs[0].clone();
-    let after = MergedView::new(dirs.clone());
-    let before = MergedView::new(dirs[1..].to_vec());
-    let found = match step {
-        Step::Bootstrap(_) => StepLock::Bootstrap(dpkg_status(&after)?.into_values().collect()),
-        Step::Apt(_) => {
-            let old = dpkg_status(&before)?;
-            StepLock::Apt(
-                dpkg_status(&after)?
-                    .into_iter()
-                    .filter(|(k, d)| old.get(k) != Some(d))
-                    .map(|(_, d)| d)
-                    .collect(),
-            )
-        }
-        Step::Conda(c) => StepLock::Conda(conda_packages(&after, &c.prefix)?),
-        Step::Pip(p) => {
-            let python = pip::python_version(&after, &p.prefix)?;
-            pip_lock(store, rt, p, &MergedView::new(vec![own]), python)?
-        }
-        _ => return Ok(None),
-    };
-    record(store, key, &found)?;
-    Ok(Some(found))
-}
-
-/// Remember what the step with cache key `key` installed, for [`step_lock`].
-pub(crate) fn record(store: &Store, key: &str, lock: &StepLock) -> Result<()> {
-    store.put_ref::<BuildLock>(key, &[], lock)?;
-    Ok(())
-}
-
-/// The pins of a pip step from its own layer's tree (`own`: the layer alone, a snapshot or
-/// the step's staging tree): every distribution there, with the wheel it came from.
-pub(crate) fn pip_lock(
-    store: &Store,
-    rt: &RuntimeFile,
-    p: &crate::runtime_file::Pip,
-    own: &MergedView,
-    python: (u64, u64),
-) -> Result<StepLock> {
-    let site = pip::site_packages(&p.prefix, python);
-    let mut pins = Vec::new();
-    // The tags of the wheel each distribution was installed from, to pin that one.
-    let mut tags = std::collections::BTreeMap::new();
-    if own.exists(&site) {
-        for dir in own.read_dir(&site)? {
-            let is_dir = own
-                .symlink_metadata(&format!("{site}/{dir}"))?
-                .is_some_and(|m| m.is_dir());
-            if let (true, Some((name, version))) = (is_dir, pip::dist_info_name(&dir)) {
-                if let Some(wheel) = own.read(&format!("{site}/{dir}/WHEEL"))? {
-                    tags.insert(name.clone(), pip::wheel_file_tags(&wheel));
-                }
-                pins.push(LockedWheel {
-                    name,
-                    version,
-                    url: None,
-                    sha256: None,
-                });
-            }
-        }
-    }
-    pins.sort();
-    let req = crate::builder::pip_request(rt, p, None);
-    let started = std::time::Instant::now();
-    let wheels = pip::wheel_artifacts(
-        python,
-        &req,
-        &pins,
-        &tags,
-        &store.cache(nbrt_oci::Bucket::Uv),
-    )?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
-    Ok(StepLock::Pip(wheels))
-}
-
 /// The packages an apt or bootstrap step asks for: the lock's `name=version` pins in a
 /// locked build, else the runtime file's list.
 pub fn deb_args(pins: Option<&StepLock>, packages: &[String]) -> Vec<String> {
@@ -399,7 +329,7 @@ pub fn deb_args(pins: Option<&StepLock>, packages: &[String]) -> Vec<String> {
 }
 
 /// Installed packages in `var/lib/dpkg/status`, by `name:arch`.
-fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {
+pub(crate) fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {
     let Some(bytes) = view.read("var/lib/dpkg/status")? else {
         return Ok(BTreeMap::new());
     };
@@ -454,7 +384,7 @@ struct CondaMeta {
 }
 
 /// Every package of the prefix, from its `conda-meta/*.json`.
-fn conda_packages(view: &MergedView, prefix: &str) -> Result<Vec<LockedCondaPackage>> {
+pub(crate) fn conda_packages(view: &MergedView, prefix: &str) -> Result<Vec<LockedCondaPackage>> {
     let dir = format!("{}/conda-meta", prefix.trim_matches('/'));
     let mut out = Vec::new();
     for name in view.read_dir(&dir)? {

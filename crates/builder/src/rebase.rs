@@ -35,32 +35,21 @@
 //! leaves the store as it was. The result is tagged `<name>:latest` (or `--tag`), and
 //! `runtime.lock` is written again for the new base.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nbrt_oci::spec::{annotation, Descriptor};
 use nbrt_oci::{Digest, Image, ImageName, Store};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::builder::{self, BuildOptions, CachedStep, Step};
+use crate::builder::{self, BuildOptions};
+use crate::cache::{self, CachedStep};
 use crate::error::{BuildError, Result};
 use crate::runtime_file::RuntimeFile;
 use crate::snapshot::{MergedView, Snapshots};
-use crate::steps::pip::python_version;
-
-/// Which runtime file made an image, by manifest digest.
-struct Recorded;
-impl nbrt_oci::RefKind for Recorded {
-    const NAME: &'static str = "build-record";
-    type Payload = BuildRecord;
-}
-
-/// Which runtime file made an image (kept in the store, refs kind `build-record`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BuildRecord {
-    runtime_file: PathBuf,
-}
+use crate::steps::env::python_version;
+use crate::steps::{self, Rebase, RebaseContext, Step};
 
 #[derive(Debug, Clone, Default)]
 pub struct RebaseOptions {
@@ -129,17 +118,6 @@ fn stack_dir_of(file: &Path) -> PathBuf {
     }
 }
 
-/// Remember which runtime file made `image` (called by every build).
-pub(crate) fn record_build(store: &Store, rt: &RuntimeFile, image: &Image) -> Result<()> {
-    let file = std::fs::canonicalize(&rt.path).unwrap_or_else(|_| rt.path.clone());
-    store.put_ref::<Recorded>(
-        image.digest().hex(),
-        &[],
-        &BuildRecord { runtime_file: file },
-    )?;
-    Ok(())
-}
-
 /// The runtime file and the image of RUNTIME.
 fn locate(store: &Store, runtime: &str) -> Result<(RuntimeFile, Image)> {
     let path = Path::new(runtime);
@@ -165,45 +143,21 @@ fn locate(store: &Store, runtime: &str) -> Result<(RuntimeFile, Image)> {
             ))
         })?
         .image;
-    let record = store
-        .get_ref::<Recorded>(image.digest().hex())?
-        .ok_or_else(|| {
-            rebase_err(format!(
-                "{runtime} ({}) was not built by `nbrt build` in this store, so its steps are \
+    let file = crate::record::runtime_file_of(store, &image)?.ok_or_else(|| {
+        rebase_err(format!(
+            "{runtime} ({}) was not built by `nbrt build` in this store, so its steps are \
                  unknown; give its runtime file instead",
-                image.digest()
-            ))
-        })?;
-    let file = &record.runtime_file;
+            image.digest()
+        ))
+    })?;
     if !file.is_file() {
         return Err(rebase_err(format!(
             "{runtime} was built from {}, which no longer exists",
             file.display()
         )));
     }
-    let rt = RuntimeFile::load(file, &stack_dir_of(file))?;
+    let rt = RuntimeFile::load(&file, &stack_dir_of(&file))?;
     Ok((rt, image))
-}
-
-/// A files step whose entries have no owner or a numeric `uid[:gid]` one.
-fn files_independent(step: &Step) -> bool {
-    match step {
-        Step::Files { files } => files.iter().all(|f| {
-            f.owner.as_deref().is_none_or(|o| {
-                o.split(':')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            })
-        }),
-        _ => false,
-    }
-}
-
-fn step_prefix(step: &Step) -> Option<&str> {
-    match step {
-        Step::Pip(p) => Some(&p.prefix),
-        Step::Conda(c) => Some(&c.prefix),
-        _ => None,
-    }
 }
 
 /// The merged file system of a list of layers (bottom first).
@@ -223,69 +177,6 @@ fn layer_list(image: &Image) -> Vec<(Descriptor, Digest)> {
         .cloned()
         .zip(image.diff_ids().iter().cloned())
         .collect()
-}
-
-/// What a pip or conda step's solve reads from the image below it: the Python version, the
-/// installed packages (`*.dist-info` names of site-packages, `conda-meta` records) and the
-/// environment's owner (new files take it).
-#[derive(Debug, PartialEq, Eq)]
-struct SolveInputs {
-    python: Option<(u64, u64)>,
-    packages: BTreeSet<String>,
-    owner: Option<(u32, u32, bool)>,
-}
-
-fn solve_inputs(view: &MergedView, step: &Step) -> Result<SolveInputs> {
-    use std::os::unix::fs::MetadataExt;
-    let prefix = step_prefix(step).unwrap_or("/");
-    let rel = prefix.trim_matches('/');
-    let python = python_version(view, prefix).ok();
-    let dir = match (step, python) {
-        (Step::Conda(_), _) => Some(format!("{rel}/conda-meta")),
-        (_, Some(python)) => Some(crate::steps::pip::site_packages(prefix, python)),
-        _ => None,
-    };
-    let mut packages = BTreeSet::new();
-    if let Some(dir) = dir.filter(|d| view.exists(d)) {
-        packages.extend(
-            view.read_dir(&dir)?
-                .into_iter()
-                .filter(|n| n.ends_with(".dist-info") || n.ends_with(".json")),
-        );
-    }
-    let owner = view
-        .symlink_metadata(rel)?
-        .map(|m| (m.uid(), m.gid(), m.mode() & 0o2000 != 0));
-    Ok(SolveInputs {
-        python,
-        packages,
-        owner,
-    })
-}
-
-/// Why two [`SolveInputs`] differ, for the report.
-fn solve_change(old: &SolveInputs, new: &SolveInputs) -> String {
-    if old.python != new.python {
-        return format!(
-            "the Python version changed ({:?} → {:?})",
-            old.python, new.python
-        );
-    }
-    if old.packages != new.packages {
-        let added: Vec<&String> = new.packages.difference(&old.packages).collect();
-        let gone: Vec<&String> = old.packages.difference(&new.packages).collect();
-        return format!(
-            "the installed packages its solve sees changed (+{} −{}{})",
-            added.len(),
-            gone.len(),
-            added
-                .first()
-                .or(gone.first())
-                .map(|n| format!(", e.g. {n}"))
-                .unwrap_or_default()
-        );
-    }
-    "the environment's owner changed".to_string()
 }
 
 /// Rebase RUNTIME onto NEW_BASE (see the module documentation).
@@ -317,7 +208,7 @@ pub fn rebase(
                 annotation::BASE_DIGEST
             ))
         })?;
-    let plan = builder::plan(&rt);
+    let plan = steps::plan(&rt);
     let own = plan.len();
     let base_len = image.layers().len().checked_sub(own).ok_or_else(|| {
         rebase_err(format!(
@@ -377,8 +268,10 @@ pub fn rebase(
     let old_view = view_of(store, &snapshots, &old_layers[..base_len])?;
     let new_view = view_of(store, &snapshots, &layer_list(&new_base))?;
     for step in &plan {
-        let Some(prefix) = step_prefix(step) else {
-            continue;
+        let prefix = match step {
+            Step::Pip(p) => &p.prefix,
+            Step::Conda(c) => &c.prefix,
+            _ => continue,
         };
         if let Ok(old) = python_version(&old_view, prefix) {
             match python_version(&new_view, prefix) {
@@ -409,20 +302,18 @@ pub fn rebase(
         }
     }
 
-    // Which layers move. A step's layer is only taken as it is when the build cache confirms
-    // it is what the runtime file makes today on the old base.
+    // Which layers move: those whose step says it may, and only when the build cache
+    // confirms that the image's layer is what the runtime file makes today on the old base.
     let confirmed = |i: usize, step: &Step| -> Result<Option<CachedStep>> {
         let at = base_len + i;
-        let key = builder::step_key(
+        let key = cache::step_key(
             &image.diff_ids()[..at],
             step,
             &[],
             None,
-            &builder::step_inputs(&rt, step)?,
+            &step.kind().inputs(&rt)?,
         )?;
-        Ok(store
-            .get_ref::<builder::BuildCache>(&key)?
-            .filter(|c| c.layer.digest == image.layers()[at].digest))
+        Ok(cache::get(store, &key)?.filter(|c| c.layer.digest == image.layers()[at].digest))
     };
     const NOT_CONFIRMED: &str = "the layer is not what the runtime file makes now (or not cached)";
     let mut moved: BTreeMap<usize, CachedStep> = BTreeMap::new();
@@ -432,41 +323,19 @@ pub fn rebase(
     let mut all_moved = true;
     for (i, step) in plan.iter().enumerate() {
         let at = base_len + i;
-        let (take, reason): (Option<CachedStep>, String) = match step {
-            Step::Files { .. } if files_independent(step) => match confirmed(i, step)? {
-                Some(c) => (Some(c), "files from the stack, independent of the base".into()),
-                None => (None, NOT_CONFIRMED.into()),
+        let decision = step.kind().rebase(&RebaseContext {
+            store,
+            snapshots: &snapshots,
+            old_below: &old_layers[..at],
+            new_below: &landing,
+            earlier_moved: all_moved,
+        })?;
+        let (take, reason) = match decision {
+            Rebase::Move(reason) => match confirmed(i, step)? {
+                Some(c) => (Some(c), reason),
+                None => (None, NOT_CONFIRMED.to_string()),
             },
-            Step::Files { .. } => (
-                None,
-                "an owner given by name is looked up in the image".into(),
-            ),
-            Step::Pip(_) | Step::Conda(_) if !all_moved => (
-                None,
-                "an earlier step of the runtime is rebuilt: its solve would see another environment"
-                    .into(),
-            ),
-            Step::Pip(_) | Step::Conda(_) => {
-                let before = solve_inputs(&view_of(store, &snapshots, &old_layers[..at])?, step)?;
-                let after = solve_inputs(&view_of(store, &snapshots, &landing)?, step)?;
-                if before != after {
-                    (None, solve_change(&before, &after))
-                } else {
-                    match confirmed(i, step)? {
-                        Some(c) => (
-                            Some(c),
-                            "same Python, installed packages and owner below it: same solve".into(),
-                        ),
-                        None => (None, NOT_CONFIRMED.into()),
-                    }
-                }
-            }
-            Step::Apt(_) | Step::Run(_) => (None, "it runs inside the base".into()),
-            Step::User(_) => (
-                None,
-                "it writes the base's passwd, group, shadow and skel".into(),
-            ),
-            Step::Bootstrap(_) => (None, "bootstrap".into()),
+            Rebase::Rebuild(reason) => (None, reason),
         };
         match take {
             Some(c) => {

@@ -66,6 +66,12 @@ const DEFAULT_CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
+/// The host's CA bundle, given to steps that reach package registries.
+pub fn host_ca_bundle() -> Option<PathBuf> {
+    let p = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    p.is_file().then_some(p)
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {

@@ -12,9 +12,9 @@ use std::path::Path;
 use common::{can_build, write};
 use nbrt_build::builder::{build_stack, BuildOptions};
 use nbrt_build::lock::RuntimeLock;
-use nbrt_build::pip_step::prune_pieces;
 use nbrt_build::stack::Stack;
-use nbrt_build::steps::pieces::PieceCache;
+use nbrt_build::steps::pip::pieces::PieceCache;
+use nbrt_build::steps::pip::prune_pieces;
 use nbrt_oci::{Digest, Progress, Store};
 
 const SDE: &str = "1700000000";

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use nbrt_build::snapshot::MergedView;
-use nbrt_build::steps::pip::{install, PipRequest};
+use nbrt_build::steps::pip::uv::{install, PipRequest};
 
 const SITE: &str = "opt/conda/lib/python3.11/site-packages";
 

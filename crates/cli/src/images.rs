@@ -348,71 +348,38 @@ pub struct GcArgs {
 
 pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
     let store = ctx.store()?;
-    let report = store.gc()?;
-    let mut live = std::collections::HashSet::new();
-    for stored in store.list()? {
-        live.extend(stored.image.diff_ids().iter().cloned());
+    let report = nbrt_build::gc(&store)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
-    let snapshots = builder_cache("unpacked layers", || prune_snapshots(&store, &live));
-    let pieces = builder_cache("pip pieces", || {
-        nbrt_build::pip_step::prune_pieces(&store, &live)
-    });
     if a.json {
         return json(&serde_json::json!({
-            "blobs_removed": report.blobs_removed,
-            "bytes_freed": report.bytes_freed,
-            "blobs_kept": report.blobs_kept,
-            "snapshots": snapshots,
-            "pip_pieces": pieces,
+            "blobs_removed": report.blobs.blobs_removed,
+            "bytes_freed": report.blobs.bytes_freed,
+            "blobs_kept": report.blobs.blobs_kept,
+            "snapshots": report.snapshots,
+            "pip_pieces": report.pip_pieces,
         }));
     }
     println!(
         "removed {} blobs ({}), kept {}",
-        report.blobs_removed,
-        human_size(report.bytes_freed),
-        report.blobs_kept
+        report.blobs.blobs_removed,
+        human_size(report.blobs.bytes_freed),
+        report.blobs.blobs_kept
     );
-    if let Some(s) = snapshots {
+    if let Some(s) = report.snapshots {
         println!(
             "removed {} unpacked layers of the builder, kept {}",
             s.removed, s.kept
         );
     }
-    if let Some(p) = pieces {
+    if let Some(p) = report.pip_pieces {
         println!(
             "removed {} pip pieces of the builder, kept {}",
             p.removed, p.kept
         );
     }
     Ok(())
-}
-
-/// A builder cache pruned; `None` when there is none, or when a build is using it (said on
-/// stderr: blobs are collected all the same).
-fn builder_cache(
-    what: &str,
-    prune: impl FnOnce() -> nbrt_build::Result<Option<nbrt_build::snapshot::PruneReport>>,
-) -> Option<nbrt_build::snapshot::PruneReport> {
-    match prune() {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("warning: {what} kept: {e}");
-            None
-        }
-    }
-}
-
-/// The builder's unpacked layers (`snapshots/`) of layers no image in the store has any
-/// more.
-fn prune_snapshots(
-    store: &Store,
-    live: &std::collections::HashSet<nbrt_oci::Digest>,
-) -> nbrt_build::Result<Option<nbrt_build::snapshot::PruneReport>> {
-    if !store.snapshot_root().is_dir() {
-        return Ok(None);
-    }
-    let snapshots = nbrt_build::snapshot::Snapshots::open(store)?;
-    snapshots.prune(|d| live.contains(d)).map(Some)
 }
 
 #[derive(Args)]

@@ -10,6 +10,24 @@ use std::path::Path;
 use crate::error::{BuildError, IoContext, Result};
 use crate::runtime_file::User;
 use crate::snapshot::MergedView;
+use crate::steps::{Rebase, RebaseContext, RunContext, StepKind, StepOutput};
+
+impl StepKind for User {
+    fn label(&self) -> String {
+        format!("user {} {}:{}", self.name, self.uid, self.gid)
+    }
+
+    fn run(&self, cx: &RunContext<'_>, _log: &mut dyn std::io::Write) -> Result<StepOutput> {
+        apply(&cx.view(), self, cx.staging)?;
+        Ok(cx.staging_layer()?.into())
+    }
+
+    fn rebase(&self, _cx: &RebaseContext<'_>) -> Result<Rebase> {
+        Ok(Rebase::Rebuild(
+            "it writes the base's passwd, group, shadow and skel".into(),
+        ))
+    }
+}
 
 fn err(message: impl Into<String>) -> BuildError {
     BuildError::Step {

@@ -1,6 +1,6 @@
-//! The pip step as the builder runs it: uv installs into the staging tree, the image's
-//! interpreter compiles the new files, the layer is put together from per-distribution
-//! pieces (`steps::pieces`), and the lock is read while the layer is written.
+//! The pip step: uv installs into the staging tree ([`uv`]), the image's interpreter
+//! compiles the new files ([`bytecode`]), the layer is put together from per-distribution
+//! pieces ([`pieces`]), and the lock is read while the layer is written.
 //!
 //! A step run again after packages were only added (the earlier run's requirements are all
 //! still there, same parent, indexes and files) offers uv the distributions of that run as
@@ -9,23 +9,26 @@
 //! was removed or changed in the runtime file makes the step resolve from scratch, and
 //! `--no-cache` or `--locked` never use the earlier run.
 
+pub mod bytecode;
+pub mod pieces;
+pub mod uv;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use nbrt_oci::layer::LayerInfo;
 use nbrt_oci::spec::source_date_epoch;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
-use crate::lock::StepLock;
+use crate::lock::{LockSection, LockedWheel, StepLock};
 use crate::runtime_file::{Pip, RuntimeFile};
-use crate::snapshot::{MergedView, Snapshots};
-use crate::steps::pieces::{self, Piece, PieceCache, Source};
-use crate::steps::{bytecode, pip};
+use crate::snapshot::MergedView;
+use crate::steps::{env, LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
+use pieces::{Piece, PieceCache, Source};
 
 /// Store refs of this kind hold, per runtime, parent and pip definition, what the step's
 /// last runs installed.
@@ -65,54 +68,79 @@ struct LayerPieces {
 /// How many earlier runs of a step are remembered.
 const RUNS_KEPT: usize = 8;
 
-/// Where the step runs and what it may use.
-pub(crate) struct PipRun<'a> {
-    pub store: &'a Store,
-    pub snapshots: &'a Snapshots,
-    pub rt: &'a RuntimeFile,
-    pub pip: &'a Pip,
-    /// Pins of `runtime.lock` in a `--locked` build.
-    pub locked: Option<Vec<pip::LockedWheel>>,
-    /// The parent's layer directories, top first, and their diff IDs, bottom first.
-    pub lowers: &'a [PathBuf],
-    pub parent: &'a [Digest],
-    /// Whether cached pieces and the earlier run may be used (not with `--no-cache`).
-    pub reuse: bool,
-    pub staging: &'a Path,
-    pub scratch: &'a Path,
+impl StepKind for Pip {
+    fn label(&self) -> String {
+        format!(
+            "pip {}",
+            self.packages
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+
+    fn inputs(&self, rt: &RuntimeFile) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .requirements
+            .iter()
+            .chain(&self.constraints)
+            .chain(&self.wheelhouse)
+            .map(|p| rt.dir.join(p))
+            .collect())
+    }
+
+    fn lock_section(&self) -> Option<LockSection> {
+        Some(LockSection::Pip)
+    }
+
+    fn run(&self, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> {
+        run(self, cx, log)
+    }
+
+    fn lock(&self, cx: &LockContext<'_>) -> Result<Option<StepLock>> {
+        let python = env::python_version(&cx.after, &self.prefix)?;
+        pip_lock(cx.store, cx.rt, self, &cx.own, python).map(Some)
+    }
+
+    fn rebase(&self, cx: &RebaseContext<'_>) -> Result<Rebase> {
+        env::rebase_decision(cx, &self.prefix, env::Installed::DistInfo)
+    }
 }
 
-pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Option<StepLock>)> {
-    let PipRun {
+fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> {
+    let RunContext {
         store,
-        snapshots,
         rt,
-        pip: p,
-        locked,
         lowers,
         parent,
         reuse,
         staging,
         scratch,
-    } = run;
+        ..
+    } = *cx;
+    let locked = match cx.pins {
+        Some(StepLock::Pip(w)) => Some(w.clone()),
+        _ => None,
+    };
     let view = MergedView::new(lowers.to_vec());
     let unlocked = locked.is_none();
-    let req = crate::builder::pip_request(rt, p, locked);
+    let req = pip_request(rt, p, locked);
     let cache = reuse.then(|| PieceCache::open(store)).transpose()?;
     let previous_key = previous_key(rt, p, parent)?;
     let previous = match (&cache, unlocked) {
         (Some(cache), true) => previous_pieces(store, cache, &previous_key, p),
         _ => Vec::new(),
     };
-    let preferred: Vec<pip::Preferred> = previous
+    let preferred: Vec<uv::Preferred> = previous
         .iter()
-        .map(|piece| pip::Preferred {
+        .map(|piece| uv::Preferred {
             dist_info: piece.info.dist_info.clone(),
             seed: piece.seed_dir(),
         })
         .collect();
     let step_started = Instant::now();
-    let out = pip::install(
+    let out = uv::install(
         &view,
         &req,
         staging,
@@ -130,10 +158,10 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         &p.prefix,
         out.python,
         bytecode::interpreter_digest(&view, &p.prefix)?.as_ref(),
-        crate::builder::env_owner(&view, &p.prefix)?,
+        env::owner(&view, &p.prefix)?,
         clamp,
     );
-    let site_rel = pip::site_packages(&p.prefix, out.python);
+    let site_rel = env::site_packages(&p.prefix, out.python);
     // Distributions made into pieces before need neither bytecode nor compression.
     let mut fresh = Vec::new();
     let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
@@ -176,7 +204,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         .filter(|w| !kept_files.contains(w.as_str()))
         .cloned()
         .collect();
-    crate::builder::finish_env_staging(&view, &p.prefix, staging, &whiteouts)?;
+    env::finish_staging(&view, &p.prefix, staging, &whiteouts)?;
     tracing::debug!(
         seconds = step_started.elapsed().as_secs_f64(),
         "owner and whiteouts"
@@ -214,7 +242,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     let (layer, lock) = std::thread::scope(|s| {
         let lock = unlocked.then(|| {
             s.spawn(|| {
-                crate::lock::pip_lock(
+                pip_lock(
                     store,
                     rt,
                     p,
@@ -226,7 +254,7 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
         let layer = pieces::write_layer(store, cache.as_ref(), staging, sources, scratch, clamp);
         let lock = lock.map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(pip::err("reading the lock panicked")))
+                .unwrap_or_else(|_| Err(uv::err("reading the lock panicked")))
         });
         (layer, lock)
     });
@@ -267,19 +295,19 @@ pub(crate) fn run(run: PipRun<'_>, log: &mut dyn Write) -> Result<(LayerInfo, Op
     // The staging tree is this layer's snapshot only when every file came from it: pieces
     // from the cache carry the times of the run that made them.
     if report.cached == 0 {
-        crate::builder::adopt_staging(snapshots, &layer, staging);
+        cx.adopt_staging(&layer);
     }
     tracing::debug!(
         seconds = step_started.elapsed().as_secs_f64(),
         "pip step done"
     );
-    Ok((layer, lock))
+    Ok(StepOutput { layer, lock })
 }
 
 /// The key of the earlier run this step may build on: the runtime, its parent, and the pip
 /// definition but for its package list, with the files it reads.
 fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> {
-    let mut def = serde_json::to_value(p).map_err(|e| pip::err(e.to_string()))?;
+    let mut def = serde_json::to_value(p).map_err(|e| uv::err(e.to_string()))?;
     if let Some(map) = def.as_object_mut() {
         map.remove("packages");
     }
@@ -292,8 +320,8 @@ fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> 
     });
     let mut h = nbrt_oci::digest::Hasher::new();
     h.update(&nbrt_oci::json::to_canonical_vec(&doc, "pip step key")?);
-    for path in crate::builder::step_inputs(rt, &crate::builder::Step::Pip(p.clone()))? {
-        crate::builder::hash_path(&path, &mut h)?;
+    for path in p.inputs(rt)? {
+        crate::cache::hash_path(&path, &mut h)?;
     }
     Ok(h.finish().0.hex().to_string())
 }
@@ -348,4 +376,63 @@ pub fn prune_pieces(
     }
     let cache = PieceCache::open(store)?;
     cache.prune(|key| keep.contains(key)).map(Some)
+}
+
+/// What the pip step asks uv for (`locked`: the pins of `runtime.lock`).
+fn pip_request(rt: &RuntimeFile, p: &Pip, locked: Option<Vec<LockedWheel>>) -> uv::PipRequest {
+    uv::PipRequest {
+        prefix: p.prefix.clone(),
+        packages: p.packages.iter().map(|s| s.get_ref().clone()).collect(),
+        requirements: p.requirements.as_ref().map(|r| rt.dir.join(r)),
+        constraints: p.constraints.as_ref().map(|r| rt.dir.join(r)),
+        index_url: p.index_url.clone(),
+        extra_index_urls: p.extra_index_urls.clone(),
+        wheelhouses: p.wheelhouse.iter().map(|w| rt.dir.join(w)).collect(),
+        locked,
+    }
+}
+
+/// The pins of a pip step from its own layer's tree (`own`: the layer alone, a snapshot or
+/// the step's staging tree): every distribution there, with the wheel it came from.
+fn pip_lock(
+    store: &Store,
+    rt: &RuntimeFile,
+    p: &Pip,
+    own: &MergedView,
+    python: (u64, u64),
+) -> Result<StepLock> {
+    let site = env::site_packages(&p.prefix, python);
+    let mut pins = Vec::new();
+    // The tags of the wheel each distribution was installed from, to pin that one.
+    let mut tags = std::collections::BTreeMap::new();
+    if own.exists(&site) {
+        for dir in own.read_dir(&site)? {
+            let is_dir = own
+                .symlink_metadata(&format!("{site}/{dir}"))?
+                .is_some_and(|m| m.is_dir());
+            if let (true, Some((name, version))) = (is_dir, uv::dist_info_name(&dir)) {
+                if let Some(wheel) = own.read(&format!("{site}/{dir}/WHEEL"))? {
+                    tags.insert(name.clone(), uv::wheel_file_tags(&wheel));
+                }
+                pins.push(LockedWheel {
+                    name,
+                    version,
+                    url: None,
+                    sha256: None,
+                });
+            }
+        }
+    }
+    pins.sort();
+    let req = pip_request(rt, p, None);
+    let started = std::time::Instant::now();
+    let wheels = uv::wheel_artifacts(
+        python,
+        &req,
+        &pins,
+        &tags,
+        &store.cache(nbrt_oci::Bucket::Uv),
+    )?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
+    Ok(StepLock::Pip(wheels))
 }

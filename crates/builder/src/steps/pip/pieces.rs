@@ -23,10 +23,10 @@ use nbrt_oci::layer::LayerInfo;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
+use super::uv::err;
 use crate::error::{BuildError, IoContext, Result};
 use crate::layer_dir::{member_from_dir, member_from_files, DirLayerOptions};
 use crate::snapshot::{exclusively, PruneReport};
-use crate::steps::pip::err;
 use nbrt_oci::fsutil::{open_locked, LockMode};
 
 /// Changes whenever the bytes a piece holds for the same inputs would change.
@@ -121,7 +121,7 @@ pub fn claim(staging: &Path, site_rel: &str, ctx: &Context) -> Result<Vec<Dist>>
         for line in String::from_utf8_lossy(&record).lines() {
             if let Some(p) = record_path(line)
                 .filter(|p| !p.is_empty())
-                .and_then(|p| crate::steps::pip::join_inside(site_rel, &p))
+                .and_then(|p| super::uv::join_inside(site_rel, &p))
             {
                 paths.insert(p);
             }
@@ -573,7 +573,7 @@ fn make_piece(
     };
     let seed = dir.join("seed");
     fs::create_dir_all(&seed).io_context(|| format!("creating {}", seed.display()))?;
-    for f in crate::steps::pip::SEEDED_FILES {
+    for f in super::uv::SEEDED_FILES {
         let suffix = format!("{}/{f}", dist.dist_info);
         if let Some(path) = dist.files.iter().find(|p| p.ends_with(&suffix)) {
             fs::copy(staging.join(path), seed.join(f))

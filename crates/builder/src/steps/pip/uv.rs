@@ -1,4 +1,4 @@
-//! The pip step: wheels resolved and installed by the `uv` binary for the image's Python
+//! uv for the pip step: wheels resolved and installed by the `uv` binary for the image's Python
 //! version and platform, into a staging tree that stands for the image root. Nothing runs
 //! in the image and no host path ends up in it.
 //!
@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BuildError, IoContext, Result};
+pub use crate::lock::LockedWheel;
 use crate::snapshot::MergedView;
+use crate::steps::env::{python_version, site_packages};
 
 /// Files of a dist-info directory uv needs to see a package as installed (and to uninstall
 /// it when it replaces it).
@@ -44,19 +46,6 @@ pub struct PipRequest {
     /// anything else (`--no-deps`), and when the pins carry hashes, uv checks every wheel
     /// against them (`--require-hashes`): a wheel that is not the locked one fails the step.
     pub locked: Option<Vec<LockedWheel>>,
-}
-
-/// One distribution as `runtime.lock` records it: the version, and the wheel that was
-/// installed (its URL, or `file:///<file name>` for a local wheel, and its sha256).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockedWheel {
-    pub name: String,
-    pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,46 +76,12 @@ pub struct Preferred {
     pub seed: PathBuf,
 }
 
-/// The environment's `site-packages` directory, relative to the image root.
-pub fn site_packages(prefix: &str, python: (u64, u64)) -> String {
-    format!(
-        "{}/lib/python{}.{}/site-packages",
-        prefix.trim_matches('/'),
-        python.0,
-        python.1
-    )
-}
-
 /// An error of the pip step.
 pub(crate) fn err(message: impl Into<String>) -> BuildError {
     BuildError::Step {
         step: "pip".to_string(),
         message: message.into(),
     }
-}
-
-/// The Python version of the environment at `prefix`: the `lib/pythonX.Y` directory it has.
-pub fn python_version(view: &MergedView, prefix: &str) -> Result<(u64, u64)> {
-    let lib = format!("{}/lib", prefix.trim_start_matches('/'));
-    let names = view.read_dir(&lib).map_err(|_| {
-        err(format!(
-            "no Python environment at {prefix} in the parent image (no {prefix}/lib); create one \
-             first, e.g. a run step `python3 -m venv {prefix}`"
-        ))
-    })?;
-    let mut versions: Vec<(u64, u64)> = names
-        .iter()
-        .filter_map(|n| n.strip_prefix("python"))
-        .filter_map(|v| v.split_once('.'))
-        .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .filter(|v| view.exists(&format!("{lib}/python{}.{}/site-packages", v.0, v.1)))
-        .collect();
-    versions.sort();
-    versions.pop().ok_or_else(|| {
-        err(format!(
-            "no lib/pythonX.Y/site-packages under {prefix} in the parent image"
-        ))
-    })
 }
 
 /// `name-version.dist-info` → (normalized name, version).
