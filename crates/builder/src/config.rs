@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use nbrt_oci::spec::{rfc3339, source_date_epoch, Healthcheck, History, ImageConfig, RootFs};
-use nbrt_oci::Digest;
+use nbrt_oci::{Digest, Platform};
 
 use crate::runtime_file::{parse_duration_ns, RuntimeFile};
 
@@ -50,10 +50,10 @@ pub fn runtime_config(
     added: &[AddedLayer],
 ) -> ImageConfig {
     let mut config = parent.cloned().unwrap_or_else(|| {
-        let (os, arch) = ("linux", host_arch());
+        let host = Platform::host();
         ImageConfig {
-            architecture: arch.to_string(),
-            os: os.to_string(),
+            architecture: host.architecture,
+            os: host.os,
             rootfs: RootFs {
                 kind: "layers".to_string(),
                 diff_ids: Vec::new(),
@@ -127,14 +127,6 @@ pub fn runtime_config(
         });
     }
     config
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! nbrt's image core: the OCI image model, layers as tar streams, the local content store,
 //! the places images live (OCI layouts, docker archives, registries, the Docker engine), and
-//! copying between them.
+//! copying between them. [`Platform`] is the one place that knows the host's platform and
+//! which entry of a multi-platform index is for it.
 
 pub mod digest;
 pub mod engine;
@@ -12,6 +13,7 @@ pub mod json;
 pub mod label;
 pub mod layer;
 pub mod name;
+pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod spec;
@@ -22,5 +24,6 @@ pub use digest::Digest;
 pub use error::{OciError, Result};
 pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};
 pub use name::ImageName;
+pub use platform::Platform;
 pub use progress::Progress;
 pub use store::{Bucket, RefKind, Store, StoredImage};

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use crate::error::Result;
-use crate::format::select::host_platform;
 use crate::image::Image;
 use crate::layer::compression::Compression;
 use crate::layer::reader::for_each_entry;
 use crate::layer::writer::{LayerInfo, LayerWriter};
+use crate::platform::Platform;
 use crate::progress::Bar;
 use crate::spec::{rfc3339, source_date_epoch, ContainerConfig, History, ImageConfig, RootFs};
 use crate::store::Store;
@@ -42,10 +42,10 @@ pub fn write_layer(
 /// and one history entry.
 pub fn rootfs_config(layer: &LayerInfo, newest_mtime: u64, source_name: &str) -> ImageConfig {
     let created = rfc3339(source_date_epoch().unwrap_or(newest_mtime as i64));
-    let (os, arch) = host_platform();
+    let host = Platform::host();
     ImageConfig {
-        architecture: arch.to_string(),
-        os: os.to_string(),
+        architecture: host.architecture,
+        os: host.os,
         created: Some(created.clone()),
         config: Some(ContainerConfig {
             env: Some(vec![DEFAULT_PATH.to_string()]),

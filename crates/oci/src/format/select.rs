@@ -5,18 +5,8 @@ use crate::error::{OciError, Result};
 use crate::image::Image;
 use crate::json::parse_bounded;
 use crate::name::ImageName;
+use crate::platform::Platform;
 use crate::spec::{annotation, media, Descriptor, Index};
-
-/// The platform images are chosen for when an index offers several.
-pub fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    ("linux", arch)
-}
 
 /// The names an index entry carries: the full name from `io.containerd.image.name`, or the
 /// `ref.name` annotation when it is a full name itself.
@@ -70,7 +60,8 @@ pub fn pick(index: &Index, wanted: Option<&str>, place: &str) -> Result<Descript
 }
 
 /// Follow a descriptor to a single-platform image: an image index is resolved to the entry
-/// for the host platform. `read` fetches and verifies a JSON blob.
+/// for the host platform, chosen by [`Platform::select`] as a registry pull chooses it.
+/// `read` fetches and verifies a JSON blob.
 pub fn load_image(
     desc: &Descriptor,
     read: &dyn Fn(&Descriptor) -> Result<Vec<u8>>,
@@ -79,23 +70,10 @@ pub fn load_image(
     for _ in 0..4 {
         if media::is_index(&desc.media_type) {
             let index: Index = parse_bounded(&read(&desc)?, "image index")?;
-            let (os, arch) = host_platform();
-            desc = index
-                .manifests
-                .iter()
-                .find(|d| {
-                    d.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == os && p.architecture == arch)
-                })
-                .or_else(|| (index.manifests.len() == 1).then(|| &index.manifests[0]))
-                .cloned()
-                .ok_or_else(|| {
-                    OciError::InvalidImage(format!(
-                        "the image index {} has no {os}/{arch} image",
-                        desc.digest
-                    ))
-                })?;
+            let host = Platform::host();
+            desc = host.select(&index).cloned().ok_or_else(|| {
+                OciError::InvalidImage(host.no_entry(&desc.digest.to_string(), &index))
+            })?;
             continue;
         }
         let manifest = crate::image::Raw::from_bytes(read(&desc)?, "image manifest")?;
@@ -131,4 +109,109 @@ pub fn verify_bytes(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     }
     desc.digest
         .verify(&Digest::of_bytes(bytes), || format!("blob {}", desc.digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::to_canonical_vec;
+    use crate::spec::{ImageConfig, RootFs};
+    use std::collections::BTreeMap;
+
+    fn image(arch: &str, variant: Option<&str>) -> Image {
+        let config = ImageConfig {
+            architecture: arch.to_string(),
+            os: "linux".to_string(),
+            variant: variant.map(str::to_string),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: Vec::new(),
+            },
+            ..Default::default()
+        };
+        Image::assemble(config, Vec::new(), BTreeMap::new()).unwrap()
+    }
+
+    fn entry(desc: Descriptor, arch: &str, variant: Option<&str>) -> Descriptor {
+        let mut desc = desc;
+        desc.platform = Some(crate::spec::Platform {
+            architecture: arch.to_string(),
+            os: "linux".to_string(),
+            variant: variant.map(str::to_string),
+            extra: BTreeMap::new(),
+        });
+        desc
+    }
+
+    /// An index in memory and `load_image` over it: every blob it names is readable.
+    fn load(entries: Vec<Descriptor>, blobs: Vec<Vec<u8>>) -> Result<Image> {
+        let mut index = Index::empty();
+        index.manifests = entries;
+        let index_bytes = to_canonical_vec(&index, "index").unwrap();
+        let top = Descriptor::new(
+            media::OCI_INDEX,
+            Digest::of_bytes(&index_bytes),
+            index_bytes.len() as u64,
+        );
+        let mut blobs: BTreeMap<Digest, Vec<u8>> = blobs
+            .into_iter()
+            .map(|b| (Digest::of_bytes(&b), b))
+            .collect();
+        blobs.insert(top.digest.clone(), index_bytes);
+        load_image(&top, &|d| {
+            blobs
+                .get(&d.digest)
+                .cloned()
+                .ok_or_else(|| OciError::BlobNotFound(d.digest.to_string()))
+        })
+    }
+
+    #[test]
+    fn an_index_resolves_as_a_registry_resolves_it() {
+        let host = Platform::host();
+        let arch = host.architecture.as_str();
+        let other = if arch == "s390x" { "riscv64" } else { "s390x" };
+        let (native, odd, foreign) = (
+            image(arch, None),
+            image(arch, Some("v7-odd")),
+            image(other, None),
+        );
+        let blobs = |images: &[&Image]| {
+            images
+                .iter()
+                .flat_map(|i| [i.manifest.bytes().to_vec(), i.config.bytes().to_vec()])
+                .collect::<Vec<_>>()
+        };
+        // Nested indexes are not candidates, another architecture is not, and the host's
+        // variant (none) wins over an odd one listed first.
+        let mut nested = entry(native.manifest_descriptor(), arch, None);
+        nested.media_type = media::OCI_INDEX.to_string();
+        let picked = load(
+            vec![
+                entry(foreign.manifest_descriptor(), other, None),
+                nested,
+                entry(odd.manifest_descriptor(), arch, Some("v7-odd")),
+                entry(native.manifest_descriptor(), arch, None),
+            ],
+            blobs(&[&native, &odd, &foreign]),
+        )
+        .unwrap();
+        assert_ne!(native.digest(), odd.digest());
+        assert_eq!(picked.digest(), native.digest());
+
+        // A lone entry for another platform is not taken; the error lists what there is.
+        let err = load(
+            vec![entry(foreign.manifest_descriptor(), other, Some("v1"))],
+            blobs(&[&foreign]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, OciError::InvalidImage(_)), "{text}");
+        assert!(
+            text.ends_with(&format!(
+                "is an index without an image for {host}; it has: linux/{other}/v1"
+            )),
+            "{text}"
+        );
+    }
 }
