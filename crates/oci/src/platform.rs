@@ -107,7 +107,10 @@ impl Platform {
     /// 2. of those, the ones whose platform [`matches`](Platform::matches) (same OS and
     ///    architecture);
     /// 3. of those, the first with this platform's variant (for arm64, `v8` or none), else
-    ///    the first of any variant.
+    ///    the first of any variant;
+    /// 4. when none is for any platform, an index of one image manifest that names no
+    ///    platform gives that one (tools that write a single image's index often leave the
+    ///    platform out).
     ///
     /// `None` when no entry is for this platform ([`Platform::no_entry`] says so).
     pub fn select<'a>(&self, index: &'a Index) -> Option<&'a Descriptor> {
@@ -117,11 +120,15 @@ impl Platform {
             .filter(|d| media::is_manifest(&d.media_type))
             .filter(|d| d.platform.as_ref().is_some_and(|p| self.matches(p)))
             .collect();
-        candidates
+        let chosen = candidates
             .iter()
             .find(|d| d.platform.as_ref().is_some_and(|p| self.same_variant(p)))
             .or(candidates.first())
-            .copied()
+            .copied();
+        chosen.or(match index.manifests.as_slice() {
+            [only] if only.platform.is_none() && media::is_manifest(&only.media_type) => Some(only),
+            _ => None,
+        })
     }
 
     /// The message for an index `what` (e.g. `127.0.0.1:5000/nb/x:1 (sha256:…)`) that has
@@ -343,8 +350,12 @@ mod tests {
         docker.media_type = media::DOCKER_MANIFEST.to_string();
         let i = index(vec![nested.clone(), bare.clone(), docker]);
         assert_eq!(amd64.select(&i).unwrap().digest, Digest::of_bytes(&[3]));
-        // A lone entry is not taken when it is not for the platform.
-        assert!(amd64.select(&index(vec![bare])).is_none());
+        // A lone image manifest naming no platform is taken; one for another platform, or a
+        // nested index, is not.
+        assert_eq!(
+            amd64.select(&index(vec![bare])).unwrap().digest,
+            Digest::of_bytes(&[2])
+        );
         assert!(amd64.select(&index(vec![nested])).is_none());
         assert!(amd64
             .select(&index(vec![descriptor("arm64", None, 4)]))
