@@ -328,3 +328,346 @@ async fn fetch_repodata(fetcher: &mut Fetcher<'_>, subdir_url: &Url) -> Result<O
 fn zstd_decode(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     zstd::stream::decode_all(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use nbrt_testkit::conda_pkg::Pkg;
+    use rattler_conda_types::{RepoDataRecord, Subdir};
+    use url::Url;
+
+    use super::*;
+    use crate::steps::conda::fetch::{hex_sha256, Fetcher, Sources};
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    fn strings(channels: &[&str]) -> Vec<String> {
+        channels.iter().map(|c| c.to_string()).collect()
+    }
+
+    fn error(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// `(url, channel, name=version=build)` of each record, sorted.
+    fn summary(records: &[RepoDataRecord]) -> Vec<(String, Option<String>, String)> {
+        let mut out: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.url.to_string(),
+                    r.channel.clone(),
+                    crate::steps::conda::fetch::label(&r.package_record),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    async fn archive_of(record: &RepoDataRecord, sources: &Sources, cache: &Path) -> PathBuf {
+        sources
+            .archive_for(record, &mut Fetcher::new(cache))
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn platform_must_be_a_linux_subdir() {
+        assert_eq!(parse_platform("linux-64").unwrap(), Subdir::Linux64);
+        assert_eq!(
+            parse_platform("linux-aarch64").unwrap().as_str(),
+            "linux-aarch64"
+        );
+        assert_eq!(
+            error(parse_platform("osx-64")),
+            "conda: conda platform \"osx-64\" is not supported: images are Linux \
+             (linux-64, linux-aarch64, …)"
+        );
+        assert!(
+            error(parse_platform("amiga")).starts_with("conda: unknown conda platform \"amiga\": "),
+            "{}",
+            error(parse_platform("amiga"))
+        );
+        assert!(fits_platform("linux-64", Subdir::Linux64));
+        assert!(fits_platform("noarch", Subdir::Linux64));
+        assert!(!fits_platform("linux-aarch64", Subdir::Linux64));
+        assert!(!fits_platform("", Subdir::Linux64));
+    }
+
+    #[test]
+    fn remote_channels_keep_their_url_with_a_trailing_slash() {
+        let specs = channel_specs(&strings(&[
+            "https://conda.example.org/forge",
+            " http://127.0.0.1:8080/c/ ",
+        ]))
+        .unwrap();
+        assert_eq!(
+            specs,
+            vec![
+                ChannelSpec::Remote(url("https://conda.example.org/forge/")),
+                ChannelSpec::Remote(url("http://127.0.0.1:8080/c/")),
+            ]
+        );
+    }
+
+    #[test]
+    fn local_channel_directories_are_named_after_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = tmp.path().join("chan");
+        let second = tmp.path().join("other").join("chan");
+        let odd = tmp.path().join("my chan+x");
+        for dir in [&first, &second, &odd] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let second_url = Url::from_directory_path(&second).unwrap().to_string();
+        let specs = channel_specs(&[
+            first.display().to_string(),
+            second_url,
+            odd.display().to_string(),
+            format!("{}/", first.display()),
+        ])
+        .unwrap();
+        assert_eq!(
+            specs,
+            vec![
+                ChannelSpec::Local {
+                    dir: first.clone(),
+                    canonical: url("file:///chan/"),
+                },
+                ChannelSpec::Local {
+                    dir: second,
+                    canonical: url("file:///chan-2/"),
+                },
+                ChannelSpec::Local {
+                    dir: odd,
+                    canonical: url("file:///my%20chan+x/"),
+                },
+                ChannelSpec::Local {
+                    dir: PathBuf::from(format!("{}/", first.display())),
+                    canonical: url("file:///chan-3/"),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn channels_that_are_not_urls_or_directories_are_refused() {
+        assert_eq!(
+            error(channel_specs(&strings(&["s3://bucket/chan"]))),
+            "conda: channel \"s3://bucket/chan\": only http(s):// and file:// URLs and local \
+             directories are supported"
+        );
+        assert_eq!(
+            error(channel_specs(&strings(&["conda-forge-no-such-dir"]))),
+            "conda: conda channel directory conda-forge-no-such-dir does not exist (channel \
+             names are not supported: give a URL such as https://conda.anaconda.org/<name>, \
+             or a directory)"
+        );
+        assert_eq!(
+            error(channel_specs(&strings(&["/no/such/channel"]))),
+            "conda: conda channel directory /no/such/channel does not exist"
+        );
+        assert_eq!(
+            error(channel_specs(&strings(&["file://host/share/chan"]))),
+            "conda: bad channel URL \"file://host/share/chan\""
+        );
+    }
+
+    #[test]
+    fn canonical_urls_of_packages() {
+        let file = package_file_url("a b-1.0-0.conda").unwrap();
+        assert_eq!(file.as_str(), "file:///a%20b-1.0-0.conda");
+        assert_eq!(url_file_name(&file).as_deref(), Some("a b-1.0-0.conda"));
+        assert_eq!(
+            url_file_name(&url("https://h/c/linux-64/x%2By-1-0.conda")).as_deref(),
+            Some("x+y-1-0.conda")
+        );
+        assert_eq!(
+            channel_of(&url("https://conda.example.org/forge/linux-64/x-1-0.conda")).as_deref(),
+            Some("https://conda.example.org/forge")
+        );
+        assert_eq!(
+            channel_of(&url("file:///chan/noarch/x-1-0.tar.bz2")).as_deref(),
+            Some("file:///chan")
+        );
+        assert_eq!(channel_of(&url("file:///x-1-0.conda")), None);
+        assert_eq!(
+            channel_of(&url("https://h/forge/not-a-subdir/x-1-0.conda")),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn indexed_local_channel_is_read_from_its_repodata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("chan");
+        std::fs::create_dir_all(dir.join("linux-64")).unwrap();
+        std::fs::create_dir_all(dir.join("noarch")).unwrap();
+        let record = |name: &str, version: &str, subdir: &str| {
+            serde_json::json!({
+                "name": name, "version": version, "build": "h0_0", "build_number": 0,
+                "depends": [], "subdir": subdir,
+                "sha256": "aa".repeat(32), "md5": "bb".repeat(16), "size": 10,
+            })
+        };
+        let linux = serde_json::json!({
+            "info": {"subdir": "linux-64"},
+            "packages": {"alpha-1.0-h0_0.tar.bz2": record("alpha", "1.0", "linux-64")},
+            "packages.conda": {"alpha-2.0-h0_0.conda": record("alpha", "2.0", "linux-64")},
+        });
+        let noarch = serde_json::json!({
+            "packages": {"nap-1.0-h0_0.tar.bz2": record("nap", "1.0", "noarch")},
+        });
+        std::fs::write(dir.join("linux-64/repodata.json"), linux.to_string()).unwrap();
+        std::fs::write(dir.join("noarch/repodata.json"), noarch.to_string()).unwrap();
+        // Another platform's subdirectory is not read.
+        std::fs::create_dir_all(dir.join("linux-aarch64")).unwrap();
+        std::fs::write(dir.join("linux-aarch64/repodata.json"), "not json").unwrap();
+
+        let cache = tmp.path().join("cache");
+        let mut fetcher = Fetcher::new(&cache);
+        let mut sources = Sources::default();
+        let records = load_local_channel(
+            &dir,
+            &url("file:///chan/"),
+            Subdir::Linux64,
+            &mut fetcher,
+            &mut sources,
+        )
+        .await
+        .unwrap();
+        let channel = Some("file:///chan".to_string());
+        assert_eq!(
+            summary(&records),
+            vec![
+                (
+                    "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2".to_string(),
+                    channel.clone(),
+                    "alpha=1.0=h0_0".to_string()
+                ),
+                (
+                    "file:///chan/linux-64/alpha-2.0-h0_0.conda".to_string(),
+                    channel.clone(),
+                    "alpha=2.0=h0_0".to_string()
+                ),
+                (
+                    "file:///chan/noarch/nap-1.0-h0_0.tar.bz2".to_string(),
+                    channel,
+                    "nap=1.0=h0_0".to_string()
+                ),
+            ]
+        );
+        let nap = records
+            .iter()
+            .find(|r| r.package_record.name.as_normalized() == "nap")
+            .unwrap();
+        assert_eq!(hex_sha256(&nap.package_record), "aa".repeat(32));
+        // The archive is expected where repodata.json is; nothing was read or copied.
+        assert_eq!(
+            archive_of(nap, &sources, &cache).await,
+            dir.join("noarch/nap-1.0-h0_0.tar.bz2")
+        );
+        assert!(!cache.exists());
+
+        std::fs::write(dir.join("noarch/repodata.json"), "{\"packages\": 1}").unwrap();
+        let message = error(
+            load_local_channel(
+                &dir,
+                &url("file:///chan/"),
+                Subdir::Linux64,
+                &mut fetcher,
+                &mut Sources::default(),
+            )
+            .await,
+        );
+        let prefix = format!("conda: bad {}: ", dir.join("noarch/repodata.json").display());
+        assert!(message.starts_with(&prefix), "{message}");
+    }
+
+    #[tokio::test]
+    async fn unindexed_local_channel_is_indexed_from_its_archives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("chan");
+        let alpha = Pkg::new("alpha", "1.0").tar_bz2(&dir.join("linux-64"));
+        let nap = Pkg::new("nap", "1.0")
+            .noarch_python()
+            .tar_bz2(&dir.join("noarch"));
+        // A linux-64 build in noarch/ is ignored, and so is what is not a package.
+        Pkg::new("stray", "1.0").tar_bz2(&dir.join("noarch"));
+        std::fs::write(dir.join("noarch/README"), "hello").unwrap();
+
+        let cache = tmp.path().join("cache");
+        let mut fetcher = Fetcher::new(&cache);
+        let mut sources = Sources::default();
+        let records = load_local_channel(
+            &dir,
+            &url("file:///chan/"),
+            Subdir::Linux64,
+            &mut fetcher,
+            &mut sources,
+        )
+        .await
+        .unwrap();
+        let channel = Some("file:///chan".to_string());
+        assert_eq!(
+            summary(&records),
+            vec![
+                (
+                    "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2".to_string(),
+                    channel.clone(),
+                    "alpha=1.0=h0_0".to_string()
+                ),
+                (
+                    "file:///chan/noarch/nap-1.0-py_0.tar.bz2".to_string(),
+                    channel,
+                    "nap=1.0=py_0".to_string()
+                ),
+            ]
+        );
+        let digest = |path: &Path| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+        };
+        for (record, path) in records.iter().zip([&alpha, &nap]) {
+            assert_eq!(hex_sha256(&record.package_record), digest(path));
+            assert_eq!(&archive_of(record, &sources, &cache).await, path);
+        }
+        assert!(!dir.join("linux-64/repodata.json").exists());
+        assert!(!dir.join("noarch/repodata.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_directory_without_platform_or_noarch_is_not_a_channel() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("osx-64")).unwrap();
+        let message = error(
+            load_local_channel(
+                tmp.path(),
+                &url("file:///chan/"),
+                Subdir::Linux64,
+                &mut Fetcher::new(&tmp.path().join("cache")),
+                &mut Sources::default(),
+            )
+            .await,
+        );
+        assert_eq!(
+            message,
+            format!(
+                "conda: {} is not a conda channel: it has neither linux-64/ nor noarch/",
+                tmp.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn compressed_repodata_is_decoded() {
+        let json = br#"{"packages":{}}"#;
+        let compressed = zstd::stream::encode_all(&json[..], 3).unwrap();
+        assert_eq!(zstd_decode(&compressed).unwrap(), json);
+        assert!(zstd_decode(b"not zstd").is_err());
+    }
+}

@@ -404,3 +404,311 @@ pub(super) async fn extract(
         })?;
     Ok(entry.path().to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use nbrt_testkit::conda_pkg::Pkg;
+    use rattler_conda_types::Subdir;
+    use sha2::Digest as _;
+
+    use super::*;
+
+    fn sha256_hex(path: &Path) -> String {
+        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    }
+
+    fn error(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// A channel record for an archive: its own record at `url`.
+    fn channel_record(archive: &PackageRecord, url: &str) -> RepoDataRecord {
+        let url = Url::parse(url).unwrap();
+        let file_name = url_file_name(&url).unwrap();
+        RepoDataRecord {
+            package_record: archive.clone(),
+            identifier: archive_identifier(&file_name, "test").unwrap(),
+            url,
+            channel: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn archive_record_is_read_from_the_archive_once_per_build() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = Pkg::new("alpha", "1.0")
+            .depends("beta >=1")
+            .file("share/alpha.txt", "alpha\n")
+            .tar_bz2(tmp.path());
+        let bytes = std::fs::read(&path).unwrap();
+        let mut fetcher = Fetcher::new(tmp.path());
+        let record = fetcher.archive_record(&path).await.unwrap();
+        assert_eq!(label(&record), "alpha=1.0=h0_0");
+        assert_eq!(record.subdir, "linux-64");
+        assert_eq!(record.depends, vec!["beta >=1".to_string()]);
+        assert_eq!(record.size, Some(bytes.len() as u64));
+        assert_eq!(hex_sha256(&record), sha256_hex(&path));
+        assert_eq!(
+            record.md5.map(to_hex),
+            Some(to_hex(rattler_digest::compute_bytes_digest::<
+                rattler_digest::Md5,
+            >(&bytes)))
+        );
+        assert_eq!(record.indexed_timestamp, None);
+        assert_eq!(record.run_exports, None);
+
+        // Hashed once: a later read of the same path is the same record.
+        std::fs::write(&path, b"changed").unwrap();
+        assert_eq!(fetcher.archive_record(&path).await.unwrap(), record);
+        // A new build reads the file again.
+        let message = error(Fetcher::new(tmp.path()).archive_record(&path).await);
+        let prefix = format!("conda: corrupt conda package file {}: ", path.display());
+        assert!(message.starts_with(&prefix), "{message}");
+    }
+
+    #[test]
+    fn package_file_names_must_be_conda_archives() {
+        for name in ["alpha-1.0-h0_0.tar.bz2", "alpha-1.0-h0_0.conda"] {
+            assert!(is_package_file_name(name));
+            assert_eq!(
+                archive_identifier(name, "test").unwrap().to_file_name(),
+                name
+            );
+        }
+        assert!(!is_package_file_name("alpha-1.0-py3-none-any.whl"));
+        assert_eq!(
+            error(archive_identifier("alpha-1.0-py3-none-any.whl", "here")),
+            "conda: here: \"alpha-1.0-py3-none-any.whl\" is not a conda package file name \
+             (.conda or .tar.bz2)"
+        );
+        assert_eq!(
+            error(archive_identifier("README", "here")),
+            "conda: here: \"README\" is not a conda package file name (.conda or .tar.bz2)"
+        );
+    }
+
+    #[tokio::test]
+    async fn archives_are_checked_against_their_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = Pkg::new("alpha", "1.0").tar_bz2(tmp.path());
+        let url = "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2";
+        let mut fetcher = Fetcher::new(tmp.path());
+        let archive = fetcher.archive_record(&path).await.unwrap();
+        let mut sources = Sources::default();
+        sources.insert(Url::parse(url).unwrap(), Source::Local(path.clone()));
+        // The first source of a URL stays.
+        sources.insert(
+            Url::parse(url).unwrap(),
+            Source::Local(tmp.path().join("other")),
+        );
+
+        let good = channel_record(&archive, url);
+        let found = archives(std::slice::from_ref(&good), &sources, &mut fetcher)
+            .await
+            .unwrap();
+        assert_eq!(found, vec![(path.clone(), archive.clone())]);
+
+        let have_sha = hex_sha256(&archive);
+        let have_md5 = to_hex(archive.md5.unwrap());
+        let mut bad_sha = good.clone();
+        bad_sha.package_record.sha256 = Some([7u8; 32].into());
+        assert_eq!(
+            error(archives(&[bad_sha], &sources, &mut fetcher).await),
+            format!(
+                "conda: alpha: the archive {} has sha256 {have_sha}, but {url} says {} \
+                 (stale index?)",
+                path.display(),
+                "07".repeat(32)
+            )
+        );
+
+        // Without a sha256 the md5 is checked; with neither, only the name.
+        let mut bad_md5 = good.clone();
+        bad_md5.package_record.sha256 = None;
+        bad_md5.package_record.md5 = Some([9u8; 16].into());
+        assert_eq!(
+            error(check_hashes(&bad_md5, &archive, &path)),
+            format!(
+                "conda: alpha: the archive {} has md5 {have_md5}, but {url} says {} \
+                 (stale index?)",
+                path.display(),
+                "09".repeat(16)
+            )
+        );
+        let mut no_digest = good.clone();
+        no_digest.package_record.sha256 = None;
+        no_digest.package_record.md5 = None;
+        check_hashes(&no_digest, &archive, &path).unwrap();
+        assert!(hashes_match(&no_digest.package_record, &archive));
+        assert!(!hashes_match(&bad_md5.package_record, &archive));
+
+        let mut other_version = no_digest;
+        other_version.package_record.version = "2.0".parse().unwrap();
+        assert_eq!(
+            error(check_hashes(&other_version, &archive, &path)),
+            format!(
+                "conda: {url}: the archive {} holds alpha=1.0=h0_0, not alpha=2.0=h0_0",
+                path.display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn archives_of_unknown_local_urls_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = Pkg::new("alpha", "1.0").tar_bz2(tmp.path());
+        let mut fetcher = Fetcher::new(tmp.path());
+        let archive = fetcher.archive_record(&path).await.unwrap();
+        let record = channel_record(&archive, "file:///gone/linux-64/alpha-1.0-h0_0.tar.bz2");
+        assert_eq!(
+            error(Sources::default().archive_for(&record, &mut fetcher).await),
+            "conda: cannot (re)install alpha=1.0=h0_0: its archive \
+             file:///gone/linux-64/alpha-1.0-h0_0.tar.bz2 is in none of the channels or \
+             package files of this build"
+        );
+    }
+
+    #[tokio::test]
+    async fn package_files_are_read_and_named_by_file_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let alpha = Pkg::new("alpha", "1.0").tar_bz2(&tmp.path().join("a"));
+        let nap = Pkg::new("nap", "1.0")
+            .noarch_python()
+            .tar_bz2(&tmp.path().join("a"));
+        let mut fetcher = Fetcher::new(tmp.path());
+        let mut sources = Sources::default();
+        let tier = package_files(
+            &[alpha.clone(), nap.clone()],
+            Subdir::Linux64,
+            &mut fetcher,
+            &mut sources,
+        )
+        .await
+        .unwrap();
+        let summary: Vec<(String, Option<String>, String, String)> = tier
+            .iter()
+            .map(|r| {
+                (
+                    r.url.to_string(),
+                    r.channel.clone(),
+                    r.identifier.to_file_name(),
+                    label(&r.package_record),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    "file:///alpha-1.0-h0_0.tar.bz2".to_string(),
+                    None,
+                    "alpha-1.0-h0_0.tar.bz2".to_string(),
+                    "alpha=1.0=h0_0".to_string()
+                ),
+                (
+                    "file:///nap-1.0-py_0.tar.bz2".to_string(),
+                    None,
+                    "nap-1.0-py_0.tar.bz2".to_string(),
+                    "nap=1.0=py_0".to_string()
+                ),
+            ]
+        );
+        assert_eq!(hex_sha256(&tier[0].package_record), sha256_hex(&alpha));
+        assert_eq!(
+            sources.archive_for(&tier[1], &mut fetcher).await.unwrap(),
+            nap
+        );
+
+        let twin = Pkg::new("alpha", "1.0").tar_bz2(&tmp.path().join("b"));
+        assert_eq!(
+            error(
+                package_files(
+                    &[alpha.clone(), twin.clone()],
+                    Subdir::Linux64,
+                    &mut fetcher,
+                    &mut sources
+                )
+                .await
+            ),
+            format!(
+                "conda: two package files are named alpha-1.0-h0_0.tar.bz2: {} and {}",
+                alpha.display(),
+                twin.display()
+            )
+        );
+        let missing = tmp.path().join("missing-1.0-0.conda");
+        assert_eq!(
+            error(package_files(&[missing.clone()], Subdir::Linux64, &mut fetcher, &mut sources).await),
+            format!("conda: conda package file {} does not exist", missing.display())
+        );
+        let mut arm = Pkg::new("arm", "1.0");
+        arm.subdir = "linux-aarch64".into();
+        let arm = arm.tar_bz2(tmp.path());
+        assert_eq!(
+            error(package_files(&[arm.clone()], Subdir::Linux64, &mut fetcher, &mut sources).await),
+            format!(
+                "conda: package file {} is built for linux-aarch64, not linux-64 or noarch",
+                arm.display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_download_in_the_cache_is_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let built = Pkg::new("alpha", "1.0").tar_bz2(&tmp.path().join("built"));
+        let sha = sha256_hex(&built);
+        let cached = cache
+            .join("downloads")
+            .join(&sha)
+            .join("alpha-1.0-h0_0.tar.bz2");
+        std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+        std::fs::copy(&built, &cached).unwrap();
+
+        let mut fetcher = Fetcher::new(&cache);
+        let archive = fetcher.archive_record(&built).await.unwrap();
+        // Nothing listens there: the archive must come from the cache.
+        let url = Url::parse("http://127.0.0.1:9/chan/linux-64/alpha-1.0-h0_0.tar.bz2").unwrap();
+        assert_eq!(fetcher.download(&url, &archive).await.unwrap(), cached);
+
+        // A name that is not one path segment is refused before anything is fetched.
+        let bad = Url::parse("http://127.0.0.1:9/chan/linux-64/a%2Fb-1.0-0.conda").unwrap();
+        assert_eq!(
+            error(fetcher.download(&bad, &archive).await),
+            "conda: bad package URL http://127.0.0.1:9/chan/linux-64/a%2Fb-1.0-0.conda"
+        );
+    }
+
+    #[tokio::test]
+    async fn extracted_packages_go_to_the_package_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache_dir = tmp.path().join("cache");
+        let path = Pkg::new("alpha", "1.0")
+            .file("share/alpha.txt", "alpha\n")
+            .tar_bz2(&tmp.path().join("built"));
+        let archive = Fetcher::new(&cache_dir)
+            .archive_record(&path)
+            .await
+            .unwrap();
+        let cache = package_cache(&cache_dir);
+        let dir = extract(&cache, &path, &archive).await.unwrap();
+        assert!(dir.starts_with(cache_dir.join("pkgs")), "{}", dir.display());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("share/alpha.txt")).unwrap(),
+            "alpha\n"
+        );
+        assert!(dir.join("info/index.json").is_file());
+        // The second time, the same directory.
+        assert_eq!(extract(&cache, &path, &archive).await.unwrap(), dir);
+
+        // The cache entry is keyed by the record: an archive not yet there is unpacked.
+        let corrupt = tmp.path().join("alpha-9.9-h0_0.tar.bz2");
+        std::fs::write(&corrupt, b"not bzip2").unwrap();
+        let mut corrupt_record = archive.clone();
+        corrupt_record.version = "9.9".parse().unwrap();
+        let message = error(extract(&cache, &corrupt, &corrupt_record).await);
+        let prefix = format!("conda: cannot extract conda package {}: ", corrupt.display());
+        assert!(message.starts_with(&prefix), "{message}");
+    }
+}
