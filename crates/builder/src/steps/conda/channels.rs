@@ -584,7 +584,10 @@ mod tests {
             )
             .await,
         );
-        let prefix = format!("conda: bad {}: ", dir.join("noarch/repodata.json").display());
+        let prefix = format!(
+            "conda: bad {}: ",
+            dir.join("noarch/repodata.json").display()
+        );
         assert!(message.starts_with(&prefix), "{message}");
     }
 

@@ -638,8 +638,19 @@ mod tests {
         );
         let missing = tmp.path().join("missing-1.0-0.conda");
         assert_eq!(
-            error(package_files(&[missing.clone()], Subdir::Linux64, &mut fetcher, &mut sources).await),
-            format!("conda: conda package file {} does not exist", missing.display())
+            error(
+                package_files(
+                    &[missing.clone()],
+                    Subdir::Linux64,
+                    &mut fetcher,
+                    &mut sources
+                )
+                .await
+            ),
+            format!(
+                "conda: conda package file {} does not exist",
+                missing.display()
+            )
         );
         let mut arm = Pkg::new("arm", "1.0");
         arm.subdir = "linux-aarch64".into();
@@ -708,7 +719,10 @@ mod tests {
         let mut corrupt_record = archive.clone();
         corrupt_record.version = "9.9".parse().unwrap();
         let message = error(extract(&cache, &corrupt, &corrupt_record).await);
-        let prefix = format!("conda: cannot extract conda package {}: ", corrupt.display());
+        let prefix = format!(
+            "conda: cannot extract conda package {}: ",
+            corrupt.display()
+        );
         assert!(message.starts_with(&prefix), "{message}");
     }
 }

@@ -405,3 +405,419 @@ pub(super) fn locked_entry(record: &RepoDataRecord) -> LockedCondaPackage {
         md5: p.md5.map(to_hex),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use nbrt_testkit::conda_pkg::Pkg;
+
+    use super::*;
+
+    fn error(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// A record at `file:///chan/<subdir>/<name>-<version>-h0_0.tar.bz2`.
+    fn record(name: &str, version: &str, depends: &[&str]) -> RepoDataRecord {
+        let mut package_record = PackageRecord::new(
+            PackageName::try_from(name).unwrap(),
+            Version::from_str(version).unwrap(),
+            BuildString::new_unchecked("h0_0"),
+        );
+        package_record.subdir = "linux-64".into();
+        package_record.depends = depends.iter().map(|d| d.to_string()).collect();
+        let file_name = format!("{name}-{version}-h0_0.tar.bz2");
+        RepoDataRecord {
+            package_record,
+            identifier: archive_identifier(&file_name, "test").unwrap(),
+            url: Url::parse(&format!("file:///chan/linux-64/{file_name}")).unwrap(),
+            channel: Some("file:///chan".into()),
+        }
+    }
+
+    fn installed(record: RepoDataRecord) -> PrefixRecord {
+        PrefixRecord::from_repodata_record(record, Vec::new())
+    }
+
+    fn document(record: RepoDataRecord) -> Vec<u8> {
+        serde_json::to_vec(&installed(record)).unwrap()
+    }
+
+    fn request(channels: &[&Path], specs: &[&str]) -> CondaRequest {
+        CondaRequest {
+            prefix: "/opt/conda".into(),
+            channels: channels.iter().map(|c| c.display().to_string()).collect(),
+            specs: specs.iter().map(|s| s.to_string()).collect(),
+            platform: "linux-64".into(),
+            ..Default::default()
+        }
+    }
+
+    fn labels(records: &[RepoDataRecord]) -> Vec<String> {
+        let mut out: Vec<String> = records.iter().map(|r| label(&r.package_record)).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn installed_records_are_read_one_per_name() {
+        let records = parse_installed(&[
+            document(record("alpha", "1.0", &[])),
+            document(record("beta", "2.0", &["alpha"])),
+        ])
+        .unwrap();
+        let names: Vec<String> = records
+            .iter()
+            .map(|r| label(&r.repodata_record.package_record))
+            .collect();
+        assert_eq!(names, ["alpha=1.0=h0_0", "beta=2.0=h0_0"]);
+        assert_eq!(records[1].repodata_record.package_record.depends, ["alpha"]);
+
+        assert_eq!(
+            error(parse_installed(&[
+                document(record("alpha", "1.0", &[])),
+                document(record("alpha", "2.0", &[])),
+            ])),
+            "conda: the image's conda-meta has two records for alpha (alpha-1.0-h0_0.json \
+             and alpha-2.0-h0_0.json)"
+        );
+        let message = error(parse_installed(&[br#"{"name": "gamma"}"#.to_vec()]));
+        assert!(
+            message.starts_with("conda: cannot read the image's conda-meta record of gamma: "),
+            "{message}"
+        );
+        let message = error(parse_installed(&[b"{}".to_vec(), b"not json".to_vec()]));
+        assert!(
+            message.starts_with("conda: cannot read the image's conda-meta record of #1: "),
+            "{message}"
+        );
+        assert!(parse_installed(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn specs_must_name_one_package_exactly() {
+        assert_eq!(
+            parse_spec(" graphviz >=2.50 ").unwrap().to_string(),
+            "graphviz >=2.50"
+        );
+        assert_eq!(parse_spec("alpha=1.0").unwrap().to_string(), "alpha 1.0.*");
+        assert_eq!(error(parse_spec("  ")), "conda: bad match spec \"\": empty");
+        // rattler's parser already refuses a name that is not exact; the check after it
+        // stays as a guard.
+        assert_eq!(
+            error(parse_spec("graph*")),
+            "conda: bad match spec \"graph*\": \"graph*\" looks like a glob but only exact \
+             package names are allowed, package names can only contain 0-9, a-z, A-Z, -, _, or ."
+        );
+        assert!(
+            error(parse_spec("alpha >=<1")).starts_with("conda: bad match spec \"alpha >=<1\": ")
+        );
+    }
+
+    #[test]
+    fn package_files_are_pinned_by_sha256_and_installed_packages_kept() {
+        let mut file = record("alpha", "2.0", &[]).package_record;
+        file.sha256 = Some([0xab; 32].into());
+        let mut specs = vec![parse_spec("beta >=1").unwrap(), exact_spec(&file)];
+        keep_installed(
+            &mut specs,
+            &[
+                installed(record("alpha", "1.0", &[])),
+                installed(record("beta", "1.0", &[])),
+                installed(record("gamma", "1.0", &[])),
+            ],
+        );
+        let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            specs,
+            [
+                "beta >=1".to_string(),
+                format!("alpha[sha256=\"{}\"]", "ab".repeat(32)),
+                "gamma".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn virtual_packages_default_and_overrides() {
+        let names = |packages: Vec<GenericVirtualPackage>| -> Vec<String> {
+            packages.iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(
+            names(virtual_packages_from(Subdir::Linux64, |_| None).unwrap()),
+            [
+                "__unix=0=0",
+                "__linux=5.10=0",
+                "__glibc=2.28=0",
+                "__archspec=1=x86_64"
+            ]
+        );
+        let overrides = |name: &str| match name {
+            "CONDA_OVERRIDE_LINUX" => Some("  ".to_string()),
+            "CONDA_OVERRIDE_GLIBC" => Some(" 2.31 ".to_string()),
+            "CONDA_OVERRIDE_CUDA" => Some("12.2".to_string()),
+            _ => None,
+        };
+        let aarch64 = Subdir::from_str("linux-aarch64").unwrap();
+        assert_eq!(
+            names(virtual_packages_from(aarch64, overrides).unwrap()),
+            [
+                "__unix=0=0",
+                "__linux=5.10=0",
+                "__glibc=2.31=0",
+                "__archspec=1=aarch64",
+                "__cuda=12.2=0"
+            ]
+        );
+        let bad = |name: &str| (name == "CONDA_OVERRIDE_CUDA").then(|| "1..2".to_string());
+        let message = error(virtual_packages_from(Subdir::Linux64, bad));
+        assert!(
+            message.starts_with("conda: virtual package __cuda: bad version \"1..2\": "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn missing_virtual_packages_are_named_in_the_hint() {
+        let provided = virtual_packages_from(Subdir::Linux64, |_| None).unwrap();
+        let image = [
+            installed(record(
+                "torch",
+                "2.0",
+                &["__cuda >=11.8", "__glibc >=2.17", "python"],
+            )),
+            installed(record("jax", "0.4", &["__cuda", "__osx"])),
+        ];
+        assert_eq!(
+            missing_virtual_packages(&image, &provided),
+            "\n(the image's packages depend on __cuda, __osx, which this build does not \
+             provide; for __cuda set CONDA_OVERRIDE_CUDA to the CUDA version the image is \
+             meant for)"
+        );
+        assert_eq!(missing_virtual_packages(&image[..0], &provided), "");
+    }
+
+    #[tokio::test]
+    async fn nothing_to_install_keeps_the_installed_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let image = [installed(record("alpha", "1.0", &[]))];
+        let desired = solve(
+            &image,
+            &request(&[], &[]),
+            Subdir::Linux64,
+            &mut Fetcher::new(tmp.path()),
+            &mut Sources::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(desired, vec![image[0].repodata_record.clone()]);
+    }
+
+    #[tokio::test]
+    async fn the_solve_favours_installed_packages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let chan = tmp.path().join("chan");
+        for pkg in [
+            Pkg::new("alpha", "1.0"),
+            Pkg::new("alpha", "2.0"),
+            Pkg::new("beta", "1.0").depends("alpha"),
+        ] {
+            pkg.tar_bz2(&chan.join("linux-64"));
+        }
+        let mut alpha = record("alpha", "1.0", &[]);
+        alpha.url = Url::parse("file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2").unwrap();
+        let image = [installed(alpha)];
+        let solve_for = |specs: &'static [&'static str]| {
+            let req = request(&[chan.as_path()], specs);
+            let image = image.clone();
+            let cache = tmp.path().join("cache");
+            async move {
+                solve(
+                    &image,
+                    &req,
+                    Subdir::Linux64,
+                    &mut Fetcher::new(&cache),
+                    &mut Sources::default(),
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            labels(&solve_for(&["beta"]).await.unwrap()),
+            ["alpha=1.0=h0_0", "beta=1.0=h0_0"]
+        );
+        assert_eq!(
+            labels(&solve_for(&["beta", "alpha >=2"]).await.unwrap()),
+            ["alpha=2.0=h0_0", "beta=1.0=h0_0"]
+        );
+        let message = error(solve_for(&["alpha >=3"]).await);
+        assert!(
+            message.starts_with("conda: cannot install alpha >=3:\n"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn locked_entries_pin_the_record() {
+        let mut alpha = record("alpha", "1.0", &[]);
+        alpha.package_record.sha256 = Some([0x11; 32].into());
+        alpha.package_record.md5 = Some([0x22; 16].into());
+        assert_eq!(
+            locked_entry(&alpha),
+            LockedCondaPackage {
+                name: "alpha".into(),
+                version: "1.0".into(),
+                build: "h0_0".into(),
+                subdir: "linux-64".into(),
+                url: "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2".into(),
+                sha256: "11".repeat(32),
+                md5: Some("22".repeat(16)),
+            }
+        );
+        alpha.package_record.sha256 = None;
+        alpha.package_record.md5 = None;
+        let entry = locked_entry(&alpha);
+        assert_eq!((entry.sha256.as_str(), entry.md5), ("", None));
+    }
+
+    #[tokio::test]
+    async fn locked_builds_are_found_again_by_file_name_and_sha256() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A copy of the channel somewhere else: the lock names no host path.
+        let chan = tmp.path().join("copy-of-chan");
+        let path = Pkg::new("alpha", "1.0").tar_bz2(&chan.join("linux-64"));
+        let cache = tmp.path().join("cache");
+        let mut fetcher = Fetcher::new(&cache);
+        let archive = fetcher.archive_record(&path).await.unwrap();
+        let mut pinned = record("alpha", "1.0", &[]);
+        pinned.package_record = archive.clone();
+        let entry = locked_entry(&pinned);
+        let req = request(&[chan.as_path()], &[]);
+
+        let mut sources = Sources::default();
+        let desired = resolve_locked(
+            std::slice::from_ref(&entry),
+            &[],
+            &req,
+            Subdir::Linux64,
+            &mut fetcher,
+            &mut sources,
+        )
+        .await
+        .unwrap();
+        assert_eq!(desired.len(), 1);
+        assert_eq!(
+            desired[0].url.as_str(),
+            "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2"
+        );
+        assert_eq!(desired[0].channel.as_deref(), Some("file:///chan"));
+        assert_eq!(desired[0].package_record, archive);
+        assert_eq!(locked_entry(&desired[0]), entry);
+        assert_eq!(
+            sources
+                .archive_for(&desired[0], &mut fetcher)
+                .await
+                .unwrap(),
+            path
+        );
+
+        // The image's own build is kept, with no archive needed.
+        let mut in_image = record("alpha", "1.0", &[]);
+        in_image.url =
+            Url::parse("https://gone.example/c/linux-64/alpha-1.0-h0_0.tar.bz2").unwrap();
+        let image = [installed(in_image.clone())];
+        let kept = resolve_locked(
+            std::slice::from_ref(&entry),
+            &image,
+            &request(&[], &[]),
+            Subdir::Linux64,
+            &mut fetcher,
+            &mut Sources::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(kept, vec![in_image]);
+    }
+
+    #[tokio::test]
+    async fn locked_builds_that_cannot_be_found_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let chan = tmp.path().join("chan");
+        Pkg::new("alpha", "1.0").tar_bz2(&chan.join("linux-64"));
+        let req = request(&[chan.as_path()], &[]);
+        let entry = LockedCondaPackage {
+            name: "alpha".into(),
+            version: "1.0".into(),
+            build: "h0_0".into(),
+            subdir: "linux-64".into(),
+            url: "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2".into(),
+            sha256: "00".repeat(32),
+            md5: None,
+        };
+        let resolve = |locked: Vec<LockedCondaPackage>| {
+            let req = req.clone();
+            let cache = tmp.path().join("cache");
+            async move {
+                resolve_locked(
+                    &locked,
+                    &[],
+                    &req,
+                    Subdir::Linux64,
+                    &mut Fetcher::new(&cache),
+                    &mut Sources::default(),
+                )
+                .await
+            }
+        };
+        let what = "conda: locked conda package alpha=1.0=h0_0";
+        assert_eq!(
+            error(resolve(vec![entry.clone()]).await),
+            format!(
+                "{what} (file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2, sha256 {}) is in none \
+                 of the channels or package files of this build",
+                "00".repeat(32)
+            )
+        );
+        let found = LockedCondaPackage {
+            sha256: {
+                use sha2::Digest as _;
+                let bytes = std::fs::read(chan.join("linux-64/alpha-1.0-h0_0.tar.bz2")).unwrap();
+                hex::encode(sha2::Sha256::digest(bytes))
+            },
+            ..entry.clone()
+        };
+        assert_eq!(resolve(vec![found.clone()]).await.unwrap().len(), 1);
+        assert_eq!(
+            error(resolve(vec![found.clone(), found]).await),
+            format!("{what}: the lock names alpha twice")
+        );
+        let arm = LockedCondaPackage {
+            subdir: "linux-aarch64".into(),
+            ..entry.clone()
+        };
+        assert_eq!(
+            error(resolve(vec![arm]).await),
+            format!("{what} is for linux-aarch64, not linux-64")
+        );
+        let unhashed = LockedCondaPackage {
+            sha256: String::new(),
+            ..entry.clone()
+        };
+        assert_eq!(
+            error(resolve(vec![unhashed]).await),
+            format!("{what}: the lock has no sha256 and the image does not have the package")
+        );
+        let not_an_archive = LockedCondaPackage {
+            url: "file:///chan/linux-64/alpha.zip".into(),
+            ..entry
+        };
+        assert_eq!(
+            error(resolve(vec![not_an_archive]).await),
+            format!(
+                "conda: locked conda package alpha=1.0=h0_0: \"alpha.zip\" is not a conda \
+                 package file name (.conda or .tar.bz2)"
+            )
+        );
+    }
+}
