@@ -640,7 +640,7 @@ mod tests {
         assert_eq!(
             error(
                 package_files(
-                    &[missing.clone()],
+                    std::slice::from_ref(&missing),
                     Subdir::Linux64,
                     &mut fetcher,
                     &mut sources
@@ -656,7 +656,15 @@ mod tests {
         arm.subdir = "linux-aarch64".into();
         let arm = arm.tar_bz2(tmp.path());
         assert_eq!(
-            error(package_files(&[arm.clone()], Subdir::Linux64, &mut fetcher, &mut sources).await),
+            error(
+                package_files(
+                    std::slice::from_ref(&arm),
+                    Subdir::Linux64,
+                    &mut fetcher,
+                    &mut sources
+                )
+                .await
+            ),
             format!(
                 "conda: package file {} is built for linux-aarch64, not linux-64 or noarch",
                 arm.display()

@@ -10,8 +10,8 @@
 //! - **`conda-meta/*.json`.** Records are built from the archive's own `info/index.json` plus
 //!   the archive's sha256, md5 and size, in both solved and locked builds, so a locked rebuild
 //!   writes the same bytes. They carry no `extracted_package_dir`, `package_tarball_full_path`,
-//!   `link`, `indexed_timestamp` or `requested_specs`, and are written as canonical JSON
-//!   (sorted keys), never depending on `serde_json::Value` map order.
+//!   `link` or `indexed_timestamp`, their `requested_specs` is empty, and they are written as
+//!   canonical JSON (sorted keys), never depending on `serde_json::Value` map order.
 //! - **`conda-meta/history` and `CACHEDIR.TAG`** that rattler's `Prefix::create` writes are
 //!   removed from the staging directory (unless a linked package ships them): a layer copy of
 //!   `history` would hide the base image's history, and its content cannot be merged without
@@ -425,4 +425,579 @@ fn check_entry_points(name: &str, package_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rattler_conda_types::package::{BuildString, DistArchiveIdentifier};
+    use rattler_conda_types::PackageName;
+    use sha2::Digest as _;
+    use url::Url;
+
+    use super::*;
+
+    const PLACEHOLDER: &str = nbrt_testkit::conda_pkg::PLACEHOLDER;
+
+    fn error(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    fn record(name: &str, version: &str, depends: &[&str]) -> RepoDataRecord {
+        let mut package_record = PackageRecord::new(
+            PackageName::try_from(name).unwrap(),
+            Version::from_str(version).unwrap(),
+            BuildString::new_unchecked("h0_0"),
+        );
+        package_record.subdir = "linux-64".into();
+        package_record.depends = depends.iter().map(|d| d.to_string()).collect();
+        let file_name = format!("{name}-{version}-h0_0.tar.bz2");
+        RepoDataRecord {
+            package_record,
+            identifier: DistArchiveIdentifier::try_from_filename(&file_name).unwrap(),
+            url: Url::parse(&format!("file:///chan/linux-64/{file_name}")).unwrap(),
+            channel: Some("file:///chan".into()),
+        }
+    }
+
+    fn installed(record: RepoDataRecord) -> PrefixRecord {
+        PrefixRecord::from_repodata_record(record, Vec::new())
+    }
+
+    /// An extracted package directory: `info/index.json`, `info/paths.json` (a file with a
+    /// mode, `text` or `binary`, has the placeholder), the files, and `info/link.json`.
+    fn package_dir(
+        root: &Path,
+        index: serde_json::Value,
+        files: &[(&str, &[u8], Option<&str>)],
+        link_json: Option<serde_json::Value>,
+    ) -> PathBuf {
+        let dir = root.join(format!(
+            "{}-{}-{}",
+            index["name"].as_str().unwrap(),
+            index["version"].as_str().unwrap(),
+            index["build"].as_str().unwrap()
+        ));
+        std::fs::create_dir_all(dir.join("info")).unwrap();
+        let mut paths = Vec::new();
+        for (path, data, mode) in files {
+            let target = dir.join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, data).unwrap();
+            let mut entry = serde_json::json!({
+                "_path": path,
+                "path_type": "hardlink",
+                "sha256": hex::encode(sha2::Sha256::digest(data)),
+                "size_in_bytes": data.len(),
+            });
+            if let Some(mode) = mode {
+                entry["prefix_placeholder"] = PLACEHOLDER.into();
+                entry["file_mode"] = (*mode).into();
+            }
+            paths.push(entry);
+        }
+        let paths_json = serde_json::json!({"paths_version": 1, "paths": paths});
+        std::fs::write(dir.join("info/index.json"), index.to_string()).unwrap();
+        std::fs::write(dir.join("info/paths.json"), paths_json.to_string()).unwrap();
+        if let Some(link) = link_json {
+            std::fs::write(dir.join("info/link.json"), link.to_string()).unwrap();
+        }
+        dir
+    }
+
+    fn index(name: &str, noarch_python: bool) -> serde_json::Value {
+        let mut index = serde_json::json!({
+            "name": name, "version": "1.0", "build": "h0_0", "build_number": 0,
+            "depends": [], "subdir": "linux-64",
+        });
+        if noarch_python {
+            index["noarch"] = "python".into();
+            index["subdir"] = "noarch".into();
+        }
+        index
+    }
+
+    fn target(staging: &Path, python: Option<&str>) -> Target<'static> {
+        Target {
+            prefix: Prefix::create(staging.join("opt/conda")).unwrap(),
+            image_prefix: PathBuf::from("/opt/conda"),
+            requested: "/opt/conda",
+            platform: Subdir::Linux64,
+            python_info: python.map(|v| {
+                PythonInfo::from_version(&Version::from_str(v).unwrap(), None, Subdir::Linux64)
+                    .unwrap()
+            }),
+        }
+    }
+
+    fn relative_paths(paths: &[PathsEntry]) -> Vec<String> {
+        let mut out: Vec<String> = paths
+            .iter()
+            .map(|p| p.relative_path.display().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_prefix_must_be_an_absolute_path_below_the_root() {
+        assert_eq!(normalize_prefix("/opt/conda/").unwrap(), "opt/conda");
+        assert_eq!(normalize_prefix("/conda").unwrap(), "conda");
+        for bad in [
+            "opt/conda",
+            "/",
+            "",
+            "/opt/../etc",
+            "/opt/con\\da",
+            "/opt/con\nda",
+        ] {
+            assert_eq!(
+                error(normalize_prefix(bad)),
+                format!(
+                    "conda: conda prefix {bad:?} must be an absolute path below / without \
+                     '..', e.g. /opt/conda"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn package_paths_must_stay_below_the_prefix() {
+        for good in ["lib/a.so", "bin", "share/doc/a b.txt"] {
+            assert!(is_safe_relative(Path::new(good)), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "./a",
+            "share/x/../y",
+            "a/../../b",
+        ] {
+            assert!(!is_safe_relative(Path::new(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_plan_lists_the_delta_and_links_dependencies_first() {
+        let image = [
+            installed(record("alpha", "1.0", &[])),
+            installed(record("gamma", "1.0", &[])),
+            installed(record("delta", "1.0", &[])),
+        ];
+        let desired = [
+            record("alpha", "2.0", &["beta"]),
+            record("beta", "1.0", &[]),
+            image[2].repodata_record.clone(),
+        ];
+        let plan = plan(&image, &desired, None, Subdir::Linux64).unwrap();
+        assert_eq!(plan.added, ["beta=1.0=h0_0"]);
+        assert_eq!(
+            plan.changed,
+            [(
+                "alpha".to_string(),
+                "1.0=h0_0".to_string(),
+                "2.0=h0_0".to_string()
+            )]
+        );
+        assert_eq!(plan.removed, ["gamma=1.0=h0_0"]);
+        let to_link: Vec<String> = plan
+            .to_link
+            .iter()
+            .map(|r| label(&r.package_record))
+            .collect();
+        assert_eq!(to_link, ["beta=1.0=h0_0", "alpha=2.0=h0_0"]);
+        let mut to_unlink: Vec<String> = plan
+            .to_unlink
+            .iter()
+            .map(|r| label(&r.repodata_record.package_record))
+            .collect();
+        to_unlink.sort();
+        assert_eq!(to_unlink, ["alpha=1.0=h0_0", "gamma=1.0=h0_0"]);
+        assert!(plan.python_info.is_none());
+
+        // Without a python package, the image's Python version is used.
+        let plan = super::plan(&image, &desired, Some((3, 11)), Subdir::Linux64).unwrap();
+        let python = plan.python_info.unwrap();
+        assert_eq!(python.short_version, (3, 11));
+        assert_eq!(
+            python.site_packages_path,
+            Path::new("lib/python3.11/site-packages")
+        );
+    }
+
+    #[tokio::test]
+    async fn placeholders_become_the_image_prefix_in_text_and_binary_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = format!("#!{PLACEHOLDER}/bin/sh\necho {PLACEHOLDER}/share\n");
+        let binary = format!("\x7fELF\0{PLACEHOLDER}/lib\0end");
+        let plain = format!("{PLACEHOLDER} is left alone here\n");
+        let dir = package_dir(
+            tmp.path(),
+            index("alpha", false),
+            &[
+                ("bin/tool", text.as_bytes(), Some("text")),
+                ("lib/libx.so", binary.as_bytes(), Some("binary")),
+                ("share/doc.txt", plain.as_bytes(), None),
+            ],
+            None,
+        );
+        let staging = tmp.path().join("staging");
+        let paths = link_one(
+            &target(&staging, None),
+            "alpha",
+            &dir,
+            Path::new("alpha.tar.bz2"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            relative_paths(&paths),
+            ["bin/tool", "lib/libx.so", "share/doc.txt"]
+        );
+        let prefix = staging.join("opt/conda");
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("bin/tool")).unwrap(),
+            "#!/opt/conda/bin/sh\necho /opt/conda/share\n"
+        );
+        // Binary: the C string is rewritten in place and padded with NULs to its length.
+        let mut expected = b"\x7fELF\0/opt/conda/lib".to_vec();
+        expected.extend([0u8; PLACEHOLDER.len() - "/opt/conda".len()]);
+        expected.extend(b"\0end");
+        assert_eq!(std::fs::read(prefix.join("lib/libx.so")).unwrap(), expected);
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("share/doc.txt")).unwrap(),
+            plain
+        );
+    }
+
+    #[tokio::test]
+    async fn noarch_python_goes_to_site_packages_with_entry_points() {
+        let tmp = tempfile::tempdir().unwrap();
+        let link_json = serde_json::json!({
+            "noarch": {"type": "python", "entry_points": ["foo-cli = foo.cli:main"]},
+            "package_metadata_version": 1,
+        });
+        let dir = package_dir(
+            tmp.path(),
+            index("foo", true),
+            &[("site-packages/foo/__init__.py", b"x = 1\n", None)],
+            Some(link_json),
+        );
+        let staging = tmp.path().join("staging");
+        let paths = link_one(
+            &target(&staging, Some("3.11")),
+            "foo",
+            &dir,
+            Path::new("foo.tar.bz2"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            relative_paths(&paths),
+            [
+                "bin/foo-cli",
+                "lib/python3.11/site-packages/foo/__init__.py"
+            ]
+        );
+        let prefix = staging.join("opt/conda");
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("lib/python3.11/site-packages/foo/__init__.py"))
+                .unwrap(),
+            "x = 1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("bin/foo-cli")).unwrap(),
+            "#!/opt/conda/bin/python3.11\n\
+             # -*- coding: utf-8 -*-\n\
+             import re\n\
+             import sys\n\
+             \n\
+             from foo.cli import main\n\
+             \n\
+             if __name__ == '__main__':\n\
+             \tsys.argv[0] = re.sub(r'(-script\\.pyw?|\\.exe)?$', '', sys.argv[0])\n\
+             \tsys.exit(main())\n"
+        );
+        assert!(!prefix.join("site-packages").exists());
+
+        // Without a Python version there is nowhere to put it.
+        let other = tmp.path().join("other");
+        assert_eq!(
+            error(link_one(&target(&other, None), "foo", &dir, Path::new("foo.tar.bz2")).await),
+            "conda: foo is a noarch: python package, but the image's Python version is \
+             unknown (no python package in /opt/conda and none given)"
+        );
+    }
+
+    #[tokio::test]
+    async fn paths_and_entry_points_that_escape_the_prefix_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join("staging");
+        let escape = package_dir(
+            tmp.path(),
+            index("evil", false),
+            &[("lib/ok", b"ok", None)],
+            None,
+        );
+        // paths.json names a path above the prefix.
+        let paths_json = serde_json::json!({
+            "paths_version": 1,
+            "paths": [{"_path": "../../../etc/evil", "path_type": "hardlink"}],
+        });
+        std::fs::write(escape.join("info/paths.json"), paths_json.to_string()).unwrap();
+        assert_eq!(
+            error(
+                link_one(
+                    &target(&staging, None),
+                    "evil",
+                    &escape,
+                    Path::new("/x/evil.tar.bz2")
+                )
+                .await
+            ),
+            "conda: conda package /x/evil.tar.bz2 has an unsafe path \"../../../etc/evil\""
+        );
+        for (i, command) in ["..", ".", "../../evil", "sub/cmd", "/bin/evil"]
+            .into_iter()
+            .enumerate()
+        {
+            let link_json = serde_json::json!({
+                "noarch": {"type": "python", "entry_points": [format!("{command} = foo:main")]},
+                "package_metadata_version": 1,
+            });
+            let dir = package_dir(
+                &tmp.path().join(format!("command-{i}")),
+                index("foo", true),
+                &[("site-packages/foo/__init__.py", b"", None)],
+                Some(link_json),
+            );
+            let message = error(
+                link_one(
+                    &target(&staging, Some("3.11")),
+                    "foo",
+                    &dir,
+                    Path::new("foo.tar.bz2"),
+                )
+                .await,
+            );
+            // rattler (0.58) already refuses these when it reads link.json, before
+            // check_entry_points' own test of the command; either way the package is refused.
+            let prefix = "conda: foo: cannot read info/link.json: entry point command must not ";
+            assert!(message.starts_with(prefix), "{command}: {message}");
+        }
+        // A plain command name passes, and so does a package without link.json.
+        let good = package_dir(
+            &tmp.path().join("good"),
+            index("foo", true),
+            &[],
+            Some(serde_json::json!({
+                "noarch": {"type": "python", "entry_points": ["foo-cli = foo:main"]},
+                "package_metadata_version": 1,
+            })),
+        );
+        check_entry_points("foo", &good).unwrap();
+        std::fs::remove_file(good.join("info/link.json")).unwrap();
+        check_entry_points("foo", &good).unwrap();
+        assert!(!tmp.path().join("etc").exists());
+        assert!(!staging.join("opt/conda/bin").exists());
+        assert!(!staging.join("opt/conda/lib").exists());
+    }
+
+    #[test]
+    fn the_conda_meta_record_is_canonical_json_of_the_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let prefix_dir = tmp.path().join("opt/conda");
+        let archive: PackageRecord = serde_json::from_value(serde_json::json!({
+            "name": "alpha", "version": "1.0", "build": "h0_0", "build_number": 0,
+            "depends": ["beta >=1"], "subdir": "linux-64", "license": "MIT",
+            "timestamp": 1_700_000_000_000u64, "indexed_timestamp": 1_700_000_100_000u64,
+            "run_exports": {"weak": ["alpha >=1.0"]},
+            "sha256": "11".repeat(32), "md5": "22".repeat(16), "size": 1234,
+        }))
+        .unwrap();
+        let paths: Vec<PathsEntry> = serde_json::from_value(serde_json::json!([{
+            "_path": "bin/tool", "path_type": "hardlink", "file_mode": "text",
+            "prefix_placeholder": PLACEHOLDER, "sha256": "33".repeat(32),
+            "sha256_in_prefix": "44".repeat(32), "size_in_bytes": 20,
+        }]))
+        .unwrap();
+        // The channel's record says otherwise about everything but the URL and file name:
+        // the archive's record is what is written.
+        let locked = write_prefix_record(
+            &prefix_dir,
+            &record("alpha", "1.0", &["something else"]),
+            &archive,
+            paths,
+        )
+        .unwrap();
+        assert_eq!(
+            locked,
+            LockedCondaPackage {
+                name: "alpha".into(),
+                version: "1.0".into(),
+                build: "h0_0".into(),
+                subdir: "linux-64".into(),
+                url: "file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2".into(),
+                sha256: "11".repeat(32),
+                md5: Some("22".repeat(16)),
+            }
+        );
+        let meta = prefix_dir.join("conda-meta/alpha-1.0-h0_0.json");
+        let expected = format!(
+            concat!(
+                r#"{{"build":"h0_0","build_number":0,"channel":"file:///chan","#,
+                r#""depends":["beta >=1"],"files":["bin/tool"],"fn":"alpha-1.0-h0_0.tar.bz2","#,
+                r#""license":"MIT","md5":"{md5}","name":"alpha","#,
+                r#""paths_data":{{"paths":[{{"_path":"bin/tool","file_mode":"text","#,
+                r#""path_type":"hardlink","prefix_placeholder":"{placeholder}","#,
+                r#""sha256":"{sha_file}","sha256_in_prefix":"{sha_prefix}","#,
+                r#""size_in_bytes":20}}],"paths_version":1}},"requested_specs":[],"#,
+                r#""sha256":"{sha}","size":1234,"subdir":"linux-64","#,
+                r#""timestamp":1700000000000,"#,
+                r#""url":"file:///chan/linux-64/alpha-1.0-h0_0.tar.bz2","version":"1.0"}}"#,
+                "\n"
+            ),
+            md5 = "22".repeat(16),
+            placeholder = PLACEHOLDER,
+            sha_file = "33".repeat(32),
+            sha_prefix = "44".repeat(32),
+            sha = "11".repeat(32),
+        );
+        assert_eq!(std::fs::read_to_string(&meta).unwrap(), expected);
+        let mode = std::fs::metadata(&meta).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn side_files_of_prefix_create_are_removed_unless_a_package_ships_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("opt/conda");
+        Prefix::create(&dir).unwrap();
+        assert!(dir.join("conda-meta/history").is_file());
+        assert!(dir.join("CACHEDIR.TAG").is_file());
+        let shipped: HashSet<PathBuf> = [PathBuf::from("CACHEDIR.TAG")].into();
+        remove_side_files(&dir, &shipped).unwrap();
+        assert!(!dir.join("conda-meta/history").exists());
+        assert!(dir.join("CACHEDIR.TAG").is_file());
+        remove_side_files(&dir, &HashSet::new()).unwrap();
+        assert!(!dir.join("CACHEDIR.TAG").exists());
+        // Already gone is fine.
+        remove_side_files(&dir, &HashSet::new()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn packages_are_linked_in_order_and_the_later_one_wins_a_shared_path() {
+        use nbrt_testkit::conda_pkg::Pkg;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let built = tmp.path().join("built");
+        let alpha = Pkg::new("alpha", "1.0").file("share/shared.txt", "alpha\n");
+        let beta = Pkg::new("beta", "1.0")
+            .depends("alpha")
+            .file("share/shared.txt", "beta\n");
+        let mut fetcher = fetch::Fetcher::new(&cache);
+        let mut desired = Vec::new();
+        let mut archives = Vec::new();
+        for pkg in [&beta, &alpha] {
+            let path = pkg.tar_bz2(&built);
+            let archive = fetcher.archive_record(&path).await.unwrap();
+            let mut channel_record = record(&pkg.name, "1.0", &[]);
+            channel_record.package_record = archive.clone();
+            desired.push(channel_record);
+            archives.push((path, archive));
+        }
+        let plan = plan(&[], &desired, None, Subdir::Linux64).unwrap();
+        let order: Vec<String> = plan
+            .to_link
+            .iter()
+            .map(|r| r.package_record.name.as_normalized().to_string())
+            .collect();
+        assert_eq!(order, ["alpha", "beta"]);
+        // Archives in the plan's order.
+        archives.reverse();
+        let staging = tmp.path().join("staging");
+        let written = link_packages(
+            &plan,
+            &archives,
+            &staging,
+            "opt/conda",
+            "/opt/conda",
+            Subdir::Linux64,
+            &cache,
+        )
+        .await
+        .unwrap();
+        let prefix = staging.join("opt/conda");
+        assert_eq!(
+            std::fs::read_to_string(prefix.join("share/shared.txt")).unwrap(),
+            "beta\n"
+        );
+        let mut names: Vec<&String> = written.keys().collect();
+        names.sort();
+        assert_eq!(names, ["alpha", "beta"]);
+        assert_eq!(written["beta"], locked_entry(&desired[0]));
+        let mut meta: Vec<String> = std::fs::read_dir(prefix.join("conda-meta"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        meta.sort();
+        assert_eq!(meta, ["alpha-1.0-h0_0.json", "beta-1.0-h0_0.json"]);
+        assert!(!prefix.join("CACHEDIR.TAG").exists());
+        assert!(cache.join("pkgs").read_dir().unwrap().next().is_some());
+
+        // Nothing to link: nothing is created.
+        let empty = super::plan(&[], &[], None, Subdir::Linux64).unwrap();
+        let other = tmp.path().join("other");
+        let written = link_packages(
+            &empty,
+            &[],
+            &other,
+            "opt/conda",
+            "/opt/conda",
+            Subdir::Linux64,
+            &cache,
+        )
+        .await
+        .unwrap();
+        assert!(written.is_empty());
+        assert!(!other.exists());
+    }
+
+    #[test]
+    fn whiteouts_name_the_old_files_that_nothing_new_hides() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path();
+        std::fs::create_dir_all(staging.join("opt/conda/lib")).unwrap();
+        std::fs::write(staging.join("opt/conda/lib/kept.so"), "new").unwrap();
+        std::os::unix::fs::symlink("nowhere", staging.join("opt/conda/lib/link")).unwrap();
+        let mut old = installed(record("alpha", "1.0", &[]));
+        old.files = [
+            "lib/old.so",
+            "lib/kept.so",
+            "lib/link",
+            "../escape",
+            "/etc/passwd",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        old.paths_data.paths = serde_json::from_value(serde_json::json!([
+            {"_path": "share/doc.txt", "path_type": "hardlink"},
+            {"_path": "lib/old.so", "path_type": "hardlink"},
+        ]))
+        .unwrap();
+        let removed = installed(record("gamma", "2.0", &[]));
+        assert_eq!(
+            whiteouts(&[old, removed], staging, "opt/conda"),
+            [
+                "opt/conda/conda-meta/alpha-1.0-h0_0.json",
+                "opt/conda/conda-meta/gamma-2.0-h0_0.json",
+                "opt/conda/lib/old.so",
+                "opt/conda/share/doc.txt",
+            ]
+        );
+        assert!(whiteouts(&[], staging, "opt/conda").is_empty());
+    }
 }
