@@ -18,7 +18,9 @@
 #
 # Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, hyperfine), root, PyPI.
 # RUNS (default 2) sets the runs of the slow scenarios; the no-change case runs 5 times.
-# Output: bench/results/build-<date>.md (and the raw times in $work/times.tsv).
+# NBRT_BIN names an nbrt binary to measure instead of this checkout's release build (to
+# compare two versions of nbrt, run the script once with each).
+# Output: bench/results/build-<date>.md, or BENCH_OUT (and the raw times in $work/times.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,8 +28,12 @@ runs="${RUNS:-2}"
 work="${BENCH_WORK:-$root/target/bench-build}"
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p "$work" bench/results
-cargo build --release --quiet -p nbrt-cli
-nbrt="$root/target/release/nbrt"
+if [ -n "${NBRT_BIN:-}" ]; then
+  nbrt="$NBRT_BIN"
+else
+  cargo build --release --quiet -p nbrt-cli
+  nbrt="$root/target/release/nbrt"
+fi
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
 times="$work/times.tsv"
 : >"$times"
@@ -174,7 +180,7 @@ done
 "$nbrt" rebase scipy:latest --onto jupyter:latest --json >"$work/rebase-report.json"
 
 # --- report ---------------------------------------------------------------------------------
-python3 - "$times" "bench/results/build-$date_tag.md" "$runs" "$work/rebase-report.json" <<'PY'
+python3 - "$times" "${BENCH_OUT:-bench/results/build-$date_tag.md}" "$runs" "$work/rebase-report.json" <<'PY'
 import json, statistics, sys, subprocess
 times, out, runs, report = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 data = {}

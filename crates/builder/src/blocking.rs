@@ -21,10 +21,6 @@ where
     if tokio::runtime::Handle::try_current().is_err() {
         return run();
     }
-    std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|_| {
-        Err(BuildError::Step {
-            step: "async".to_string(),
-            message: "the async operation panicked".to_string(),
-        })
-    })
+    std::thread::scope(|s| s.spawn(run).join())
+        .unwrap_or_else(|_| Err(BuildError::step("async", "the async operation panicked")))
 }

@@ -13,10 +13,7 @@ pub const NAMES: &[&str] = &[NBRT_INIT];
 const INIT_ENV: &str = "NBRT_INIT_BIN";
 
 fn err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "files".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("files", message)
 }
 
 /// The file on this machine that stands for builtin `name`, checked to be usable in any

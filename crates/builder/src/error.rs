@@ -34,6 +34,16 @@ pub enum BuildError {
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
+impl BuildError {
+    /// An error of the step `step` (`pip`, `files`, …).
+    pub fn step(step: &str, message: impl Into<String>) -> Self {
+        BuildError::Step {
+            step: step.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 pub trait IoContext<T> {
     fn io_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
 }

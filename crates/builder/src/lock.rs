@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BuildError, IoContext, Result};
 use crate::runtime_file::{From, RuntimeFile};
 use crate::snapshot::MergedView;
-pub use crate::steps::conda::LockedCondaPackage;
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -92,6 +91,21 @@ pub struct LockedWheel {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+/// One conda package as `runtime.lock` records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LockedCondaPackage {
+    pub name: String,
+    pub version: String,
+    pub build: String,
+    pub subdir: String,
+    /// Canonical URL (see `steps::conda`); never a host temporary path.
+    pub url: String,
+    /// Hex sha256 of the archive; empty when an image's record did not carry one.
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
 }
 
 /// What one step contributes to the lock (and, in a `--locked` build, takes from it).

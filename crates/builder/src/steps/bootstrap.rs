@@ -13,10 +13,7 @@ use crate::runtime_file::Bootstrap;
 use crate::steps::{LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
 
 fn err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "bootstrap".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("bootstrap", message)
 }
 
 impl StepKind for Bootstrap {

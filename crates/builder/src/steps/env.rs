@@ -47,10 +47,7 @@ pub fn python_version(view: &MergedView, prefix: &str) -> Result<(u64, u64)> {
 /// Errors about the environment are the pip step's (the conda step reads the version only
 /// where it may be missing).
 fn pip_err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "pip".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("pip", message)
 }
 
 /// Who owns the environment at `prefix` when it is not root: (uid, gid, setgid directory).
@@ -89,10 +86,7 @@ pub fn finish_staging(
             rustix::fs::Mode::empty(),
             0,
         )
-        .map_err(|e| BuildError::Step {
-            step: "whiteout".to_string(),
-            message: format!("{}: {e}", path.display()),
-        })?;
+        .map_err(|e| BuildError::step("whiteout", format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }

@@ -22,10 +22,7 @@ pub struct Files {
 }
 
 fn step_err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "files".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("files", message)
 }
 
 impl StepKind for Files {

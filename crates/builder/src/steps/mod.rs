@@ -21,8 +21,6 @@ pub mod pip;
 pub mod run;
 pub mod user;
 
-mod conda_step;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

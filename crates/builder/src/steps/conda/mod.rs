@@ -18,7 +18,9 @@
 //!    `conda-meta` records), and names the files of removed or replaced packages as whiteout
 //!    paths for the caller to write.
 //!
-//! `error` holds the error helpers the four share.
+//! `error` holds the error helpers the four share. The step itself ([`StepKind`] for the
+//! runtime file's `[conda]`) reads what the image has, makes the request, runs [`install`]
+//! and finishes the staging tree; its lock entry is every record of the prefix.
 
 mod channels;
 mod error;
@@ -26,12 +28,106 @@ mod fetch;
 mod link;
 mod solve;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+pub use crate::lock::LockedCondaPackage;
+use crate::lock::{conda_packages, LockSection, StepLock};
+use crate::runtime_file::{Conda, RuntimeFile};
+use crate::steps::{env, LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
 use fetch::{Fetcher, Sources};
+
+impl StepKind for Conda {
+    fn label(&self) -> String {
+        format!(
+            "conda {}",
+            self.packages
+                .iter()
+                .chain(&self.files)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+
+    fn inputs(&self, rt: &RuntimeFile) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .files
+            .iter()
+            .map(|f| rt.dir.join(f))
+            .chain(
+                self.channels
+                    .iter()
+                    .map(|ch| rt.dir.join(ch))
+                    .filter(|p| p.is_dir()),
+            )
+            .collect())
+    }
+
+    fn lock_section(&self) -> Option<LockSection> {
+        Some(LockSection::Conda)
+    }
+
+    fn run(&self, cx: &RunContext<'_>, _log: &mut dyn Write) -> Result<StepOutput> {
+        let view = cx.view();
+        let meta_dir = format!("{}/conda-meta", self.prefix.trim_start_matches('/'));
+        let mut installed = Vec::new();
+        if view.exists(&meta_dir) {
+            for n in view
+                .read_dir(&meta_dir)?
+                .into_iter()
+                .filter(|n| n.ends_with(".json"))
+            {
+                if let Some(b) = view.read(&format!("{meta_dir}/{n}"))? {
+                    installed.push(b);
+                }
+            }
+        }
+        let python = env::python_version(&view, &self.prefix).ok();
+        let rt = cx.rt;
+        let req = CondaRequest {
+            prefix: self.prefix.clone(),
+            channels: self
+                .channels
+                .iter()
+                .map(|ch| {
+                    if rt.dir.join(ch).is_dir() {
+                        rt.dir.join(ch).display().to_string()
+                    } else {
+                        ch.clone()
+                    }
+                })
+                .collect(),
+            specs: self.packages.clone(),
+            package_files: self.files.iter().map(|f| rt.dir.join(f)).collect(),
+            platform: "linux-64".into(),
+            locked: match cx.pins {
+                Some(StepLock::Conda(c)) => Some(c.clone()),
+                _ => None,
+            },
+        };
+        let cache = cx.store.cache(nbrt_oci::Bucket::Conda);
+        let out =
+            crate::blocking::block_on(|| install(&installed, python, &req, cx.staging, &cache))??;
+        env::finish_staging(&view, &self.prefix, cx.staging, &out.whiteouts)?;
+        let layer = cx.dir_layer(cx.staging, true)?;
+        cx.adopt_staging(&layer);
+        Ok(layer.into())
+    }
+
+    fn lock(&self, cx: &LockContext<'_>) -> Result<Option<StepLock>> {
+        Ok(Some(StepLock::Conda(conda_packages(
+            &cx.after,
+            &self.prefix,
+        )?)))
+    }
+
+    fn rebase(&self, cx: &RebaseContext<'_>) -> Result<Rebase> {
+        env::rebase_decision(cx, &self.prefix, env::Installed::CondaMeta)
+    }
+}
 
 /// What to install into a conda prefix of an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,50 +145,6 @@ pub struct CondaRequest {
     pub platform: String,
     /// When rebuilding from `runtime.lock`: install exactly these, without solving.
     pub locked: Option<Vec<LockedCondaPackage>>,
-}
-
-/// One conda package as `runtime.lock` records it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LockedCondaPackage {
-    pub name: String,
-    pub version: String,
-    pub build: String,
-    pub subdir: String,
-    /// Canonical URL (see `channels`); never a host temporary path.
-    pub url: String,
-    /// Hex sha256 of the archive; empty when an image's record did not carry one.
-    pub sha256: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub md5: Option<String>,
-}
-
-impl Ord for LockedCondaPackage {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (
-            &self.name,
-            &self.version,
-            &self.build,
-            &self.subdir,
-            &self.url,
-            &self.sha256,
-            &self.md5,
-        )
-            .cmp(&(
-                &other.name,
-                &other.version,
-                &other.build,
-                &other.subdir,
-                &other.url,
-                &other.sha256,
-                &other.md5,
-            ))
-    }
-}
-
-impl PartialOrd for LockedCondaPackage {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 /// What an [`install`] did.

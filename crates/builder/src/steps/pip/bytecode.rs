@@ -47,10 +47,7 @@ pub struct BytecodeReport {
 }
 
 fn err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "bytecode".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("bytecode", message)
 }
 
 /// The digest of the interpreter at `<prefix>/bin/python` in `view`, if there is one: what

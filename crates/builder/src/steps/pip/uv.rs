@@ -78,10 +78,7 @@ pub struct Preferred {
 
 /// An error of the pip step.
 pub(crate) fn err(message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        step: "pip".to_string(),
-        message: message.into(),
-    }
+    BuildError::step("pip", message)
 }
 
 /// `name-version.dist-info` → (normalized name, version).
