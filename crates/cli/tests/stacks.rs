@@ -27,8 +27,9 @@ fn can_build() -> bool {
 
 /// The stock stacks built once per test process into a fresh store, with `DOCKER_HOST`
 /// pointing at a socket that records any connection: a build must never reach a daemon.
+/// The store is under the fixture directory, emptied at the start of each run (a static is
+/// never dropped, so a temporary directory would stay behind after every run).
 struct Built {
-    _dir: tempfile::TempDir,
     store: PathBuf,
     reports: Value,
 }
@@ -40,9 +41,13 @@ fn built() -> Option<&'static Built> {
             if !can_build() {
                 return None;
             }
-            let dir = tempfile::tempdir().unwrap();
-            let store = dir.path().join("store");
-            let socket = dir.path().join("docker.sock");
+            let dir = nbrt_testkit::fixture_dir().join("stacks-test");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = dir.join("store");
+            let socket = dir.join("docker.sock");
             let trap = UnixListener::bind(&socket).unwrap();
             trap.set_nonblocking(true).unwrap();
             let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
@@ -60,11 +65,7 @@ fn built() -> Option<&'static Built> {
                 "nbrt build connected to DOCKER_HOST: builds must not need a Docker daemon"
             );
             let reports: Value = serde_json::from_str(&stdout).unwrap();
-            Some(Built {
-                _dir: dir,
-                store,
-                reports,
-            })
+            Some(Built { store, reports })
         })
         .as_ref()
 }
