@@ -14,7 +14,9 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Role, User};
 use crate::error::{Result, SiteError};
-use crate::{notebooks, proxy, runtime, sessions, Site};
+use crate::runtime::{self, RuntimeInput};
+use crate::sessions::{self, SessionState};
+use crate::{notebooks, proxy, Site};
 
 type S = State<Arc<Site>>;
 
@@ -217,7 +219,7 @@ async fn create_token(
 // ---- runtimes ----
 
 async fn list_runtimes(State(site): S, _user: User) -> Result<Json<Value>> {
-    Ok(Json(json!({"runtimes": runtime::list(&site)?})))
+    Ok(Json(json!({"runtimes": runtime::repo::list(&site.db)?})))
 }
 
 async fn register_runtime(
@@ -226,8 +228,8 @@ async fn register_runtime(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>)> {
     user.require_admin()?;
-    let m = object(&body)?;
-    let rt = runtime::register(&site, &m, false).await?;
+    let input = RuntimeInput::from_map(object(&body)?)?;
+    let rt = runtime::register(&site, &input, false).await?;
     Ok((StatusCode::CREATED, Json(json!({"notebookRuntime": rt}))))
 }
 
@@ -245,7 +247,7 @@ async fn get_runtime(
     _user: User,
     Path(id): Path<String>,
 ) -> Result<Json<runtime::Runtime>> {
-    Ok(Json(runtime::get(&site, &id)?))
+    Ok(Json(runtime::repo::get(&site.db, &id)?))
 }
 
 async fn update_runtime(
@@ -256,7 +258,10 @@ async fn update_runtime(
 ) -> Result<Json<Value>> {
     user.require_admin()?;
     let m = object(&body)?;
-    let rt = runtime::update(&site, &id, &m).await?;
+    // An unknown runtime is a 404 before the body's fields are looked at.
+    let current = runtime::repo::get(&site.db, &id)?;
+    let patch = RuntimeInput::from_map(m)?;
+    let rt = runtime::update(&site, &current, &patch).await?;
     Ok(Json(json!({"status": "success", "notebookRuntime": rt})))
 }
 
@@ -269,7 +274,7 @@ async fn deprecate_runtime(
     user.require_admin()?;
     let m = object(&body)?;
     only_fields(&m, &["deprecated"])?;
-    let rt = runtime::set_deprecated(&site, &id, bool_field(&m, "deprecated", true)?)?;
+    let rt = runtime::repo::set_deprecated(&site.db, &id, bool_field(&m, "deprecated", true)?)?;
     Ok(Json(json!({"status": "success", "notebookRuntime": rt})))
 }
 
@@ -279,12 +284,14 @@ async fn unregister_runtime(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     user.require_admin()?;
-    runtime::unregister(&site, &id)?;
+    runtime::repo::delete(&site.db, &id)?;
     Ok(Json(json!({"status": "success"})))
 }
 
 async fn get_manifest(State(site): S, _user: User, Path(id): Path<String>) -> Result<Json<Value>> {
-    Ok(Json(json!({"libraries": runtime::manifest(&site, &id)?})))
+    Ok(Json(
+        json!({"libraries": runtime::repo::stored_manifest(&site.db, &id)?}),
+    ))
 }
 
 async fn put_manifest(
@@ -297,7 +304,7 @@ async fn put_manifest(
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| SiteError::invalid("manifest", format!("not JSON: {e}")))?;
     let libs = runtime::parse_manifest(&v)?;
-    let rt = runtime::set_manifest(&site, &id, &libs)?;
+    let rt = runtime::repo::set_manifest(&site.db, &id, &libs)?;
     Ok(Json(json!({"status": "success", "notebookRuntime": rt})))
 }
 
@@ -411,7 +418,7 @@ async fn start_session(
     only_fields(&m, &["runtimeId", "wait"])?;
     let wait = bool_field(&m, "wait", false)?;
     let s = sessions::start(&site, &user, str_field(&m, "runtimeId")?, wait).await?;
-    let status = if s.state == "ready" {
+    let status = if s.state == SessionState::Ready {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -433,7 +440,13 @@ async fn stop_session(
 ) -> Result<Json<Value>> {
     let s = sessions::get_visible(&site, &user, &id)?;
     if s.is_active() {
-        sessions::stop(&site, &s, "stopped", &format!("stopped by {}", user.name)).await?;
+        sessions::stop(
+            &site,
+            &s,
+            SessionState::Stopped,
+            &format!("stopped by {}", user.name),
+        )
+        .await?;
     }
     Ok(Json(
         json!({"session": sessions::get_visible(&site, &user, &id)?}),

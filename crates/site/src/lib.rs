@@ -6,12 +6,26 @@
 //! API under `/api`, the proxy under `/user/<name>/<runtime>/`, the web UI at `/`), and
 //! [`Site::spawn_background`] watches the engine (out-of-memory kills, exits) and culls idle
 //! sessions.
+//!
+//! | module | its job |
+//! | --- | --- |
+//! | [`api`] | the HTTP routes: request bodies in, JSON out |
+//! | [`auth`] | users, roles, tokens, the admin bootstrap |
+//! | [`db`] | the SQLite file and its migrations |
+//! | [`error`] | [`SiteError`]: one HTTP status per error, the field at fault |
+//! | [`runtime`] | runtimes: the typed input and its validation, the table, manifests, engine checks, factory restore (one file each, see its map) |
+//! | [`notebooks`] | notebooks and migrations between runtimes |
+//! | [`sessions`] | session containers on Docker: start, readiness, stop, adoption after a restart, the engine watcher, the culler; [`sessions::SessionState`] |
+//! | [`proxy`] | `/user/<name>/<runtime>/` to the session's notebook server (HTTP and websockets) |
+//! | [`openapi`] | the API's OpenAPI document |
+//! | [`ui`] | the web page |
+//!
+//! Container and volume labels are `nbrt_oci::label`'s keys.
 
 pub mod api;
 pub mod auth;
 pub mod db;
 pub mod error;
-pub mod manifest;
 pub mod notebooks;
 pub mod openapi;
 pub mod proxy;
@@ -62,8 +76,8 @@ pub struct Site {
     pub config: Config,
     pub db: db::Db,
     pub docker: Docker,
-    /// Labels every container of this site carries (`org.nbrt.site=<id>`): several sites
-    /// can share an engine without adopting each other's sessions.
+    /// Labels every container of this site carries (`io.nbrt.site=<id>`, `org.nbrt.site`
+    /// before): several sites can share an engine without adopting each other's sessions.
     pub site_id: String,
     pub http: proxy::HttpClient,
     starting: sessions::StartLocks,

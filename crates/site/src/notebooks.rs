@@ -62,7 +62,7 @@ pub fn get(site: &Site, user: &User, id: &str) -> Result<Notebook> {
 }
 
 fn usable_runtime(site: &Site, user: &User, runtime_id: &str) -> Result<runtime::Runtime> {
-    let rt = match runtime::get(site, runtime_id) {
+    let rt = match runtime::repo::get(&site.db, runtime_id) {
         Ok(rt) => rt,
         Err(SiteError::NotFound(m)) => return Err(SiteError::invalid("runtimeId", m)),
         Err(e) => return Err(e),
@@ -163,8 +163,8 @@ pub fn migrate(site: &Site, from: &str, to: &str, dry_run: bool) -> Result<Migra
         SiteError::NotFound(m) => SiteError::invalid(field, m),
         e => e,
     };
-    let a = runtime::get(site, from).map_err(|e| field_err("from", e))?;
-    let b = runtime::get(site, to).map_err(|e| field_err("to", e))?;
+    let a = runtime::repo::get(&site.db, from).map_err(|e| field_err("from", e))?;
+    let b = runtime::repo::get(&site.db, to).map_err(|e| field_err("to", e))?;
     if a.id == b.id {
         return Err(SiteError::invalid("to", "the same runtime as `from`"));
     }
@@ -175,8 +175,8 @@ pub fn migrate(site: &Site, from: &str, to: &str, dry_run: bool) -> Result<Migra
         ));
     }
     let library_diff = runtime::diff_libraries(
-        &runtime::manifest(site, from)?,
-        &runtime::manifest(site, to)?,
+        &runtime::repo::stored_manifest(&site.db, from)?,
+        &runtime::repo::stored_manifest(&site.db, to)?,
     );
     let (notebooks, blocked_owners) = site.db.with(|c| {
         let mut st = c.prepare(
@@ -273,7 +273,10 @@ fn to_migration(
     site: &Site,
     (id, from, to, nbs, created, rolled): (String, String, String, String, i64, Option<i64>),
 ) -> Migration {
-    let library_diff = match (runtime::manifest(site, &from), runtime::manifest(site, &to)) {
+    let library_diff = match (
+        runtime::repo::stored_manifest(&site.db, &from),
+        runtime::repo::stored_manifest(&site.db, &to),
+    ) {
         (Ok(a), Ok(b)) => runtime::diff_libraries(&a, &b),
         _ => LibraryDiff::default(),
     };

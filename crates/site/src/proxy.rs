@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::auth;
 use crate::error::{Result, SiteError};
-use crate::sessions;
+use crate::sessions::{self, SessionState};
 use crate::Site;
 
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -165,8 +165,8 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
             "{owner} has no session on runtime {runtime_id}: start one first"
         ))
     })?;
-    let addr = match (&session.state[..], &session.address) {
-        ("ready", Some(a)) => a.clone(),
+    let addr = match (session.state, &session.address) {
+        (SessionState::Ready, Some(a)) => a.clone(),
         _ => {
             return Err(SiteError::Unavailable(format!(
                 "the session is {}: try again in a moment",

@@ -1,10 +1,13 @@
 //! Sessions: one container per (user, runtime) on the Docker engine, with the runtime's
-//! limits, found again by labels, reached through the proxy, culled when idle.
+//! limits, found again by labels, reached through the proxy, culled when idle. Their states
+//! are [`SessionState`]s.
 //!
-//! States: `starting` → `ready` (container running and `<prefix>/api` answers), then one of
-//! `stopped` (by its user or an admin), `culled` (idle kernels), `oom-killed` (a process in
-//! it went past `maxMemory`: the site stops the whole container, as ArcGIS's does), `failed`
-//! (exited, did not answer in time, or vanished).
+//! Containers and home volumes carry `nbrt_oci::label`'s keys ([`label::SITE`],
+//! [`label::SESSION`], [`label::SESSION_USER`], [`label::SESSION_RUNTIME`]) under their
+//! `io.nbrt.` names; containers an earlier version started carry the `org.nbrt.` names and
+//! are still found (every engine filter looks for both) and read ([`label::Key::get`]).
+
+pub mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use bollard::query_parameters::{
     RemoveContainerOptions,
 };
 use futures_util::StreamExt;
+use nbrt_oci::label;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -25,16 +29,12 @@ use crate::error::{Result, SiteError};
 use crate::runtime::{self, Runtime};
 use crate::Site;
 
-pub const LABEL_SITE: &str = "org.nbrt.site";
-pub const LABEL_SESSION: &str = "org.nbrt.session";
-pub const LABEL_USER: &str = "org.nbrt.user";
-pub const LABEL_RUNTIME: &str = "org.nbrt.runtime";
+pub use state::SessionState;
+
 /// The port the notebook server listens on in the container (Kubeflow's contract).
 pub const PORT: u16 = 8888;
 /// Where the user's home volume is mounted (docker-stacks' and Kubeflow's home).
 pub const HOME: &str = "/home/jovyan";
-
-const ACTIVE: &str = "('starting', 'ready')";
 
 /// Per (user, runtime) locks, so two start requests make one container.
 pub type StartLocks = Mutex<HashMap<(i64, String), Arc<tokio::sync::Mutex<()>>>>;
@@ -47,7 +47,7 @@ pub struct Session {
     #[serde(skip)]
     pub user_id: i64,
     pub runtime_id: String,
-    pub state: String,
+    pub state: SessionState,
     pub message: String,
     pub container_name: String,
     pub container_id: Option<String>,
@@ -66,7 +66,7 @@ pub struct Session {
 
 impl Session {
     pub fn is_active(&self) -> bool {
-        self.state == "starting" || self.state == "ready"
+        self.state.is_active()
     }
 }
 
@@ -121,7 +121,7 @@ pub fn list(site: &Site, user_id: Option<i64>, include_ended: bool) -> Result<Ve
     let filter = if include_ended {
         String::new()
     } else {
-        format!(" AND s.state IN {ACTIVE}")
+        format!(" AND s.state IN {}", SessionState::active_sql())
     };
     site.db.with(|c| {
         let mut st = c.prepare_cached(&format!(
@@ -135,7 +135,10 @@ pub fn list(site: &Site, user_id: Option<i64>, include_ended: bool) -> Result<Ve
 pub fn active_for(site: &Site, user_id: i64, runtime_id: &str) -> Result<Option<Session>> {
     site.db.with(|c| {
         c.query_row(
-            &format!("{SELECT} WHERE s.user_id = ?1 AND s.runtime_id = ?2 AND s.state IN {ACTIVE}"),
+            &format!(
+                "{SELECT} WHERE s.user_id = ?1 AND s.runtime_id = ?2 AND s.state IN {}",
+                SessionState::active_sql()
+            ),
             params![user_id, runtime_id],
             row,
         )
@@ -147,7 +150,10 @@ pub fn active_for(site: &Site, user_id: i64, runtime_id: &str) -> Result<Option<
 pub fn active_by_path(site: &Site, user: &str, runtime_id: &str) -> Result<Option<Session>> {
     site.db.with(|c| {
         c.query_row(
-            &format!("{SELECT} WHERE u.name = ?1 AND s.runtime_id = ?2 AND s.state IN {ACTIVE}"),
+            &format!(
+                "{SELECT} WHERE u.name = ?1 AND s.runtime_id = ?2 AND s.state IN {}",
+                SessionState::active_sql()
+            ),
             params![user, runtime_id],
             row,
         )
@@ -156,12 +162,13 @@ pub fn active_by_path(site: &Site, user: &str, runtime_id: &str) -> Result<Optio
 }
 
 /// Move an active session to an end state (no-op if it already ended).
-fn end(site: &Site, id: &str, state: &str, message: &str, oom: bool) -> Result<bool> {
+fn end(site: &Site, id: &str, state: SessionState, message: &str, oom: bool) -> Result<bool> {
     let n = site.db.with(|c| {
         c.execute(
             &format!(
                 "UPDATE sessions SET state = ?2, message = ?3, ended_at = ?4,
-                 oom_killed = oom_killed OR ?5 WHERE id = ?1 AND state IN {ACTIVE}"
+                 oom_killed = oom_killed OR ?5 WHERE id = ?1 AND state IN {}",
+                SessionState::active_sql()
             ),
             params![id, state, message, now_ms(), oom],
         )
@@ -230,8 +237,8 @@ fn container_name(site: &Site, user: &str, runtime_id: &str) -> String {
 async fn ensure_volume(site: &Site, user: &str) -> Result<String> {
     let name = home_volume(site, user);
     let labels = HashMap::from([
-        (LABEL_SITE.to_string(), site.site_id.clone()),
-        (LABEL_USER.to_string(), user.to_string()),
+        (label::SITE.name.to_string(), site.site_id.clone()),
+        (label::SESSION_USER.name.to_string(), user.to_string()),
     ]);
     // Creating an existing named volume is a no-op that returns it.
     site.docker
@@ -256,10 +263,10 @@ pub fn container_spec(
     volume: &str,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
-        (LABEL_SITE.to_string(), site.site_id.clone()),
-        (LABEL_SESSION.to_string(), session_id.to_string()),
-        (LABEL_USER.to_string(), user.name.clone()),
-        (LABEL_RUNTIME.to_string(), rt.id.clone()),
+        (label::SITE.name.to_string(), site.site_id.clone()),
+        (label::SESSION.name.to_string(), session_id.to_string()),
+        (label::SESSION_USER.name.to_string(), user.name.clone()),
+        (label::SESSION_RUNTIME.name.to_string(), rt.id.clone()),
     ]);
     let env = vec![
         format!("NB_PREFIX={}", prefix(&user.name, &rt.id)),
@@ -312,7 +319,7 @@ fn lock_for(site: &Site, user_id: i64, runtime_id: &str) -> Arc<tokio::sync::Mut
 /// Start (or return the running) session of `user` on `runtime_id`. With `wait`, return once
 /// it is ready or ended.
 pub async fn start(site: &Arc<Site>, user: &User, runtime_id: &str, wait: bool) -> Result<Session> {
-    let rt = match runtime::get(site, runtime_id) {
+    let rt = match runtime::repo::get(&site.db, runtime_id) {
         Ok(rt) => rt,
         Err(SiteError::NotFound(m)) => return Err(SiteError::invalid("runtimeId", m)),
         Err(e) => return Err(e),
@@ -354,8 +361,8 @@ async fn create(site: &Arc<Site>, user: &User, rt: &Runtime) -> Result<Session> 
     site.db.with(|c| {
         c.execute(
             "INSERT INTO sessions (id, user_id, runtime_id, container_name, token, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'starting', ?6)",
-            params![id, user.id, rt.id, name, token, now],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, user.id, rt.id, name, token, SessionState::Starting, now],
         )
     })?;
     // A container left by an ended session of the same user and runtime.
@@ -375,7 +382,7 @@ async fn create(site: &Arc<Site>, user: &User, rt: &Runtime) -> Result<Session> 
         Ok(c) => c.id,
         Err(e) => {
             let msg = format!("creating the container failed: {e}");
-            end(site, &id, "failed", &msg, false)?;
+            end(site, &id, SessionState::Failed, &msg, false)?;
             return Err(SiteError::Engine(msg));
         }
     };
@@ -387,7 +394,7 @@ async fn create(site: &Arc<Site>, user: &User, rt: &Runtime) -> Result<Session> 
     })?;
     if let Err(e) = site.docker.start_container(&container_id, None).await {
         let msg = format!("starting the container failed: {e}");
-        end(site, &id, "failed", &msg, false)?;
+        end(site, &id, SessionState::Failed, &msg, false)?;
         remove_container(site, &container_id).await.ok();
         return Err(SiteError::Engine(msg));
     }
@@ -427,8 +434,14 @@ async fn settle_stopped_container(
     let state = info.state.as_ref();
     let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
     if oom {
-        let rt = runtime::get(site, &s.runtime_id).ok();
-        end(site, &s.id, "oom-killed", &oom_message(rt.as_ref()), true)?;
+        let rt = runtime::repo::get(&site.db, &s.runtime_id).ok();
+        end(
+            site,
+            &s.id,
+            SessionState::OomKilled,
+            &oom_message(rt.as_ref()),
+            true,
+        )?;
     } else {
         let code = state.and_then(|s| s.exit_code).unwrap_or(-1);
         let err = state
@@ -439,7 +452,7 @@ async fn settle_stopped_container(
         end(
             site,
             &s.id,
-            "failed",
+            SessionState::Failed,
             &format!("the container exited with code {code}{err}"),
             false,
         )?;
@@ -462,7 +475,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
         let Some(s) = get(&site, &id)? else {
             return Ok(());
         };
-        if s.state != "starting" {
+        if s.state != SessionState::Starting {
             return Ok(());
         }
         let Some(cid) = s.container_id.clone() else {
@@ -475,7 +488,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
                     end(
                         &site,
                         &id,
-                        "failed",
+                        SessionState::Failed,
                         "the container disappeared while starting",
                         false,
                     )?;
@@ -508,10 +521,10 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
                     let now = now_ms();
                     site.db.with(|c| {
                         c.execute(
-                            "UPDATE sessions SET state = 'ready', ready_at = ?2, address = ?3,
+                            "UPDATE sessions SET state = ?4, ready_at = ?2, address = ?3,
                              last_activity = COALESCE(last_activity, ?2), message = ''
-                             WHERE id = ?1 AND state = 'starting'",
-                            params![id, now, addr],
+                             WHERE id = ?1 AND state = ?5",
+                            params![id, now, addr, SessionState::Ready, SessionState::Starting],
                         )
                     })?;
                     tracing::info!("session {id}: ready at {addr}");
@@ -525,7 +538,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
                 prefix(&s.user, &s.runtime_id),
                 site.config.start_timeout.as_secs()
             );
-            end(&site, &id, "failed", &msg, false)?;
+            end(&site, &id, SessionState::Failed, &msg, false)?;
             remove_container(&site, &cid).await.ok();
             return Ok(());
         }
@@ -534,7 +547,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
 }
 
 /// Stop a session: its container is removed, its home volume kept.
-pub async fn stop(site: &Site, s: &Session, state: &str, message: &str) -> Result<()> {
+pub async fn stop(site: &Site, s: &Session, state: SessionState, message: &str) -> Result<()> {
     end(site, &s.id, state, message, false)?;
     if let Some(cid) = &s.container_id {
         remove_container(site, cid).await?;
@@ -549,8 +562,14 @@ async fn handle_oom(site: &Site, session_id: &str, container: &str) -> Result<()
     let Some(s) = get(site, session_id)? else {
         return Ok(());
     };
-    let rt = runtime::get(site, &s.runtime_id).ok();
-    if end(site, &s.id, "oom-killed", &oom_message(rt.as_ref()), true)? {
+    let rt = runtime::repo::get(&site.db, &s.runtime_id).ok();
+    if end(
+        site,
+        &s.id,
+        SessionState::OomKilled,
+        &oom_message(rt.as_ref()),
+        true,
+    )? {
         tracing::warn!("session {}: out of memory, stopping its container", s.id);
         match site
             .docker
@@ -584,30 +603,49 @@ pub struct ReconcileReport {
     pub ended: Vec<String>,
 }
 
-/// Take over this site's containers after a (re)start.
+/// The engine's label filters for this site's containers, `<key>=<site id>`: one for the
+/// site label's name and one for the name earlier versions wrote. Each is its own query —
+/// a filter listing two labels wants both on one container.
+fn site_label_filters(site: &Site) -> Vec<String> {
+    [Some(label::SITE.name), label::SITE.old]
+        .into_iter()
+        .flatten()
+        .map(|key| format!("{key}={}", site.site_id))
+        .collect()
+}
+
+/// Take over this site's containers after a (re)start — those an earlier version labelled
+/// the old way too.
 pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
     let mut report = ReconcileReport::default();
-    let containers = site
-        .docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![format!("{LABEL_SITE}={}", site.site_id)],
-            )])),
-            ..Default::default()
-        }))
-        .await
-        .map_err(SiteError::engine)?;
+    let mut containers = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for filter in site_label_filters(site) {
+        let found = site
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(SiteError::engine)?;
+        for c in found {
+            if let Some(cid) = c.id.clone() {
+                if listed.insert(cid.clone()) {
+                    containers.push((cid, c));
+                }
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
-    for c in containers {
-        let Some(cid) = c.id.clone() else { continue };
+    for (cid, c) in containers {
         let sid = c
             .labels
             .as_ref()
-            .and_then(|l| l.get(LABEL_SESSION))
-            .cloned()
-            .unwrap_or_default();
+            .and_then(|l| label::SESSION.get(l))
+            .unwrap_or_default()
+            .to_string();
         let session = if sid.is_empty() {
             None
         } else {
@@ -639,8 +677,8 @@ pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
                     // Re-check readiness (the address may be new if the engine restarted).
                     site.db.with(|db| {
                         db.execute(
-                            "UPDATE sessions SET state = 'starting' WHERE id = ?1 AND state = 'ready'",
-                            [&s.id],
+                            "UPDATE sessions SET state = ?2 WHERE id = ?1 AND state = ?3",
+                            params![s.id, SessionState::Starting, SessionState::Ready],
                         )
                     })?;
                     report.adopted.push(s.id.clone());
@@ -663,7 +701,7 @@ pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
             end(
                 site,
                 &s.id,
-                "failed",
+                SessionState::Failed,
                 "the container was gone when the server started",
                 false,
             )?;
@@ -677,21 +715,22 @@ pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
 pub fn spawn_watcher(site: Arc<Site>) {
     tokio::spawn(async move {
         loop {
-            let filters = HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                (
-                    "label".to_string(),
-                    vec![format!("{LABEL_SITE}={}", site.site_id)],
-                ),
-                (
-                    "event".to_string(),
-                    vec!["oom".to_string(), "die".to_string()],
-                ),
-            ]);
-            let mut events = site.docker.events(Some(EventsOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }));
+            // One stream per name of the site label (see `site_label_filters`), merged.
+            let streams = site_label_filters(&site).into_iter().map(|filter| {
+                let filters = HashMap::from([
+                    ("type".to_string(), vec!["container".to_string()]),
+                    ("label".to_string(), vec![filter]),
+                    (
+                        "event".to_string(),
+                        vec!["oom".to_string(), "die".to_string()],
+                    ),
+                ]);
+                Box::pin(site.docker.events(Some(EventsOptions {
+                    filters: Some(filters),
+                    ..Default::default()
+                })))
+            });
+            let mut events = futures_util::stream::select_all(streams);
             while let Some(ev) = events.next().await {
                 let ev = match ev {
                     Ok(ev) => ev,
@@ -703,7 +742,7 @@ pub fn spawn_watcher(site: Arc<Site>) {
                 let Some(actor) = ev.actor else { continue };
                 let Some(cid) = actor.id else { continue };
                 let attrs = actor.attributes.unwrap_or_default();
-                let Some(sid) = attrs.get(LABEL_SESSION).cloned() else {
+                let Some(sid) = label::SESSION.get(&attrs).map(str::to_string) else {
                     continue;
                 };
                 let result = match ev.action.as_deref() {
@@ -730,7 +769,13 @@ async fn on_die(site: &Site, sid: &str, cid: &str) -> Result<()> {
     match site.docker.inspect_container(cid, None).await {
         Ok(info) => settle_stopped_container(site, &s, &info).await,
         Err(e) if is_404(&e) => {
-            end(site, sid, "failed", "the container disappeared", false)?;
+            end(
+                site,
+                sid,
+                SessionState::Failed,
+                "the container disappeared",
+                false,
+            )?;
             Ok(())
         }
         Err(e) => Err(SiteError::engine(e)),
@@ -773,7 +818,7 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
     };
     let mut culled = Vec::new();
     for s in list(site, None, false)? {
-        if s.state != "ready" {
+        if s.state != SessionState::Ready {
             continue;
         }
         let Some(addr) = &s.address else { continue };
@@ -804,7 +849,7 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
                 (now - last) / 1000,
                 idle.as_secs()
             );
-            stop(site, &s, "culled", &msg).await?;
+            stop(site, &s, SessionState::Culled, &msg).await?;
             tracing::info!("session {}: {msg}", s.id);
             culled.push(s.id.clone());
         }

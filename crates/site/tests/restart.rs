@@ -1,5 +1,6 @@
 //! The server process killed (SIGKILL) and started again on the same database: its sessions
-//! are adopted — none lost, none duplicated — and an orphan container is removed.
+//! are adopted — none lost, none duplicated — and an orphan container is removed; containers
+//! an earlier version labelled (`org.nbrt.*`) are adopted and watched too.
 //!
 //! The server runs in a child process: this test binary re-executes itself running the
 //! ignored `server_process` test with `NBRT_SITE_CHILD_DB` set.
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use nbrt_oci::label;
 use serde_json::{json, Value};
 
 /// The child: serve on the given database until killed, printing the address (and the
@@ -125,22 +127,32 @@ async fn call(
     )
 }
 
+/// The site's containers: labelled with the site label's name or the one earlier versions
+/// wrote (one query each: a filter naming two labels wants both on one container).
 fn site_containers(site_id: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label=org.nbrt.site={site_id}"),
-        ])
-        .output()
-        .unwrap();
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let mut v = Vec::new();
+    for key in [Some(label::SITE.name), label::SITE.old]
+        .into_iter()
+        .flatten()
+    {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label={key}={site_id}"),
+            ])
+            .output()
+            .unwrap();
+        v.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
     v.sort();
+    v.dedup();
     v
 }
 
@@ -196,7 +208,7 @@ async fn restart_adopts_sessions() {
     let s = s["session"].clone();
     let sid = s["id"].as_str().unwrap().to_string();
     let cid = s["containerId"].as_str().unwrap().to_string();
-    let site_id = docker_inspect(&cid)["Config"]["Labels"]["org.nbrt.site"]
+    let site_id = docker_inspect(&cid)["Config"]["Labels"][label::SITE.name]
         .as_str()
         .unwrap()
         .to_string();
@@ -256,6 +268,152 @@ async fn restart_adopts_sessions() {
 
     drop(second);
     let _ = Command::new("docker").args(["rm", "-f", &cid]).output();
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", &format!("nbrt-{site_id}-home-ann")])
+        .output();
+}
+
+/// Poll a session until it leaves `state`, for at most `secs` seconds.
+async fn wait_leaves(base: &str, token: &str, id: &str, state: &str, secs: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, v) = call(base, "GET", &format!("/api/sessions/{id}"), token, None).await;
+        if v["session"]["state"] != state {
+            return v["session"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session {id} still {state} after {secs} s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A session container an earlier version started carries `org.nbrt.site`, `org.nbrt.session`,
+/// `org.nbrt.user` and `org.nbrt.runtime`: a server started on that database adopts it like
+/// its own, and its engine watcher still sees it exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_adopts_containers_labelled_by_earlier_versions() {
+    if !nbrt_testkit::require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("site.db");
+    let mut first = spawn_server(&db);
+    let admin = first.admin.clone().expect("admin token on first start");
+    let base = first.base.clone();
+    let (st, ann) = call(
+        &base,
+        "POST",
+        "/api/users",
+        &admin,
+        Some(json!({"name": "ann"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let ann = ann["token"].as_str().unwrap().to_string();
+    let (st, rt) = call(
+        &base,
+        "POST",
+        "/api/runtimes",
+        &admin,
+        Some(runtime_body("py", &jupyter_image())),
+    )
+    .await;
+    assert_eq!(st, 201, "{rt}");
+    let rt_id = rt["notebookRuntime"]["id"].as_str().unwrap().to_string();
+    let (st, s) = call(
+        &base,
+        "POST",
+        "/api/sessions",
+        &ann,
+        Some(json!({"runtimeId": rt_id, "wait": true})),
+    )
+    .await;
+    assert_eq!(st, 200, "{s}");
+    let sid = s["session"]["id"].as_str().unwrap().to_string();
+    let cid = s["session"]["containerId"].as_str().unwrap().to_string();
+    first.server.child.kill().unwrap();
+    first.server.child.wait().unwrap();
+
+    // The same container as an earlier version would have started it: same name, image,
+    // environment (the session's token) and home volume, the old label names.
+    let info = docker_inspect(&cid);
+    let site_id = info["Config"]["Labels"][label::SITE.name]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = info["Name"].as_str().unwrap().trim_start_matches('/');
+    let mut args: Vec<String> = ["run", "-d", "--name", name]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for l in [
+        format!("org.nbrt.site={site_id}"),
+        format!("org.nbrt.session={sid}"),
+        "org.nbrt.user=ann".to_string(),
+        format!("org.nbrt.runtime={rt_id}"),
+    ] {
+        args.extend(["--label".to_string(), l]);
+    }
+    for e in info["Config"]["Env"].as_array().unwrap() {
+        args.extend(["-e".to_string(), e.as_str().unwrap().to_string()]);
+    }
+    for b in info["HostConfig"]["Binds"].as_array().unwrap() {
+        args.extend(["-v".to_string(), b.as_str().unwrap().to_string()]);
+    }
+    args.push(info["Config"]["Image"].as_str().unwrap().to_string());
+    let rm = Command::new("docker")
+        .args(["rm", "-f", &cid])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let old = Command::new("docker").args(&args).output().unwrap();
+    assert!(
+        old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let old = String::from_utf8_lossy(&old.stdout).trim().to_string();
+    assert_eq!(site_containers(&site_id), vec![old.clone()]);
+
+    let second = spawn_server(&db);
+    let base = second.base.clone();
+    assert_eq!(second.report["adopted"], json!([sid]), "{}", second.report);
+    assert_eq!(second.report["removedOrphans"], json!([]));
+    assert_eq!(second.report["ended"], json!([]));
+    let s2 = wait_ready(&base, &ann, &sid).await;
+    assert_eq!(s2["state"], "ready", "{s2}");
+    assert_eq!(s2["containerId"], old.as_str());
+    let (st, _) = call(&base, "GET", &format!("/user/ann/{rt_id}/api"), &ann, None).await;
+    assert_eq!(st, 200);
+    // Starting again returns the adopted session, not a second container.
+    let (_, again) = call(
+        &base,
+        "POST",
+        "/api/sessions",
+        &ann,
+        Some(json!({"runtimeId": rt_id, "wait": true})),
+    )
+    .await;
+    assert_eq!(again["session"]["id"], sid.as_str());
+    assert_eq!(site_containers(&site_id), vec![old.clone()]);
+
+    // The engine watcher follows the old label too: the container's exit ends the session.
+    let kill = Command::new("docker")
+        .args(["kill", &old])
+        .output()
+        .unwrap();
+    assert!(kill.status.success());
+    let ended = wait_leaves(&base, &ann, &sid, "ready", 60).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(
+        ended["message"].as_str().unwrap().contains("exited"),
+        "{ended}"
+    );
+
+    drop(second);
+    let _ = Command::new("docker").args(["rm", "-f", &old]).output();
     let _ = Command::new("docker")
         .args(["volume", "rm", "-f", &format!("nbrt-{site_id}-home-ann")])
         .output();

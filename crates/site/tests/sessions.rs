@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use nbrt_oci::label;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -130,10 +131,10 @@ async fn limits_are_applied_and_memory_is_enforced() {
     assert_eq!(hc["Privileged"], false);
     assert_eq!(hc["SecurityOpt"], json!(["no-new-privileges:true"]));
     let labels = &info["Config"]["Labels"];
-    assert_eq!(labels["org.nbrt.session"], s["id"]);
-    assert_eq!(labels["org.nbrt.user"], "ann");
-    assert_eq!(labels["org.nbrt.runtime"], rt_id);
-    assert_eq!(labels["org.nbrt.site"], t.site.site_id.as_str());
+    assert_eq!(labels[label::SESSION.name], s["id"]);
+    assert_eq!(labels[label::SESSION_USER.name], "ann");
+    assert_eq!(labels[label::SESSION_RUNTIME.name], rt_id);
+    assert_eq!(labels[label::SITE.name], t.site.site_id.as_str());
     let env: Vec<String> = serde_json::from_value(info["Config"]["Env"].clone()).unwrap();
     let prefix = format!("/user/ann/{rt_id}");
     assert!(env.contains(&format!("NB_PREFIX={prefix}")), "{env:?}");

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use nbrt_oci::label;
 use nbrt_site::{Config, Site};
 use serde_json::Value;
 
@@ -21,31 +22,35 @@ pub struct TestSite {
 impl Drop for TestSite {
     fn drop(&mut self) {
         self.server.abort();
-        // Leave no containers behind: every container of this site goes.
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=org.nbrt.site={}", self.site.site_id))
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .arg("rm")
-                    .arg("-fv")
-                    .args(&ids)
-                    .output();
+        // Leave no containers behind: every container of this site goes (under the site
+        // label's name and the one earlier versions wrote).
+        let keys = [Some(label::SITE.name), label::SITE.old];
+        for key in keys.into_iter().flatten() {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter"])
+                .arg(format!("label={key}={}", self.site.site_id))
+                .output();
+            if let Ok(out) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .arg("rm")
+                        .arg("-fv")
+                        .args(&ids)
+                        .output();
+                }
             }
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "docker volume ls -q --filter label={key}={} | xargs -r docker volume rm -f",
+                    self.site.site_id
+                ))
+                .output();
         }
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker volume ls -q --filter label=org.nbrt.site={} | xargs -r docker volume rm -f",
-                self.site.site_id
-            ))
-            .output();
     }
 }
 

@@ -1,0 +1,227 @@
+//! ArcGIS's "Restore Factory Runtimes": the stock stacks in the store registered with the
+//! `[runtime]` defaults their images carry (`nbrt_oci::label::RuntimeDefaults`, the one
+//! type the builder writes that label with).
+
+use std::collections::BTreeMap;
+
+use nbrt_oci::label::{self, RuntimeDefaults};
+use serde::Serialize;
+
+use super::fields::Given;
+use super::input::{positive, RuntimeInput};
+use super::record::{Runtime, Unit};
+use super::{register, repo, update};
+use crate::error::{Result, SiteError};
+use crate::Site;
+
+/// The factory runtimes (ArcGIS's Esri-provided ones): the stock stacks that serve
+/// notebooks, found in the store under the tags `nbrt build stacks/` gives them
+/// (`<stack>:latest`). `base` is their parent and serves none, so it is not one.
+pub const FACTORY: &[(&str, &str)] = &[("jupyter", "nbrt jupyter"), ("scipy", "nbrt scipy")];
+
+/// Limits for a stock image whose label sets none: ArcGIS's Standard runtime (1 core, 4 GB).
+const FALLBACK_CPU: f64 = 1.0;
+const FALLBACK_MEMORY: &str = "4g";
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    pub restored: Vec<Runtime>,
+    /// Tags of factory stacks the store does not hold (build them with `nbrt build stacks/`).
+    pub missing: Vec<String>,
+    /// Factory stacks present but not restored, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// `"4g"`, `"512m"`, `"1.5G"`, `"100"` (bytes) → value and unit.
+fn parse_size(field: &str, s: &str) -> Result<(f64, Unit)> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], Unit::parse(field, &s[i..])?),
+        _ => (s, Unit::B),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| SiteError::invalid(field, format!("{s:?} is not a size like 4g or 512m")))?;
+    Ok((positive(field, v)?, unit))
+}
+
+/// A size and its unit as input fields; both null without a size.
+fn size_fields(field: &str, size: Option<&str>) -> Result<(Given<f64>, Given<String>)> {
+    match size {
+        Some(s) => {
+            let (v, u) = parse_size(field, s)?;
+            Ok((v.into(), u.as_str().to_string().into()))
+        }
+        None => Ok((Given::Null, Given::Null)),
+    }
+}
+
+/// Register input for a factory stack from its image's `[runtime]` defaults label. Every
+/// field of the defaults is given (absent values as null), so an update resets what an
+/// admin changed.
+fn factory_input(
+    name: &str,
+    image_id: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<RuntimeInput> {
+    let defaults = RuntimeDefaults::from_labels(labels)
+        .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
+        .unwrap_or_default();
+    let memory = defaults.max_memory.as_deref().unwrap_or(FALLBACK_MEMORY);
+    let (max_memory, max_memory_unit) = size_fields("maxMemory", Some(memory))?;
+    let (max_swap_memory, max_swap_memory_unit) =
+        size_fields("maxSwapMemory", defaults.max_swap.as_deref())?;
+    let (shared_memory, shared_memory_unit) =
+        size_fields("sharedMemory", defaults.shared_memory.as_deref())?;
+    Ok(RuntimeInput {
+        name: name.to_string().into(),
+        image_id: image_id.to_string().into(),
+        version: labels
+            .get(label::VERSION)
+            .map_or(Given::Absent, |v| v.clone().into()),
+        max_cpu: defaults.max_cpu.unwrap_or(FALLBACK_CPU).into(),
+        max_memory,
+        max_memory_unit,
+        max_swap_memory,
+        max_swap_memory_unit,
+        shared_memory,
+        shared_memory_unit,
+        docker_runtime: defaults.gpu_runtime.map_or(Given::Null, Given::Value),
+        requires_advanced_privileges: defaults.advanced_privileges.into(),
+        ..Default::default()
+    })
+}
+
+/// The store's image behind `<stack>:latest`: its ID and config labels.
+fn factory_image(site: &Site, stack: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
+    let Some(store) = site.open_store()? else {
+        return Ok(None);
+    };
+    let found = match store.resolve(&format!("{stack}:latest")) {
+        Ok(f) => f,
+        Err(nbrt_oci::OciError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let labels = found
+        .image
+        .config
+        .value()
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    Ok(Some((found.image.id().to_string(), labels)))
+}
+
+/// Every stock stack image in the store is registered, or reset to its factory settings
+/// (the stack's `[runtime]` limits, the current image and its manifest, not deprecated) if
+/// it is registered already. Custom runtimes are left alone, and so is a custom runtime that
+/// took a factory runtime's name.
+pub async fn restore_factory(site: &Site) -> Result<RestoreReport> {
+    let mut report = RestoreReport {
+        restored: Vec::new(),
+        missing: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (stack, name) in FACTORY {
+        let tag = format!("{stack}:latest");
+        let Some((image_id, labels)) = factory_image(site, stack)? else {
+            report.missing.push(tag);
+            continue;
+        };
+        let input = match factory_input(name, &image_id, &labels) {
+            Ok(i) => i,
+            Err(e) => {
+                report.skipped.push(format!("{tag}: {e}"));
+                continue;
+            }
+        };
+        let rt = match repo::by_name(&site.db, name)? {
+            Some(current) if !current.builtin => {
+                report.skipped.push(format!(
+                    "{tag}: a custom runtime is registered as {name:?}; rename or unregister it"
+                ));
+                continue;
+            }
+            Some(current) => {
+                update(site, &current, &input).await?;
+                repo::clear_deprecated_and_disabled(&site.db, &current.id)?;
+                repo::get(&site.db, &current.id)?
+            }
+            None => register(site, &input, true).await?,
+        };
+        report.restored.push(rt);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factory_limits_come_from_the_image_label() {
+        let labels = BTreeMap::from([(
+            label::RUNTIME_DEFAULTS.name.to_string(),
+            r#"{"max-cpu":2.0,"max-memory":"8g","max-swap":null,"shared-memory":"512m","gpu-runtime":null,"advanced-privileges":false}"#
+                .to_string(),
+        )]);
+        let id = format!("sha256:{}", "b".repeat(64));
+        let s = factory_input("nbrt scipy", &id, &labels)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (s.max_cpu, s.max_memory, s.max_memory_unit),
+            (2.0, 8.0, Unit::G)
+        );
+        assert_eq!((s.max_swap_memory, s.max_swap_memory_unit), (16.0, Unit::G));
+        assert_eq!(s.shared_memory, Some((512.0, Unit::M)));
+        // No label: ArcGIS's Standard limits.
+        let s = factory_input("x", &id, &BTreeMap::new())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (s.max_cpu, s.max_memory, s.max_memory_unit),
+            (1.0, 4.0, Unit::G)
+        );
+        assert_eq!(s.shared_memory, None);
+        assert_eq!(parse_size("f", "100").unwrap(), (100.0, Unit::B));
+        assert!(parse_size("f", "4x").is_err());
+        assert!(parse_size("f", "-1g").is_err());
+    }
+
+    #[test]
+    fn the_label_is_read_as_the_builder_writes_it() {
+        let id = format!("sha256:{}", "b".repeat(64));
+        let written = RuntimeDefaults {
+            max_cpu: Some(0.5),
+            max_memory: Some("1g".into()),
+            gpu_runtime: Some("nvidia".into()),
+            advanced_privileges: true,
+            ..Default::default()
+        };
+        let labels = BTreeMap::from([
+            (label::RUNTIME_DEFAULTS.name.to_string(), written.to_label()),
+            (label::VERSION.to_string(), "2.1".to_string()),
+        ]);
+        let s = factory_input("x", &id, &labels)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!((s.max_cpu, s.max_memory), (0.5, 1.0));
+        assert_eq!(s.docker_runtime.as_deref(), Some("nvidia"));
+        assert!(s.requires_advanced);
+        assert_eq!(s.version.as_deref(), Some("2.1"));
+        // A label that is not the builder's shape is refused, naming the label.
+        let bad = BTreeMap::from([(
+            label::RUNTIME_DEFAULTS.name.to_string(),
+            r#"{"max-cpu":"lots"}"#.to_string(),
+        )]);
+        let err = factory_input("x", &id, &bad).unwrap_err();
+        assert_eq!(err.field(), Some(label::RUNTIME_DEFAULTS.name));
+    }
+}

@@ -1,0 +1,515 @@
+//! What register and update take: ArcGIS's runtime fields, with the spellings its documents
+//! use, and their validation. Bad input names the field (a 400) and nothing is stored.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::fields::{self, Given, Ignored};
+use super::manifest::parse_manifest;
+use super::record::{Runtime, Unit};
+use crate::error::{Result, SiteError};
+
+/// The body of register and update (and of a PATCH: see [`RuntimeInput::applied_to`]).
+///
+/// Every field deserializes from any JSON value (see [`fields`]): a value of the wrong kind is
+/// refused by [`RuntimeInput::validate`], naming the field. Unknown fields are refused (a 400
+/// naming the field, `deny_unknown_fields`); the fields of the [`Runtime`] record the API
+/// answers with are accepted and ignored, so a GET → edit → update round trip works. A field
+/// given under two of its spellings (`maxCpu` and `maxCPU`) is refused too.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeInput {
+    pub name: Given<String>,
+    pub version: Given<String>,
+    /// Only `docker`.
+    pub container_type: Given<String>,
+    /// The full image ID, `sha256:<64 hex>` (or the 64 hex digits).
+    pub image_id: Given<String>,
+    /// ArcGIS's pull string: accepted, not used (images are local).
+    pub image_pull_string: Ignored,
+    /// Cores.
+    #[serde(alias = "maxCPU")]
+    pub max_cpu: Given<f64>,
+    pub max_memory: Given<f64>,
+    pub max_memory_unit: Given<String>,
+    /// Memory plus swap (default: twice `maxMemory`).
+    pub max_swap_memory: Given<f64>,
+    pub max_swap_memory_unit: Given<String>,
+    /// `/dev/shm`.
+    #[serde(alias = "sharedMemorySize")]
+    pub shared_memory: Given<f64>,
+    #[serde(alias = "sharedMemorySizeUnit")]
+    pub shared_memory_unit: Given<String>,
+    /// An engine runtime (`nvidia`).
+    pub docker_runtime: Given<String>,
+    pub requires_advanced_privileges: Given<bool>,
+    /// `conda list --json` output or `{"libraries": [...]}`, or either as a JSON string.
+    #[serde(alias = "libraries")]
+    pub manifest: Option<Value>,
+    /// ArcGIS's response format: `json` or `pjson` (this API answers JSON only).
+    pub f: Given<String>,
+
+    // The record's own fields (see `Runtime`): shown by the API, ignored on input.
+    pub id: Ignored,
+    #[serde(rename = "useGPU")]
+    pub use_gpu: Ignored,
+    pub builtin: Ignored,
+    pub deprecated: Ignored,
+    pub deprecation_date: Ignored,
+    pub disabled: Ignored,
+    pub is_manifest_supported: Ignored,
+    pub library_count: Ignored,
+    pub created: Ignored,
+    pub updated: Ignored,
+}
+
+/// Validated input of register / update.
+#[derive(Debug, Clone)]
+pub struct RuntimeSpec {
+    pub name: String,
+    pub version: Option<String>,
+    pub image_id: String,
+    pub max_cpu: f64,
+    pub max_memory: f64,
+    pub max_memory_unit: Unit,
+    pub max_swap_memory: f64,
+    pub max_swap_memory_unit: Unit,
+    pub shared_memory: Option<(f64, Unit)>,
+    pub docker_runtime: Option<String>,
+    pub requires_advanced: bool,
+    pub manifest: Option<Vec<Value>>,
+}
+
+const DOCKER_MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+impl RuntimeInput {
+    /// A request body (a JSON object): unknown fields and fields given twice are refused
+    /// here, naming the field; the values are checked by [`RuntimeInput::validate`].
+    pub fn from_map(body: Map<String, Value>) -> Result<RuntimeInput> {
+        fields::from_map(body)
+    }
+
+    /// The stored record as input (the base of a partial update).
+    pub fn from_record(rt: &Runtime) -> RuntimeInput {
+        let opt = |v: &Option<String>| v.clone().map_or(Given::Absent, Given::Value);
+        let (shared_memory, shared_memory_unit) = match (rt.shared_memory, &rt.shared_memory_unit) {
+            (Some(v), Some(u)) => (v.into(), u.clone().into()),
+            _ => (Given::Absent, Given::Absent),
+        };
+        RuntimeInput {
+            name: rt.name.clone().into(),
+            version: opt(&rt.version),
+            image_id: rt.image_id.clone().into(),
+            max_cpu: rt.max_cpu.into(),
+            max_memory: rt.max_memory.into(),
+            max_memory_unit: rt.max_memory_unit.clone().into(),
+            max_swap_memory: rt.max_swap_memory.into(),
+            max_swap_memory_unit: rt.max_swap_memory_unit.clone().into(),
+            shared_memory,
+            shared_memory_unit,
+            docker_runtime: opt(&rt.docker_runtime),
+            requires_advanced_privileges: rt.requires_advanced_privileges.into(),
+            ..Default::default()
+        }
+    }
+
+    /// This input as a partial update of `current` (PATCH, ArcGIS's update): every field
+    /// given — `null` included, which clears — replaces the stored one, the others stay; a
+    /// new memory value without a swap value gets the default swap (twice the memory) again.
+    /// The result is validated as a whole.
+    pub fn applied_to(&self, current: &Runtime) -> RuntimeInput {
+        let mut base = RuntimeInput::from_record(current);
+        if (self.max_memory.is_given() || self.max_memory_unit.is_given())
+            && !self.max_swap_memory.is_given()
+        {
+            base.max_swap_memory = Given::Absent;
+            base.max_swap_memory_unit = Given::Absent;
+        }
+        let p = self.clone();
+        RuntimeInput {
+            name: p.name.or(base.name),
+            version: p.version.or(base.version),
+            container_type: p.container_type.or(base.container_type),
+            image_id: p.image_id.or(base.image_id),
+            max_cpu: p.max_cpu.or(base.max_cpu),
+            max_memory: p.max_memory.or(base.max_memory),
+            max_memory_unit: p.max_memory_unit.or(base.max_memory_unit),
+            max_swap_memory: p.max_swap_memory.or(base.max_swap_memory),
+            max_swap_memory_unit: p.max_swap_memory_unit.or(base.max_swap_memory_unit),
+            shared_memory: p.shared_memory.or(base.shared_memory),
+            shared_memory_unit: p.shared_memory_unit.or(base.shared_memory_unit),
+            docker_runtime: p.docker_runtime.or(base.docker_runtime),
+            requires_advanced_privileges: p
+                .requires_advanced_privileges
+                .or(base.requires_advanced_privileges),
+            // The stored libraries are not input: a manifest is replaced only when given.
+            manifest: p.manifest,
+            f: p.f,
+            ..Default::default()
+        }
+    }
+
+    /// Check every field. Checks needing the store or the engine (image exists, Docker
+    /// runtime known) are [`super::engine::check`]'s.
+    pub fn validate(&self) -> Result<RuntimeSpec> {
+        let name = self
+            .name
+            .get("name")?
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| SiteError::invalid("name", "required"))?;
+        if name.chars().count() > 120 || name.chars().any(char::is_control) {
+            return Err(SiteError::invalid(
+                "name",
+                "at most 120 characters, no control characters",
+            ));
+        }
+        let version = self.version.get("version")?.cloned();
+        if version.as_ref().is_some_and(|v| v.len() > 40) {
+            return Err(SiteError::invalid("version", "at most 40 characters"));
+        }
+        if let Some(ct) = self.container_type.get("containerType")? {
+            if ct != "docker" {
+                return Err(SiteError::invalid(
+                    "containerType",
+                    format!("{ct:?} is not supported: the only container type is \"docker\""),
+                ));
+            }
+        }
+        if let Some(f) = self.f.get("f")? {
+            if !matches!(f.as_str(), "json" | "pjson") {
+                return Err(SiteError::invalid("f", "this API answers json only"));
+            }
+        }
+        let image_id = normalize_image_id(
+            self.image_id
+                .get("imageId")?
+                .ok_or_else(|| SiteError::invalid("imageId", "required"))?,
+        )?;
+        let max_cpu = positive(
+            "maxCpu",
+            *self
+                .max_cpu
+                .get("maxCpu")?
+                .ok_or_else(|| SiteError::invalid("maxCpu", "required"))?,
+        )?;
+        if !(0.01..=1024.0).contains(&max_cpu) {
+            return Err(SiteError::invalid(
+                "maxCpu",
+                format!("{max_cpu} cores is out of range (0.01 to 1024)"),
+            ));
+        }
+        let max_memory = positive(
+            "maxMemory",
+            *self
+                .max_memory
+                .get("maxMemory")?
+                .ok_or_else(|| SiteError::invalid("maxMemory", "required"))?,
+        )?;
+        let max_memory_unit = Unit::parse(
+            "maxMemoryUnit",
+            self.max_memory_unit
+                .get("maxMemoryUnit")?
+                .ok_or_else(|| SiteError::invalid("maxMemoryUnit", "required"))?,
+        )?;
+        let mem_bytes = max_memory_unit.bytes(max_memory);
+        if mem_bytes < DOCKER_MIN_MEMORY {
+            return Err(SiteError::invalid(
+                "maxMemory",
+                "must be at least 6 MiB (Docker's minimum)",
+            ));
+        }
+        let (max_swap_memory, max_swap_memory_unit) = match (
+            self.max_swap_memory.get("maxSwapMemory")?,
+            self.max_swap_memory_unit.get("maxSwapMemoryUnit")?,
+        ) {
+            (None, None) => (max_memory * 2.0, max_memory_unit),
+            (None, Some(u)) => {
+                // A unit that is no unit is the first thing wrong.
+                Unit::parse("maxSwapMemoryUnit", u)?;
+                return Err(SiteError::invalid(
+                    "maxSwapMemory",
+                    "a unit was given without a value",
+                ));
+            }
+            (Some(&v), u) => {
+                let v = positive("maxSwapMemory", v)?;
+                let unit = match u {
+                    Some(u) => Unit::parse("maxSwapMemoryUnit", u)?,
+                    None => max_memory_unit,
+                };
+                (v, unit)
+            }
+        };
+        if max_swap_memory_unit.bytes(max_swap_memory) < mem_bytes {
+            return Err(SiteError::invalid(
+                "maxSwapMemory",
+                "is the total of memory and swap, so it cannot be less than maxMemory",
+            ));
+        }
+        let shared_memory = match (
+            self.shared_memory.get("sharedMemory")?,
+            self.shared_memory_unit.get("sharedMemoryUnit")?,
+        ) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(SiteError::invalid(
+                    "sharedMemory",
+                    "a unit was given without a value",
+                ))
+            }
+            (Some(&v), u) => {
+                let v = positive("sharedMemory", v)?;
+                let unit = Unit::parse(
+                    "sharedMemoryUnit",
+                    u.ok_or_else(|| {
+                        SiteError::invalid("sharedMemoryUnit", "required with sharedMemory")
+                    })?,
+                )?;
+                Some((v, unit))
+            }
+        };
+        let docker_runtime = self
+            .docker_runtime
+            .get("dockerRuntime")?
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        if let Some(r) = &docker_runtime {
+            if r.len() > 64
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(SiteError::invalid(
+                    "dockerRuntime",
+                    format!("{r:?} is not a runtime name"),
+                ));
+            }
+        }
+        let requires_advanced = self
+            .requires_advanced_privileges
+            .get("requiresAdvancedPrivileges")?
+            .copied()
+            .unwrap_or(false);
+        let manifest = match &self.manifest {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => {
+                let v: Value = serde_json::from_str(s)
+                    .map_err(|e| SiteError::invalid("manifest", format!("not JSON ({e})")))?;
+                Some(parse_manifest(&v)?)
+            }
+            Some(v) => Some(parse_manifest(v)?),
+        };
+        Ok(RuntimeSpec {
+            name: name.to_string(),
+            version,
+            image_id,
+            max_cpu,
+            max_memory,
+            max_memory_unit,
+            max_swap_memory,
+            max_swap_memory_unit,
+            shared_memory,
+            docker_runtime,
+            requires_advanced,
+            manifest,
+        })
+    }
+}
+
+pub(super) fn positive(field: &str, v: f64) -> Result<f64> {
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(SiteError::invalid(
+            field,
+            format!("must be greater than zero, got {v}"),
+        ))
+    }
+}
+
+/// `sha256:<64 hex>` or 64 hex digits (ArcGIS wants the full, non-truncated image ID).
+pub fn normalize_image_id(s: &str) -> Result<String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+    } else {
+        Err(SiteError::invalid(
+            "imageId",
+            format!(
+                "{s:?} is not a full image ID: give sha256:<64 hex digits> (`nbrt images` or `docker images --no-trunc`)"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(v: Value) -> Result<RuntimeSpec> {
+        let Value::Object(m) = v else {
+            panic!("not an object: {v}")
+        };
+        RuntimeInput::from_map(m)?.validate()
+    }
+
+    fn good() -> Value {
+        json!({"name": "py", "imageId": format!("sha256:{}", "a".repeat(64)),
+               "maxCpu": 1.5, "maxMemory": 2, "maxMemoryUnit": "g"})
+    }
+
+    fn field_of(v: Value) -> String {
+        validate(v).unwrap_err().field().unwrap().to_string()
+    }
+
+    #[test]
+    fn swap_defaults_to_twice_memory() {
+        let s = validate(good()).unwrap();
+        assert_eq!(s.max_swap_memory, 4.0);
+        assert_eq!(s.max_swap_memory_unit, Unit::G);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut v = good();
+        v["maxMemoryUnit"] = json!("gb");
+        assert_eq!(field_of(v), "maxMemoryUnit");
+        let mut v = good();
+        v["maxCpu"] = json!(0);
+        assert_eq!(field_of(v), "maxCpu");
+        let mut v = good();
+        v["maxMemory"] = json!(-1);
+        assert_eq!(field_of(v), "maxMemory");
+        let mut v = good();
+        v["imageId"] = json!("abc123");
+        assert_eq!(field_of(v), "imageId");
+        let mut v = good();
+        v["maxSwapMemory"] = json!(1);
+        assert_eq!(field_of(v), "maxSwapMemory");
+        let mut v = good();
+        v["sharedMemory"] = json!(64);
+        v["sharedMemoryUnit"] = json!("q");
+        assert_eq!(field_of(v), "sharedMemoryUnit");
+        let mut v = good();
+        v["colour"] = json!("red");
+        assert_eq!(field_of(v), "colour");
+        let mut v = good();
+        v["containerType"] = json!("podman");
+        assert_eq!(field_of(v), "containerType");
+    }
+
+    #[test]
+    fn variant_spellings() {
+        let mut v = good();
+        v.as_object_mut().unwrap().remove("maxCpu");
+        v["maxCPU"] = json!("2");
+        v["sharedMemorySize"] = json!(512);
+        v["sharedMemorySizeUnit"] = json!("m");
+        let s = validate(v).unwrap();
+        assert_eq!(s.max_cpu, 2.0);
+        assert_eq!(s.shared_memory, Some((512.0, Unit::M)));
+    }
+
+    #[test]
+    fn kinds_spellings_and_read_only_fields() {
+        let err = |v: Value| validate(v).unwrap_err().to_string();
+        let mut v = good();
+        v["maxCpu"] = json!("lots");
+        assert_eq!(err(v), "maxCpu: expected a number, got \"lots\"");
+        let mut v = good();
+        v["name"] = json!(7);
+        assert_eq!(err(v), "name: expected a string, got 7");
+        let mut v = good();
+        v["requiresAdvancedPrivileges"] = json!("yes");
+        assert_eq!(
+            err(v),
+            "requiresAdvancedPrivileges: expected true or false, got \"yes\""
+        );
+        let mut v = good();
+        v["maxCPU"] = json!(2);
+        assert_eq!(
+            err(v),
+            "maxCpu: given twice (as maxCpu and a variant spelling)"
+        );
+        let mut v = good();
+        v["colour"] = json!("red");
+        assert_eq!(err(v), "colour: unknown field");
+        // What GET answers goes back in unchanged.
+        let mut v = good();
+        for k in ["id", "useGPU", "builtin", "libraryCount", "created"] {
+            v[k] = json!({"any": "thing"});
+        }
+        v["imagePullString"] = json!(["ignored"]);
+        v["requiresAdvancedPrivileges"] = json!("on");
+        v["maxSwapMemory"] = json!("");
+        v["libraries"] = json!([{"name": "numpy", "version": "2"}]);
+        let s = validate(v).unwrap();
+        assert!(s.requires_advanced);
+        assert_eq!(s.max_swap_memory, 4.0);
+        assert_eq!(s.manifest.map(|m| m.len()), Some(1));
+    }
+
+    fn stored() -> Runtime {
+        Runtime {
+            id: "r".into(),
+            name: "py".into(),
+            version: Some("1".into()),
+            container_type: "docker".into(),
+            image_id: format!("sha256:{}", "a".repeat(64)),
+            max_cpu: 1.0,
+            max_memory: 2.0,
+            max_memory_unit: "g".into(),
+            max_swap_memory: 3.0,
+            max_swap_memory_unit: "g".into(),
+            shared_memory: Some(64.0),
+            shared_memory_unit: Some("m".into()),
+            docker_runtime: None,
+            use_gpu: false,
+            requires_advanced_privileges: true,
+            builtin: false,
+            deprecated: false,
+            deprecation_date: None,
+            disabled: false,
+            is_manifest_supported: false,
+            library_count: 0,
+            created: 0,
+            updated: 0,
+        }
+    }
+
+    fn patch(v: Value) -> Result<RuntimeSpec> {
+        let Value::Object(m) = v else {
+            panic!("not an object: {v}")
+        };
+        RuntimeInput::from_map(m)?.applied_to(&stored()).validate()
+    }
+
+    #[test]
+    fn a_patch_changes_what_it_gives() {
+        let s = patch(json!({"maxCpu": 2})).unwrap();
+        assert_eq!((s.max_cpu, s.max_memory), (2.0, 2.0));
+        assert_eq!(s.max_swap_memory, 3.0);
+        assert_eq!(s.shared_memory, Some((64.0, Unit::M)));
+        assert_eq!(s.version.as_deref(), Some("1"));
+        assert!(s.requires_advanced);
+        // New memory without swap: swap back to its default.
+        let s = patch(json!({"maxMemory": 4})).unwrap();
+        assert_eq!((s.max_swap_memory, s.max_swap_memory_unit), (8.0, Unit::G));
+        // null clears a field...
+        let s = patch(json!({"version": null})).unwrap();
+        assert_eq!(s.version, None);
+        // ...and a value without its unit is then refused.
+        assert_eq!(
+            patch(json!({"sharedMemory": null})).unwrap_err().field(),
+            Some("sharedMemory")
+        );
+        assert_eq!(
+            patch(json!({"name": null})).unwrap_err().field(),
+            Some("name")
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! A registered runtime as it is stored and as the API shows it (ArcGIS's response names),
+//! and the memory units of its `*Unit` fields.
+
+use serde::Serialize;
+
+use crate::error::{Result, SiteError};
+
+/// Memory units of ArcGIS's `*Unit` fields (Docker's suffixes, powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    B,
+    K,
+    M,
+    G,
+}
+
+impl Unit {
+    pub fn parse(field: &str, s: &str) -> Result<Unit> {
+        match s.to_ascii_lowercase().as_str() {
+            "b" => Ok(Unit::B),
+            "k" => Ok(Unit::K),
+            "m" => Ok(Unit::M),
+            "g" => Ok(Unit::G),
+            _ => Err(SiteError::invalid(
+                field,
+                format!("unknown unit {s:?}: use g, m, k or b"),
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::B => "b",
+            Unit::K => "k",
+            Unit::M => "m",
+            Unit::G => "g",
+        }
+    }
+    pub fn bytes(self, value: f64) -> i64 {
+        let mult = match self {
+            Unit::B => 1.0,
+            Unit::K => 1024.0,
+            Unit::M => 1024.0 * 1024.0,
+            Unit::G => 1024.0 * 1024.0 * 1024.0,
+        };
+        (value * mult).round() as i64
+    }
+}
+
+/// A registered runtime as the API shows it (ArcGIS's response names).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Runtime {
+    pub id: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub container_type: String,
+    pub image_id: String,
+    pub max_cpu: f64,
+    pub max_memory: f64,
+    pub max_memory_unit: String,
+    /// Memory plus swap, like Docker's `--memory-swap`.
+    pub max_swap_memory: f64,
+    pub max_swap_memory_unit: String,
+    pub shared_memory: Option<f64>,
+    pub shared_memory_unit: Option<String>,
+    pub docker_runtime: Option<String>,
+    #[serde(rename = "useGPU")]
+    pub use_gpu: bool,
+    pub requires_advanced_privileges: bool,
+    /// A factory runtime (ArcGIS's `esriProvidedRuntime`): a stock stack image.
+    pub builtin: bool,
+    pub deprecated: bool,
+    pub deprecation_date: Option<i64>,
+    pub disabled: bool,
+    /// nbrt's own field: whether a library manifest is stored for this runtime.
+    pub is_manifest_supported: bool,
+    pub library_count: usize,
+    pub created: i64,
+    pub updated: i64,
+}
+
+impl Runtime {
+    pub fn memory_bytes(&self) -> i64 {
+        unit_or_b(&self.max_memory_unit).bytes(self.max_memory)
+    }
+    pub fn swap_bytes(&self) -> i64 {
+        unit_or_b(&self.max_swap_memory_unit).bytes(self.max_swap_memory)
+    }
+    pub fn shm_bytes(&self) -> Option<i64> {
+        let u = unit_or_b(self.shared_memory_unit.as_deref().unwrap_or("b"));
+        self.shared_memory.map(|v| u.bytes(v))
+    }
+    pub fn nano_cpus(&self) -> i64 {
+        (self.max_cpu * 1e9).round() as i64
+    }
+}
+
+fn unit_or_b(s: &str) -> Unit {
+    Unit::parse("unit", s).unwrap_or(Unit::B)
+}
