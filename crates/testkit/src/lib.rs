@@ -59,7 +59,8 @@ pub fn free_port() -> u16 {
 pub fn fixture_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nbrt-fixtures");
     std::fs::create_dir_all(&dir).expect("creating target/nbrt-fixtures");
-    dir
+    // Without `..` or symlinks: runc refuses a bundle root that is not a real absolute path.
+    std::fs::canonicalize(&dir).expect("resolving target/nbrt-fixtures")
 }
 
 /// A Debian bookworm root file system tar made by `mmdebstrap --variant=minbase`, built once
