@@ -815,4 +815,46 @@ mod tests {
         assert_eq!(view.resolve_lenient("/lib/new/x").unwrap(), "usr/lib/new/x");
         assert!(view.symlink_metadata("/lib").unwrap().unwrap().is_symlink());
     }
+
+    #[test]
+    fn is_a_file_view() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, mid, bottom) = (
+            tmp.path().join("top"),
+            tmp.path().join("mid"),
+            tmp.path().join("bottom"),
+        );
+        write(&bottom, "d/x", "x");
+        write(&bottom, "e/old", "old");
+        write(&mid, "d", "a file between two directories");
+        write(&top, "d/y", "y");
+        write(&top, "e/new", "new");
+        symlink("/e", top.join("l")).unwrap();
+        let view = MergedView::new(vec![top, mid, bottom]);
+        assert_eq!(FileView::read_dir(&view, "d").unwrap().unwrap(), ["y"]);
+        assert_eq!(
+            FileView::read_dir(&view, "l").unwrap().unwrap(),
+            ["new", "old"]
+        );
+        assert_eq!(FileView::read_dir(&view, "nope").unwrap(), None);
+        assert!(matches!(
+            FileView::read_dir(&view, "e/new"),
+            Err(FsViewError::NotADirectory { .. })
+        ));
+        let link = FileView::metadata(&view, "l", false).unwrap().unwrap();
+        assert_eq!(
+            (link.kind, link.link.as_deref()),
+            (FileKind::Symlink, Some("/e"))
+        );
+        let f = FileView::metadata(&view, "l/old", true).unwrap().unwrap();
+        assert_eq!((f.kind, f.size), (FileKind::File, 3));
+        assert_eq!(FileView::read(&view, "d/x").unwrap(), None);
+        assert!(matches!(
+            FileView::read(&view, "d"),
+            Err(FsViewError::IsADirectory { .. })
+        ));
+        // The builder's own methods say the same in its error type.
+        assert!(view.read_dir("nope").is_err());
+        assert_eq!(view.read("l/new").unwrap().unwrap(), b"new");
+    }
 }

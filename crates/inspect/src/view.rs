@@ -436,4 +436,65 @@ mod tests {
         let v = View::merge(&[layer(vec![a, b], &[])]);
         assert_eq!(v.resolve("a/x"), None);
     }
+
+    #[test]
+    fn a_file_view_with_implied_directories() {
+        let mut link = e("l", Kind::Symlink);
+        link.link = Some("x/b".into());
+        let v = View::merge(&[layer(
+            vec![
+                e("x/b/d", Kind::File),
+                e("x/b-c", Kind::File),
+                e("x/b", Kind::Dir),
+                e("y/z/f", Kind::File),
+                link,
+            ],
+            &[("y/z/f", "text")],
+        )]);
+        let dir = |p: &str| FileView::read_dir(&v, p).unwrap();
+        assert_eq!(dir("").unwrap(), ["l", "x", "y"]);
+        assert_eq!(dir("x").unwrap(), ["b", "b-c"]);
+        assert_eq!(dir("y").unwrap(), ["z"]);
+        assert_eq!(dir("l").unwrap(), ["d"]);
+        assert_eq!(dir("nothing"), None);
+        assert!(matches!(
+            FileView::read_dir(&v, "x/b-c"),
+            Err(FsViewError::NotADirectory { .. })
+        ));
+        let implied = FileView::metadata(&v, "y/z", false).unwrap().unwrap();
+        assert_eq!((implied.kind, implied.mode), (FileKind::Dir, 0o755));
+        assert_eq!(
+            FileView::metadata(&v, "l", false).unwrap().unwrap().kind,
+            FileKind::Symlink
+        );
+        assert_eq!(
+            FileView::metadata(&v, "l", true).unwrap().unwrap().kind,
+            FileKind::Dir
+        );
+        assert_eq!(FileView::metadata(&v, "y/none", true).unwrap(), None);
+        assert_eq!(
+            FileView::read(&v, "/y/z/f").unwrap().as_deref(),
+            Some(&b"text"[..])
+        );
+        assert!(matches!(
+            FileView::read(&v, "x/b/d"),
+            Err(FsViewError::NotCaptured { .. })
+        ));
+        assert!(matches!(
+            FileView::read(&v, "y"),
+            Err(FsViewError::IsADirectory { .. })
+        ));
+        assert_eq!(FileView::read(&v, "y/none").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_between_two_directories_ends_the_merge() {
+        let bottom = layer(vec![e("d", Kind::Dir), e("d/x", Kind::File)], &[]);
+        let middle = layer(vec![e("d", Kind::File)], &[]);
+        let top = layer(vec![e("d", Kind::Dir), e("d/y", Kind::File)], &[]);
+        let v = View::merge(&[bottom, middle, top]);
+        assert!(v.get("d/x").is_none());
+        assert_eq!(v.get("d").unwrap().layer, 2);
+        assert!(v.get("d/y").is_some());
+    }
 }

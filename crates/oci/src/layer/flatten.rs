@@ -50,3 +50,80 @@ pub fn flatten<W: Write>(
     let (_, out) = writer.finish()?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layer::reader::Entry;
+    use crate::spec::{ImageConfig, RootFs};
+    use crate::store::Store;
+
+    fn layer(store: &Store, entries: &[(&str, EntryKind)]) -> crate::layer::LayerInfo {
+        let mut w = LayerWriter::new(store.new_blob().unwrap(), Compression::None, None).unwrap();
+        for (path, kind) in entries {
+            let e = Entry {
+                path: path.to_string(),
+                kind: kind.clone(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 1,
+                size: 0,
+                xattrs: vec![],
+            };
+            w.append(&e, &mut std::io::empty()).unwrap();
+        }
+        let (info, blob) = w.finish().unwrap();
+        blob.commit().unwrap();
+        info
+    }
+
+    #[test]
+    fn follows_the_merge_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        use EntryKind::{Dir, File, Opaque, Whiteout};
+        let layers = [
+            layer(
+                &store,
+                &[("d", Dir), ("d/x", File), ("t", Dir), ("t/old", File)],
+            ),
+            layer(&store, &[("d", File)]),
+            layer(
+                &store,
+                &[
+                    ("d", Dir),
+                    ("d/y", File),
+                    ("t", Whiteout),
+                    ("t", Dir),
+                    ("t/new", File),
+                    ("o", Opaque),
+                ],
+            ),
+        ];
+        let config = ImageConfig {
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+            },
+            ..Default::default()
+        };
+        let image = Image::assemble(
+            config,
+            layers.iter().map(|l| l.descriptor()).collect(),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let out = flatten(&image, &store, Vec::new(), &Progress::hidden()).unwrap();
+        let mut names = Vec::new();
+        for_each_entry(&out[..], |e, _| {
+            names.push(e.path.clone());
+            Ok(())
+        })
+        .unwrap();
+        names.sort();
+        assert_eq!(names, ["d", "d/y", "t", "t/new"]);
+    }
+}

@@ -212,7 +212,7 @@ impl<K: Borrow<str> + Hash + Eq> TopDown<K> {
     pub fn entry(&mut self, path: K, kind: Present) -> bool {
         let p: &str = path.borrow();
         let shows = self.merged.get(p).is_none_or(|m| m.shows(kind))
-            && !self.layer.get(p).is_some_and(|at| at.entry.is_some())
+            && self.layer.get(p).is_none_or(|at| at.entry.is_none())
             && ancestors(p).all(|a| self.merged.get(a).is_none_or(PathMerge::contents_open));
         let at = self.layer.entry(path).or_default();
         if at.entry.is_none() {
