@@ -708,7 +708,11 @@ pub fn run(
     mount_overlay(&lower_dirs, &upper, &work, &merged)?;
     guard.mounted = true;
 
-    let config = runtime_config(spec, &user, &merged, ca.as_deref())?;
+    // runc refuses a root file system whose path goes through a symlink (a store reached
+    // through one): it gets the real path.
+    let root = fs::canonicalize(&merged)
+        .io_context(|| format!("finding the real path of {}", merged.display()))?;
+    let config = runtime_config(spec, &user, &root, ca.as_deref())?;
     let config_path = bundle.join("config.json");
     let bytes = serde_json::to_vec_pretty(&config)
         .map_err(|e| sandbox_err(format!("writing config.json: {e}")))?;
