@@ -266,7 +266,7 @@ pub(crate) fn build_runtime(
 
 /// A step's contribution to the lock, derived from its layer (`layers`/`diff_ids` end with
 /// the step's own layer), or remembered from when this step key was locked before.
-fn step_lock(
+pub fn step_lock(
     store: &Store,
     snapshots: &Snapshots,
     rt: &RuntimeFile,

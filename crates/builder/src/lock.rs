@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nbrt_oci::facts::{conda_meta, dpkg};
 use nbrt_oci::{Image, Store};
 use serde::{Deserialize, Serialize};
 
@@ -342,84 +343,59 @@ pub fn deb_args(pins: Option<&StepLock>, packages: &[String]) -> Vec<String> {
     }
 }
 
-/// Installed packages in `var/lib/dpkg/status`, by `name:arch`.
+/// Installed packages (`var/lib/dpkg/status`, `status.d/*`) by the shared reader's rule
+/// ([`nbrt_oci::facts::dpkg`], the manifest's too), by `name:arch`.
 pub(crate) fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {
-    let Some(bytes) = view.read("var/lib/dpkg/status")? else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(parse_dpkg_status(&String::from_utf8_lossy(&bytes)))
+    let found = dpkg::installed(view)
+        .into_result()
+        .map_err(|e| lock_err(format!("reading the Debian packages: {e}")))?;
+    Ok(debs(found))
 }
 
+/// [`dpkg_status`] of one status file's text.
+#[cfg(test)]
 fn parse_dpkg_status(text: &str) -> BTreeMap<String, Deb> {
-    let mut out = BTreeMap::new();
-    for stanza in text.split("\n\n") {
-        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-        for line in stanza.lines() {
-            if line.starts_with([' ', '\t']) {
-                continue;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                fields.insert(k.trim(), v.trim());
-            }
-        }
-        let installed = fields
-            .get("Status")
-            .is_some_and(|s| s.ends_with(" installed"));
-        if let (true, Some(name), Some(version)) =
-            (installed, fields.get("Package"), fields.get("Version"))
-        {
-            let arch = fields.get("Architecture").copied().unwrap_or("all");
-            out.insert(
-                format!("{name}:{arch}"),
+    debs(
+        dpkg::parse_status(text)
+            .into_iter()
+            .filter(dpkg::DebPackage::is_installed),
+    )
+}
+
+fn debs(found: impl IntoIterator<Item = dpkg::DebPackage>) -> BTreeMap<String, Deb> {
+    found
+        .into_iter()
+        .map(|p| {
+            let arch = p.arch_or_all().to_string();
+            (
+                format!("{}:{arch}", p.name),
                 Deb {
-                    name: name.to_string(),
-                    version: version.to_string(),
-                    arch: arch.to_string(),
+                    name: p.name,
+                    version: p.version,
+                    arch,
                 },
-            );
-        }
-    }
-    out
+            )
+        })
+        .collect()
 }
 
-#[derive(Deserialize)]
-struct CondaMeta {
-    name: String,
-    version: String,
-    build: String,
-    #[serde(default)]
-    subdir: String,
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    sha256: Option<String>,
-    #[serde(default)]
-    md5: Option<String>,
-}
-
-/// Every package of the prefix, from its `conda-meta/*.json`.
+/// Every package of the prefix, from its `conda-meta/*.json` (the shared reader's records).
 pub(crate) fn conda_packages(view: &MergedView, prefix: &str) -> Result<Vec<LockedCondaPackage>> {
-    let dir = format!("{}/conda-meta", prefix.trim_matches('/'));
-    let mut out = Vec::new();
-    for name in view.read_dir(&dir)? {
-        if !name.ends_with(".json") {
-            continue;
-        }
-        let Some(bytes) = view.read(&format!("{dir}/{name}"))? else {
-            continue;
-        };
-        let m: CondaMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| lock_err(format!("reading {dir}/{name}: {e}")))?;
-        out.push(LockedCondaPackage {
+    let records = conda_meta::records(view, prefix)
+        .into_result()
+        .map_err(|e| lock_err(format!("reading {e}")))?;
+    let mut out: Vec<LockedCondaPackage> = records
+        .into_iter()
+        .map(|m| LockedCondaPackage {
             name: m.name,
             version: m.version,
             build: m.build,
-            subdir: m.subdir,
-            url: m.url,
+            subdir: m.subdir.unwrap_or_default(),
+            url: m.url.unwrap_or_default(),
             sha256: m.sha256.unwrap_or_default(),
             md5: m.md5,
-        });
-    }
+        })
+        .collect();
     out.sort();
     Ok(out)
 }

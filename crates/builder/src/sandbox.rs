@@ -25,10 +25,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use nbrt_oci::facts::passwd;
 use serde_json::{json, Value};
 
 use crate::error::{BuildError, IoContext, Result};
-use crate::snapshot::{is_opaque, MergedView};
+use crate::snapshot::{build_err, is_opaque, MergedView};
 
 /// Where the host's CA bundle appears in the container during a step that has one.
 pub const CA_BUNDLE_PATH: &str = "/run/nbrt/ca-certificates.crt";
@@ -121,123 +122,26 @@ impl SandboxRun {
 }
 
 /// The user a step runs as, resolved against the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub home: String,
-}
-
-struct PasswdEntry {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
-}
-
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: f[0].to_string(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                home: f[5].to_string(),
-            })
-        })
-        .collect()
-}
-
-/// (name, gid, members)
-fn parse_group(text: &str) -> Vec<(String, u32, Vec<String>)> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 4 {
-                return None;
-            }
-            let members = f[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-                .collect();
-            Some((f[0].to_string(), f[2].parse().ok()?, members))
-        })
-        .collect()
-}
+pub use nbrt_oci::facts::passwd::ResolvedUser;
 
 /// Resolve `user` (`uid`, `uid:gid`, `name`, `name:group`, …) with the image's
-/// `/etc/passwd` and `/etc/group` text (either may be empty). Like Docker: a numeric user
-/// not in passwd gets gid 0 and home `/`; a user that has a passwd entry gets the
-/// supplementary groups that list it.
+/// `/etc/passwd` and `/etc/group` text (either may be empty), by the rules of the shared
+/// reader [`nbrt_oci::facts::passwd`] (Docker's): a numeric user not in passwd gets gid 0 and
+/// home `/`; a user that has a passwd entry gets the supplementary groups that list it.
 pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUser> {
-    let user = if user.is_empty() { "root" } else { user };
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let users = parse_passwd(passwd);
-    let groups = parse_group(group);
-    let entry = match u.parse::<u32>() {
-        Ok(uid) => users.iter().find(|e| e.uid == uid),
-        Err(_) => {
-            let found = users.iter().find(|e| e.name == u);
-            if found.is_none() && u != "root" {
-                return Err(BuildError::Sandbox(format!(
-                    "user {u:?} is not in the image's /etc/passwd; create it in an earlier \
-                     step or give a numeric uid"
-                )));
-            }
-            found
-        }
-    };
-    let uid = match (u.parse::<u32>(), entry) {
-        (Ok(uid), _) => uid,
-        (Err(_), Some(e)) => e.uid,
-        (Err(_), None) => 0, // root without a passwd file
-    };
-    let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => groups
-                .iter()
-                .find(|(name, _, _)| name == g)
-                .map(|(_, gid, _)| *gid)
-                .ok_or_else(|| {
-                    BuildError::Sandbox(format!(
-                        "group {g:?} is not in the image's /etc/group; create it in an \
-                         earlier step or give a numeric gid"
-                    ))
-                })?,
-        },
-        None => entry.map(|e| e.gid).unwrap_or(0),
-    };
-    let mut additional_gids: Vec<u32> = match entry {
-        Some(e) => groups
-            .iter()
-            .filter(|(_, gid_, members)| *gid_ != gid && members.contains(&e.name))
-            .map(|(_, gid_, _)| *gid_)
-            .collect(),
-        None => Vec::new(),
-    };
-    additional_gids.sort_unstable();
-    additional_gids.dedup();
-    let home = match entry {
-        Some(e) if !e.home.is_empty() => e.home.clone(),
-        _ if uid == 0 => "/root".to_string(),
-        _ => "/".to_string(),
-    };
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        additional_gids,
-        home,
-    })
+    passwd::resolve_user(
+        user,
+        &passwd::parse_passwd(passwd),
+        &passwd::parse_group(group),
+    )
+    .map_err(|e| sandbox_err(e.to_string()))
+}
+
+/// [`resolve_user`] with the passwd and group of the image in `view`.
+pub fn resolve_user_in(view: &MergedView, user: &str) -> Result<ResolvedUser> {
+    let users = passwd::read_passwd(view).map_err(build_err)?;
+    let groups = passwd::read_group(view).map_err(build_err)?;
+    passwd::resolve_user(user, &users, &groups).map_err(|e| sandbox_err(e.to_string()))
 }
 
 fn sandbox_err(message: impl Into<String>) -> BuildError {
@@ -776,13 +680,7 @@ pub fn run(
         None => None,
     };
     let view = MergedView::new(lowers.to_vec());
-    let text = |path: &str| -> Result<String> {
-        Ok(view
-            .read(path)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default())
-    };
-    let user = resolve_user(&spec.user, &text("/etc/passwd")?, &text("/etc/group")?)?;
+    let user = resolve_user_in(&view, &spec.user)?;
 
     fs::create_dir_all(scratch).io_context(|| format!("creating {}", scratch.display()))?;
     let dir = tempfile::Builder::new()
@@ -816,7 +714,11 @@ pub fn run(
     mount_overlay(&lower_dirs, &upper, &work, &merged)?;
     guard.mounted = true;
 
-    let config = runtime_config(spec, &user, &merged, ca.as_deref())?;
+    // runc refuses a root file system whose path goes through a symlink (a store reached
+    // through one): it gets the real path.
+    let root = fs::canonicalize(&merged)
+        .io_context(|| format!("finding the real path of {}", merged.display()))?;
+    let config = runtime_config(spec, &user, &root, ca.as_deref())?;
     let config_path = bundle.join("config.json");
     let bytes = serde_json::to_vec_pretty(&config)
         .map_err(|e| sandbox_err(format!("writing config.json: {e}")))?;

@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 
 use nbrt_oci::digest::HashingReader;
 use nbrt_oci::fsutil::{open_locked, LockMode};
+use nbrt_oci::fsview::{self, FileInfo, FileKind, FileView, FsViewError};
 use nbrt_oci::image::{open_verified, unwrap_io};
 use nbrt_oci::layer::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use nbrt_oci::layer::compression::{decompress, Compression};
+use nbrt_oci::layer::merge::{AtPath, PathMerge, Present};
 use nbrt_oci::spec::Descriptor;
 use nbrt_oci::{Digest, Image, Store};
 
@@ -297,9 +299,11 @@ pub const MAX_READ: u64 = 64 << 20;
 pub const MAX_SYMLINKS: usize = 40;
 
 /// A read-only merged view of an image's file system over its snapshot directories, with
-/// overlayfs's rules: the top layer wins, a whiteout (character device 0/0) hides what is
-/// below it, an opaque directory hides the lower directories of the same path, and a
-/// non-directory ends the merge of a path. Symlinks resolve inside the image root.
+/// overlayfs's rules (those of [`nbrt_oci::layer::merge`], applied lazily to each path looked
+/// up): the top layer wins, a whiteout (character device 0/0) hides what is below it, an
+/// opaque directory hides the lower directories of the same path, and a non-directory ends
+/// the merge of a path. Symlinks resolve inside the image root. It is a [`FileView`] for the
+/// shared fact readers of [`nbrt_oci::facts`].
 #[derive(Debug, Clone)]
 pub struct MergedView {
     lowers: Vec<PathBuf>,
@@ -338,7 +342,7 @@ fn components(path: &str) -> Vec<String> {
         .collect()
 }
 
-fn lstat(path: &Path) -> Result<Option<fs::Metadata>> {
+fn lstat(path: &Path) -> fsview::Result<Option<fs::Metadata>> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e)
@@ -349,10 +353,26 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>> {
         {
             Ok(None)
         }
-        Err(e) => Err(BuildError::Io {
+        Err(e) => Err(FsViewError::Io {
             context: format!("reading {}", path.display()),
             source: e,
         }),
+    }
+}
+
+fn view_io(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> FsViewError {
+    move |source| FsViewError::Io {
+        context: context(),
+        source,
+    }
+}
+
+/// The builder's error for a view's: I/O errors stay I/O errors, the rest are the sandbox's
+/// (with the view's message).
+pub(crate) fn build_err(e: FsViewError) -> BuildError {
+    match e {
+        FsViewError::Io { context, source } => BuildError::Io { context, source },
+        other => BuildError::Sandbox(other.to_string()),
     }
 }
 
@@ -370,6 +390,47 @@ pub fn is_opaque(path: &Path) -> bool {
     )
 }
 
+/// What a layer directory holds at a path, for the merge rules (`path` is where it is on
+/// disk; its opaque mark is read for directories only).
+fn at_path(meta: &fs::Metadata, path: &Path) -> AtPath {
+    if is_whiteout(meta) {
+        AtPath::WHITEOUT
+    } else if meta.is_dir() {
+        AtPath::dir(is_opaque(path))
+    } else {
+        AtPath::OTHER
+    }
+}
+
+fn file_info(meta: &fs::Metadata, link: Option<String>) -> FileInfo {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_char_device() || ft.is_block_device() {
+        FileKind::Device
+    } else if ft.is_fifo() {
+        FileKind::Fifo
+    } else if ft.is_socket() {
+        FileKind::Socket
+    } else {
+        FileKind::File
+    };
+    FileInfo {
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        size: if kind == FileKind::File {
+            meta.len()
+        } else {
+            0
+        },
+        link,
+    }
+}
+
 impl MergedView {
     /// `lowers`: layer directories, top first.
     pub fn new(lowers: Vec<PathBuf>) -> Self {
@@ -381,10 +442,13 @@ impl MergedView {
     }
 
     fn root_stack(&self) -> Vec<usize> {
+        let mut merge = PathMerge::new();
         let mut stack = Vec::new();
         for (i, dir) in self.lowers.iter().enumerate() {
-            stack.push(i);
-            if is_opaque(dir) {
+            if merge.push(AtPath::dir(is_opaque(dir))).contents_shown {
+                stack.push(i);
+            }
+            if merge.is_done() {
                 break;
             }
         }
@@ -399,38 +463,37 @@ impl MergedView {
         }
     }
 
-    /// Look `name` up in the directory `dir` (resolved, relative) merged from `stack`.
-    fn child(&self, stack: &[usize], dir: &str, name: &str) -> Result<Option<Node>> {
-        let rel = if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
-        };
+    /// Look `name` up in the directory `dir` (resolved, relative) merged from `stack`: the
+    /// merge rules applied to the path's entries in those layers, top first.
+    fn child(&self, stack: &[usize], dir: &str, name: &str) -> fsview::Result<Option<Node>> {
+        let rel = fsview::join(dir, name);
+        let mut merge = PathMerge::new();
         let mut dirs = Vec::new();
+        let mut other = None;
         for &i in stack {
-            let Some(meta) = lstat(&self.layer_path(i, &rel))? else {
+            let path = self.layer_path(i, &rel);
+            let Some(meta) = lstat(&path)? else {
                 continue;
             };
-            if is_whiteout(&meta) {
+            let pushed = merge.push(at_path(&meta, &path));
+            if pushed.contents_shown {
+                dirs.push(i);
+            }
+            if pushed.shown && !meta.is_dir() {
+                other = Some((i, meta));
+            }
+            if merge.is_done() {
                 break;
             }
-            if meta.is_dir() {
-                dirs.push(i);
-                if is_opaque(&self.layer_path(i, &rel)) {
-                    break;
-                }
-                continue;
-            }
-            if dirs.is_empty() {
-                return Ok(Some(Node::Other { layer: i, meta }));
-            }
-            // A lower non-directory under a directory: hidden, and the merge ends here.
-            break;
         }
-        Ok((!dirs.is_empty()).then_some(Node::Dir(dirs)))
+        Ok(match (merge.top(), other) {
+            (Some(Present::Dir), _) => Some(Node::Dir(dirs)),
+            (Some(Present::Other), Some((layer, meta))) => Some(Node::Other { layer, meta }),
+            _ => None,
+        })
     }
 
-    fn walk(&self, path: &str, follow_last: bool) -> Result<Walk> {
+    fn walk(&self, path: &str, follow_last: bool) -> fsview::Result<Walk> {
         let mut todo: Vec<String> = components(path);
         todo.reverse(); // a stack: next component last
         let mut cur: Vec<String> = Vec::new();
@@ -461,22 +524,16 @@ impl MergedView {
                     if meta.file_type().is_symlink() && (!last || follow_last) {
                         links += 1;
                         if links > MAX_SYMLINKS {
-                            return Err(BuildError::Sandbox(format!(
-                                "too many levels of symlinks resolving {path:?} in the image"
-                            )));
+                            return Err(FsViewError::SymlinkLoop {
+                                path: path.to_string(),
+                            });
                         }
-                        let rel = if dir.is_empty() {
-                            comp.clone()
-                        } else {
-                            format!("{dir}/{comp}")
-                        };
+                        let rel = fsview::join(&dir, &comp);
                         let link = self.layer_path(layer, &rel);
                         let target = fs::read_link(&link)
-                            .io_context(|| format!("reading symlink {}", link.display()))?;
-                        let target = target.to_str().ok_or_else(|| {
-                            BuildError::Sandbox(format!(
-                                "symlink /{rel} in the image points to a name that is not UTF-8"
-                            ))
+                            .map_err(view_io(|| format!("reading symlink {}", link.display())))?;
+                        let target = target.to_str().ok_or_else(|| FsViewError::NotUtf8 {
+                            what: format!("the target of symlink /{rel}"),
                         })?;
                         if target.starts_with('/') {
                             cur.clear();
@@ -503,21 +560,25 @@ impl MergedView {
         }))
     }
 
-    /// Look a path up. `follow_last`: follow a symlink in the last component too (like
-    /// `stat`); otherwise report the symlink itself (like `lstat`). Symlinks in earlier
-    /// components are always followed, inside the image root.
-    pub fn lookup(&self, path: &str, follow_last: bool) -> Result<Option<Found>> {
+    fn find(&self, path: &str, follow_last: bool) -> fsview::Result<Option<Found>> {
         Ok(match self.walk(path, follow_last)? {
             Walk::Found(f) => Some(f),
             Walk::Missing { .. } => None,
         })
     }
 
+    /// Look a path up. `follow_last`: follow a symlink in the last component too (like
+    /// `stat`); otherwise report the symlink itself (like `lstat`). Symlinks in earlier
+    /// components are always followed, inside the image root.
+    pub fn lookup(&self, path: &str, follow_last: bool) -> Result<Option<Found>> {
+        self.find(path, follow_last).map_err(build_err)
+    }
+
     /// Where a path leads once every symlink that exists is followed, even when its end does
     /// not exist yet (like `realpath -m`, inside the image root). This is the place a
     /// runtime creates a missing mount point at.
     pub fn resolve_lenient(&self, path: &str) -> Result<String> {
-        Ok(match self.walk(path, true)? {
+        Ok(match self.walk(path, true).map_err(build_err)? {
             Walk::Found(f) => f.path,
             Walk::Missing { mut prefix, rest } => {
                 for c in rest {
@@ -535,27 +596,88 @@ impl MergedView {
     /// A file's bytes (symlinks followed inside the image); `None` when nothing is there.
     /// Fails for directories, special files and files over [`MAX_READ`] bytes.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let Some(found) = self.lookup(path, true)? else {
+        FileView::read(self, path).map_err(build_err)
+    }
+
+    /// Whether something is at `path` (symlinks followed, so a dangling one is not there).
+    pub fn exists(&self, path: &str) -> bool {
+        matches!(self.find(path, true), Ok(Some(_)))
+    }
+
+    /// Metadata of the visible entry at `path` without following a final symlink (for a
+    /// directory, that of its top layer). `None` when nothing is there.
+    pub fn symlink_metadata(&self, path: &str) -> Result<Option<fs::Metadata>> {
+        self.top_metadata(path, false)
+            .map(|m| m.map(|(_, _, meta)| meta))
+            .map_err(build_err)
+    }
+
+    /// The visible entry's layer, resolved path and metadata (a directory's from its top
+    /// layer).
+    fn top_metadata(
+        &self,
+        path: &str,
+        follow: bool,
+    ) -> fsview::Result<Option<(usize, String, fs::Metadata)>> {
+        let Some(found) = self.find(path, follow)? else {
+            return Ok(None);
+        };
+        match found.node {
+            Node::Other { layer, meta } => Ok(Some((layer, found.path, meta))),
+            Node::Dir(stack) => {
+                match stack.first() {
+                    Some(&top) => Ok(lstat(&self.layer_path(top, &found.path))?
+                        .map(|meta| (top, found.path, meta))),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Names in a directory, merged over the layers, sorted.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<String>> {
+        FileView::read_dir(self, path)
+            .map_err(build_err)?
+            .ok_or_else(|| BuildError::Sandbox(format!("no directory {path:?} in the image")))
+    }
+
+    /// Where the visible copy of `path` lives on disk (symlinks followed; for a directory,
+    /// its top layer's copy).
+    pub fn real_path(&self, path: &str) -> Option<PathBuf> {
+        let found = self.find(path, true).ok()??;
+        let layer = match found.node {
+            Node::Other { layer, .. } => layer,
+            Node::Dir(stack) => *stack.first()?,
+        };
+        Some(self.layer_path(layer, &found.path))
+    }
+}
+
+impl FileView for MergedView {
+    fn read(&self, path: &str) -> fsview::Result<Option<Vec<u8>>> {
+        let Some(found) = self.find(path, true)? else {
             return Ok(None);
         };
         let (layer, meta) = match found.node {
             Node::Other { layer, meta } => (layer, meta),
             Node::Dir(_) => {
-                return Err(BuildError::Sandbox(format!(
-                    "{path:?} is a directory in the image, not a file"
-                )))
+                return Err(FsViewError::IsADirectory {
+                    path: path.to_string(),
+                })
             }
         };
         if !meta.is_file() {
-            return Err(BuildError::Sandbox(format!(
-                "{path:?} is not a regular file in the image"
-            )));
+            return Err(FsViewError::NotAFile {
+                path: path.to_string(),
+            });
         }
+        let too_large = |size: u64| FsViewError::TooLarge {
+            path: path.to_string(),
+            size,
+            limit: MAX_READ,
+        };
         if meta.len() > MAX_READ {
-            return Err(BuildError::Sandbox(format!(
-                "{path:?} in the image is {} bytes, over the limit of {MAX_READ}",
-                meta.len()
-            )));
+            return Err(too_large(meta.len()));
         }
         let real = self.layer_path(layer, &found.path);
         let fd = rustix::fs::open(
@@ -563,7 +685,7 @@ impl MergedView {
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .map_err(|e| BuildError::Io {
+        .map_err(|e| FsViewError::Io {
             context: format!("opening {}", real.display()),
             source: e.into(),
         })?;
@@ -571,81 +693,82 @@ impl MergedView {
         File::from(fd)
             .take(MAX_READ + 1)
             .read_to_end(&mut data)
-            .io_context(|| format!("reading {}", real.display()))?;
+            .map_err(view_io(|| format!("reading {}", real.display())))?;
         if data.len() as u64 > MAX_READ {
-            return Err(BuildError::Sandbox(format!(
-                "{path:?} in the image grew over the limit of {MAX_READ} bytes"
-            )));
+            return Err(too_large(data.len() as u64));
         }
         Ok(Some(data))
     }
 
-    /// Whether something is at `path` (symlinks followed, so a dangling one is not there).
-    pub fn exists(&self, path: &str) -> bool {
-        matches!(self.lookup(path, true), Ok(Some(_)))
-    }
-
-    /// Metadata of the visible entry at `path` without following a final symlink (for a
-    /// directory, that of its top layer). `None` when nothing is there.
-    pub fn symlink_metadata(&self, path: &str) -> Result<Option<fs::Metadata>> {
-        let Some(found) = self.lookup(path, false)? else {
+    fn read_dir(&self, path: &str) -> fsview::Result<Option<Vec<String>>> {
+        let Some(found) = self.find(path, true)? else {
             return Ok(None);
         };
-        match found.node {
-            Node::Other { meta, .. } => Ok(Some(meta)),
-            Node::Dir(stack) => match stack.first() {
-                Some(&top) => lstat(&self.layer_path(top, &found.path)),
-                None => Ok(None),
-            },
-        }
-    }
-
-    /// Names in a directory, merged over the layers, sorted.
-    pub fn read_dir(&self, path: &str) -> Result<Vec<String>> {
-        let found = self
-            .lookup(path, true)?
-            .ok_or_else(|| BuildError::Sandbox(format!("no directory {path:?} in the image")))?;
         let Node::Dir(stack) = found.node else {
-            return Err(BuildError::Sandbox(format!(
-                "{path:?} is not a directory in the image"
-            )));
+            return Err(FsViewError::NotADirectory {
+                path: path.to_string(),
+            });
         };
-        let mut decided: BTreeMap<String, bool> = BTreeMap::new();
+        // Each name by the merge rules over the layers whose contents show; the first layer
+        // holding a name decides whether it shows.
+        let mut names: BTreeMap<String, PathMerge> = BTreeMap::new();
         for i in stack {
             let dir = self.layer_path(i, &found.path);
-            for entry in fs::read_dir(&dir).io_context(|| format!("listing {}", dir.display()))? {
-                let entry = entry.io_context(|| format!("listing {}", dir.display()))?;
+            let entries =
+                fs::read_dir(&dir).map_err(view_io(|| format!("listing {}", dir.display())))?;
+            for entry in entries {
+                let entry = entry.map_err(view_io(|| format!("listing {}", dir.display())))?;
                 let Ok(name) = entry.file_name().into_string() else {
-                    return Err(BuildError::Sandbox(format!(
-                        "a name in {} is not UTF-8",
-                        dir.display()
-                    )));
+                    return Err(FsViewError::NotUtf8 {
+                        what: format!("a name in {}", dir.display()),
+                    });
                 };
-                if decided.contains_key(&name) {
+                let merge = names.entry(name).or_default();
+                if merge.top().is_some() || merge.is_done() {
                     continue;
                 }
-                let visible = match lstat(&entry.path())? {
-                    Some(meta) => !is_whiteout(&meta),
-                    None => continue,
+                let Some(meta) = lstat(&entry.path())? else {
+                    continue;
                 };
-                decided.insert(name, visible);
+                // Whether lower contents are hidden does not change whether the name shows.
+                let at = if is_whiteout(&meta) {
+                    AtPath::WHITEOUT
+                } else if meta.is_dir() {
+                    AtPath::dir(false)
+                } else {
+                    AtPath::OTHER
+                };
+                merge.push(at);
             }
         }
-        Ok(decided
-            .into_iter()
-            .filter_map(|(name, visible)| visible.then_some(name))
-            .collect())
+        Ok(Some(
+            names
+                .into_iter()
+                .filter_map(|(name, merge)| merge.top().is_some().then_some(name))
+                .collect(),
+        ))
     }
 
-    /// Where the visible copy of `path` lives on disk (symlinks followed; for a directory,
-    /// its top layer's copy).
-    pub fn real_path(&self, path: &str) -> Option<PathBuf> {
-        let found = self.lookup(path, true).ok()??;
-        let layer = match found.node {
-            Node::Other { layer, .. } => layer,
-            Node::Dir(stack) => *stack.first()?,
+    fn metadata(&self, path: &str, follow: bool) -> fsview::Result<Option<FileInfo>> {
+        let Some((layer, rel, meta)) = self.top_metadata(path, follow)? else {
+            return Ok(None);
         };
-        Some(self.layer_path(layer, &found.path))
+        let link = if meta.file_type().is_symlink() {
+            let on_disk = self.layer_path(layer, &rel);
+            let target = fs::read_link(&on_disk)
+                .map_err(view_io(|| format!("reading symlink {}", on_disk.display())))?;
+            Some(
+                target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| FsViewError::NotUtf8 {
+                        what: format!("the target of symlink /{rel}"),
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Some(file_info(&meta, link)))
     }
 }
 
@@ -691,5 +814,47 @@ mod tests {
         assert_eq!(view.real_path("/etc").unwrap(), top.join("etc"));
         assert_eq!(view.resolve_lenient("/lib/new/x").unwrap(), "usr/lib/new/x");
         assert!(view.symlink_metadata("/lib").unwrap().unwrap().is_symlink());
+    }
+
+    #[test]
+    fn is_a_file_view() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (top, mid, bottom) = (
+            tmp.path().join("top"),
+            tmp.path().join("mid"),
+            tmp.path().join("bottom"),
+        );
+        write(&bottom, "d/x", "x");
+        write(&bottom, "e/old", "old");
+        write(&mid, "d", "a file between two directories");
+        write(&top, "d/y", "y");
+        write(&top, "e/new", "new");
+        symlink("/e", top.join("l")).unwrap();
+        let view = MergedView::new(vec![top, mid, bottom]);
+        assert_eq!(FileView::read_dir(&view, "d").unwrap().unwrap(), ["y"]);
+        assert_eq!(
+            FileView::read_dir(&view, "l").unwrap().unwrap(),
+            ["new", "old"]
+        );
+        assert_eq!(FileView::read_dir(&view, "nope").unwrap(), None);
+        assert!(matches!(
+            FileView::read_dir(&view, "e/new"),
+            Err(FsViewError::NotADirectory { .. })
+        ));
+        let link = FileView::metadata(&view, "l", false).unwrap().unwrap();
+        assert_eq!(
+            (link.kind, link.link.as_deref()),
+            (FileKind::Symlink, Some("/e"))
+        );
+        let f = FileView::metadata(&view, "l/old", true).unwrap().unwrap();
+        assert_eq!((f.kind, f.size), (FileKind::File, 3));
+        assert_eq!(FileView::read(&view, "d/x").unwrap(), None);
+        assert!(matches!(
+            FileView::read(&view, "d"),
+            Err(FsViewError::IsADirectory { .. })
+        ));
+        // The builder's own methods say the same in its error type.
+        assert!(view.read_dir("nope").is_err());
+        assert_eq!(view.read("l/new").unwrap().unwrap(), b"new");
     }
 }

@@ -720,3 +720,16 @@ fn merged_view_reads_through_layers_and_whiteouts() {
     assert_eq!((report.removed, report.kept), (1, 0));
     assert!(!dir.exists());
 }
+
+/// A scratch directory reached through a symlink (a store or fixture directory linked from
+/// elsewhere) still runs: runc is given the real path of the root file system.
+#[test]
+fn runs_in_a_scratch_directory_behind_a_symlink() {
+    let Some(base) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    let linked = tmp.path().join("linked");
+    std::os::unix::fs::symlink(&real, &linked).unwrap();
+    let (_run, _) = run_ok(&base.lowers, &sh("true"), &linked.join("scratch"));
+}

@@ -1,13 +1,19 @@
 //! One layer, read once: every entry with its metadata and a digest of its content, plus the
 //! few small files the rest of the crate reads (package metadata, passwd, launchers), reduced
 //! to what is used and bounded in size. The layer is verified against its diff ID while it is
-//! read. Indexes are cached in the store under `cache/inspect-v1/<diff ID hex>.json`, so a
-//! layer shared by many images is read once.
+//! read. Indexes are cached in the store under `cache/inspect-v2/<diff ID hex>.json` (the
+//! store's [`nbrt_oci::Bucket::Inspect`]), so a layer shared by many images is read once.
+//!
+//! What a captured file is reduced to is what the shared readers of [`nbrt_oci::facts`] read
+//! of it, so they give the same answer on the view of these indexes as on the unpacked
+//! layers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use nbrt_oci::digest::{Hasher, HashingReader};
+use nbrt_oci::facts::conda_meta::CondaMetaRecord;
+use nbrt_oci::facts::{dist_info, dpkg};
 use nbrt_oci::image::{open_verified, unwrap_io};
 use nbrt_oci::layer::compression::{decompress, Compression};
 use nbrt_oci::layer::reader::{for_each_entry, EntryKind};
@@ -80,6 +86,8 @@ pub enum Capture {
     PyMetadata,
     /// `*.dist-info/INSTALLER`.
     Installer,
+    /// `*.dist-info/WHEEL` (the tags of the wheel a distribution came from).
+    Wheel,
     /// `var/lib/dpkg/status`, `status.d/*`: the fields of each paragraph we use.
     Dpkg,
     /// Small text files read by checks.
@@ -92,6 +100,7 @@ impl Capture {
             Capture::CondaMeta => 256 << 20,
             Capture::PyMetadata => 16 << 20,
             Capture::Installer => 4 << 10,
+            Capture::Wheel => 64 << 10,
             Capture::Dpkg => 256 << 20,
             Capture::Text => 1 << 20,
         }
@@ -128,6 +137,7 @@ pub fn capture_kind(path: &str) -> Option<Capture> {
         return match base {
             "METADATA" => Some(Capture::PyMetadata),
             "INSTALLER" => Some(Capture::Installer),
+            "WHEEL" => Some(Capture::Wheel),
             _ => None,
         };
     }
@@ -158,22 +168,17 @@ fn is_kernel_json(path: &str) -> bool {
 fn reduce(kind: Capture, bytes: &[u8]) -> std::result::Result<String, String> {
     match kind {
         Capture::CondaMeta => {
-            let rec: crate::packages::conda::CondaMetaRecord = serde_json::from_slice(bytes)
+            let rec: CondaMetaRecord = serde_json::from_slice(bytes)
                 .map_err(|e| format!("not a conda-meta record: {e}"))?;
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         }
         Capture::PyMetadata => {
-            let text = String::from_utf8_lossy(bytes);
-            let header = match text.find("\n\n") {
-                Some(i) => &text[..i + 1],
-                None => &text[..],
-            };
-            Ok(header.to_string())
+            Ok(dist_info::header_block(&String::from_utf8_lossy(bytes)).to_string())
         }
-        Capture::Installer | Capture::Text => Ok(String::from_utf8_lossy(bytes).into_owned()),
-        Capture::Dpkg => Ok(crate::packages::dpkg::reduce_status(
-            &String::from_utf8_lossy(bytes),
-        )),
+        Capture::Installer | Capture::Wheel | Capture::Text => {
+            Ok(String::from_utf8_lossy(bytes).into_owned())
+        }
+        Capture::Dpkg => Ok(dpkg::reduce(&String::from_utf8_lossy(bytes))),
     }
 }
 
@@ -333,6 +338,10 @@ mod tests {
         assert_eq!(
             capture_kind("opt/conda/lib/python3.11/site-packages/six-1.17.0.dist-info/INSTALLER"),
             Some(Capture::Installer)
+        );
+        assert_eq!(
+            capture_kind("opt/conda/lib/python3.11/site-packages/six-1.17.0.dist-info/WHEEL"),
+            Some(Capture::Wheel)
         );
         assert_eq!(
             capture_kind("usr/lib/python3/dist-packages/six-1.17.0.dist-info/METADATA"),

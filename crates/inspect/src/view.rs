@@ -1,9 +1,14 @@
 //! The merged file view of an image, read without unpacking: the layer indexes merged top
 //! down the way a container sees them (an upper entry replaces a lower one, whiteouts delete,
-//! opaque directories hide what is below, a non-directory hides a lower subtree).
+//! opaque directories hide what is below, a non-directory hides a lower subtree), by the
+//! rules of [`nbrt_oci::layer::merge`]. It is a [`FileView`] for the shared fact readers of
+//! [`nbrt_oci::facts`]; its files' bytes are the captured ones (see [`crate::index`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
+use nbrt_oci::fsview::{self, FileInfo, FileKind, FileView, FsViewError};
+use nbrt_oci::layer::merge::{Present, TopDown};
 use nbrt_oci::{Image, Progress, Store};
 
 use crate::error::Result;
@@ -22,10 +27,6 @@ pub struct View {
     captured: BTreeMap<String, String>,
     /// Files that could not be read (too large, malformed), per layer.
     pub warnings: Vec<String>,
-}
-
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
 /// Follow at most this many symlinks while resolving a path (as Linux does).
@@ -47,39 +48,26 @@ impl View {
     /// Merge layer indexes, bottom layer first.
     pub fn merge(layers: &[LayerIndex]) -> Self {
         let mut view = View::default();
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut non_dirs: HashSet<&str> = HashSet::new();
-        let mut deleted: HashSet<&str> = HashSet::new();
-        let mut opaque: HashSet<&str> = HashSet::new();
+        let mut merge: TopDown<&str> = TopDown::new();
         for (n, layer) in layers.iter().enumerate().rev() {
             view.warnings.extend(layer.warnings.iter().cloned());
-            let mut layer_deleted = Vec::new();
-            let mut layer_opaque = Vec::new();
-            let mut layer_non_dirs = Vec::new();
-            // The last entry of a path in a tar wins.
+            // The last entry of a path in a tar wins: offered first.
             for e in layer.entries.iter().rev() {
                 let path = e.path.as_str();
-                match e.kind {
+                let kind = match e.kind {
                     Kind::Whiteout => {
-                        layer_deleted.push(path);
+                        merge.whiteout(path);
                         continue;
                     }
                     Kind::Opaque => {
-                        layer_opaque.push(path);
+                        merge.opaque(path);
                         continue;
                     }
-                    _ => {}
-                }
-                let hidden = seen.contains(path)
-                    || deleted.contains(path)
-                    || ancestors(path)
-                        .any(|a| deleted.contains(a) || opaque.contains(a) || non_dirs.contains(a));
-                if hidden {
+                    Kind::Dir => Present::Dir,
+                    _ => Present::Other,
+                };
+                if !merge.entry(path, kind) {
                     continue;
-                }
-                seen.insert(path);
-                if e.kind != Kind::Dir {
-                    layer_non_dirs.push(path);
                 }
                 if let Some(text) = layer.captured.get(path) {
                     view.captured.insert(e.path.clone(), text.clone());
@@ -92,9 +80,7 @@ impl View {
                     },
                 );
             }
-            deleted.extend(layer_deleted);
-            opaque.extend(layer_opaque);
-            non_dirs.extend(layer_non_dirs);
+            merge.end_layer();
         }
         view
     }
@@ -210,6 +196,157 @@ impl View {
     }
 }
 
+impl View {
+    /// The names directly under the resolved directory `real`, directories that only
+    /// entries deeper down imply included, sorted.
+    fn child_names(&self, real: &str) -> Vec<String> {
+        let prefix = if real.is_empty() {
+            String::new()
+        } else {
+            format!("{real}/")
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut from = Bound::Included(prefix.clone());
+        while let Some((k, _)) = self
+            .entries
+            .range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded))
+            .next()
+        {
+            let Some(rest) = k.strip_prefix(&prefix) else {
+                break;
+            };
+            match rest.split_once('/') {
+                None => {
+                    out.push(rest.to_string());
+                    from = Bound::Excluded(k.clone());
+                }
+                Some((name, _)) => {
+                    out.push(name.to_string());
+                    // Every key from here to `<prefix><name>0` is under `name/` ('0' follows '/').
+                    from = Bound::Included(format!("{prefix}{name}0"));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `path` with its symlinks resolved, the last one too when `follow`.
+    fn real(&self, path: &str, follow: bool) -> fsview::Result<String> {
+        let loop_err = || FsViewError::SymlinkLoop {
+            path: path.to_string(),
+        };
+        if follow {
+            return self.resolve(path).ok_or_else(loop_err);
+        }
+        let comps: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        match comps.split_last() {
+            None => Ok(String::new()),
+            Some((&"..", _)) => self.resolve(path).ok_or_else(loop_err),
+            Some((last, parent)) => {
+                let dir = self.resolve(&parent.join("/")).ok_or_else(loop_err)?;
+                Ok(fsview::join(&dir, last))
+            }
+        }
+    }
+
+    /// Whether the resolved `real` is a directory only entries below it imply (or the root).
+    fn implied_dir(&self, real: &str) -> bool {
+        real.is_empty()
+            || self
+                .entries
+                .range::<str, _>((Bound::Excluded(real), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(real))
+                .any(|(k, _)| k.as_bytes().get(real.len()) == Some(&b'/'))
+    }
+}
+
+/// The view as the shared fact readers see it. `read` gives a file's captured text: a file
+/// the index does not capture (or that was over its limit) is [`FsViewError::NotCaptured`].
+/// Directories that only their entries imply read as directories of mode 0755 owned by root
+/// (what unpacking creates for them).
+impl FileView for View {
+    fn read(&self, path: &str) -> fsview::Result<Option<Vec<u8>>> {
+        let real = self.real(path, true)?;
+        let Some(e) = self.entries.get(&real) else {
+            if self.implied_dir(&real) {
+                return Err(FsViewError::IsADirectory {
+                    path: path.to_string(),
+                });
+            }
+            return Ok(None);
+        };
+        match e.meta.kind {
+            Kind::File | Kind::Hardlink => match self.captured.get(&real) {
+                Some(text) => Ok(Some(text.as_bytes().to_vec())),
+                None => Err(FsViewError::NotCaptured {
+                    path: path.to_string(),
+                }),
+            },
+            Kind::Dir => Err(FsViewError::IsADirectory {
+                path: path.to_string(),
+            }),
+            Kind::Whiteout | Kind::Opaque => Ok(None),
+            Kind::Symlink | Kind::Device | Kind::Fifo => Err(FsViewError::NotAFile {
+                path: path.to_string(),
+            }),
+        }
+    }
+
+    fn read_dir(&self, path: &str) -> fsview::Result<Option<Vec<String>>> {
+        let real = self.real(path, true)?;
+        match self.entries.get(&real) {
+            Some(e) if e.meta.kind != Kind::Dir => Err(FsViewError::NotADirectory {
+                path: path.to_string(),
+            }),
+            Some(_) => Ok(Some(self.child_names(&real))),
+            None => {
+                let names = self.child_names(&real);
+                Ok((real.is_empty() || !names.is_empty()).then_some(names))
+            }
+        }
+    }
+
+    fn metadata(&self, path: &str, follow: bool) -> fsview::Result<Option<FileInfo>> {
+        let real = self.real(path, follow)?;
+        let Some(e) = self.entries.get(&real) else {
+            return Ok(self.implied_dir(&real).then_some(FileInfo {
+                kind: FileKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                link: None,
+            }));
+        };
+        let m = &e.meta;
+        let kind = match m.kind {
+            Kind::File | Kind::Hardlink => FileKind::File,
+            Kind::Dir => FileKind::Dir,
+            Kind::Symlink => FileKind::Symlink,
+            Kind::Device => FileKind::Device,
+            Kind::Fifo => FileKind::Fifo,
+            Kind::Whiteout | Kind::Opaque => return Ok(None),
+        };
+        Ok(Some(FileInfo {
+            kind,
+            mode: m.mode & 0o7777,
+            uid: m.uid,
+            gid: m.gid,
+            size: if kind == FileKind::File { m.size } else { 0 },
+            link: if kind == FileKind::Symlink {
+                m.link.clone()
+            } else {
+                None
+            },
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +435,66 @@ mod tests {
         b.link = Some("a".into());
         let v = View::merge(&[layer(vec![a, b], &[])]);
         assert_eq!(v.resolve("a/x"), None);
+    }
+
+    #[test]
+    fn a_file_view_with_implied_directories() {
+        let mut link = e("l", Kind::Symlink);
+        link.link = Some("x/b".into());
+        let v = View::merge(&[layer(
+            vec![
+                e("x/b/d", Kind::File),
+                e("x/b-c", Kind::File),
+                e("x/b", Kind::Dir),
+                e("y/z/f", Kind::File),
+                link,
+            ],
+            &[("y/z/f", "text")],
+        )]);
+        let dir = |p: &str| FileView::read_dir(&v, p).unwrap();
+        assert_eq!(dir("").unwrap(), ["l", "x", "y"]);
+        assert_eq!(dir("x").unwrap(), ["b", "b-c"]);
+        assert_eq!(dir("y").unwrap(), ["z"]);
+        assert_eq!(dir("l").unwrap(), ["d"]);
+        assert_eq!(dir("nothing"), None);
+        assert!(matches!(
+            FileView::read_dir(&v, "x/b-c"),
+            Err(FsViewError::NotADirectory { .. })
+        ));
+        let implied = FileView::metadata(&v, "y/z", false).unwrap().unwrap();
+        assert_eq!((implied.kind, implied.mode), (FileKind::Dir, 0o755));
+        assert_eq!(
+            FileView::metadata(&v, "l", false).unwrap().unwrap().kind,
+            FileKind::Symlink
+        );
+        assert_eq!(
+            FileView::metadata(&v, "l", true).unwrap().unwrap().kind,
+            FileKind::Dir
+        );
+        assert_eq!(FileView::metadata(&v, "y/none", true).unwrap(), None);
+        assert_eq!(
+            FileView::read(&v, "/y/z/f").unwrap().as_deref(),
+            Some(&b"text"[..])
+        );
+        assert!(matches!(
+            FileView::read(&v, "x/b/d"),
+            Err(FsViewError::NotCaptured { .. })
+        ));
+        assert!(matches!(
+            FileView::read(&v, "y"),
+            Err(FsViewError::IsADirectory { .. })
+        ));
+        assert_eq!(FileView::read(&v, "y/none").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_between_two_directories_ends_the_merge() {
+        let bottom = layer(vec![e("d", Kind::Dir), e("d/x", Kind::File)], &[]);
+        let middle = layer(vec![e("d", Kind::File)], &[]);
+        let top = layer(vec![e("d", Kind::Dir), e("d/y", Kind::File)], &[]);
+        let v = View::merge(&[bottom, middle, top]);
+        assert!(v.get("d/x").is_none());
+        assert_eq!(v.get("d").unwrap().layer, 2);
+        assert!(v.get("d/y").is_some());
     }
 }

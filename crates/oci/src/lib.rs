@@ -6,8 +6,10 @@
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod facts;
 pub mod format;
 pub mod fsutil;
+pub mod fsview;
 pub mod image;
 pub mod json;
 pub mod label;
@@ -22,6 +24,7 @@ pub mod transfer;
 
 pub use digest::Digest;
 pub use error::{OciError, Result};
+pub use fsview::{FileInfo, FileKind, FileView, FsViewError};
 pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};
 pub use name::ImageName;
 pub use platform::Platform;

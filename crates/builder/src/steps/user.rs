@@ -2,10 +2,13 @@
 //! staging tree (no `useradd` in the image): `/etc/passwd`, `/etc/group` and `/etc/shadow`
 //! entries, a home made from `/etc/skel`, and the directories the user owns — owned by
 //! uid:gid, group-writable, directories setgid (what docker-stacks' `fix-permissions` does).
+//! The parent's entries are read by the shared reader [`nbrt_oci::facts::passwd`].
 
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
+
+use nbrt_oci::facts::passwd;
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::runtime_file::User;
@@ -56,10 +59,6 @@ fn upsert(text: &str, name: &str, line: String) -> String {
     out.join("\n") + "\n"
 }
 
-fn field(line: &str, i: usize) -> Option<&str> {
-    line.split(':').nth(i)
-}
-
 fn write(staging: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
     let path = staging.join(rel);
     if let Some(dir) = path.parent() {
@@ -79,13 +78,13 @@ pub fn apply(view: &MergedView, user: &User, staging: &Path) -> Result<()> {
             .unwrap_or_default())
     };
     let passwd = read("etc/passwd")?;
-    if let Some(other) = passwd.lines().find(|l| {
-        field(l, 2) == Some(&user.uid.to_string()) && field(l, 0) != Some(user.name.as_str())
-    }) {
+    if let Some(other) = passwd::parse_passwd(&passwd)
+        .into_iter()
+        .find(|e| e.uid == user.uid && e.name != user.name)
+    {
         return Err(err(format!(
             "uid {} already belongs to {:?} in the parent image; choose another uid or name",
-            user.uid,
-            field(other, 0).unwrap_or("?")
+            user.uid, other.name
         )));
     }
     let home = user.home();
@@ -105,8 +104,10 @@ pub fn apply(view: &MergedView, user: &User, staging: &Path) -> Result<()> {
         0o644,
     )?;
     let group = read("etc/group")?;
-    let gid = user.gid.to_string();
-    if !group.lines().any(|l| field(l, 2) == Some(gid.as_str())) {
+    if !passwd::parse_group(&group)
+        .iter()
+        .any(|g| g.gid == user.gid)
+    {
         write(
             staging,
             "etc/group",

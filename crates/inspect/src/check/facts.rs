@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use nbrt_oci::facts::passwd::{self, PasswdEntry};
 use nbrt_oci::Image;
+
+pub use nbrt_oci::facts::passwd::{parse_group, parse_passwd, GroupEntry};
 
 use crate::index::Kind;
 use crate::packages::{python::normalize, Package, Source};
@@ -11,21 +14,8 @@ use crate::view::View;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PwEntry {
-    pub name: String,
-    pub uid: u64,
-    pub gid: u64,
-    pub home: String,
-    pub shell: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupEntry {
-    pub name: String,
-    pub gid: u64,
-    pub members: Vec<String>,
-}
+/// A line of `/etc/passwd` (the shared reader's).
+pub type PwEntry = PasswdEntry;
 
 /// The user the image runs as (config `User`, resolved through `/etc/passwd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +23,12 @@ pub struct RunUser {
     /// `User` as written in the config ("" = root).
     pub spec: String,
     /// `None` when a name in `User` is not in `/etc/passwd`.
-    pub uid: Option<u64>,
-    pub gid: Option<u64>,
+    pub uid: Option<u32>,
+    /// `None` when a group name in `User` is not in `/etc/group`.
+    pub gid: Option<u32>,
     pub entry: Option<PwEntry>,
-    /// Supplementary groups from `/etc/group`.
-    pub groups: Vec<u64>,
+    /// Supplementary groups from `/etc/group` (those listing the user, but its primary one).
+    pub groups: Vec<u32>,
 }
 
 /// A Python environment reachable from `PATH`.
@@ -61,44 +52,6 @@ pub struct Facts<'a> {
     pub user: RunUser,
 }
 
-pub fn parse_passwd(text: &str) -> Vec<PwEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            Some(PwEntry {
-                name: f[0].to_string(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                home: f[5].to_string(),
-                shell: f[6].to_string(),
-            })
-        })
-        .collect()
-}
-
-pub fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 4 {
-                return None;
-            }
-            Some(GroupEntry {
-                name: f[0].to_string(),
-                gid: f[2].parse().ok()?,
-                members: f[3]
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            })
-        })
-        .collect()
-}
-
 impl<'a> Facts<'a> {
     pub fn new(image: &'a Image, view: &'a View, packages: &'a [Package]) -> Self {
         let cfg = image.config.value().config.clone().unwrap_or_default();
@@ -109,8 +62,9 @@ impl<'a> Facts<'a> {
             .filter_map(|e| e.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let passwd = parse_passwd(view.text("etc/passwd").unwrap_or(""));
-        let groups = parse_group(view.text("etc/group").unwrap_or(""));
+        // Not there, or not captured: no users.
+        let passwd = passwd::read_passwd(view).unwrap_or_default();
+        let groups = passwd::read_group(view).unwrap_or_default();
         let spec = cfg.user.unwrap_or_default();
         let user = resolve_user(&spec, &passwd, &groups);
         Self {
@@ -173,7 +127,7 @@ impl<'a> Facts<'a> {
     }
 
     /// Whether user `uid` (primary `gid`, supplementary `groups`) may write `path`.
-    pub fn writable(&self, path: &str, uid: u64, gid: u64, groups: &[u64]) -> bool {
+    pub fn writable(&self, path: &str, uid: u32, gid: u32, groups: &[u32]) -> bool {
         if uid == 0 {
             return true;
         }
@@ -181,8 +135,9 @@ impl<'a> Facts<'a> {
             return false;
         };
         let m = e.meta.mode;
-        (e.meta.uid == uid && m & 0o200 != 0)
-            || ((e.meta.gid == gid || groups.contains(&e.meta.gid)) && m & 0o020 != 0)
+        let in_group = |g: u32| e.meta.gid == u64::from(g);
+        (e.meta.uid == u64::from(uid) && m & 0o200 != 0)
+            || ((in_group(gid) || groups.iter().any(|g| in_group(*g))) && m & 0o020 != 0)
             || m & 0o002 != 0
     }
 
@@ -237,47 +192,16 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// The run user by the shared reader's rules (Docker's); what passwd and group do not
+/// define is left unknown.
 fn resolve_user(spec: &str, passwd: &[PwEntry], groups: &[GroupEntry]) -> RunUser {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let entry = if u.is_empty() {
-        passwd.iter().find(|p| p.uid == 0).cloned()
-    } else if let Ok(n) = u.parse::<u64>() {
-        passwd.iter().find(|p| p.uid == n).cloned()
-    } else {
-        passwd.iter().find(|p| p.name == u).cloned()
-    };
-    let uid = if u.is_empty() {
-        Some(0)
-    } else {
-        u.parse::<u64>().ok().or(entry.as_ref().map(|e| e.uid))
-    };
-    let gid = match g {
-        Some(g) => g
-            .parse::<u64>()
-            .ok()
-            .or_else(|| groups.iter().find(|x| x.name == g).map(|x| x.gid)),
-        // Docker: a uid without a passwd entry runs with gid 0.
-        None => Some(entry.as_ref().map(|e| e.gid).unwrap_or(0)),
-    };
-    let sup = entry
-        .as_ref()
-        .map(|e| {
-            groups
-                .iter()
-                .filter(|g| g.members.contains(&e.name))
-                .map(|g| g.gid)
-                .collect()
-        })
-        .unwrap_or_default();
+    let found = passwd::lookup_user(spec, passwd, groups);
     RunUser {
         spec: spec.to_string(),
-        uid,
-        gid,
-        entry,
-        groups: sup,
+        uid: found.uid,
+        gid: found.gid,
+        entry: found.entry,
+        groups: found.additional_gids,
     }
 }
 

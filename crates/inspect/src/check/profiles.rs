@@ -4,8 +4,8 @@
 use super::facts::Facts;
 use super::{CheckResult as R, Profile};
 
-const NB_UID: u64 = 1000;
-const NB_GID: u64 = 100;
+const NB_UID: u32 = 1000;
+const NB_GID: u32 = 100;
 const HOME: &str = "/home/jovyan";
 const PORT: &str = "8888";
 

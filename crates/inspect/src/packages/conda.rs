@@ -1,30 +1,14 @@
 //! conda packages: one `conda-meta/<name>-<version>-<build>.json` record per package in each
 //! environment.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+use nbrt_oci::facts::conda_meta;
 
 use super::{Package, Source};
 use crate::view::View;
 
-/// The fields of a conda-meta record that a package record needs (the rest, such as the
-/// file list, is dropped when the layer is indexed).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CondaMetaRecord {
-    pub name: String,
-    pub version: String,
-    #[serde(default)]
-    pub build: String,
-    #[serde(default)]
-    pub build_number: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subdir: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub license: Option<String>,
-}
+pub use nbrt_oci::facts::conda_meta::CondaMetaRecord;
 
 const SUBDIRS: &[&str] = &[
     "noarch",
@@ -82,37 +66,42 @@ fn prefix_of(conda_meta_file: &str) -> String {
     format!("/{dir}")
 }
 
+/// The environments of the view (`/opt/conda`): every prefix whose `conda-meta` has a
+/// captured record.
+fn prefixes(view: &View) -> BTreeSet<String> {
+    view.captured()
+        .keys()
+        .filter(|p| {
+            p.ends_with(".json")
+                && p.rsplit_once('/')
+                    .is_some_and(|(dir, _)| dir == "conda-meta" || dir.ends_with("/conda-meta"))
+        })
+        .map(|p| prefix_of(p))
+        .collect()
+}
+
 pub fn packages(view: &View) -> Vec<Package> {
     let mut out = Vec::new();
-    for (path, text) in view.captured() {
-        if !path.contains("conda-meta/") || !path.ends_with(".json") {
-            continue;
+    for prefix in prefixes(view) {
+        // Records the index could not keep have a warning in the view already.
+        for rec in conda_meta::records(view, &prefix).into_items() {
+            let (channel, base_url) = match rec.channel_url() {
+                Some(c) => channel_of(&c),
+                None => (String::new(), None),
+            };
+            out.push(Package {
+                source: Source::Conda,
+                name: rec.name,
+                version: rec.version,
+                build_string: rec.build,
+                build_number: rec.build_number,
+                channel,
+                base_url,
+                platform: rec.subdir,
+                location: prefix.clone(),
+                license: rec.license,
+            });
         }
-        let Ok(rec) = serde_json::from_str::<CondaMetaRecord>(text) else {
-            continue;
-        };
-        let channel_url = rec.channel.clone().filter(|c| !c.is_empty()).or_else(|| {
-            rec.url
-                .as_deref()
-                .and_then(|u| u.rsplit_once('/'))
-                .map(|(c, _)| c.to_string())
-        });
-        let (channel, base_url) = match channel_url {
-            Some(c) => channel_of(&c),
-            None => (String::new(), None),
-        };
-        out.push(Package {
-            source: Source::Conda,
-            name: rec.name,
-            version: rec.version,
-            build_string: rec.build,
-            build_number: rec.build_number,
-            channel,
-            base_url,
-            platform: rec.subdir,
-            location: prefix_of(path),
-            license: rec.license,
-        });
     }
     out
 }

@@ -1,72 +1,35 @@
-//! Debian packages: the paragraphs of `var/lib/dpkg/status` and of the files in
-//! `var/lib/dpkg/status.d/` (distroless images), every package dpkg does not report as
-//! `not-installed` (what `dpkg-query -W` lists).
+//! Debian packages: the installed packages of `var/lib/dpkg/status` and of the files in
+//! `var/lib/dpkg/status.d/` (distroless images), read by the shared reader
+//! [`nbrt_oci::facts::dpkg`], whose rule for "installed" the builder's lock uses too.
+
+use nbrt_oci::facts::dpkg;
 
 use super::{Package, Source};
 use crate::view::View;
 
-const FIELDS: &[&str] = &["Package", "Status", "Version", "Architecture", "Source"];
-
-/// Keep only the fields we read from each paragraph (continuation lines dropped).
+/// Keep only the fields the reader uses of each paragraph (continuation lines dropped).
 pub fn reduce_status(text: &str) -> String {
-    let mut out = String::new();
-    for para in text.split("\n\n") {
-        let mut kept = String::new();
-        for line in para.lines() {
-            if let Some((k, _)) = line.split_once(':') {
-                if !line.starts_with([' ', '\t']) && FIELDS.contains(&k) {
-                    kept.push_str(line);
-                    kept.push('\n');
-                }
-            }
-        }
-        if !kept.is_empty() {
-            out.push_str(&kept);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn field<'a>(para: &'a str, key: &str) -> Option<&'a str> {
-    para.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k == key).then(|| v.trim())
-    })
+    dpkg::reduce(text)
 }
 
 pub fn packages(view: &View) -> Vec<Package> {
-    let mut out = Vec::new();
-    for (path, text) in view.captured() {
-        if path != "var/lib/dpkg/status" && !path.starts_with("var/lib/dpkg/status.d/") {
-            continue;
-        }
-        for para in text.split("\n\n") {
-            let (Some(name), Some(version)) = (field(para, "Package"), field(para, "Version"))
-            else {
-                continue;
-            };
-            let installed = field(para, "Status")
-                .map(|s| s.split_whitespace().last() != Some("not-installed"))
-                .unwrap_or(true);
-            if !installed {
-                continue;
-            }
-            out.push(Package {
-                source: Source::Debian,
-                name: name.to_string(),
-                version: version.to_string(),
-                build_string: "deb_0".to_string(),
-                build_number: 0,
-                channel: "debian".to_string(),
-                base_url: None,
-                platform: field(para, "Architecture").map(str::to_string),
-                location: "/".to_string(),
-                license: None,
-            });
-        }
-    }
-    out
+    // A status file the index could not keep has a warning in the view already.
+    dpkg::installed(view)
+        .into_items()
+        .into_iter()
+        .map(|p| Package {
+            source: Source::Debian,
+            name: p.name,
+            version: p.version,
+            build_string: "deb_0".to_string(),
+            build_number: 0,
+            channel: "debian".to_string(),
+            base_url: None,
+            platform: p.architecture,
+            location: "/".to_string(),
+            license: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -81,6 +44,9 @@ mod tests {
             r,
             "Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\nArchitecture: amd64\n\nPackage: gone\nStatus: purge ok not-installed\nVersion: 1\nArchitecture: all\n\n"
         );
-        assert_eq!(field(&r, "Version"), Some("5.2.15-2+b7"));
+        assert_eq!(
+            dpkg::parse_status(&r).first().map(|p| p.version.as_str()),
+            Some("5.2.15-2+b7")
+        );
     }
 }

@@ -1,54 +1,19 @@
 //! Python distributions in every `site-packages` of the image: `*.dist-info/METADATA` (with
 //! `INSTALLER`), `*.egg-info/PKG-INFO` and single-file `*.egg-info`. Distributions conda
 //! installed (INSTALLER `conda`, or a conda package of the same name in the same
-//! environment) are left to the conda records, as `conda list` does.
+//! environment) are left to the conda records, as `conda list` does. Each `site-packages`
+//! is read by the shared reader [`nbrt_oci::facts::dist_info`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+
+use nbrt_oci::facts::dist_info;
 
 use super::{Package, Source};
 use crate::view::View;
 
-/// PEP 503 normalized name: lower case, runs of `-_.` as one `-`.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-            continue;
-        }
-        if sep && !out.is_empty() {
-            out.push('-');
-        }
-        sep = false;
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
-
-/// The first value of each wanted header of a metadata header block.
-pub fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.eq_ignore_ascii_case(key) && !l.starts_with([' ', '\t'])).then(|| v.trim())
-    })
-}
-
-/// `/opt/conda` from `opt/conda/lib/python3.11/site-packages`.
-fn prefix_of(site_packages: &str) -> String {
-    let parts: Vec<&str> = site_packages.split('/').collect();
-    let n = parts.len();
-    let cut =
-        if n >= 3 && parts[n - 3].eq_ignore_ascii_case("lib") && parts[n - 2].starts_with("python")
-        {
-            n - 3
-        } else if n >= 2 && parts[n - 2].eq_ignore_ascii_case("lib") {
-            n - 2
-        } else {
-            n
-        };
-    format!("/{}", parts[..cut].join("/"))
-}
+#[cfg(test)]
+use nbrt_oci::facts::dist_info::prefix_of;
+pub use nbrt_oci::facts::dist_info::{header, normalize};
 
 /// Where the metadata of a distribution is, if `path` is one: (site-packages dir, dist dir).
 fn distribution_of(path: &str) -> Option<(&str, &str)> {
@@ -67,6 +32,16 @@ fn distribution_of(path: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// Every `site-packages` of the view with a captured distribution.
+fn sites(view: &View) -> BTreeSet<&str> {
+    view.captured()
+        .keys()
+        .filter_map(|p| distribution_of(p))
+        .map(|(site, _)| site)
+        .filter(|site| site.ends_with("site-packages"))
+        .collect()
+}
+
 pub fn packages(view: &View, conda: &[Package]) -> Vec<Package> {
     let conda_names: HashSet<(String, String)> = conda
         .iter()
@@ -74,43 +49,33 @@ pub fn packages(view: &View, conda: &[Package]) -> Vec<Package> {
         .collect();
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut out = Vec::new();
-    for (path, text) in view.captured() {
-        let Some((site, dist)) = distribution_of(path) else {
-            continue;
-        };
-        if !site.ends_with("site-packages") {
-            continue;
+    for site in sites(view) {
+        // Metadata the index could not keep has a warning in the view already.
+        for dist in dist_info::distributions(view, site).into_items() {
+            if dist.installer.as_deref() == Some("conda") {
+                continue;
+            }
+            let (Some(name), Some(version)) = (dist.name, dist.version) else {
+                continue;
+            };
+            let location = dist_info::prefix_of(site);
+            let key = (location.clone(), normalize(&name));
+            if conda_names.contains(&key) || !seen.insert(key) {
+                continue;
+            }
+            out.push(Package {
+                source: Source::Pypi,
+                name,
+                version,
+                build_string: "pypi_0".to_string(),
+                build_number: 0,
+                channel: "pypi".to_string(),
+                base_url: Some("https://conda.anaconda.org/pypi".to_string()),
+                platform: Some("pypi".to_string()),
+                location,
+                license: dist.license.filter(|l| !l.is_empty() && l.len() < 200),
+            });
         }
-        let installer = view
-            .captured()
-            .get(&format!("{dist}/INSTALLER"))
-            .map(|s| s.trim().to_string());
-        if installer.as_deref() == Some("conda") {
-            continue;
-        }
-        let (Some(name), Some(version)) = (header(text, "Name"), header(text, "Version")) else {
-            continue;
-        };
-        let location = prefix_of(site);
-        let key = (location.clone(), normalize(name));
-        if conda_names.contains(&key) || !seen.insert(key) {
-            continue;
-        }
-        out.push(Package {
-            source: Source::Pypi,
-            name: name.to_string(),
-            version: version.to_string(),
-            build_string: "pypi_0".to_string(),
-            build_number: 0,
-            channel: "pypi".to_string(),
-            base_url: Some("https://conda.anaconda.org/pypi".to_string()),
-            platform: Some("pypi".to_string()),
-            location,
-            license: header(text, "License-Expression")
-                .or_else(|| header(text, "License"))
-                .filter(|l| !l.is_empty() && l.len() < 200)
-                .map(str::to_string),
-        });
     }
     out
 }

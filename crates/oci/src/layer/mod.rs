@@ -5,6 +5,7 @@ pub mod apply;
 pub mod compression;
 pub mod flatten;
 pub mod members;
+pub mod merge;
 pub mod reader;
 pub mod writer;
 

@@ -31,7 +31,6 @@ mod solve;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 use crate::error::Result;
 pub use crate::lock::LockedCondaPackage;
 use crate::lock::{conda_packages, LockSection, StepLock};
