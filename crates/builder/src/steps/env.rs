@@ -6,38 +6,27 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
+use nbrt_oci::facts::conda_meta;
+use nbrt_oci::facts::dist_info::{self, site_packages};
+
 use crate::error::{BuildError, IoContext, Result};
-use crate::snapshot::MergedView;
+use crate::snapshot::{build_err, MergedView};
 use crate::steps::{Rebase, RebaseContext};
 
-/// The environment's `site-packages` directory, relative to the image root.
-pub fn site_packages(prefix: &str, python: (u64, u64)) -> String {
-    format!(
-        "{}/lib/python{}.{}/site-packages",
-        prefix.trim_matches('/'),
-        python.0,
-        python.1
-    )
-}
-
-/// The Python version of the environment at `prefix`: the `lib/pythonX.Y` directory it has.
+/// The Python version of the environment at `prefix`: the newest `lib/pythonX.Y` that has a
+/// `site-packages`.
 pub fn python_version(view: &MergedView, prefix: &str) -> Result<(u64, u64)> {
     let lib = format!("{}/lib", prefix.trim_start_matches('/'));
-    let names = view.read_dir(&lib).map_err(|_| {
-        pip_err(format!(
-            "no Python environment at {prefix} in the parent image (no {prefix}/lib); create one \
-             first, e.g. a run step `python3 -m venv {prefix}`"
-        ))
-    })?;
-    let mut versions: Vec<(u64, u64)> = names
-        .iter()
-        .filter_map(|n| n.strip_prefix("python"))
-        .filter_map(|v| v.split_once('.'))
-        .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .filter(|v| view.exists(&format!("{lib}/python{}.{}/site-packages", v.0, v.1)))
-        .collect();
-    versions.sort();
-    versions.pop().ok_or_else(|| {
+    let versions = match dist_info::python_versions(view, prefix) {
+        Ok(v) if view.exists(&lib) => v,
+        _ => {
+            return Err(pip_err(format!(
+                "no Python environment at {prefix} in the parent image (no {prefix}/lib); \
+                 create one first, e.g. a run step `python3 -m venv {prefix}`"
+            )))
+        }
+    };
+    versions.last().copied().ok_or_else(|| {
         pip_err(format!(
             "no lib/pythonX.Y/site-packages under {prefix} in the parent image"
         ))
@@ -113,19 +102,21 @@ fn solve_inputs(view: &MergedView, prefix: &str, installed: Installed) -> Result
     use std::os::unix::fs::MetadataExt;
     let rel = prefix.trim_matches('/');
     let python = python_version(view, prefix).ok();
-    let dir = match (installed, python) {
-        (Installed::CondaMeta, _) => Some(format!("{rel}/conda-meta")),
-        (Installed::DistInfo, Some(python)) => Some(site_packages(prefix, python)),
-        _ => None,
-    };
-    let mut packages = BTreeSet::new();
-    if let Some(dir) = dir.filter(|d| view.exists(d)) {
-        packages.extend(
-            view.read_dir(&dir)?
+    let packages: BTreeSet<String> = match (installed, python) {
+        (Installed::CondaMeta, _) => conda_meta::record_files(view, prefix)
+            .map_err(build_err)?
+            .into_iter()
+            .collect(),
+        (Installed::DistInfo, Some(python)) => {
+            dist_info::distributions(view, &site_packages(prefix, python))
+                .into_items()
                 .into_iter()
-                .filter(|n| n.ends_with(".dist-info") || n.ends_with(".json")),
-        );
-    }
+                .filter(|d| d.format == dist_info::Format::DistInfo)
+                .map(|d| d.entry)
+                .collect()
+        }
+        (Installed::DistInfo, None) => BTreeSet::new(),
+    };
     let owner = view
         .symlink_metadata(rel)?
         .map(|m| (m.uid(), m.gid(), m.mode() & 0o2000 != 0));

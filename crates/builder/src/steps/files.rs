@@ -153,13 +153,7 @@ fn copy_file_spec(rt: &RuntimeFile, f: &FileSpec, view: &MergedView, staging: &P
     }
     let (uid, gid) = match &f.owner {
         Some(owner) => {
-            let text = |p: &str| -> Result<String> {
-                Ok(view
-                    .read(p)?
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default())
-            };
-            let u = sandbox::resolve_user(owner, &text("etc/passwd")?, &text("etc/group")?)?;
+            let u = sandbox::resolve_user_in(view, owner)?;
             (u.uid, u.gid)
         }
         None => (0, 0),

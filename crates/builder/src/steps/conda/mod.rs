@@ -71,19 +71,12 @@ impl StepKind for Conda {
 
     fn run(&self, cx: &RunContext<'_>, _log: &mut dyn Write) -> Result<StepOutput> {
         let view = cx.view();
-        let meta_dir = format!("{}/conda-meta", self.prefix.trim_start_matches('/'));
-        let mut installed = Vec::new();
-        if view.exists(&meta_dir) {
-            for n in view
-                .read_dir(&meta_dir)?
-                .into_iter()
-                .filter(|n| n.ends_with(".json"))
-            {
-                if let Some(b) = view.read(&format!("{meta_dir}/{n}"))? {
-                    installed.push(b);
-                }
-            }
-        }
+        let installed: Vec<Vec<u8>> = nbrt_oci::facts::conda_meta::documents(&view, &self.prefix)
+            .into_result()
+            .map_err(|e| crate::BuildError::Conda(format!("reading what the image has: {e}")))?
+            .into_iter()
+            .map(|d| d.bytes)
+            .collect();
         let python = env::python_version(&view, &self.prefix).ok();
         let rt = cx.rt;
         let req = CondaRequest {

@@ -19,6 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use nbrt_oci::facts::dist_info;
 use nbrt_oci::spec::source_date_epoch;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,7 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
         env::owner(&view, &p.prefix)?,
         clamp,
     );
-    let site_rel = env::site_packages(&p.prefix, out.python);
+    let site_rel = dist_info::site_packages(&p.prefix, out.python);
     // Distributions made into pieces before need neither bytecode nor compression.
     let mut fresh = Vec::new();
     let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
@@ -401,27 +402,22 @@ fn pip_lock(
     own: &MergedView,
     python: (u64, u64),
 ) -> Result<StepLock> {
-    let site = env::site_packages(&p.prefix, python);
+    let site = dist_info::site_packages(&p.prefix, python);
     let mut pins = Vec::new();
     // The tags of the wheel each distribution was installed from, to pin that one.
     let mut tags = std::collections::BTreeMap::new();
-    if own.exists(&site) {
-        for dir in own.read_dir(&site)? {
-            let is_dir = own
-                .symlink_metadata(&format!("{site}/{dir}"))?
-                .is_some_and(|m| m.is_dir());
-            if let (true, Some((name, version))) = (is_dir, uv::dist_info_name(&dir)) {
-                if let Some(wheel) = own.read(&format!("{site}/{dir}/WHEEL"))? {
-                    tags.insert(name.clone(), uv::wheel_file_tags(&wheel));
-                }
-                pins.push(LockedWheel {
-                    name,
-                    version,
-                    url: None,
-                    sha256: None,
-                });
-            }
-        }
+    for dist in dist_info::distributions(own, &site).into_items() {
+        let (dist_info::Format::DistInfo, Some((name, version))) = (dist.format, dist.dir_name)
+        else {
+            continue;
+        };
+        tags.insert(name.clone(), dist.wheel_tags);
+        pins.push(LockedWheel {
+            name,
+            version,
+            url: None,
+            sha256: None,
+        });
     }
     pins.sort();
     let req = pip_request(rt, p, None);

@@ -21,7 +21,8 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{BuildError, IoContext, Result};
 pub use crate::lock::LockedWheel;
 use crate::snapshot::MergedView;
-use crate::steps::env::{python_version, site_packages};
+use crate::steps::env::python_version;
+use nbrt_oci::facts::dist_info::{dist_info_name, normalize, site_packages};
 
 /// Files of a dist-info directory uv needs to see a package as installed (and to uninstall
 /// it when it replaces it).
@@ -79,31 +80,6 @@ pub struct Preferred {
 /// An error of the pip step.
 pub(crate) fn err(message: impl Into<String>) -> BuildError {
     BuildError::step("pip", message)
-}
-
-/// `name-version.dist-info` → (normalized name, version).
-pub fn dist_info_name(dir: &str) -> Option<(String, String)> {
-    let stem = dir.strip_suffix(".dist-info")?;
-    let (name, version) = stem.rsplit_once('-')?;
-    Some((normalize(name), version.to_string()))
-}
-
-/// PEP 503 normalization.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::new();
-    let mut last_sep = false;
-    for c in name.chars() {
-        if c == '-' || c == '_' || c == '.' {
-            if !last_sep {
-                out.push('-');
-            }
-            last_sep = true;
-        } else {
-            out.extend(c.to_lowercase());
-            last_sep = false;
-        }
-    }
-    out
 }
 
 /// The uv binary: `$NBRT_UV`, else `uv` on PATH.
@@ -529,17 +505,6 @@ fn manylinux_glibc(tag: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The tags in a dist-info `WHEEL` file (`Tag: cp311-abi3-manylinux_2_28_x86_64` lines): the
-/// tags of the wheel file the distribution was installed from.
-pub fn wheel_file_tags(wheel_metadata: &[u8]) -> BTreeSet<String> {
-    String::from_utf8_lossy(wheel_metadata)
-        .lines()
-        .filter_map(|l| l.strip_prefix("Tag:"))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
 /// The tags a wheel file name stands for, its compressed tag sets expanded
 /// (`py2.py3-none-any` is `py2-none-any` and `py3-none-any`).
 fn wheel_name_tags(file: &str) -> BTreeSet<String> {
@@ -788,6 +753,7 @@ fn remove_pycache(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nbrt_oci::facts::dist_info::wheel_file_tags;
 
     #[test]
     fn the_preferred_wheel_is_pinned() {
