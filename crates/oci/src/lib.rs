@@ -19,6 +19,7 @@ pub mod store;
 pub mod transfer;
 
 pub use digest::Digest;
+pub use engine::Engine;
 pub use error::{OciError, Result};
 pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};
 pub use name::ImageName;

@@ -1,16 +1,16 @@
-//! The local Docker engine, spoken to through its API: loading an image (what `docker load`
-//! does), streamed as our combined archive without a temporary file.
+//! Loading an image into the engine (what `docker load` does), streamed as our combined
+//! archive without a temporary file.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use bollard::query_parameters::ImportImageOptions;
-use bollard::Docker;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::Engine;
 use crate::digest::Digest;
 use crate::error::{OciError, Result};
 use crate::image::Image;
@@ -18,18 +18,6 @@ use crate::name::ImageName;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::transfer::{write_archive, ExportFormat};
-
-/// Connect to the engine named by `DOCKER_HOST`, or the local socket, at the highest API
-/// version both sides speak.
-pub async fn connect() -> Result<Docker> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| OciError::Engine(format!("cannot connect: {e}")))?;
-    docker.negotiate_version().await.map_err(|e| {
-        OciError::Engine(format!(
-            "no answer from the Docker engine ({e}); is dockerd running and DOCKER_HOST right?"
-        ))
-    })
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -66,14 +54,32 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Load an image from the store into the Docker engine under `names`.
+/// Load an image from the store into the Docker engine under `names` (connecting to the
+/// engine first; see [`Engine::load`]).
 pub async fn load(
     store_root: PathBuf,
     image: &Image,
     names: &[ImageName],
     progress: &Progress,
 ) -> Result<LoadReport> {
-    let docker = connect().await?;
+    Engine::connect()
+        .await?
+        .load(store_root, image, names, progress)
+        .await
+}
+
+impl Engine {
+    /// Load an image from the store at `store_root` into the engine under `names`, whether
+    /// or not the engine has it already (see [`Engine::ensure`] for loading only when it
+    /// lacks it).
+    pub async fn load(
+        &self,
+        store_root: PathBuf,
+        image: &Image,
+        names: &[ImageName],
+        progress: &Progress,
+    ) -> Result<LoadReport> {
+        let docker = &self.docker;
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let writer_image = image.clone();
     let writer_names = names.to_vec();
@@ -157,4 +163,5 @@ pub async fn load(
         id: image.id().clone(),
         names: names.iter().map(|n| n.to_string()).collect(),
     })
+}
 }
