@@ -88,7 +88,11 @@ impl Container {
     }
 
     pub async fn state(&self) -> Result<State> {
-        let info = self.engine.inspect_container(&self.id).await.map_err(engine_error)?;
+        let info = self
+            .engine
+            .inspect_container(&self.id)
+            .await
+            .map_err(engine_error)?;
         let net = info.address("bridge").cloned().unwrap_or_default();
         Ok(State {
             running: info.running,
@@ -106,7 +110,11 @@ impl Container {
 
     /// The uid and command of every process (`docker top`).
     pub async fn processes(&self) -> Result<Vec<(String, String)>> {
-        Ok(self.engine.processes(&self.id).await.map_err(engine_error)?
+        Ok(self
+            .engine
+            .processes(&self.id)
+            .await
+            .map_err(engine_error)?
             .into_iter()
             .map(|p| (p.uid, p.command))
             .collect())
@@ -114,7 +122,11 @@ impl Container {
 
     /// Run a command in the container as its user; returns (exit code, output).
     pub async fn exec(&self, cmd: &[&str]) -> Result<(i64, String)> {
-        let out = self.engine.exec(&self.id, cmd).await.map_err(engine_error)?;
+        let out = self
+            .engine
+            .exec(&self.id, cmd)
+            .await
+            .map_err(engine_error)?;
         Ok((out.exit_code, out.output))
     }
 

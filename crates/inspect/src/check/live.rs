@@ -397,11 +397,7 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
     Ok(out)
 }
 
-async fn docker_stacks(
-    engine: &Engine,
-    image: &str,
-    opts: &LiveOptions,
-) -> Result<Vec<R>> {
+async fn docker_stacks(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let t = token();
     let spec = RunSpec {
         env: vec![format!("JUPYTER_TOKEN={t}")],

@@ -184,9 +184,7 @@ impl Engine {
             .collect();
         let mut ports = Vec::new();
         for (key, bindings) in settings.ports.unwrap_or_default() {
-            let Some(container) = key
-                .strip_suffix("/tcp")
-                .and_then(|p| p.parse::<u16>().ok())
+            let Some(container) = key.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok())
             else {
                 continue;
             };
@@ -198,7 +196,7 @@ impl Engine {
                 });
             }
         }
-        ports.sort_by(|a, b| (a.container, a.host_port).cmp(&(b.container, b.host_port)));
+        ports.sort_by_key(|p| (p.container, p.host_port));
         Ok(ContainerInfo {
             id: info.id.unwrap_or_default(),
             name: info
@@ -305,9 +303,7 @@ impl Engine {
 
     /// Wait for the container to stop; returns its exit code.
     pub async fn wait(&self, id: &str) -> Result<i64> {
-        let mut s = self
-            .docker
-            .wait_container(id, None::<WaitContainerOptions>);
+        let mut s = self.docker.wait_container(id, None::<WaitContainerOptions>);
         match s.next().await {
             Some(Ok(r)) => Ok(r.status_code),
             // bollard reports a non-zero exit as an error.

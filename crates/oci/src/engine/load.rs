@@ -80,88 +80,88 @@ impl Engine {
         progress: &Progress,
     ) -> Result<LoadReport> {
         let docker = &self.docker;
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let writer_image = image.clone();
-    let writer_names = names.to_vec();
-    let writer_progress = progress.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
-        let store = Store::open(&store_root)?;
-        let mut out = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let result = write_archive(
-            &store,
-            &writer_image,
-            &writer_names,
-            ExportFormat::Combined,
-            &mut out,
-            &store.tmp(),
-            &writer_progress,
-        )
-        .and_then(|_| {
-            out.flush()
-                .map_err(|e| OciError::Engine(format!("streaming the image: {e}")))
+        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let writer_image = image.clone();
+        let writer_names = names.to_vec();
+        let writer_progress = progress.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+            let store = Store::open(&store_root)?;
+            let mut out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = write_archive(
+                &store,
+                &writer_image,
+                &writer_names,
+                ExportFormat::Combined,
+                &mut out,
+                &store.tmp(),
+                &writer_progress,
+            )
+            .and_then(|_| {
+                out.flush()
+                    .map_err(|e| OciError::Engine(format!("streaming the image: {e}")))
+            });
+            if let Err(e) = &result {
+                // Make the engine see a broken upload rather than a short, valid-looking tar.
+                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            }
+            result
         });
-        if let Err(e) = &result {
-            // Make the engine see a broken upload rather than a short, valid-looking tar.
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut messages = docker.import_image_stream(
-        ImportImageOptions {
-            quiet: true,
-            platform: None,
-        },
-        body,
-        None,
-    );
-    let mut engine_error = None;
-    let mut stream_text = String::new();
-    while let Some(msg) = messages.next().await {
-        match msg {
-            Ok(info) => {
-                if let Some(detail) = info.error_detail {
-                    engine_error = Some(detail.message.unwrap_or_default());
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut messages = docker.import_image_stream(
+            ImportImageOptions {
+                quiet: true,
+                platform: None,
+            },
+            body,
+            None,
+        );
+        let mut engine_error = None;
+        let mut stream_text = String::new();
+        while let Some(msg) = messages.next().await {
+            match msg {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        engine_error = Some(detail.message.unwrap_or_default());
+                    }
+                    if let Some(s) = info.stream {
+                        stream_text.push_str(&s);
+                    }
                 }
-                if let Some(s) = info.stream {
-                    stream_text.push_str(&s);
+                Err(e) => {
+                    engine_error = Some(e.to_string());
+                    break;
                 }
             }
-            Err(e) => {
-                engine_error = Some(e.to_string());
-                break;
-            }
         }
-    }
-    let written = writer
-        .await
-        .map_err(|e| OciError::Engine(format!("the archive writer failed: {e}")))?;
-    written?;
-    if let Some(e) = engine_error {
-        return Err(OciError::Engine(format!("loading the image failed: {e}")));
-    }
-    // The classic store knows the image by its config digest, Docker's containerd image
-    // store by its manifest digest.
-    let inspect = match docker.inspect_image(&image.id().to_string()).await {
-        Ok(found) => found,
-        Err(first) => docker
-            .inspect_image(&image.digest().to_string())
+        let written = writer
             .await
-            .map_err(|_| {
-                OciError::Engine(format!(
-                    "the engine accepted the image but does not show {} ({first}); it said: {}",
-                    image.id(),
-                    stream_text.trim()
-                ))
-            })?,
-    };
-    Ok(LoadReport {
-        engine_id: inspect.id.unwrap_or_default(),
-        id: image.id().clone(),
-        names: names.iter().map(|n| n.to_string()).collect(),
-    })
-}
+            .map_err(|e| OciError::Engine(format!("the archive writer failed: {e}")))?;
+        written?;
+        if let Some(e) = engine_error {
+            return Err(OciError::Engine(format!("loading the image failed: {e}")));
+        }
+        // The classic store knows the image by its config digest, Docker's containerd image
+        // store by its manifest digest.
+        let inspect = match docker.inspect_image(&image.id().to_string()).await {
+            Ok(found) => found,
+            Err(first) => docker
+                .inspect_image(&image.digest().to_string())
+                .await
+                .map_err(|_| {
+                    OciError::Engine(format!(
+                        "the engine accepted the image but does not show {} ({first}); it said: {}",
+                        image.id(),
+                        stream_text.trim()
+                    ))
+                })?,
+        };
+        Ok(LoadReport {
+            engine_id: inspect.id.unwrap_or_default(),
+            id: image.id().clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
+    }
 }

@@ -226,7 +226,10 @@ mod tests {
                 ImageName::parse("other").unwrap(),
             ],
         );
-        assert_eq!(named.to_string(), format!("127.0.0.1:5000/nb/kernel-py:{twelve}"));
+        assert_eq!(
+            named.to_string(),
+            format!("127.0.0.1:5000/nb/kernel-py:{twelve}")
+        );
         let unnamed = engine_name(&image, &[]);
         assert_eq!(unnamed.to_string(), format!("nbrt/unnamed:{twelve}"));
     }
