@@ -23,6 +23,7 @@ pub mod store;
 pub mod transfer;
 
 pub use digest::Digest;
+pub use engine::Engine;
 pub use error::{OciError, Result};
 pub use fsview::{FileInfo, FileKind, FileView, FsViewError};
 pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};

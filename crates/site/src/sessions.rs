@@ -208,20 +208,36 @@ async fn remove_container(site: &Site, name_or_id: &str) -> Result<()> {
     }
 }
 
-/// Make sure the engine has the image: load it from the store when only the store has it.
+/// Make sure the engine has the image under its engine name (`nbrt_oci::engine::engine_name`):
+/// loaded from the store when only the store has it, tagged when the engine has it under
+/// other names. An image only the engine has (not in the store) is used as it is.
 async fn ensure_image(site: &Site, image_id: &str) -> Result<()> {
-    match site.docker.inspect_image(image_id).await {
-        Ok(_) => return Ok(()),
-        Err(e) if is_404(&e) => {}
-        Err(e) => return Err(SiteError::engine(e)),
-    }
-    let root = site.store_root()?;
-    let image = {
-        let store = nbrt_oci::Store::open(&root)?;
-        store.resolve(image_id)?.image
+    let engine = nbrt_oci::Engine::from_client(site.docker.clone());
+    let engine_err = |e: nbrt_oci::OciError| match e {
+        nbrt_oci::OciError::Engine(m) => SiteError::Engine(m),
+        other => SiteError::Store(other),
     };
-    tracing::info!("loading {image_id} from the store into the Docker engine");
-    nbrt_oci::engine::load(root, &image, &[], &nbrt_oci::Progress::hidden()).await?;
+    let in_store = match site.open_store()? {
+        Some(store) => store.resolve(image_id).map(|found| (store, found)),
+        None => Err(nbrt_oci::OciError::NotFound(image_id.to_string())),
+    };
+    let (store, found) = match in_store {
+        Ok(found) => found,
+        Err(e) => {
+            if engine.image(image_id).await.map_err(engine_err)?.is_some() {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    };
+    let name = nbrt_oci::engine::engine_name(&found.image, &found.names);
+    let ensured = engine
+        .ensure(&store, &found.image, &name)
+        .await
+        .map_err(engine_err)?;
+    if ensured.loaded {
+        tracing::info!("loaded {image_id} from the store into the Docker engine as {name}");
+    }
     Ok(())
 }
 

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use aes::cipher::{generic_array::GenericArray, BlockDecrypt, KeyInit};
 use base64::Engine as _;
-use bollard::Docker;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use nbrt_oci::Engine;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{Pkcs1v15Encrypt, RsaPrivateKey};
 use serde_json::{json, Value};
@@ -265,11 +265,11 @@ async fn ask(
 }
 
 /// The gateway-kernel live check.
-pub async fn check(docker: &Docker, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
+pub async fn check(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let keys = tokio::task::spawn_blocking(Keys::generate)
         .await
         .map_err(|e| bad(format!("key generation: {e}")))??;
-    let gateway = bridge_gateway(docker).await?;
+    let gateway = bridge_gateway(engine).await?;
     let listener = TcpListener::bind((gateway.as_str(), 0))
         .await
         .map_err(crate::error::io(format!("listening on {gateway}")))?;
@@ -295,7 +295,7 @@ pub async fn check(docker: &Docker, image: &str, opts: &LiveOptions) -> Result<V
         group_add: vec!["100".to_string()],
         ..Default::default()
     };
-    let c = Container::start(docker, image, &spec).await?;
+    let c = Container::start(engine, image, &spec).await?;
     let out = converse(&c, &listener, &keys, &kernel_id, opts).await;
     c.remove().await;
     out

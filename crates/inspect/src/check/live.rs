@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nbrt_oci::{Image, Store};
+use nbrt_oci::{Engine, Image, Store};
 
 use super::container::{ensure_image, indent, wait_for, Container, RunSpec, Waited};
 use super::{CheckResult as R, Profile};
@@ -35,8 +35,8 @@ const HUB_USER: &str = "nbrt-check";
 /// Run the live checks of `profile`. Problems reaching the engine are reported as a failed
 /// `live.engine` check.
 pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOptions) -> Vec<R> {
-    let docker = match nbrt_oci::engine::connect().await {
-        Ok(d) => d,
+    let engine = match Engine::connect().await {
+        Ok(e) => e,
         Err(e) => {
             return vec![R::fail(
                 "live.engine",
@@ -46,7 +46,7 @@ pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOpti
             .live()]
         }
     };
-    let reference = match ensure_image(&docker, store, image).await {
+    let reference = match ensure_image(&engine, store, image).await {
         Ok(r) => r,
         Err(e) => {
             return vec![R::fail(
@@ -58,11 +58,11 @@ pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOpti
         }
     };
     let result = match profile {
-        Profile::Kubeflow => kubeflow(&docker, &reference, opts).await,
-        Profile::DockerStacks => docker_stacks(&docker, &reference, opts).await,
-        Profile::Jupyterhub => jupyterhub(&docker, &reference, opts).await,
-        Profile::Arcgis => arcgis(&docker, &reference, opts).await,
-        Profile::GatewayKernel => super::launcher::check(&docker, &reference, opts).await,
+        Profile::Kubeflow => kubeflow(&engine, &reference, opts).await,
+        Profile::DockerStacks => docker_stacks(&engine, &reference, opts).await,
+        Profile::Jupyterhub => jupyterhub(&engine, &reference, opts).await,
+        Profile::Arcgis => arcgis(&engine, &reference, opts).await,
+        Profile::GatewayKernel => super::launcher::check(&engine, &reference, opts).await,
     };
     let mut out = match result {
         Ok(r) => r,
@@ -311,7 +311,7 @@ fn empty_volume() -> std::io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-async fn kubeflow(docker: &bollard::Docker, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
+async fn kubeflow(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let vol = empty_volume().map_err(crate::error::io("creating an empty home volume"))?;
     let spec = RunSpec {
         env: vec![format!("NB_PREFIX={KUBEFLOW_PREFIX}")],
@@ -319,7 +319,7 @@ async fn kubeflow(docker: &bollard::Docker, image: &str, opts: &LiveOptions) -> 
         group_add: vec!["100".to_string()],
         ..Default::default()
     };
-    let c = Container::start(docker, image, &spec).await?;
+    let c = Container::start(engine, image, &spec).await?;
     let out = kubeflow_probe(&c, opts).await;
     c.remove().await;
     out
@@ -397,17 +397,13 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
     Ok(out)
 }
 
-async fn docker_stacks(
-    docker: &bollard::Docker,
-    image: &str,
-    opts: &LiveOptions,
-) -> Result<Vec<R>> {
+async fn docker_stacks(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let t = token();
     let spec = RunSpec {
         env: vec![format!("JUPYTER_TOKEN={t}")],
         ..Default::default()
     };
-    let c = Container::start(docker, image, &spec).await?;
+    let c = Container::start(engine, image, &spec).await?;
     let mut out = Vec::new();
     let r = server_answers(&c, "/api", Some(&t), opts).await;
     let up = r.is_ok();
@@ -451,11 +447,11 @@ async fn server_answers(
     }
 }
 
-async fn jupyterhub(docker: &bollard::Docker, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
+async fn jupyterhub(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let t = token();
     let prefix = format!("/user/{HUB_USER}/");
     let hub = super::hub::FakeHub::start(
-        &super::container::bridge_gateway(docker).await?,
+        &super::container::bridge_gateway(engine).await?,
         &opts.hub_version,
     )
     .await?;
@@ -477,7 +473,7 @@ async fn jupyterhub(docker: &bollard::Docker, image: &str, opts: &LiveOptions) -
         format!("JUPYTERHUB_OAUTH_SCOPES=[\"access:servers!server={HUB_USER}/\", \"access:servers!user={HUB_USER}\"]"),
     ];
     let c = Container::start(
-        docker,
+        engine,
         image,
         &RunSpec {
             env,
@@ -530,10 +526,10 @@ async fn uid_check_nonroot(c: &Container) -> R {
     }
 }
 
-async fn arcgis(docker: &bollard::Docker, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
+async fn arcgis(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
     let t = token();
     let c = Container::start(
-        docker,
+        engine,
         image,
         &RunSpec {
             env: vec![format!("JUPYTER_TOKEN={t}")],

@@ -107,8 +107,8 @@ pub fn in_docker(store: &Store, name: &str) -> String {
     let image = store.resolve(name).unwrap().image;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let docker = nbrt_oci::engine::connect().await.unwrap();
-        check::container::ensure_image(&docker, store, &image)
+        let engine = nbrt_oci::Engine::connect().await.unwrap();
+        check::container::ensure_image(&engine, store, &image)
             .await
             .unwrap()
     })
