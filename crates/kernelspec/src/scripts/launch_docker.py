@@ -30,7 +30,7 @@ def container_spec(args, environ):
             "kernel_id": kernel_id,
             "component": "kernel",
             "app": "gateway-provisioners",
-            "org.nbrt.kernelspec": args.kernel_spec or "",
+            "io.nbrt.kernelspec": args.kernel_spec or "",
         },
         "environment": kernel_env(args, environ),
         "network": network,
