@@ -2,8 +2,10 @@
 //!
 //! - [`index`]: one pass over a layer records every entry (with a content digest) and keeps
 //!   the few small files the rest of the crate reads; cached per layer in the store.
-//! - [`view`]: the merged file view of an image (whiteouts honoured), built from those.
-//! - [`packages`]: conda, Python and Debian packages found in a view.
+//! - [`view`]: the merged file view of an image (whiteouts honoured by `nbrt_oci`'s one
+//!   merge rule), built from those; an `nbrt_oci::FileView`.
+//! - [`packages`]: conda, Python and Debian packages found in a view, read by `nbrt_oci`'s
+//!   shared readers (the builder's lock reads the same facts with the same rules).
 //! - [`manifest`], [`sbom`]: packages as `conda list --json` records, ArcGIS's
 //!   `{"libraries": …}`, a table, SPDX and CycloneDX.
 //! - [`diff`]: what changes between two images.

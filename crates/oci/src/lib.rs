@@ -1,7 +1,21 @@
 //! nbrt's image core: the OCI image model, layers as tar streams, the local content store,
 //! the places images live (OCI layouts, docker archives, registries, the Docker engine), and
-//! copying between them. [`Platform`] is the one place that knows the host's platform and
-//! which entry of a multi-platform index is for it.
+//! copying between them; and the facts about an image's files that more than one crate reads.
+//!
+//! | module | its job |
+//! | --- | --- |
+//! | [`digest`], [`json`], [`spec`], [`name`] | digests and hashing, canonical JSON, the OCI documents, image names |
+//! | [`image`] | an image (manifest, config, layers; exact bytes, verified reads), [`validate`], [`copy_image`] |
+//! | [`layer`] | layers as tar streams: read (untrusted entries checked), write (deterministic), apply, merge (the one whiteout rule), flatten |
+//! | [`store`] | the local content store: blobs, names, typed references ([`RefKind`]), its areas ([`Bucket`]), gc |
+//! | [`format`] | OCI layouts, docker archives, root file system tars |
+//! | [`transfer`] | import and export between the store and files |
+//! | [`registry`] | registries: references, auth, client, push, pull |
+//! | [`engine`] | the Docker engine ([`Engine`]): loading an image under its one name, containers |
+//! | [`platform`] | [`Platform`]: the host's platform and which entry of a multi-platform index is for it |
+//! | [`fsview`], [`facts`] | [`FileView`], one trait over an image's files, and the readers of dpkg status, conda-meta, dist-info and passwd/group written against it |
+//! | [`label`] | the labels nbrt writes on images and containers, [`label::RuntimeDefaults`] |
+//! | [`progress`], [`fsutil`], [`error`] | progress bars, atomic writes and locks, [`OciError`] |
 
 pub mod digest;
 pub mod engine;
