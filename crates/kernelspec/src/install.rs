@@ -88,10 +88,10 @@ pub async fn install(store: &Store, r: &Request, progress: &Progress) -> Result<
         Err(OciError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let (image_name, facts, source) = match (found, &r.image_name) {
-        // The name is written as given; the image, when the store has it, still says what
-        // the kernel is (language, ipykernel) and is checked.
-        (Some(found), Some(name)) => {
+    let (image_name, facts, source) = match found {
+        // A store image says what the kernel is (language, ipykernel) and is checked; the
+        // name is written as given, or the one the provisioner launches it by.
+        Some(found) => {
             let (facts, warning) = store_facts(
                 store,
                 &found,
@@ -101,38 +101,14 @@ pub async fn install(store: &Store, r: &Request, progress: &Progress) -> Result<
                 progress,
             )?;
             warnings.extend(warning);
-            (
-                name.clone(),
-                facts,
-                json!({
-                    "image": r.image,
-                    "digest": found.image.digest().to_string(),
-                    "id": found.image.id().to_string(),
-                }),
-            )
-        }
-        (None, Some(name)) => (
-            name.clone(),
-            ImageFacts::default(),
-            json!({"image": r.image, "image_name": "given"}),
-        ),
-        (Some(found), None) => {
-            let (facts, warning) = store_facts(
-                store,
-                &found,
-                &r.image,
-                r.language.as_deref(),
-                r.force,
-                progress,
-            )?;
-            warnings.extend(warning);
-            let name = match r.provisioner {
-                Provisioner::Docker => {
+            let name = match (&r.image_name, r.provisioner) {
+                (Some(name), _) => name.clone(),
+                (None, Provisioner::Docker) => {
                     let (n, l) = docker_name(store, &found, r.no_load, progress).await?;
                     loaded = l;
                     n
                 }
-                Provisioner::Kubernetes => kubernetes_name(&r.image, &found)?,
+                (None, Provisioner::Kubernetes) => kubernetes_name(&r.image, &found)?,
             };
             let source = json!({
                 "image": r.image,
@@ -141,11 +117,18 @@ pub async fn install(store: &Store, r: &Request, progress: &Progress) -> Result<
             });
             (name, facts, source)
         }
-        (None, None) => (
-            r.image.clone(),
-            engine_facts(&r.image).await?,
-            json!({"image": r.image, "engine": true}),
-        ),
+        None => match &r.image_name {
+            Some(name) => (
+                name.clone(),
+                ImageFacts::default(),
+                json!({"image": r.image, "image_name": "given"}),
+            ),
+            None => (
+                r.image.clone(),
+                engine_facts(&r.image).await?,
+                json!({"image": r.image, "engine": true}),
+            ),
+        },
     };
 
     let language = facts.language(r.language.as_deref())?;

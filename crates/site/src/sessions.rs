@@ -16,7 +16,6 @@ use std::time::Duration;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
-    RemoveContainerOptions,
 };
 use futures_util::StreamExt;
 use nbrt_oci::label;
@@ -187,36 +186,25 @@ fn is_404(e: &bollard::errors::Error) -> bool {
 }
 
 async fn remove_container(site: &Site, name_or_id: &str) -> Result<()> {
-    match site
-        .docker
-        .remove_container(
-            name_or_id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if is_404(&e) => Ok(()),
-        // Already being removed by another call.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(SiteError::engine(e)),
+    engine(site).remove(name_or_id).await.map_err(engine_err)
+}
+
+/// The site's Docker engine as `nbrt_oci` speaks to it (the calls it shares with the checks
+/// and the kernel specs).
+fn engine(site: &Site) -> nbrt_oci::Engine {
+    nbrt_oci::Engine::from_client(site.docker.clone())
+}
+
+/// An engine failure is the engine's (502); anything else (the store) is the store's.
+fn engine_err(e: nbrt_oci::OciError) -> SiteError {
+    match e {
+        nbrt_oci::OciError::Engine(m) => SiteError::Engine(m),
+        other => SiteError::Store(other),
     }
 }
 
-/// Make sure the engine has the image under its engine name (`nbrt_oci::engine::engine_name`):
-/// loaded from the store when only the store has it, tagged when the engine has it under
-/// other names. An image only the engine has (not in the store) is used as it is.
 async fn ensure_image(site: &Site, image_id: &str) -> Result<()> {
-    let engine = nbrt_oci::Engine::from_client(site.docker.clone());
-    let engine_err = |e: nbrt_oci::OciError| match e {
-        nbrt_oci::OciError::Engine(m) => SiteError::Engine(m),
-        other => SiteError::Store(other),
-    };
+    let engine = engine(site);
     let in_store = match site.open_store()? {
         Some(store) => store.resolve(image_id).map(|found| (store, found)),
         None => Err(nbrt_oci::OciError::NotFound(image_id.to_string())),
