@@ -1,5 +1,5 @@
 //! The driver: each runtime of a stack becomes its parent's layers plus one layer per step.
-//! For every step of the plan ([`steps::plan`]): its cache key ([`cache::step_key`]), then
+//! For every step of the plan ([`steps::plan`]): its cache key ([`Step::cache_key`]), then
 //! the layer from the cache or the step run ([`steps::StepKind::run`]), then its lock entry;
 //! last the image is assembled, `runtime.lock` written and the build recorded. A rebuild
 //! with nothing changed assembles the image from the cache without running anything; a
@@ -185,7 +185,7 @@ pub(crate) fn build_runtime(
             .as_ref()
             .zip(kind.lock_section())
             .map(|(l, s)| l.section(s));
-        let key = cache::step_key(&diff_ids, &step, &env, pins.as_ref(), &kind.inputs(rt)?)?;
+        let key = step.cache_key(&diff_ids, &env, pins.as_ref(), &kind.inputs(rt)?)?;
         let cached = if opts.no_cache || moved.contains_key(&index) {
             None
         } else {

@@ -306,9 +306,8 @@ pub fn rebase(
     // confirms that the image's layer is what the runtime file makes today on the old base.
     let confirmed = |i: usize, step: &Step| -> Result<Option<CachedStep>> {
         let at = base_len + i;
-        let key = cache::step_key(
+        let key = step.cache_key(
             &image.diff_ids()[..at],
-            step,
             &[],
             None,
             &step.kind().inputs(&rt)?,

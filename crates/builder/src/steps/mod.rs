@@ -24,12 +24,13 @@ pub mod user;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use nbrt_oci::digest::Hasher;
 use nbrt_oci::layer::{Compression, LayerInfo};
 use nbrt_oci::spec::{source_date_epoch, Descriptor};
 use nbrt_oci::{Digest, Store};
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::layer_dir::{layer_from_dir, DirLayerOptions};
 use crate::lock::{LockSection, StepLock};
 use crate::runtime_file::RuntimeFile;
@@ -37,6 +38,9 @@ use crate::sandbox::{self, RunSpec};
 use crate::snapshot::{MergedView, Snapshots};
 
 /// One step of a runtime, in build order. Its JSON form is part of the step's cache key.
+/// Bumped when a step's output for the same inputs changes (part of every cache key).
+const CACHE_VERSION: &str = "nbrt-build/3";
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Step {
@@ -66,6 +70,34 @@ impl Step {
     /// What the image's history says made the step's layer.
     pub fn label(&self) -> String {
         self.kind().label()
+    }
+
+    /// The cache key of the step on the layers `parent` (diff IDs, bottom first): the layers
+    /// below it, its definition and the content of its inputs (and, for steps whose commands
+    /// see it, the image's environment `env`; in a `--locked` build, the lock's `pins`).
+    pub fn cache_key(
+        &self,
+        parent: &[Digest],
+        env: &[String],
+        pins: Option<&StepLock>,
+        inputs: &[PathBuf],
+    ) -> Result<String> {
+        let mut h = Hasher::new();
+        let mut doc = serde_json::json!({ "v": CACHE_VERSION, "parent": parent, "step": self,
+            "sde": source_date_epoch() });
+        // Commands in the sandbox see the environment; steps that write files directly do not.
+        if self.kind().sees_env() {
+            doc["env"] = serde_json::json!(env);
+        }
+        // A locked build installs the lock's pins: its layers are cached apart.
+        if let Some(p) = pins {
+            doc["locked"] = serde_json::to_value(p).map_err(|e| BuildError::Lock(e.to_string()))?;
+        }
+        h.update(&nbrt_oci::json::to_canonical_vec(&doc, "step key")?);
+        for p in inputs {
+            crate::cache::hash_path(p, &mut h)?;
+        }
+        Ok(h.finish().0.hex().to_string())
     }
 }
 
