@@ -8,9 +8,11 @@ use std::net::TcpListener;
 use std::process::Command;
 
 pub mod conda_pkg;
+pub mod hostile;
 pub mod jupyter;
 pub mod registry;
 pub mod stock;
+pub use hostile::{Endless, HostileRegistry};
 pub use registry::{Registry, RegistryConfig};
 
 /// Whether tests that need external components may be skipped on this machine.
