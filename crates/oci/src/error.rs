@@ -26,6 +26,9 @@ pub enum OciError {
     },
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: String, size: u64, limit: u64 },
+    /// A body that went on past its limit while it streamed (reading stopped there).
+    #[error("{what} is over the limit of {limit} bytes (reading stopped there)")]
+    OverLimit { what: String, limit: u64 },
     #[error("invalid JSON in {what}: {source}")]
     Json {
         what: String,

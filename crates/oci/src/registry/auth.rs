@@ -8,6 +8,7 @@ use std::time::Duration;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
+use super::bounded::{read_bounded, ERROR_BODY_LIMIT, TOKEN_REPLY_LIMIT};
 use super::client::RegistryOptions;
 use super::reference::RemoteRef;
 use crate::error::{OciError, Result};
@@ -157,12 +158,12 @@ pub(super) fn load_credentials(r: &RemoteRef, opts: &RegistryOptions) -> Result<
 
 /// A `WWW-Authenticate: Bearer realm="…",service="…"` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct BearerChallenge {
-    realm: String,
-    service: Option<String>,
+pub(super) struct BearerChallenge {
+    pub(super) realm: String,
+    pub(super) service: Option<String>,
 }
 
-fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+pub(super) fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
     let header = header.trim();
     let (scheme, params) = header.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -258,17 +259,30 @@ pub(super) async fn exchange_identity_token(
         .await
         .map_err(|e| format!("POST {}: {e}", challenge.realm))?;
     let status = res.status();
-    let body = res
-        .bytes()
+    let mut res = res;
+    let limit = if status.is_success() {
+        TOKEN_REPLY_LIMIT
+    } else {
+        ERROR_BODY_LIMIT
+    };
+    let body = read_bounded(&mut res, limit)
         .await
         .map_err(|e| format!("reading the answer of {}: {e}", challenge.realm))?;
     if !status.is_success() {
         return Err(format!(
             "the token server {} refused the identity token: HTTP {status}: {}",
             challenge.realm,
-            String::from_utf8_lossy(&body[..body.len().min(500)]).trim()
+            String::from_utf8_lossy(&body.bytes[..body.bytes.len().min(500)]).trim()
         ));
     }
+    if body.cut {
+        return Err(format!(
+            "the token reply of {} is over the limit of {TOKEN_REPLY_LIMIT} bytes (reading \
+             stopped there)",
+            challenge.realm
+        ));
+    }
+    let body = body.bytes;
     #[derive(Deserialize)]
     struct TokenAnswer {
         access_token: Option<String>,

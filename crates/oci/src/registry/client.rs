@@ -1,23 +1,26 @@
-//! The connection to one repository: the HTTP client (`oci-client`) set up with the
-//! credentials, registry errors turned into clear [`OciError::Registry`] messages, and the
-//! bounded reads every transfer goes through (manifests up to the JSON size limit, blobs up
-//! to their descriptor's size).
+//! The connection to one repository: the HTTP client (`oci-client`, for push) set up with
+//! the credentials, registry errors turned into clear [`OciError::Registry`] messages, and
+//! pull's own requests (the login with its token reply, manifests, blobs), whose every read
+//! is bounded while it streams (`bounded.rs`): documents up to the JSON size limit, blobs up
+//! to their descriptor's size, error and token replies to their own limits. oci-client reads
+//! whole bodies before looking at them, so pull does not go through it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::auth::{exchange_identity_token, load_credentials, CredentialOrigin};
+use super::auth::{
+    exchange_identity_token, load_credentials, parse_bearer_challenge, CredentialOrigin,
+};
+use super::bounded::{read_bounded, Bounded, DOCUMENT_LIMIT, ERROR_BODY_LIMIT, TOKEN_REPLY_LIMIT};
 use super::reference::RemoteRef;
 use crate::digest::Digest;
 use crate::error::{OciError, Result};
-use crate::json::MAX_JSON_SIZE;
 use crate::progress::Bar;
 use crate::spec::{media, Descriptor};
 
@@ -40,6 +43,28 @@ pub(super) struct Remote {
     pub(super) auth: RegistryAuth,
     origin: CredentialOrigin,
     scheme: &'static str,
+    /// Pull's own HTTP client (see the module's notes).
+    http: reqwest::Client,
+    /// How pull's requests authenticate, found on first use.
+    pull_auth: tokio::sync::OnceCell<PullAuth>,
+}
+
+/// What pull's requests carry.
+#[derive(Debug, Clone)]
+enum PullAuth {
+    Anonymous,
+    Basic(String, String),
+    Bearer(String),
+}
+
+impl PullAuth {
+    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            PullAuth::Anonymous => rb,
+            PullAuth::Basic(user, password) => rb.basic_auth(user, Some(password)),
+            PullAuth::Bearer(token) => rb.bearer_auth(token),
+        }
+    }
 }
 
 impl Remote {
@@ -68,6 +93,15 @@ impl Remote {
             registry: r.host.clone(),
             message: format!("cannot set up an HTTP client: {e}"),
         })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .user_agent(concat!("nbrt/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OciError::Registry {
+                registry: r.host.clone(),
+                message: format!("cannot set up an HTTP client: {e}"),
+            })?;
         let creds = load_credentials(r, opts)?;
         let auth = match &creds.identity_token {
             Some(token) => {
@@ -93,6 +127,8 @@ impl Remote {
             auth,
             origin: creds.origin,
             scheme,
+            http,
+            pull_auth: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -209,6 +245,141 @@ impl Remote {
         }
     }
 
+    /// `<scheme>://<registry>/v2/<repository>/<path>`.
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{path}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        )
+    }
+
+    /// How pull's requests authenticate: found once, as Docker does: `GET /v2/`, and on a
+    /// Bearer challenge a token for `repository:<name>:pull` from the token server (with
+    /// the Basic credentials, if any); on a Basic challenge the Basic credentials.
+    async fn pull_auth(&self) -> Result<&PullAuth> {
+        self.pull_auth
+            .get_or_try_init(|| self.login_for_pull())
+            .await
+    }
+
+    async fn login_for_pull(&self) -> Result<PullAuth> {
+        let basic = match &self.auth {
+            RegistryAuth::Bearer(token) => return Ok(PullAuth::Bearer(token.clone())),
+            RegistryAuth::Basic(user, password) => Some((user.clone(), password.clone())),
+            RegistryAuth::Anonymous => None,
+        };
+        let probe = format!(
+            "{}://{}/v2/",
+            self.scheme,
+            self.reference.resolve_registry()
+        );
+        let doing = "logging in";
+        // Only the headers are looked at; the body is never read.
+        let res = self
+            .http
+            .get(&probe)
+            .send()
+            .await
+            .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
+        let challenge = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        drop(res);
+        let Some(challenge) = challenge else {
+            return Ok(PullAuth::Anonymous);
+        };
+        let Some(bearer) = parse_bearer_challenge(&challenge) else {
+            return Ok(match basic {
+                Some((user, password)) => PullAuth::Basic(user, password),
+                None => PullAuth::Anonymous,
+            });
+        };
+        let scope = format!("repository:{}:pull", self.reference.repository());
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(service) = &bearer.service {
+            query.push(("service", service));
+        }
+        let mut rb = self.http.get(&bearer.realm).query(&query);
+        if let Some((user, password)) = &basic {
+            rb = rb.basic_auth(user, Some(password));
+        }
+        let doing = format!("getting a token from {}", bearer.realm);
+        let mut res = rb
+            .send()
+            .await
+            .map_err(|e| self.error(&doing, OciDistributionError::RequestError(e)))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body = read_bounded(&mut res, ERROR_BODY_LIMIT)
+                .await
+                .map_err(|e| self.error(&doing, OciDistributionError::RequestError(e)))?;
+            let e = OciDistributionError::AuthenticationFailure(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body.bytes)
+            ));
+            return Err(cut_note(self.error(&doing, e), &body));
+        }
+        let body = read_bounded(&mut res, TOKEN_REPLY_LIMIT)
+            .await
+            .map_err(|e| self.error(&doing, OciDistributionError::RequestError(e)))?;
+        if body.cut {
+            return Err(OciError::OverLimit {
+                what: format!("the token reply of {}", bearer.realm),
+                limit: TOKEN_REPLY_LIMIT,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let reply: TokenReply = serde_json::from_slice(&body.bytes).map_err(|e| {
+            self.fail(format!(
+                "{doing}: the token server answered invalid JSON: {e}"
+            ))
+        })?;
+        reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .map(PullAuth::Bearer)
+            .ok_or_else(|| self.fail(format!("{doing}: the token server returned no token")))
+    }
+
+    /// `GET` for pull, authenticated; a reply that is not a success becomes an error (its
+    /// body read up to [`ERROR_BODY_LIMIT`]).
+    async fn pull_get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        doing: &str,
+    ) -> Result<reqwest::Response> {
+        let auth = self.pull_auth().await?;
+        let mut rb = auth.apply(self.http.get(url));
+        if let Some(accept) = accept {
+            rb = rb.header(reqwest::header::ACCEPT, accept);
+        }
+        let mut res = rb
+            .send()
+            .await
+            .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
+        let status = res.status();
+        if status == reqwest::StatusCode::OK {
+            return Ok(res);
+        }
+        let body = read_bounded(&mut res, ERROR_BODY_LIMIT)
+            .await
+            .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
+        Err(cut_note(
+            self.error(doing, status_error(status, &body.bytes, url)),
+            &body,
+        ))
+    }
+
     /// Fetch a manifest or index by reference, checking its digest and size.
     pub(super) async fn fetch_manifest(
         &self,
@@ -220,35 +391,51 @@ impl Remote {
             media::DOCKER_MANIFEST,
             media::OCI_INDEX,
             media::DOCKER_MANIFEST_LIST,
-        ];
-        let (body, reported) = self
-            .client
-            .pull_manifest_raw(reference, &self.auth, &accepted)
-            .await
-            .map_err(|e| match e {
-                OciDistributionError::DigestError(
-                    oci_client::errors::DigestError::VerificationError { expected, actual },
-                ) => OciError::DigestMismatch {
+        ]
+        .join(", ");
+        let target = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let url = self.url(&format!("manifests/{target}"));
+        let doing = format!("fetching {what}");
+        let mut res = self.pull_get(&url, Some(&accepted), &doing).await?;
+        if let Some(len) = res.content_length() {
+            if len > DOCUMENT_LIMIT {
+                return Err(OciError::TooLarge {
                     what: format!("{what} from {}", self.r.host),
-                    expected,
-                    actual,
-                },
-                e => self.error(&format!("fetching {what}"), e),
-            })?;
-        if body.len() as u64 > MAX_JSON_SIZE {
-            return Err(OciError::TooLarge {
-                what: what.to_string(),
-                size: body.len() as u64,
-                limit: MAX_JSON_SIZE,
+                    size: len,
+                    limit: DOCUMENT_LIMIT,
+                });
+            }
+        }
+        let reported = res
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let body = read_bounded(&mut res, DOCUMENT_LIMIT)
+            .await
+            .map_err(|e| self.error(&doing, OciDistributionError::RequestError(e)))?;
+        if body.cut {
+            return Err(OciError::OverLimit {
+                what: format!("{what} from {}", self.r.host),
+                limit: DOCUMENT_LIMIT,
             });
         }
+        let body = Bytes::from(body.bytes);
         let actual = Digest::of_bytes(&body);
-        // oci-client checked the digest the registry reported and the reference's; check
-        // again with our own digest type (it only knows sha256).
         if let Some(expected) = reference.digest() {
             Digest::parse(expected)?.verify(&actual, || what.to_string())?;
         }
-        if let Ok(reported) = Digest::parse(&reported) {
+        if let Some(reported) = reported {
+            let reported = Digest::parse(&reported).map_err(|_| {
+                self.fail(format!(
+                    "{doing}: the registry reported the digest {:?}, which is not a sha256 digest",
+                    truncate(&reported, 100)
+                ))
+            })?;
             reported.verify(&actual, || {
                 format!("{what} (digest reported by the registry)")
             })?;
@@ -265,12 +452,9 @@ impl Remote {
     ) -> Result<()> {
         let digest = desc.digest.to_string();
         let doing = format!("downloading blob {digest}");
-        let mut stream = self
-            .client
-            .pull_blob_stream(&self.reference, digest.as_str())
-            .await
-            .map_err(|e| self.error(&doing, e))?;
-        if let Some(len) = stream.content_length {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut res = self.pull_get(&url, None, &doing).await?;
+        if let Some(len) = res.content_length() {
             if len > desc.size {
                 return Err(OciError::SizeMismatch {
                     what: format!("blob {digest} as served by {}", self.r.host),
@@ -280,23 +464,22 @@ impl Remote {
             }
         }
         let mut received: u64 = 0;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                // oci-client's own digest check fails at the very end. With every byte
-                // here, the store's verification gives the precise error.
-                Err(_) if received == desc.size => break,
+        loop {
+            let chunk = match res.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
                 Err(e) => {
                     return Err(self.fail(format!(
-                        "{doing}: failed after {received} of {} bytes: {e}",
-                        desc.size
+                        "{doing}: failed after {received} of {} bytes: {}",
+                        desc.size,
+                        error_chain(&e)
                     )))
                 }
             };
             received += chunk.len() as u64;
             if received > desc.size {
                 return Err(OciError::SizeMismatch {
-                    what: format!("blob {digest}"),
+                    what: format!("blob {digest} (the registry sent more than its size)"),
                     expected: desc.size,
                     actual: received,
                 });
@@ -305,6 +488,43 @@ impl Remote {
             bar.inc(chunk.len() as u64);
         }
         Ok(())
+    }
+}
+
+/// An error reply as oci-client would have made it, so [`Remote::error`] words it the same
+/// way for push and pull.
+fn status_error(status: reqwest::StatusCode, body: &[u8], url: &str) -> OciDistributionError {
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return OciDistributionError::UnauthorizedError {
+            url: url.to_string(),
+        };
+    }
+    if status.is_client_error() {
+        if let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(body) {
+            return OciDistributionError::RegistryError {
+                envelope,
+                url: url.to_string(),
+            };
+        }
+    }
+    OciDistributionError::ServerError {
+        code: status.as_u16(),
+        url: url.to_string(),
+        message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// Say so when an error reply went on past [`ERROR_BODY_LIMIT`].
+fn cut_note(e: OciError, body: &Bounded) -> OciError {
+    match e {
+        OciError::Registry { registry, message } if body.cut => OciError::Registry {
+            registry,
+            message: format!(
+                "{message} (the reply's body went on past the limit of {ERROR_BODY_LIMIT} bytes \
+                 for error replies and was not read further)"
+            ),
+        },
+        e => e,
     }
 }
 

@@ -20,7 +20,8 @@
 //! | --- | --- |
 //! | `reference.rs` | [`RemoteRef`]: parsing, defaults, Docker Hub's rules, loopback hosts |
 //! | `auth.rs` | credentials from Docker's config and helpers; Bearer challenges and tokens |
-//! | `client.rs` | [`RegistryOptions`]; the connection to one repository, error mapping, bounded reads |
+//! | `client.rs` | [`RegistryOptions`]; the connection to one repository, error mapping; pull's own requests (login, manifests, blobs) |
+//! | `bounded.rs` | every body read into memory stops at its limit while it streams (documents, error replies, token replies) |
 //! | `push.rs` | [`push()`], [`PushReport`]: exists / mount / upload, then the manifest |
 //! | `pull.rs` | [`pull()`], [`PullReport`]: resolve (index → host entry), fetch, verify, name |
 //! | `remotes.rs` | `remotes.json` / `remotes.lock`: which repositories hold which blobs |
@@ -29,6 +30,7 @@
 //! with the layouts and archives.
 
 mod auth;
+mod bounded;
 mod client;
 mod pull;
 mod push;
