@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use nbrt_site::ServerLimits;
 
 use crate::images::Context;
 
@@ -29,6 +30,19 @@ pub struct ServeArgs {
     /// How long a session may take to answer <prefix>/api, in seconds
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     start_timeout: u64,
+    /// Seconds a client has to send a request's headers, from its connection or from the
+    /// first byte of its next request
+    #[arg(long, default_value_t = ServerLimits::default().header_timeout.as_secs(), value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Seconds a keep-alive connection may sit with no request before it is closed
+    #[arg(long, default_value_t = ServerLimits::default().idle_timeout.as_secs(), value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Seconds a request body may send nothing before the request fails
+    #[arg(long, default_value_t = ServerLimits::default().body_timeout.as_secs(), value_name = "SECONDS")]
+    body_timeout: u64,
+    /// Connections served at once; more wait until one closes (websockets count while open)
+    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N")]
+    max_connections: usize,
     /// Print the start report as JSON
     #[arg(long)]
     json: bool,
@@ -52,6 +66,12 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
         (a.cull_idle_minutes > 0).then(|| Duration::from_secs(a.cull_idle_minutes * 60));
     config.cull_interval = Duration::from_secs(a.cull_interval.max(1));
     config.start_timeout = Duration::from_secs(a.start_timeout.max(1));
+    config.limits = ServerLimits {
+        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+        idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
+        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
+        max_connections: a.max_connections.max(1),
+    };
     let json = a.json;
     nbrt_site::serve(config, a.listen, |addr, admin, report| {
         if json {

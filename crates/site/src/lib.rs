@@ -17,6 +17,7 @@
 //! | [`notebooks`] | notebooks and migrations between runtimes |
 //! | [`sessions`] | session containers on Docker: start, readiness, stop, adoption after a restart, the engine watcher, the culler; [`sessions::SessionState`] |
 //! | [`proxy`] | `/user/<name>/<runtime>/` to the session's notebook server (HTTP and websockets) |
+//! | [`server`] | the HTTP server: time-outs for headers, idle keep-alive and request bodies; the connection cap ([`ServerLimits`]) |
 //! | [`openapi`] | the API's OpenAPI document |
 //! | [`ui`] | the web page |
 //!
@@ -30,6 +31,7 @@ pub mod notebooks;
 pub mod openapi;
 pub mod proxy;
 pub mod runtime;
+pub mod server;
 pub mod sessions;
 pub mod ui;
 
@@ -41,6 +43,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 pub use error::{Result, SiteError};
+pub use server::ServerLimits;
 
 /// How a site runs.
 #[derive(Debug, Clone)]
@@ -57,6 +60,8 @@ pub struct Config {
     pub cull_interval: Duration,
     /// How long a session may take from container start to `<prefix>/api` answering.
     pub start_timeout: Duration,
+    /// The HTTP server's time-outs and connection cap.
+    pub limits: ServerLimits,
 }
 
 impl Config {
@@ -68,6 +73,7 @@ impl Config {
             cull_idle_timeout: Some(Duration::from_secs(1440 * 60)),
             cull_interval: Duration::from_secs(60),
             start_timeout: Duration::from_secs(300),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -196,10 +202,6 @@ pub async fn serve(
         source,
     })?;
     on_ready(addr, admin, &report);
-    axum::serve(listener, site.router())
-        .await
-        .map_err(|source| SiteError::Io {
-            context: "serving HTTP".into(),
-            source,
-        })
+    server::serve(listener, site.router(), site.config.limits.clone()).await;
+    Ok(())
 }

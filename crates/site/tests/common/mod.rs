@@ -74,9 +74,9 @@ pub async fn start_site(tweak: impl FnOnce(&mut Config)) -> TestSite {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let router = site.router();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("serve");
-    });
+    let limits = site.config.limits.clone();
+    // The server `nbrt serve` runs, with its time-outs and connection cap.
+    let server = tokio::spawn(nbrt_site::server::serve(listener, router, limits));
     TestSite {
         site,
         base,
