@@ -16,6 +16,7 @@
 //! | [`fsview`], [`facts`] | [`FileView`], one trait over an image's files, and the readers of dpkg status, conda-meta, dist-info and passwd/group written against it |
 //! | [`label`] | the labels nbrt writes on images and containers, [`label::RuntimeDefaults`] |
 //! | [`progress`], [`fsutil`], [`error`] | progress bars, atomic writes and locks, [`OciError`] |
+//! | [`text`] | untrusted text made safe to print: control characters escaped ([`text::Escaped`], [`text::Quoted`]) |
 
 pub mod digest;
 pub mod engine;
@@ -34,6 +35,7 @@ pub mod progress;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod text;
 pub mod transfer;
 
 pub use digest::Digest;

@@ -161,6 +161,52 @@ fn path_traversal_is_refused() {
     s.assert_outside_untouched();
 }
 
+/// No character of `text` may drive a terminal (C0, DEL, C1 controls).
+fn assert_no_controls(text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control()),
+        "a control character in {text:?}"
+    );
+}
+
+#[test]
+fn terminal_escapes_in_names_are_refused_and_never_printed() {
+    let s = Scene::new();
+    let name = "a/\x1b]0;owned\x07\x1b[2J\u{9b}31m/../../outside/pwned";
+    let err = s.apply(&[file(name, b"x")]).unwrap_err();
+    assert!(matches!(err, OciError::UnsafeEntry { .. }), "{err:?}");
+    let text = err.to_string();
+    assert_no_controls(&text);
+    assert!(text.contains("'..'"), "{text}");
+    assert!(
+        text.contains("\\x1b]0;owned\\x07\\x1b[2J\\x9b31m"),
+        "{text}"
+    );
+    s.assert_outside_untouched();
+
+    // The same tar imported as a root file system: refused, nothing stored, nothing printed.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let path = tmp.path().join("escapes.tar");
+    fs::write(&path, raw_tar(&[file("ok", b"1"), file(name, b"x")])).unwrap();
+    let opts = ImportOptions {
+        names: vec![ImageName::parse("h:1").unwrap()],
+        ..Default::default()
+    };
+    let err = import(&store, &path, &opts, &Progress::hidden()).unwrap_err();
+    assert!(matches!(err, OciError::UnsafeEntry { .. }), "{err:?}");
+    assert_no_controls(&err.to_string());
+    assert!(blob_names(&root).is_empty());
+
+    // Text a registry sends is escaped the same way.
+    let err = OciError::Registry {
+        registry: "r\x1b[1m".into(),
+        message: "HTTP 500: \x1b]8;;http://evil/\x07click\x1b]8;;\x07".into(),
+    };
+    assert_no_controls(&err.to_string());
+}
+
 #[test]
 fn absolute_names_are_refused() {
     let s = Scene::new();

@@ -15,6 +15,7 @@ use rustix::io::Errno;
 
 use crate::error::{OciError, Result};
 use crate::layer::reader::{for_each_entry, Entry, EntryKind};
+use crate::text::Quoted;
 
 /// How whiteouts in the layer are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,7 @@ impl Default for ApplyOptions {
 
 fn sys_err(path: &str, what: &str, e: Errno) -> OciError {
     OciError::Io {
-        context: format!("{what} {path:?}"),
+        context: format!("{what} {}", Quoted(path)),
         source: std::io::Error::from(e),
     }
 }
@@ -180,7 +181,7 @@ impl Applier {
                 let mut file = std::fs::File::from(fd);
                 let n = std::io::copy(&mut data.take(entry.size), &mut file).map_err(|e| {
                     OciError::Io {
-                        context: format!("writing {path:?}"),
+                        context: format!("writing {}", Quoted(path)),
                         source: e,
                     }
                 })?;
@@ -233,7 +234,7 @@ impl Applier {
                     .open_dir(split(target).0)
                     .map_err(|e| sys_err(target, "opening link target directory", e))?;
                 rfs::linkat(&tdir, split(target).1, &dir, name, AtFlags::empty())
-                    .map_err(|e| sys_err(path, &format!("linking to {target:?} as"), e))?;
+                    .map_err(|e| sys_err(path, &format!("linking to {} as", Quoted(target)), e))?;
             }
             EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                 let ft = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
@@ -298,7 +299,13 @@ impl Applier {
                 Ok(()) => {}
                 // Unprivileged callers cannot set trusted.* or security.* attributes.
                 Err(Errno::PERM | Errno::OPNOTSUPP) if !self.opts.chown => {}
-                Err(e) => return Err(sys_err(path, &format!("setting xattr {key} on"), e)),
+                Err(e) => {
+                    return Err(sys_err(
+                        path,
+                        &format!("setting xattr {} on", Quoted(key)),
+                        e,
+                    ))
+                }
             }
         }
         if entry.kind == EntryKind::File {

@@ -6,6 +6,7 @@
 use std::io::Read;
 
 use crate::error::{OciError, Result};
+use crate::text::Quoted;
 
 /// Largest single file a layer may contain.
 pub const MAX_ENTRY_SIZE: u64 = 64 << 30;
@@ -100,7 +101,7 @@ fn check_symlink(path: &str, target: &str) -> Result<()> {
                 if depth < 0 {
                     return Err(unsafe_entry(
                         path,
-                        format!("symlink target {target:?} leaves the root"),
+                        format!("symlink target {} leaves the root", Quoted(target)),
                     ));
                 }
             }
@@ -132,8 +133,9 @@ pub fn for_each_entry<R: Read>(
                     if source.kind() == std::io::ErrorKind::UnexpectedEof =>
                 {
                     OciError::InvalidLayer(format!(
-                        "{context}: {:?} ends before its declared size of {} bytes",
-                        checked.path, checked.size
+                        "{context}: {} ends before its declared size of {} bytes",
+                        Quoted(&checked.path),
+                        checked.size
                     ))
                 }
                 other => other,
@@ -161,9 +163,9 @@ fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Entry>> 
         .map_err(|e| unsafe_entry(&String::from_utf8_lossy(e.as_bytes()), "name is not UTF-8"))?;
     let path = normalize_path(&raw_path)?;
     let header = entry.header();
-    let size = header
-        .entry_size()
-        .map_err(|e| OciError::InvalidLayer(format!("{raw_path:?}: bad size field: {e}")))?;
+    let size = header.entry_size().map_err(|e| {
+        OciError::InvalidLayer(format!("{}: bad size field: {e}", Quoted(&raw_path)))
+    })?;
     if size > MAX_ENTRY_SIZE {
         return Err(unsafe_entry(
             &raw_path,
@@ -260,13 +262,12 @@ fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Entry>> 
         (path, kind)
     };
     let mut xattrs = Vec::new();
-    if let Some(exts) = entry
-        .pax_extensions()
-        .map_err(|e| OciError::InvalidLayer(format!("{raw_path:?}: bad PAX header: {e}")))?
-    {
+    if let Some(exts) = entry.pax_extensions().map_err(|e| {
+        OciError::InvalidLayer(format!("{}: bad PAX header: {e}", Quoted(&raw_path)))
+    })? {
         for ext in exts {
             let ext = ext.map_err(|e| {
-                OciError::InvalidLayer(format!("{raw_path:?}: bad PAX record: {e}"))
+                OciError::InvalidLayer(format!("{}: bad PAX record: {e}", Quoted(&raw_path)))
             })?;
             if let Ok(key) = ext.key() {
                 if let Some(name) = key.strip_prefix("SCHILY.xattr.") {

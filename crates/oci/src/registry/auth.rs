@@ -13,6 +13,7 @@ use super::client::RegistryOptions;
 use super::reference::RemoteRef;
 use crate::error::{OciError, Result};
 use crate::json::MAX_JSON_SIZE;
+use crate::text::Escaped;
 
 /// Where the credentials for a registry came from, to explain a refusal.
 #[derive(Debug, Clone)]
@@ -139,7 +140,7 @@ pub(super) fn load_credentials(r: &RemoteRef, opts: &RegistryOptions) -> Result<
             } else {
                 tracing::warn!(
                     "credential helper {helper} failed for {server}: {}",
-                    said.trim()
+                    Escaped(said.trim())
                 );
                 Ok(Credentials::anonymous(format!(
                     "the credential helper {helper} (from {from}) failed: {}",

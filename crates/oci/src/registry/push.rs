@@ -19,6 +19,7 @@ use crate::image::Image;
 use crate::progress::{Bar, Progress};
 use crate::spec::Descriptor;
 use crate::store::Store;
+use crate::text::Escaped;
 
 /// Read size for uploads from the store.
 const UPLOAD_CHUNK: usize = 256 << 10;
@@ -77,7 +78,7 @@ impl Remote {
                 }
                 // The registry may refuse (no such blob there any more, no permission, or
                 // no mount support): upload instead.
-                Err(e) => tracing::debug!("mounting {digest} from {from} refused: {e}"),
+                Err(e) => tracing::debug!("mounting {digest} from {from} refused: {}", Escaped(&e)),
             }
         }
         let body = match inline {
