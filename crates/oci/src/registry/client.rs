@@ -45,12 +45,13 @@ pub(super) struct Remote {
     scheme: &'static str,
     /// Pull's own HTTP client (see the module's notes).
     http: reqwest::Client,
-    /// How pull's requests authenticate, found on first use.
-    pull_auth: tokio::sync::OnceCell<PullAuth>,
+    /// How pull's requests authenticate, found on first use (and again when a token
+    /// expires).
+    pull_auth: tokio::sync::Mutex<Option<PullAuth>>,
 }
 
 /// What pull's requests carry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PullAuth {
     Anonymous,
     Basic(String, String),
@@ -128,7 +129,7 @@ impl Remote {
             origin: creds.origin,
             scheme,
             http,
-            pull_auth: tokio::sync::OnceCell::new(),
+            pull_auth: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -258,10 +259,17 @@ impl Remote {
     /// How pull's requests authenticate: found once, as Docker does: `GET /v2/`, and on a
     /// Bearer challenge a token for `repository:<name>:pull` from the token server (with
     /// the Basic credentials, if any); on a Basic challenge the Basic credentials.
-    async fn pull_auth(&self) -> Result<&PullAuth> {
-        self.pull_auth
-            .get_or_try_init(|| self.login_for_pull())
-            .await
+    /// `stale`: what a request was refused with, to be replaced.
+    async fn pull_auth(&self, stale: Option<&PullAuth>) -> Result<PullAuth> {
+        let mut current = self.pull_auth.lock().await;
+        if let Some(auth) = current.as_ref() {
+            if stale.is_none_or(|s| s != auth) {
+                return Ok(auth.clone());
+            }
+        }
+        let auth = self.login_for_pull().await?;
+        *current = Some(auth.clone());
+        Ok(auth)
     }
 
     async fn login_for_pull(&self) -> Result<PullAuth> {
@@ -358,16 +366,29 @@ impl Remote {
         accept: Option<&str>,
         doing: &str,
     ) -> Result<reqwest::Response> {
-        let auth = self.pull_auth().await?;
-        let mut rb = auth.apply(self.http.get(url));
-        if let Some(accept) = accept {
-            rb = rb.header(reqwest::header::ACCEPT, accept);
-        }
-        let mut res = rb
-            .send()
-            .await
-            .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
-        let status = res.status();
+        let mut auth = self.pull_auth(None).await?;
+        let mut renewed = false;
+        let (mut res, status) = loop {
+            let mut rb = auth.apply(self.http.get(url));
+            if let Some(accept) = accept {
+                rb = rb.header(reqwest::header::ACCEPT, accept);
+            }
+            let res = rb
+                .send()
+                .await
+                .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
+            let status = res.status();
+            // Tokens from a token server expire (Docker Hub's after five minutes, shorter
+            // than a big pull): on a refusal, get a fresh one, once.
+            let from_token_server = matches!(auth, PullAuth::Bearer(_))
+                && !matches!(self.auth, RegistryAuth::Bearer(_));
+            if status == reqwest::StatusCode::UNAUTHORIZED && from_token_server && !renewed {
+                renewed = true;
+                auth = self.pull_auth(Some(&auth)).await?;
+                continue;
+            }
+            break (res, status);
+        };
         if status == reqwest::StatusCode::OK {
             return Ok(res);
         }
