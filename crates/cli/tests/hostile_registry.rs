@@ -125,3 +125,26 @@ fn endless_config() {
 fn endless_blob_error_body() {
     check(Endless::BlobError, &["HTTP 500", "65536 bytes"]);
 }
+
+/// Not hostile, only strict: the token a manifest was fetched with is refused afterwards
+/// (as when it expires during a long pull). The pull gets a new one and succeeds.
+#[test]
+fn an_expired_token_is_renewed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let registry = HostileRegistry::expiring_tokens();
+    let reference = format!("{}/hostile/image:latest", registry.host());
+    let docker_config = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker_config).expect("creating an empty Docker config directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .args(["pull", &reference])
+        .env("NBRT_HOME", tmp.path().join("store"))
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .expect("running nbrt pull");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry.tokens_granted(), 2);
+}

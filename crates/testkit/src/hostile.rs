@@ -1,7 +1,9 @@
 //! A hostile registry on loopback: enough of the distribution API (`/v2/` with a Bearer
 //! challenge pointing to its own token endpoint, a token endpoint, manifests, blobs) to lead
 //! a client into one endless reply. Each [`Endless`] mode picks the reply that never ends;
-//! every other reply is small and well formed.
+//! every other reply is small and well formed. [`HostileRegistry::expiring_tokens`] serves
+//! only well-formed replies, but a token stops being accepted once a manifest was fetched
+//! with it (a token that expired during a pull).
 //!
 //! "Endless" is capped at [`ENDLESS_CAP`] bytes per reply so that a client that does not
 //! bound its reads fails a test instead of the machine.
@@ -18,8 +20,25 @@ use sha2::{Digest as _, Sha256};
 /// Bytes one endless reply sends at most before the server closes the connection.
 pub const ENDLESS_CAP: u64 = 512 << 20;
 
-/// The access token the token endpoint grants (when its reply is not the endless one).
+/// The access tokens the token endpoint grants (when its reply is not the endless one):
+/// this with `-1`, `-2`, … appended.
 const TOKEN: &str = "hostile-token";
+
+/// The token the registry accepts now, and how many were granted.
+#[derive(Debug, Default)]
+struct Tokens {
+    expiring: bool,
+    granted: u64,
+    valid: String,
+}
+
+impl Tokens {
+    fn grant(&mut self) -> String {
+        self.granted += 1;
+        self.valid = format!("{TOKEN}-{}", self.granted);
+        self.valid.clone()
+    }
+}
 
 /// Which reply never ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +60,40 @@ pub struct HostileRegistry {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    tokens: Arc<std::sync::Mutex<Tokens>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HostileRegistry {
     pub fn start(mode: Endless) -> Self {
+        Self::start_mode(Some(mode), false)
+    }
+
+    /// Well-formed replies (an image with no layers), but the token a manifest was fetched
+    /// with is refused afterwards: a client must get a new one to fetch the config.
+    pub fn expiring_tokens() -> Self {
+        Self::start_mode(None, true)
+    }
+
+    /// How many tokens the token endpoint granted.
+    pub fn tokens_granted(&self) -> u64 {
+        lock(&self.tokens).granted
+    }
+
+    fn start_mode(mode: Option<Endless>, expiring: bool) -> Self {
         let listener =
             TcpListener::bind("127.0.0.1:0").expect("binding the hostile registry on loopback");
         let addr = listener.local_addr().expect("local address");
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let tokens = Arc::new(std::sync::Mutex::new(Tokens {
+            expiring,
+            ..Tokens::default()
+        }));
         let thread = {
             let stop = stop.clone();
             let sent = sent.clone();
+            let tokens = tokens.clone();
             std::thread::spawn(move || {
                 for sock in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -61,8 +101,9 @@ impl HostileRegistry {
                     }
                     let Ok(sock) = sock else { continue };
                     let sent = sent.clone();
+                    let tokens = tokens.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(sock, addr, mode, &sent);
+                        let _ = serve(sock, addr, mode, &sent, &tokens);
                     });
                 }
             })
@@ -71,6 +112,7 @@ impl HostileRegistry {
             addr,
             stop,
             sent,
+            tokens,
             thread: Some(thread),
         }
     }
@@ -112,22 +154,25 @@ fn image() -> (Vec<u8>, String, Vec<u8>) {
 fn serve(
     sock: TcpStream,
     addr: SocketAddr,
-    mode: Endless,
+    mode: Option<Endless>,
     sent: &AtomicU64,
+    tokens: &std::sync::Mutex<Tokens>,
 ) -> std::io::Result<()> {
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(sock.try_clone()?).take(64 << 10);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let mut authorized = false;
+    let mut bearer = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("authorization:") && line.contains(TOKEN) {
-            authorized = true;
+        if lower.starts_with("authorization:") {
+            if let Some(t) = line.trim().rsplit(' ').next() {
+                bearer = t.to_string();
+            }
         }
     }
     let mut parts = request_line.split_whitespace();
@@ -137,7 +182,7 @@ fn serve(
     let mut out = sock;
 
     if path == "/token" {
-        if mode == Endless::Token {
+        if mode == Some(Endless::Token) {
             return endless(
                 &mut out,
                 "200 OK",
@@ -152,12 +197,16 @@ fn serve(
             "200 OK",
             "application/json",
             &[],
-            format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#).as_bytes(),
+            format!(r#"{{"token":"{}","expires_in":300}}"#, lock(tokens).grant()).as_bytes(),
         );
     }
     if !path.starts_with("/v2/") {
         return small(&mut out, "404 Not Found", "text/plain", &[], b"not here");
     }
+    let authorized = {
+        let t = lock(tokens);
+        !t.valid.is_empty() && bearer == t.valid
+    };
     if !authorized {
         let challenge =
             format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"hostile\"");
@@ -175,7 +224,7 @@ fn serve(
     let (config, config_digest, manifest) = image();
     if path.contains("/manifests/") {
         return match mode {
-            Endless::Manifest => endless(
+            Some(Endless::Manifest) => endless(
                 &mut out,
                 "200 OK",
                 "application/vnd.oci.image.manifest.v1+json",
@@ -183,7 +232,7 @@ fn serve(
                 b' ',
                 sent,
             ),
-            Endless::ErrorBody => endless(
+            Some(Endless::ErrorBody) => endless(
                 &mut out,
                 "404 Not Found",
                 "application/json",
@@ -192,6 +241,12 @@ fn serve(
                 sent,
             ),
             _ => {
+                {
+                    let mut t = lock(tokens);
+                    if t.expiring {
+                        t.valid.clear();
+                    }
+                }
                 let digest = format!(
                     "Docker-Content-Digest: sha256:{}",
                     hex::encode(Sha256::digest(&manifest))
@@ -208,7 +263,7 @@ fn serve(
     }
     if path.ends_with(&format!("/blobs/{config_digest}")) {
         return match mode {
-            Endless::Config => endless(
+            Some(Endless::Config) => endless(
                 &mut out,
                 "200 OK",
                 "application/octet-stream",
@@ -216,7 +271,7 @@ fn serve(
                 b'x',
                 sent,
             ),
-            Endless::BlobError => endless(
+            Some(Endless::BlobError) => endless(
                 &mut out,
                 "500 Internal Server Error",
                 "text/plain",
@@ -234,6 +289,10 @@ fn serve(
         &[],
         br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}"#,
     )
+}
+
+fn lock(tokens: &std::sync::Mutex<Tokens>) -> std::sync::MutexGuard<'_, Tokens> {
+    tokens.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn small(
