@@ -20,34 +20,40 @@ struct Pulled {
 }
 
 fn pull(dir: &Path, registry: &HostileRegistry) -> Pulled {
+    let reference = format!("{}/hostile/image:latest", registry.host());
+    nbrt_measured(dir, &["pull", &reference])
+}
+
+/// Run `nbrt ARGS` with the store in `dir`, measuring its peak RSS.
+fn nbrt_measured(dir: &Path, args: &[&str]) -> Pulled {
     let home = dir.join("store");
     let docker_config = dir.join("docker");
     std::fs::create_dir_all(&docker_config).expect("creating an empty Docker config directory");
     let rss_file = dir.join("maxrss");
     let stderr_file = dir.join("stderr");
-    let reference = format!("{}/hostile/image:latest", registry.host());
+    let reference = args.join(" ");
     let mut child = Command::new("/usr/bin/time")
         .arg("-f")
         .arg("%M")
         .arg("-o")
         .arg(&rss_file)
         .arg(env!("CARGO_BIN_EXE_nbrt"))
-        .args(["pull", &reference])
+        .args(args)
         .env("NBRT_HOME", &home)
         .env("DOCKER_CONFIG", &docker_config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_file).expect("creating the stderr file"))
         .spawn()
-        .expect("running /usr/bin/time nbrt pull");
+        .expect("running /usr/bin/time nbrt");
     let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for nbrt pull") {
+        if let Some(status) = child.try_wait().expect("waiting for nbrt") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("nbrt pull {reference} did not finish within 300 s");
+            panic!("nbrt {reference} did not finish within 300 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -147,4 +153,55 @@ fn an_expired_token_is_renewed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(registry.tokens_granted(), 2);
+}
+
+/// Push logs in the same way: an endless token reply stops at the same limit.
+#[test]
+fn push_with_an_endless_token_reply() {
+    if !require("/usr/bin/time", &["-f", "%M", "true"], "time") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rootfs = tmp.path().join("rootfs.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&rootfs).expect("creating a tar"));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "etc/marker", &b"x\n"[..])
+        .expect("writing the tar");
+    b.finish().expect("finishing the tar");
+    let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .args([
+            "import",
+            rootfs.to_str().expect("UTF-8 path"),
+            "-t",
+            "tiny:a",
+        ])
+        .env("NBRT_HOME", tmp.path().join("store"))
+        .output()
+        .expect("running nbrt import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let registry = HostileRegistry::start(Endless::Token);
+    let target = format!("{}/hostile/image:latest", registry.host());
+    let p = nbrt_measured(tmp.path(), &["push", "tiny:a", &target]);
+    eprintln!(
+        "push, endless token: peak RSS {} KiB; stderr: {}",
+        p.max_rss_kib,
+        p.stderr.trim()
+    );
+    assert!(!p.success, "the push succeeded: {}", p.stderr);
+    assert!(
+        p.max_rss_kib < CEILING_KIB,
+        "peak RSS {} KiB",
+        p.max_rss_kib
+    );
+    assert!(
+        p.stderr.contains("over the limit of 1048576 bytes"),
+        "{}",
+        p.stderr
+    );
 }

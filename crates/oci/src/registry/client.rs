@@ -1,18 +1,18 @@
-//! The connection to one repository: the HTTP client (`oci-client`, for push) set up with
-//! the credentials, registry errors turned into clear [`OciError::Registry`] messages, and
-//! pull's own requests (the login with its token reply, manifests, blobs), whose every read
-//! is bounded while it streams (`bounded.rs`): documents up to the JSON size limit, blobs up
-//! to their descriptor's size, error and token replies to their own limits. oci-client reads
-//! whole bodies before looking at them, so pull does not go through it.
+//! The connection to one repository: one HTTP client (reqwest) with the credentials (the
+//! login as Docker does it, tokens renewed when refused), registry errors turned into clear
+//! [`OciError::Registry`] messages (worded through oci-client's error types), and the
+//! requests pull and push make. Every read is bounded while it streams (`bounded.rs`):
+//! documents up to the JSON size limit, blobs up to their descriptor's size, error and
+//! token replies to their own limits. (oci-client's own client reads whole bodies before
+//! looking at them, so no request goes through it.)
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 
 use super::auth::{
     exchange_identity_token, load_credentials, parse_bearer_challenge, CredentialOrigin,
@@ -37,29 +37,29 @@ pub struct RegistryOptions {
 }
 
 pub(super) struct Remote {
-    pub(super) client: Client,
     pub(super) r: RemoteRef,
     pub(super) reference: Reference,
     pub(super) auth: RegistryAuth,
     origin: CredentialOrigin,
     scheme: &'static str,
-    /// Pull's own HTTP client (see the module's notes).
-    http: reqwest::Client,
-    /// How pull's requests authenticate, found on first use (and again when a token
-    /// expires).
+    /// The HTTP client every request goes through (see the module's notes).
+    pub(super) http: reqwest::Client,
+    /// How requests authenticate, found on first use (and again when a token expires).
     pull_auth: tokio::sync::Mutex<Option<PullAuth>>,
+    /// The token scopes asked for (`repository:<name>:pull[,push]`, mount sources).
+    scopes: Vec<String>,
 }
 
 /// What pull's requests carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PullAuth {
+pub(super) enum PullAuth {
     Anonymous,
     Basic(String, String),
     Bearer(String),
 }
 
 impl PullAuth {
-    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(super) fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             PullAuth::Anonymous => rb,
             PullAuth::Basic(user, password) => rb.basic_auth(user, Some(password)),
@@ -77,23 +77,6 @@ impl Remote {
     ) -> Result<Self> {
         let plain = opts.insecure || r.is_loopback();
         let scheme = if plain { "http" } else { "https" };
-        let config = ClientConfig {
-            protocol: if plain {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            use_monolithic_push: true,
-            max_concurrent_upload: CONCURRENCY,
-            max_concurrent_download: CONCURRENCY,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(config).map_err(|e| OciError::Registry {
-            registry: r.host.clone(),
-            message: format!("cannot set up an HTTP client: {e}"),
-        })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
@@ -117,12 +100,7 @@ impl Remote {
             None => creds.auth,
         };
         let reference = r.oci();
-        // Every call of the client looks up the credentials stored for the registry.
-        client
-            .store_auth_if_needed(reference.resolve_registry(), &auth)
-            .await;
         Ok(Self {
-            client,
             r: r.clone(),
             reference,
             auth,
@@ -130,6 +108,7 @@ impl Remote {
             scheme,
             http,
             pull_auth: tokio::sync::Mutex::new(None),
+            scopes,
         })
     }
 
@@ -247,7 +226,7 @@ impl Remote {
     }
 
     /// `<scheme>://<registry>/v2/<repository>/<path>`.
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!(
             "{}://{}/v2/{}/{path}",
             self.scheme,
@@ -306,8 +285,8 @@ impl Remote {
                 None => PullAuth::Anonymous,
             });
         };
-        let scope = format!("repository:{}:pull", self.reference.repository());
-        let mut query = vec![("scope", scope.as_str())];
+        let mut query: Vec<(&str, &str)> =
+            self.scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(service) = &bearer.service {
             query.push(("service", service));
         }
@@ -358,47 +337,71 @@ impl Remote {
             .ok_or_else(|| self.fail(format!("{doing}: the token server returned no token")))
     }
 
-    /// `GET` for pull, authenticated; a reply that is not a success becomes an error (its
-    /// body read up to [`ERROR_BODY_LIMIT`]).
+    /// Send the request `make` builds with the current credentials. `renew`: on a 401
+    /// with a token from a token server, get a fresh token and send again, once (tokens
+    /// expire: Docker Hub's after five minutes, shorter than a big transfer). Returns any
+    /// reply; [`Remote::refuse`] turns one that is not wanted into an error.
+    pub(super) async fn send(
+        &self,
+        doing: &str,
+        renew: bool,
+        mut make: impl FnMut(&PullAuth) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut auth = self.pull_auth(None).await?;
+        let mut renewed = !renew;
+        loop {
+            let res = make(&auth)
+                .send()
+                .await
+                .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
+            let from_token_server = matches!(auth, PullAuth::Bearer(_))
+                && !matches!(self.auth, RegistryAuth::Bearer(_));
+            if res.status() == reqwest::StatusCode::UNAUTHORIZED && from_token_server && !renewed {
+                renewed = true;
+                auth = self.pull_auth(Some(&auth)).await?;
+                continue;
+            }
+            return Ok(res);
+        }
+    }
+
+    /// The error for an unwanted reply, its body read up to [`ERROR_BODY_LIMIT`].
+    pub(super) async fn refuse(
+        &self,
+        doing: &str,
+        url: &str,
+        mut res: reqwest::Response,
+    ) -> OciError {
+        let status = res.status();
+        match read_bounded(&mut res, ERROR_BODY_LIMIT).await {
+            Ok(body) => cut_note(
+                self.error(doing, status_error(status, &body.bytes, url)),
+                &body,
+            ),
+            Err(e) => self.error(doing, OciDistributionError::RequestError(e)),
+        }
+    }
+
+    /// `GET`, authenticated; a reply that is not `200` becomes an error.
     async fn pull_get(
         &self,
         url: &str,
         accept: Option<&str>,
         doing: &str,
     ) -> Result<reqwest::Response> {
-        let mut auth = self.pull_auth(None).await?;
-        let mut renewed = false;
-        let (mut res, status) = loop {
-            let mut rb = auth.apply(self.http.get(url));
-            if let Some(accept) = accept {
-                rb = rb.header(reqwest::header::ACCEPT, accept);
-            }
-            let res = rb
-                .send()
-                .await
-                .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
-            let status = res.status();
-            // Tokens from a token server expire (Docker Hub's after five minutes, shorter
-            // than a big pull): on a refusal, get a fresh one, once.
-            let from_token_server = matches!(auth, PullAuth::Bearer(_))
-                && !matches!(self.auth, RegistryAuth::Bearer(_));
-            if status == reqwest::StatusCode::UNAUTHORIZED && from_token_server && !renewed {
-                renewed = true;
-                auth = self.pull_auth(Some(&auth)).await?;
-                continue;
-            }
-            break (res, status);
-        };
-        if status == reqwest::StatusCode::OK {
+        let res = self
+            .send(doing, true, |auth| {
+                let rb = auth.apply(self.http.get(url));
+                match accept {
+                    Some(a) => rb.header(reqwest::header::ACCEPT, a),
+                    None => rb,
+                }
+            })
+            .await?;
+        if res.status() == reqwest::StatusCode::OK {
             return Ok(res);
         }
-        let body = read_bounded(&mut res, ERROR_BODY_LIMIT)
-            .await
-            .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
-        Err(cut_note(
-            self.error(doing, status_error(status, &body.bytes, url)),
-            &body,
-        ))
+        Err(self.refuse(doing, url, res).await)
     }
 
     /// Fetch a manifest or index by reference, checking its digest and size.

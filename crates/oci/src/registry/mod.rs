@@ -1,5 +1,6 @@
 //! Registry client: push images from the store to a registry and pull them into it, over the
-//! OCI distribution API (through `oci-client`).
+//! OCI distribution API (our own requests through reqwest; every body read into memory is
+//! bounded while it streams).
 //!
 //! - Push checks which blobs the registry already has (`HEAD`), mounts blobs that another
 //!   repository of the same registry is known to hold, streams the rest from the store's
@@ -20,7 +21,7 @@
 //! | --- | --- |
 //! | `reference.rs` | [`RemoteRef`]: parsing, defaults, Docker Hub's rules, loopback hosts |
 //! | `auth.rs` | credentials from Docker's config and helpers; Bearer challenges and tokens |
-//! | `client.rs` | [`RegistryOptions`]; the connection to one repository, error mapping; pull's own requests (login, manifests, blobs) |
+//! | `client.rs` | [`RegistryOptions`]; the connection to one repository: login, token renewal, requests, error mapping, manifests, blob downloads |
 //! | `bounded.rs` | every body read into memory stops at its limit while it streams (documents, error replies, token replies) |
 //! | `push.rs` | [`push()`], [`PushReport`]: exists / mount / upload, then the manifest |
 //! | `pull.rs` | [`pull()`], [`PullReport`]: resolve (index → host entry), fetch, verify, name |

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use oci_client::errors::OciDistributionError;
 use serde::Serialize;
 
 use super::client::{RegistryOptions, Remote, CONCURRENCY};
@@ -19,7 +18,7 @@ use crate::image::Image;
 use crate::progress::{Bar, Progress};
 use crate::spec::Descriptor;
 use crate::store::Store;
-use crate::text::Escaped;
+use crate::text::{Escaped, Quoted};
 
 /// Read size for uploads from the store.
 const UPLOAD_CHUNK: usize = 256 << 10;
@@ -52,33 +51,40 @@ impl Remote {
         bar: &Bar,
     ) -> Result<BlobOutcome> {
         let digest = desc.digest.to_string();
-        let exists = self
-            .client
-            .blob_exists(&self.reference, &digest)
-            .await
-            .map_err(|e| {
-                self.error(
-                    &format!("checking whether {} has blob {digest}", self.r.repository),
-                    e,
-                )
-            })?;
+        let doing = format!("checking whether {} has blob {digest}", self.r.repository);
+        let url = self.url(&format!("blobs/{digest}"));
+        let res = self
+            .send(&doing, true, |auth| auth.apply(self.http.head(&url)))
+            .await?;
+        let exists = match res.status() {
+            reqwest::StatusCode::OK => true,
+            reqwest::StatusCode::NOT_FOUND => false,
+            _ => return Err(self.refuse(&doing, &url, res).await),
+        };
         if exists {
             bar.inc(desc.size);
             return Ok(BlobOutcome::Existing);
         }
         for from in mount_from.iter().take(MAX_MOUNT_ATTEMPTS) {
-            match self
-                .client
-                .mount_blob(&self.reference, &self.r.in_repository(from), &digest)
-                .await
-            {
-                Ok(()) => {
+            let from_repo = self.r.in_repository(from);
+            let mut url = reqwest::Url::parse(&self.url("blobs/uploads/"))
+                .map_err(|e| self.fail(format!("mounting blob {digest}: bad URL: {e}")))?;
+            url.query_pairs_mut()
+                .append_pair("mount", &digest)
+                .append_pair("from", from_repo.repository());
+            let doing = format!("mounting blob {digest} from {from}");
+            let res = self
+                .send(&doing, true, |auth| auth.apply(self.http.post(url.clone())))
+                .await;
+            match res {
+                Ok(res) if res.status() == reqwest::StatusCode::CREATED => {
                     bar.inc(desc.size);
                     return Ok(BlobOutcome::Mounted);
                 }
                 // The registry may refuse (no such blob there any more, no permission, or
-                // no mount support): upload instead.
-                Err(e) => tracing::debug!("mounting {digest} from {from} refused: {}", Escaped(&e)),
+                // no mount support, when it answers 202 and opens an upload): upload instead.
+                Ok(res) => tracing::debug!("{doing}: refused with HTTP {}", res.status()),
+                Err(e) => tracing::debug!("{doing}: {}", Escaped(&e)),
             }
         }
         let body = match inline {
@@ -91,7 +97,7 @@ impl Remote {
                     });
                 }
                 bar.inc(desc.size);
-                stream::once(async move { Ok(bytes) }).boxed()
+                reqwest::Body::from(bytes)
             }
             None => {
                 let path = store.blob_path(&desc.digest);
@@ -120,24 +126,55 @@ impl Remote {
                     });
                 }
                 let counter = bar.clone();
-                tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
-                    .map(move |chunk| {
-                        chunk
-                            .inspect(|c| counter.inc(c.len() as u64))
-                            .map_err(OciDistributionError::IoError)
-                    })
-                    .boxed()
+                reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
+                        .inspect_ok(move |c| counter.inc(c.len() as u64)),
+                )
             }
         };
-        self.client
-            .push_blob_stream(&self.reference, body, &digest, Some(desc.size))
-            .await
-            .map_err(|e| {
-                self.error(
-                    &format!("uploading blob {digest} to {}", self.r.repository),
-                    e,
-                )
+        let doing = format!("uploading blob {digest} to {}", self.r.repository);
+        // A monolithic upload: open it (POST), then PUT the whole blob to where it says.
+        let start = self.url("blobs/uploads/");
+        let res = self
+            .send(&doing, true, |auth| auth.apply(self.http.post(&start)))
+            .await?;
+        if res.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(self.refuse(&doing, &start, res).await);
+        }
+        let location = res
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| {
+                self.fail(format!(
+                    "{doing}: the registry opened an upload without a Location"
+                ))
             })?;
+        let mut url = reqwest::Url::parse(&start)
+            .and_then(|base| base.join(location))
+            .map_err(|e| {
+                self.fail(format!(
+                    "{doing}: the upload location {} is not a URL: {e}",
+                    Quoted(location)
+                ))
+            })?;
+        drop(res);
+        url.query_pairs_mut().append_pair("digest", &digest);
+        let mut body = Some(body);
+        let res = self
+            .send(&doing, false, |auth| {
+                auth.apply(self.http.put(url.clone()))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .header(reqwest::header::CONTENT_LENGTH, desc.size)
+                    .body(
+                        body.take()
+                            .unwrap_or_else(|| reqwest::Body::from(Vec::new())),
+                    )
+            })
+            .await?;
+        if !res.status().is_success() {
+            return Err(self.refuse(&doing, url.as_str(), res).await);
+        }
         Ok(BlobOutcome::Uploaded)
     }
 }
@@ -215,26 +252,38 @@ pub async fn push(
                 image.media_type()
             ))
         })?;
-    remote
-        .client
-        .push_manifest_raw(
-            &remote.reference,
-            image.manifest.bytes().to_vec(),
-            content_type,
-        )
-        .await
-        .map_err(|e| remote.error(&format!("putting the manifest of {}", remote.r), e))?;
+    let target = remote
+        .reference
+        .tag()
+        .or(remote.reference.digest())
+        .unwrap_or("latest")
+        .to_string();
+    let url = remote.url(&format!("manifests/{target}"));
+    let doing = format!("putting the manifest of {}", remote.r);
+    let manifest = Bytes::copy_from_slice(image.manifest.bytes());
+    let res = remote
+        .send(&doing, true, |auth| {
+            auth.apply(remote.http.put(&url))
+                .header(reqwest::header::CONTENT_TYPE, content_type.clone())
+                .body(manifest.clone())
+        })
+        .await?;
+    if !res.status().is_success() {
+        return Err(remote.refuse(&doing, &url, res).await);
+    }
+    drop(res);
     // The registry must now know the manifest under our digest.
-    let stored = remote
-        .client
-        .fetch_manifest_digest(&remote.reference, &remote.auth)
-        .await
-        .map_err(|e| remote.error(&format!("checking the pushed manifest of {}", remote.r), e))?;
-    if stored != image.digest().to_string() {
+    let (_, stored) = remote
+        .fetch_manifest(
+            &remote.reference,
+            &format!("the pushed manifest of {}", remote.r),
+        )
+        .await?;
+    if stored != *image.digest() {
         return Err(OciError::DigestMismatch {
             what: format!("manifest of {} as the registry stored it", remote.r),
             expected: image.digest().to_string(),
-            actual: stored,
+            actual: stored.to_string(),
         });
     }
     bar.finish();
