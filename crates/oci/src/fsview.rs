@@ -8,6 +8,8 @@
 //! inside the image root: an absolute target starts again at the image's `/`, and `..` never
 //! climbs above it.
 
+use crate::text::{Escaped, Quoted};
+
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileKind {
@@ -49,30 +51,31 @@ impl FileInfo {
     }
 }
 
-/// Why a view could not answer. Paths are as the caller gave them.
+/// Why a view could not answer. Paths are as the caller gave them; every field is shown
+/// escaped ([`crate::text`]).
 #[derive(Debug, thiserror::Error)]
 pub enum FsViewError {
-    #[error("{context}: {source}")]
+    #[error("{}: {}", Escaped(.context), Escaped(.source))]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path:?} is a directory in the image, not a file")]
+    #[error("{} is a directory in the image, not a file", Quoted(.path))]
     IsADirectory { path: String },
-    #[error("{path:?} is not a regular file in the image")]
+    #[error("{} is not a regular file in the image", Quoted(.path))]
     NotAFile { path: String },
-    #[error("{path:?} is not a directory in the image")]
+    #[error("{} is not a directory in the image", Quoted(.path))]
     NotADirectory { path: String },
-    #[error("{path:?} in the image is {size} bytes, over the limit of {limit}")]
+    #[error("{} in the image is {size} bytes, over the limit of {limit}", Quoted(.path))]
     TooLarge { path: String, size: u64, limit: u64 },
-    #[error("too many levels of symlinks resolving {path:?} in the image")]
+    #[error("too many levels of symlinks resolving {} in the image", Quoted(.path))]
     SymlinkLoop { path: String },
-    #[error("{what} in the image is not UTF-8")]
+    #[error("{} in the image is not UTF-8", Escaped(.what))]
     NotUtf8 { what: String },
     /// The view knows the file is there but not its bytes: the inspector's layer index keeps
     /// the bytes of a few small files only (or it was over the index's size limit for it).
-    #[error("{path:?} is not one of the files the layer index keeps")]
+    #[error("{} is not one of the files the layer index keeps", Quoted(.path))]
     NotCaptured { path: String },
 }
 

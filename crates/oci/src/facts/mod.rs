@@ -20,6 +20,7 @@ pub mod dpkg;
 pub mod passwd;
 
 use crate::fsview::FsViewError;
+use crate::text::Escaped;
 
 /// Why one file could not be read as the fact it should hold.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum FactError {
     #[error(transparent)]
     View(#[from] FsViewError),
     /// `path` is there but does not hold what it should.
-    #[error("{path}: {reason}")]
+    #[error("{}: {}", Escaped(.path), Escaped(.reason))]
     Invalid { path: String, reason: String },
 }
 

@@ -6,6 +6,7 @@
 
 use super::FactError;
 use crate::fsview::{FileView, FsViewError};
+use crate::text::Quoted;
 
 pub const PASSWD: &str = "etc/passwd";
 pub const GROUP: &str = "etc/group";
@@ -110,13 +111,15 @@ pub struct ResolvedUser {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
     #[error(
-        "user {0:?} is not in the image's /etc/passwd; create it in an earlier step or give a \
-         numeric uid"
+        "user {} is not in the image's /etc/passwd; create it in an earlier step or give a \
+         numeric uid",
+        Quoted(.0)
     )]
     UnknownUser(String),
     #[error(
-        "group {0:?} is not in the image's /etc/group; create it in an earlier step or give a \
-         numeric gid"
+        "group {} is not in the image's /etc/group; create it in an earlier step or give a \
+         numeric gid",
+        Quoted(.0)
     )]
     UnknownGroup(String),
 }
