@@ -45,25 +45,25 @@ pub(super) struct Remote {
     /// The HTTP client every request goes through (see the module's notes).
     pub(super) http: reqwest::Client,
     /// How requests authenticate, found on first use (and again when a token expires).
-    pull_auth: tokio::sync::Mutex<Option<PullAuth>>,
+    request_auth: tokio::sync::Mutex<Option<RequestAuth>>,
     /// The token scopes asked for (`repository:<name>:pull[,push]`, mount sources).
     scopes: Vec<String>,
 }
 
-/// What pull's requests carry.
+/// What every request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum PullAuth {
+pub(super) enum RequestAuth {
     Anonymous,
     Basic(String, String),
     Bearer(String),
 }
 
-impl PullAuth {
+impl RequestAuth {
     pub(super) fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
-            PullAuth::Anonymous => rb,
-            PullAuth::Basic(user, password) => rb.basic_auth(user, Some(password)),
-            PullAuth::Bearer(token) => rb.bearer_auth(token),
+            RequestAuth::Anonymous => rb,
+            RequestAuth::Basic(user, password) => rb.basic_auth(user, Some(password)),
+            RequestAuth::Bearer(token) => rb.bearer_auth(token),
         }
     }
 }
@@ -107,7 +107,7 @@ impl Remote {
             origin: creds.origin,
             scheme,
             http,
-            pull_auth: tokio::sync::Mutex::new(None),
+            request_auth: tokio::sync::Mutex::new(None),
             scopes,
         })
     }
@@ -235,25 +235,25 @@ impl Remote {
         )
     }
 
-    /// How pull's requests authenticate: found once, as Docker does: `GET /v2/`, and on a
-    /// Bearer challenge a token for `repository:<name>:pull` from the token server (with
-    /// the Basic credentials, if any); on a Basic challenge the Basic credentials.
+    /// How requests authenticate: found once, as Docker does: `GET /v2/`, and on a Bearer
+    /// challenge a token for the connection's scopes from the token server (with the Basic
+    /// credentials, if any); on a Basic challenge the Basic credentials.
     /// `stale`: what a request was refused with, to be replaced.
-    async fn pull_auth(&self, stale: Option<&PullAuth>) -> Result<PullAuth> {
-        let mut current = self.pull_auth.lock().await;
+    async fn request_auth(&self, stale: Option<&RequestAuth>) -> Result<RequestAuth> {
+        let mut current = self.request_auth.lock().await;
         if let Some(auth) = current.as_ref() {
             if stale.is_none_or(|s| s != auth) {
                 return Ok(auth.clone());
             }
         }
-        let auth = self.login_for_pull().await?;
+        let auth = self.login().await?;
         *current = Some(auth.clone());
         Ok(auth)
     }
 
-    async fn login_for_pull(&self) -> Result<PullAuth> {
+    async fn login(&self) -> Result<RequestAuth> {
         let basic = match &self.auth {
-            RegistryAuth::Bearer(token) => return Ok(PullAuth::Bearer(token.clone())),
+            RegistryAuth::Bearer(token) => return Ok(RequestAuth::Bearer(token.clone())),
             RegistryAuth::Basic(user, password) => Some((user.clone(), password.clone())),
             RegistryAuth::Anonymous => None,
         };
@@ -277,12 +277,12 @@ impl Remote {
             .map(str::to_string);
         drop(res);
         let Some(challenge) = challenge else {
-            return Ok(PullAuth::Anonymous);
+            return Ok(RequestAuth::Anonymous);
         };
         let Some(bearer) = parse_bearer_challenge(&challenge) else {
             return Ok(match basic {
-                Some((user, password)) => PullAuth::Basic(user, password),
-                None => PullAuth::Anonymous,
+                Some((user, password)) => RequestAuth::Basic(user, password),
+                None => RequestAuth::Anonymous,
             });
         };
         let mut query: Vec<(&str, &str)> =
@@ -333,7 +333,7 @@ impl Remote {
             .token
             .or(reply.access_token)
             .filter(|t| !t.is_empty())
-            .map(PullAuth::Bearer)
+            .map(RequestAuth::Bearer)
             .ok_or_else(|| self.fail(format!("{doing}: the token server returned no token")))
     }
 
@@ -345,20 +345,20 @@ impl Remote {
         &self,
         doing: &str,
         renew: bool,
-        mut make: impl FnMut(&PullAuth) -> reqwest::RequestBuilder,
+        mut make: impl FnMut(&RequestAuth) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let mut auth = self.pull_auth(None).await?;
+        let mut auth = self.request_auth(None).await?;
         let mut renewed = !renew;
         loop {
             let res = make(&auth)
                 .send()
                 .await
                 .map_err(|e| self.error(doing, OciDistributionError::RequestError(e)))?;
-            let from_token_server = matches!(auth, PullAuth::Bearer(_))
+            let from_token_server = matches!(auth, RequestAuth::Bearer(_))
                 && !matches!(self.auth, RegistryAuth::Bearer(_));
             if res.status() == reqwest::StatusCode::UNAUTHORIZED && from_token_server && !renewed {
                 renewed = true;
-                auth = self.pull_auth(Some(&auth)).await?;
+                auth = self.request_auth(Some(&auth)).await?;
                 continue;
             }
             return Ok(res);
@@ -516,7 +516,7 @@ impl Remote {
 }
 
 /// An error reply as oci-client would have made it, so [`Remote::error`] words it the same
-/// way for push and pull.
+/// way as before (its wording is what users and tests know).
 fn status_error(status: reqwest::StatusCode, body: &[u8], url: &str) -> OciDistributionError {
     if status == reqwest::StatusCode::UNAUTHORIZED {
         return OciDistributionError::UnauthorizedError {
