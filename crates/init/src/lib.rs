@@ -150,18 +150,8 @@ fn reentered(name: &str, start: Start, environment: env::Env) -> i32 {
             match env::ServerSettings::from_env(&environment) {
                 Ok(s) => {
                     let singleuser = matches!(start.program, Program::Singleuser(_)) || s.hub;
-                    let mut lines = Vec::new();
-                    if let Some(shim) = start.shim() {
-                        lines.push(format!(
-                            "WARNING: Use {}.py instead",
-                            shim.trim_end_matches(".sh")
-                        ));
-                    }
-                    if singleuser && matches!(start.program, Program::Notebook(_)) {
-                        lines.push("WARNING: using start-singleuser.py instead of start-notebook.py to start a server associated with JupyterHub.".to_owned());
-                    }
                     let argv = start::server_argv(&s, singleuser, extra);
-                    lines.push(format!("Executing: {}", env::plain_join(&argv)));
+                    let lines = start::launcher_lines(&start, singleuser, &argv);
                     start::print_stdout(&lines);
                     argv
                 }

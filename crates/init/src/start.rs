@@ -575,15 +575,6 @@ pub fn prepare(
         Program::Notebook(extra) | Program::Singleuser(extra) => {
             let s = ServerSettings::from_env(&env)?;
             let singleuser = matches!(program, Program::Singleuser(_)) || s.hub;
-            if let Some(shim) = start.shim() {
-                stdout_lines.push(format!(
-                    "WARNING: Use {}.py instead",
-                    shim.trim_end_matches(".sh")
-                ));
-            }
-            if singleuser && matches!(program, Program::Notebook(_)) {
-                stdout_lines.push("WARNING: using start-singleuser.py instead of start-notebook.py to start a server associated with JupyterHub.".to_owned());
-            }
             if !singleuser {
                 match s.auth {
                     Auth::Token => log::info(format!(
@@ -598,7 +589,7 @@ pub fn prepare(
             }
             gen_cert_for(&env)?;
             let argv = server_argv(&s, singleuser, extra);
-            stdout_lines.push(format!("Executing: {}", plain_join(&argv)));
+            stdout_lines = launcher_lines(&start, singleuser, &argv);
             (argv, s.restartable && !singleuser)
         }
         Program::Command(words) => {
@@ -659,7 +650,29 @@ pub fn prepare(
     })
 }
 
-/// Lines docker-stacks' Python launchers print on standard output (`Executing: jupyter lab`).
+/// What docker-stacks' launchers print on standard output before the server runs: the `.sh`
+/// shims' `WARNING: Use start-….py instead`, start-notebook.py's JupyterHub hand-off, and
+/// `Executing: <server command>`.
+pub fn launcher_lines(start: &Start, singleuser: bool, argv: &[OsString]) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(shim) = start.shim() {
+        lines.push(format!(
+            "WARNING: Use {}.py instead",
+            shim.trim_end_matches(".sh")
+        ));
+    }
+    if singleuser && matches!(start.program, Program::Notebook(_)) {
+        lines.push(
+            "WARNING: using start-singleuser.py instead of start-notebook.py to start a server \
+             associated with JupyterHub."
+                .to_owned(),
+        );
+    }
+    lines.push(format!("Executing: {}", plain_join(argv)));
+    lines
+}
+
+/// Print lines on standard output (docker-stacks' launchers print there, not in the log).
 pub fn print_stdout(lines: &[String]) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -793,6 +806,45 @@ mod tests {
         .unwrap();
         let argv = server_argv(&s, false, &[]);
         assert_eq!(argv, ["jupyter", "server"].map(OsString::from));
+    }
+
+    #[test]
+    fn launcher_lines_are_docker_stacks() {
+        let start = |words: &[&str]| match crate::cli::parse(
+            std::ffi::OsStr::new("nbrt-init"),
+            words.iter().map(OsString::from).collect(),
+        ) {
+            Ok(crate::cli::Cmd::Start(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let lab = ["jupyter", "lab", "--ip=::"].map(OsString::from);
+        assert_eq!(
+            launcher_lines(&start(&["start-notebook.py"]), false, &lab),
+            ["Executing: jupyter lab --ip=::"]
+        );
+        assert_eq!(
+            launcher_lines(
+                &start(&["start-notebook.sh"]),
+                true,
+                &["jupyterhub-singleuser".into()]
+            ),
+            [
+                "WARNING: Use start-notebook.py instead",
+                "WARNING: using start-singleuser.py instead of start-notebook.py to start a server associated with JupyterHub.",
+                "Executing: jupyterhub-singleuser",
+            ]
+        );
+        assert_eq!(
+            launcher_lines(
+                &start(&["start-singleuser.sh"]),
+                true,
+                &["jupyterhub-singleuser".into()]
+            ),
+            [
+                "WARNING: Use start-singleuser.py instead",
+                "Executing: jupyterhub-singleuser"
+            ]
+        );
     }
 
     #[test]
