@@ -176,7 +176,15 @@ pub fn parse(argv0: &OsStr, args: Vec<OsString>) -> Result<Cmd> {
         return Ok(Cmd::FixPermissions(args));
     }
     if name == "start.sh" {
-        // docker-stacks' entrypoint name: the arguments are CMD.
+        // docker-stacks' entrypoint name: the arguments are CMD, bash when there are none.
+        if args.is_empty() {
+            return Ok(Cmd::Start(Start {
+                program: Program::Command(vec!["bash".into()]),
+                command: vec!["bash".into()],
+                entrypoint_in_cmd: None,
+                launcher: None,
+            }));
+        }
         return Ok(Cmd::Start(start_of(args)));
     }
     let mut command = vec![OsString::from(&name)];
@@ -392,5 +400,9 @@ mod tests {
             (Program::Command(v(&["id"])), Some("start.sh"))
         );
         assert_eq!(start("start.sh", &["id"]).entrypoint_in_cmd, None);
+        assert_eq!(
+            prog("/usr/local/bin/start.sh", &[]),
+            Program::Command(v(&["bash"]))
+        );
     }
 }
