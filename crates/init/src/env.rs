@@ -273,7 +273,11 @@ pub enum Auth {
     None,
 }
 
-/// Settings about the server, read after the `before-notebook.d` hooks.
+/// Settings about the server, read after the `before-notebook.d` hooks. nbrt-init checks
+/// them and logs what they mean; the server itself takes the image's defaults (address, base
+/// URL from `NB_PREFIX`, CORS from `NBRT_CORS_ORIGIN`, the authentication mode below) from
+/// `/etc/jupyter/jupyter_server_config.py` (`stacks/jupyter`), which reads the same variables
+/// with the same rules, and `JUPYTER_PORT` itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     pub jupyter_cmd: String,
@@ -287,9 +291,6 @@ pub struct ServerSettings {
     pub auth: Auth,
     /// Why `auth` was chosen, for the log.
     pub auth_reason: &'static str,
-    /// Access-Control-Allow-Origin value, None to leave Jupyter's default.
-    pub cors_origin: Option<String>,
-    pub ip: String,
 }
 
 impl ServerSettings {
@@ -338,16 +339,12 @@ impl ServerSettings {
                     reason: "expected token or none".into(),
                 })
             }
+            // Same rule in stacks/jupyter/jupyter_server_config.py.
             None if base_url.is_some() && kubernetes => (
                 Auth::None,
                 "Kubeflow (NB_PREFIX set on Kubernetes): the gateway in front authenticates",
             ),
             None => (Auth::Token, "default"),
-        };
-        let cors_origin = match env.get("NBRT_CORS_ORIGIN") {
-            Some(v) if v.is_empty() => None,
-            Some(v) => Some(v),
-            None => Some("*".to_owned()),
         };
         Ok(ServerSettings {
             jupyter_cmd: env
@@ -362,8 +359,6 @@ impl ServerSettings {
             hub: env.contains("JUPYTERHUB_API_TOKEN"),
             auth,
             auth_reason,
-            cors_origin,
-            ip: env.non_empty("NBRT_IP").unwrap_or_else(|| "0.0.0.0".into()),
         })
     }
 }
@@ -431,6 +426,16 @@ pub fn shell_split(s: &str) -> std::result::Result<Vec<String>, String> {
         words.push(cur);
     }
     Ok(words)
+}
+
+/// Words joined by single spaces, unquoted, as docker-stacks' scripts print a command
+/// (`"$*"` in start.sh, `" ".join(command)` in start-notebook.py).
+pub fn plain_join<S: AsRef<OsStr>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| w.as_ref().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Quote words for a log line the way a shell would read them back.
@@ -562,7 +567,6 @@ mod tests {
         assert_eq!(s.port, None);
         assert!(!s.gen_cert && !s.restartable && !s.hub);
         assert_eq!(s.auth, Auth::Token);
-        assert_eq!(s.cors_origin.as_deref(), Some("*"));
 
         let s = ServerSettings::from_env(&env(&[
             ("DOCKER_STACKS_JUPYTER_CMD", "server"),
@@ -573,7 +577,6 @@ mod tests {
             ("RESTARTABLE", "yes"),
             ("JUPYTERHUB_API_TOKEN", "t"),
             ("NB_PREFIX", "/notebook/ns/nb"),
-            ("NBRT_CORS_ORIGIN", ""),
         ]))
         .unwrap();
         assert_eq!(s.jupyter_cmd, "server");
@@ -583,7 +586,6 @@ mod tests {
         assert_eq!(s.umask, Some(0o002));
         assert_eq!(s.base_url.as_deref(), Some("/notebook/ns/nb"));
         assert_eq!(s.auth, Auth::Token, "NB_PREFIX alone is not Kubeflow");
-        assert_eq!(s.cors_origin, None);
 
         assert!(
             !ServerSettings::from_env(&env(&[("RESTARTABLE", "1")]))

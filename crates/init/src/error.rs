@@ -27,8 +27,8 @@ pub enum Error {
     },
 
     #[error(
-        "neither user jovyan nor user {0} exists in /etc/passwd (was the container restarted with a \
-         different NB_USER?); start a new container, or set NB_USER to an existing user"
+        "Neither the jovyan user nor '{0}' exists. This could be the result of stopping and \
+         starting, the container with a different NB_USER environment variable."
     )]
     NoSuchUser(String),
 

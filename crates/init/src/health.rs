@@ -88,19 +88,24 @@ pub fn is_server_cmdline(argv: &[String]) -> bool {
     })
 }
 
-/// Jupyter's runtime directory for a process environment.
-pub fn runtime_dir(env: &Env) -> Option<PathBuf> {
-    if let Some(d) = env.non_empty("JUPYTER_RUNTIME_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    let data = if let Some(d) = env.non_empty("JUPYTER_DATA_DIR") {
+/// Jupyter's data directory for a process environment (`jupyter_core.paths.jupyter_data_dir`
+/// on Linux).
+pub fn data_dir(env: &Env) -> Option<PathBuf> {
+    Some(if let Some(d) = env.non_empty("JUPYTER_DATA_DIR") {
         PathBuf::from(d)
     } else if let Some(x) = env.non_empty("XDG_DATA_HOME") {
         PathBuf::from(x).join("jupyter")
     } else {
         PathBuf::from(env.non_empty("HOME")?).join(".local/share/jupyter")
-    };
-    Some(data.join("runtime"))
+    })
+}
+
+/// Jupyter's runtime directory for a process environment.
+pub fn runtime_dir(env: &Env) -> Option<PathBuf> {
+    if let Some(d) = env.non_empty("JUPYTER_RUNTIME_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    Some(data_dir(env)?.join("runtime"))
 }
 
 pub fn find_servers(proc_root: &Path) -> Vec<ServerProc> {

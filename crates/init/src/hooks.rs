@@ -5,7 +5,8 @@
 //! *sourced* by bash (executable or not) so that what it exports or unsets reaches the rest of
 //! the start and the server: nbrt-init runs `bash -c '. HOOK; exec nbrt-init __dump-env $?'`
 //! and reads the resulting environment back through file descriptor 3 (closed for the hook
-//! itself). Other files are executed when executable, else ignored with a log line. A failing
+//! itself); docker-stacks' `_log`, `_log_info`, `_log_warn`, `_log_error` and `_log_fatal` are
+//! defined in that shell. Other files are executed when executable, else ignored. A failing
 //! hook is logged and the start continues; a sourced hook that exits the shell (`exit`, or
 //! `set -e` and a failing command) stops the start, as it would stop docker-stacks' start.sh.
 
@@ -89,7 +90,11 @@ fn shell() -> &'static str {
 pub fn source(hook: &Path, env: &Env, exe: &Path) -> Result<(i32, Option<Env>)> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("creating a pipe", e))?;
-    let script = ". \"$1\" 3>&-; __nbrt_rc=$?; exec \"$2\" __dump-env \"$__nbrt_rc\"";
+    // docker-stacks' `_log*` functions are defined in the shell that sources the hook.
+    let script = format!(
+        "{}\n. \"$1\" 3>&-; __nbrt_rc=$?; exec \"$2\" __dump-env \"$__nbrt_rc\"",
+        crate::install::LOG_SCRIPT
+    );
     let launch = Launch::new(
         [
             OsString::from(shell()),

@@ -15,7 +15,9 @@ pub mod health;
 pub mod home;
 pub mod hooks;
 pub mod http;
+pub mod install;
 pub mod log;
+pub mod perms;
 pub mod proc;
 pub mod start;
 pub mod supervise;
@@ -25,7 +27,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cli::{Cmd, Program};
+use cli::{Cmd, Program, Start};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -76,27 +78,49 @@ pub fn main_with(argv0: OsString, args: Vec<OsString>) -> i32 {
                 }
             }
         }
-        Cmd::Start(program) => start_main(program, args, t0),
+        Cmd::FixPermissions(dirs) => perms::main(&dirs),
+        Cmd::Install(dir) => match install::install(&dir, &exe_path()) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("nbrt-init: {e}");
+                e.exit_code()
+            }
+        },
+        Cmd::Start(start) => start_main(&argv0, start, args, t0),
     }
 }
 
-fn start_main(program: Program, args: Vec<OsString>, t0: Instant) -> i32 {
+fn start_main(argv0: &std::ffi::OsStr, start: Start, args: Vec<OsString>, t0: Instant) -> i32 {
     log::init(log::Settings::from_env());
     if let Err(e) = supervise::block_signals() {
         log::fatal(e.to_string());
         return 1;
     }
-    log::info(format!(
-        "Entered start.sh with args: {}",
-        env::shell_join(&args)
-    ));
     let mut environment = env::Env::from_process();
-    if environment.contains(STARTED_MARK) {
-        return reentered(program, environment);
+    let reentry = environment.contains(STARTED_MARK);
+    // start-notebook.py and friends run again inside a started container are docker-stacks'
+    // Python launchers, which say nothing of start.sh.
+    if !(reentry && start.launcher.is_some()) {
+        log::info(format!(
+            "Entered start.sh with args: {}",
+            env::plain_join(&args)
+        ));
+    }
+    if let Some(name) = &start.entrypoint_in_cmd {
+        log::warning(format!(
+            "{name} is the default ENTRYPOINT, do not include it in CMD"
+        ));
+    }
+    if reentry {
+        let name = std::path::Path::new(argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "nbrt-init".into());
+        return reentered(&name, start, environment);
     }
     environment.set(STARTED_MARK, "1");
     let layout = start::Layout::system();
-    let prepared = match start::prepare(program, &layout, environment, &exe_path(), t0) {
+    let prepared = match start::prepare(start, &layout, environment, &exe_path(), t0) {
         Ok(p) => p,
         Err(e) => {
             if !matches!(
@@ -117,34 +141,41 @@ fn start_main(program: Program, args: Vec<OsString>, t0: Instant) -> i32 {
     }
 }
 
-/// nbrt-init started again inside a container it already set up (e.g. `nbrt-init` in CMD
-/// under the nbrt-init ENTRYPOINT, or by hand in a terminal): run the command directly.
-fn reentered(program: Program, environment: env::Env) -> i32 {
-    log::warning("nbrt-init is already the container's init (ENTRYPOINT); do not include it in CMD: running the command directly");
-    let argv = match &program {
+/// nbrt-init started again inside a container it already set up (`start.sh` or `nbrt-init`
+/// in CMD under the nbrt-init ENTRYPOINT, `start-notebook.py` in a terminal): run the
+/// command directly, as docker-stacks' re-entered start.sh and its launchers do.
+fn reentered(name: &str, start: Start, environment: env::Env) -> i32 {
+    let argv = match &start.program {
         Program::Notebook(extra) | Program::Singleuser(extra) => {
             match env::ServerSettings::from_env(&environment) {
-                Ok(s) => start::server_argv(
-                    &s,
-                    matches!(program, Program::Singleuser(_)) || s.hub,
-                    extra,
-                    None,
-                ),
+                Ok(s) => {
+                    let singleuser = matches!(start.program, Program::Singleuser(_)) || s.hub;
+                    let argv = start::server_argv(&s, singleuser, extra);
+                    let lines = start::launcher_lines(&start, singleuser, &argv);
+                    start::print_stdout(&lines);
+                    argv
+                }
                 Err(e) => {
                     log::fatal(e.to_string());
                     return 1;
                 }
             }
         }
-        Program::Command(w) => w.clone(),
+        Program::Command(w) => {
+            if start.entrypoint_in_cmd.is_none() {
+                log::warning(format!(
+                    "{name} is the default ENTRYPOINT, do not include it in CMD"
+                ));
+            }
+            log::info(format!("Executing the command: {}", env::plain_join(w)));
+            w.clone()
+        }
         Program::ServicesOnly => {
             log::fatal("services are already supervised by the container's nbrt-init");
             return 1;
         }
     };
-    log::info(format!("Executing the command: {}", env::shell_join(&argv)));
-    let mut l = proc::Launch::new(argv, environment);
-    l.own_group = false;
+    let l = proc::Launch::new(argv, environment);
     let err = {
         use std::os::unix::process::CommandExt;
         let mut c = std::process::Command::new(&l.argv[0]);

@@ -1,8 +1,9 @@
 //! Log lines in docker-stacks' format: `LEVEL[YYYY-MM-DD HH:MM:SS] message` on stderr.
 //!
 //! `JUPYTER_DOCKER_STACKS_QUIET` (non-empty) hides INFO and DEBUG, never WARNING, ERROR or
-//! FATAL. Colours (FATAL bold red, ERROR red, WARNING yellow, DEBUG cyan) only when stderr is
-//! a terminal and `NO_COLOR` is empty. Timestamps are UTC (containers rarely carry a zone
+//! FATAL. Colours are docker-stacks' (`\e[0;1;31m` FATAL, `\e[0;31m` ERROR, `\e[0;33m`
+//! WARNING, `\e[0;36m` DEBUG, then `\e[0m`) and only when stderr is a terminal and
+//! `NO_COLOR` is empty. `scripts/_docker_stacks_log.sh` is the same for shell scripts. Timestamps are UTC (containers rarely carry a zone
 //! database, and a static binary cannot ask glibc for one).
 
 use std::io::{IsTerminal, Write};
@@ -31,10 +32,10 @@ impl Level {
 
     fn colour(self) -> Option<&'static str> {
         match self {
-            Level::Fatal => Some("\x1b[1;31m"),
-            Level::Error => Some("\x1b[31m"),
-            Level::Warning => Some("\x1b[33m"),
-            Level::Debug => Some("\x1b[36m"),
+            Level::Fatal => Some("\x1b[0;1;31m"),
+            Level::Error => Some("\x1b[0;31m"),
+            Level::Warning => Some("\x1b[0;33m"),
+            Level::Debug => Some("\x1b[0;36m"),
             Level::Info => None,
         }
     }
@@ -156,7 +157,9 @@ mod tests {
             "WARNING[2023-11-14 22:13:20] hello"
         );
         let coloured = format_line(Level::Error, "x", t, true);
-        assert!(coloured.starts_with("\x1b[31mERROR[") && coloured.ends_with("\x1b[0m"));
+        assert!(coloured.starts_with("\x1b[0;31mERROR[") && coloured.ends_with("\x1b[0m"));
+        assert!(format_line(Level::Fatal, "x", t, true).starts_with("\x1b[0;1;31mFATAL["));
+        assert!(format_line(Level::Warning, "x", t, true).starts_with("\x1b[0;33mWARNING["));
         assert!(!format_line(Level::Info, "x", t, true).contains('\x1b'));
     }
 }

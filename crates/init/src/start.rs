@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::{access, AccessFlags};
 
-use crate::cli::Program;
-use crate::env::{shell_join, Auth, Env, ServerSettings, UserSettings};
+use crate::cli::{Program, Start};
+use crate::env::{plain_join, shell_join, Auth, Env, ServerSettings, UserSettings};
 use crate::error::{Error, Result};
 use crate::home::{self, Owner};
 use crate::hooks;
@@ -106,23 +106,31 @@ pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Res
     }
 
     let name = us.nb_user.clone();
-    if name != DEFAULT_USER {
-        match (db.user(DEFAULT_USER).is_some(), db.user(&name).is_some()) {
-            (true, false) => {
-                log::info(format!("Renaming old user '{DEFAULT_USER}' to: '{name}'"));
-                db.rename_user(DEFAULT_USER, &name);
-            }
-            (_, true) => {}
-            (false, false) => return Err(Error::NoSuchUser(name)),
-        }
-    } else if db.user(DEFAULT_USER).is_none() {
-        return Err(Error::NoSuchUser(name));
-    }
     let home = PathBuf::from(format!("/home/{name}"));
     let home_text = home.display().to_string();
+    let refit = match (db.user(DEFAULT_USER).is_some(), db.user(&name).is_some()) {
+        // docker-stacks' `usermod --home /home/$NB_USER --login $NB_USER jovyan`.
+        (true, false) => true,
+        (true, true) => name == DEFAULT_USER,
+        (false, true) => false,
+        (false, false) => return Err(Error::NoSuchUser(name)),
+    };
+    if refit {
+        let old_home = db.user(DEFAULT_USER).map(|u| u.home.clone());
+        if name != DEFAULT_USER || old_home.as_deref() != Some(home_text.as_str()) {
+            log::info("Updated the jovyan user:");
+            log::info(format!("- username: {DEFAULT_USER}       -> {name}"));
+            log::info(format!("- home dir: /home/{DEFAULT_USER} -> {home_text}"));
+        }
+        if name != DEFAULT_USER {
+            db.rename_user(DEFAULT_USER, &name);
+        }
+    }
     db.set_user_fields(&name, |u| {
         if u.home != home_text {
-            log::info(format!("Setting the home of {name} to {home_text}"));
+            if !refit {
+                log::info(format!("Setting the home of {name} to {home_text}"));
+            }
             u.home = home_text.clone();
         }
     });
@@ -143,7 +151,7 @@ pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Res
                 log::warning(format!("uid {uid} is also used by user {}", other.name));
             }
         }
-        log::info(format!("Updating {name}'s UID:GID to {uid}:{gid}"));
+        log::info(format!("Update {name}'s UID:GID to {uid}:{gid}"));
         db.set_user_fields(&name, |u| {
             u.uid = uid;
             u.gid = gid;
@@ -154,8 +162,10 @@ pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Res
     db.save()?;
 
     let mut cwd_new = None;
-    if name != DEFAULT_USER && !layout.path(&home_text).exists() {
-        copy_or_link_home(layout, &default_home, &home, Owner::Preserve)?;
+    if name != DEFAULT_USER {
+        if !layout.path(&home_text).exists() {
+            copy_or_link_home(layout, &default_home, &home, Owner::Preserve)?;
+        }
         cwd_new = relocate_cwd(cwd, &default_home, &home);
     }
     apply_chowns(us, layout, &home, uid, gid)?;
@@ -172,12 +182,21 @@ pub fn setup_root(us: &UserSettings, layout: &Layout, cwd: Option<&Path>) -> Res
     })
 }
 
+/// The working directory moved from the image home `from` to the new home `to`, logged as
+/// docker-stacks does (`Changing working directory to /home/alice/`).
 fn relocate_cwd(cwd: Option<&Path>, from: &Path, to: &Path) -> Option<PathBuf> {
     let rel = cwd?.strip_prefix(from).ok()?;
-    if rel.as_os_str().is_empty() {
-        return Some(to.to_owned());
-    }
-    Some(to.join(rel))
+    let new = if rel.as_os_str().is_empty() {
+        to.to_owned()
+    } else {
+        to.join(rel)
+    };
+    log::info(format!(
+        "Changing working directory to {}/{}",
+        to.display(),
+        rel.display()
+    ));
+    Some(new)
 }
 
 fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> Result<()> {
@@ -234,12 +253,12 @@ fn copy_or_link_home(layout: &Layout, from: &Path, to: &Path, owner: Owner) -> R
 fn apply_chowns(us: &UserSettings, layout: &Layout, home: &Path, uid: u32, gid: u32) -> Result<()> {
     if us.chown_home {
         let r = if us.chown_home_opts.recursive {
-            " (recursively)"
+            "(chown options: -R)"
         } else {
             ""
         };
         log::info(format!(
-            "Ensuring {} is owned by {uid}:{gid}{r}",
+            "Ensuring {} is owned by {uid}:{gid} {r}",
             home.display()
         ));
         home::chown_path(
@@ -251,12 +270,12 @@ fn apply_chowns(us: &UserSettings, layout: &Layout, home: &Path, uid: u32, gid: 
     }
     for p in &us.chown_extra {
         let r = if us.chown_extra_opts.recursive {
-            " (recursively)"
+            "(chown options: -R)"
         } else {
             ""
         };
         log::info(format!(
-            "Ensuring {} is owned by {uid}:{gid}{r}",
+            "Ensuring {} is owned by {uid}:{gid} {r}",
             p.display()
         ));
         home::chown_path(
@@ -366,13 +385,16 @@ pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<I
     let default_uid = db.user(DEFAULT_USER).map(|u| u.uid);
     let default_gid = db.user(DEFAULT_USER).map(|u| u.gid);
     if db.user_by_uid(uid).is_none() {
+        log::info(format!(
+            "There is no entry in /etc/passwd for our UID={uid}. Attempting to fix..."
+        ));
         let passwd = layout.path("/etc/passwd");
         if access(&passwd, AccessFlags::W_OK).is_ok() {
-            log::info(format!(
-                "Updating the default user's entry in /etc/passwd: {} with uid {uid} and gid {gid}",
-                us.nb_user
-            ));
-            if db.user(DEFAULT_USER).is_some() {
+            if let Some(old) = db.user(DEFAULT_USER).cloned() {
+                log::info(format!(
+                    "Renaming old {DEFAULT_USER} user to nayvoj ({}:{})",
+                    old.uid, old.gid
+                ));
                 db.rename_user(DEFAULT_USER, "nayvoj");
             }
             db.add_user(Passwd {
@@ -385,9 +407,13 @@ pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<I
                 shell: "/bin/bash".into(),
             });
             db.save()?;
+            log::info(format!(
+                "Added new {} user ({uid}:{gid}). Fixed UID!",
+                us.nb_user
+            ));
             if us.nb_user != DEFAULT_USER {
                 log::warning(format!(
-                    "user is {} but home is /home/{DEFAULT_USER}: a root start is needed to change the home",
+                    "user is {} but home is /home/{DEFAULT_USER}. You must run as root to rename the home directory!",
                     us.nb_user
                 ));
             }
@@ -442,44 +468,18 @@ pub fn setup_non_root(us: &UserSettings, layout: &Layout, env: &Env) -> Result<I
     })
 }
 
-/// The server's argument list (without the leading program resolution).
-pub fn server_argv(
-    s: &ServerSettings,
-    singleuser: bool,
-    extra: &[OsString],
-    certfile: Option<&Path>,
-) -> Vec<OsString> {
+/// The server's command: docker-stacks' start-notebook.py (`jupyter
+/// ${DOCKER_STACKS_JUPYTER_CMD:-lab}`) or start-singleuser.py (`jupyterhub-singleuser`), then
+/// `NOTEBOOK_ARGS`, then the arguments given. nbrt-init adds no setting of its own: the
+/// image's defaults (address, browser, base URL, CORS, no-token mode, certificate) are in
+/// `/etc/jupyter/jupyter_server_config.py`, which every argument overrides.
+pub fn server_argv(s: &ServerSettings, singleuser: bool, extra: &[OsString]) -> Vec<OsString> {
     let mut v: Vec<OsString> = Vec::new();
     if singleuser {
         v.push("jupyterhub-singleuser".into());
     } else {
         v.push("jupyter".into());
         v.push(s.jupyter_cmd.clone().into());
-        v.push(format!("--ServerApp.ip={}", s.ip).into());
-        v.push("--ServerApp.open_browser=False".into());
-        if let Some(p) = s.port {
-            v.push(format!("--ServerApp.port={p}").into());
-        }
-        if let Some(b) = &s.base_url {
-            v.push(format!("--ServerApp.base_url={b}").into());
-        }
-        if let Some(o) = &s.cors_origin {
-            v.push(
-                format!(
-                    "--ServerApp.tornado_settings={{\"headers\": {{\"Access-Control-Allow-Origin\": \"{}\"}}}}",
-                    o.replace('\\', "\\\\").replace('"', "\\\"")
-                )
-                .into(),
-            );
-        }
-        if s.auth == Auth::None {
-            v.push("--IdentityProvider.token=".into());
-            v.push("--PasswordIdentityProvider.hashed_password=".into());
-        }
-    }
-    if let Some(c) = certfile {
-        v.push(format!("--ServerApp.certfile={}", c.display()).into());
-        v.push(format!("--ServerApp.keyfile={}", c.display()).into());
     }
     v.extend(s.notebook_args.iter().map(OsString::from));
     v.extend(extra.iter().cloned());
@@ -501,11 +501,10 @@ fn parse_umask(env: &Env) -> Result<Option<u32>> {
     }
 }
 
+/// GEN_CERT: a self-signed certificate at `jupyter_data_dir()/notebook.pem`, where the
+/// image's jupyter_server_config.py (like docker-stacks') takes it from.
 fn gen_cert(env: &Env, id: &Identity, as_root: bool) -> Result<PathBuf> {
-    let data = env
-        .non_empty("JUPYTER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| id.home.join(".local/share/jupyter"));
+    let data = crate::health::data_dir(env).unwrap_or_else(|| id.home.join(".local/share/jupyter"));
     let owner = (as_root && id.switch).then_some((id.uid, id.gid));
     home::create_dir_all_owned(&data, owner)?;
     let host = nix::unistd::gethostname()
@@ -530,12 +529,13 @@ pub struct Prepared {
 
 /// Run the start sequence (hooks, user set-up) and build the supervisor's plan.
 pub fn prepare(
-    program: Program,
+    start: Start,
     layout: &Layout,
     mut env: Env,
     exe: &Path,
     t0: Instant,
 ) -> Result<Prepared> {
+    let program = start.program.clone();
     let as_root = nix::unistd::geteuid().is_root();
     hooks::run_cont_init(&layout.cont_init, &env)?;
     hooks::run_dir(&layout.start_hooks, &mut env, exe)?;
@@ -557,22 +557,24 @@ pub fn prepare(
     }
 
     hooks::run_dir(&layout.before_hooks, &mut env, exe)?;
-    let unset = env.apply_unset_list();
-    if !unset.is_empty() {
-        log::info(format!(
-            "Unset variables listed in JUPYTER_ENV_VARS_TO_UNSET: {}",
-            unset.join(", ")
-        ));
+    for name in env.apply_unset_list() {
+        log::info(format!("Unset {name} due to JUPYTER_ENV_VARS_TO_UNSET"));
     }
     let umask = parse_umask(&env)?;
 
+    // GEN_CERT: any Jupyter server of the container serves HTTPS (the config file picks the
+    // certificate up), as with docker-stacks, whose config makes it at each server start.
+    let gen_cert_for = |env: &Env| -> Result<()> {
+        if env.contains("GEN_CERT") {
+            gen_cert(env, &id, as_root)?;
+        }
+        Ok(())
+    };
+    let mut stdout_lines = Vec::new();
     let (argv, restart) = match &program {
         Program::Notebook(extra) | Program::Singleuser(extra) => {
             let s = ServerSettings::from_env(&env)?;
             let singleuser = matches!(program, Program::Singleuser(_)) || s.hub;
-            if singleuser && matches!(program, Program::Notebook(_)) {
-                log::warning("JUPYTERHUB_API_TOKEN is set: starting jupyterhub-singleuser instead of the notebook server");
-            }
             if !singleuser {
                 match s.auth {
                     Auth::Token => log::info(format!(
@@ -585,19 +587,14 @@ pub fn prepare(
                     )),
                 }
             }
-            let cert = if s.gen_cert {
-                Some(gen_cert(&env, &id, as_root)?)
-            } else {
-                None
-            };
-            (
-                server_argv(&s, singleuser, extra, cert.as_deref()),
-                s.restartable && !singleuser,
-            )
+            gen_cert_for(&env)?;
+            let argv = server_argv(&s, singleuser, extra);
+            stdout_lines = launcher_lines(&start, singleuser, &argv);
+            (argv, s.restartable && !singleuser)
         }
         Program::Command(words) => {
-            if env.contains("GEN_CERT") {
-                log::warning("GEN_CERT only takes effect for start-notebook / start-singleuser");
+            if let Err(e) = gen_cert_for(&env) {
+                log::error(e.to_string());
             }
             (words.clone(), false)
         }
@@ -634,11 +631,13 @@ pub fn prepare(
         ));
     }
     if main.is_some() {
+        let command = plain_join(&start.command);
         if as_root {
-            log::info(format!("Running as {}: {describe}", id.name));
+            log::info(format!("Running as {}: {command}", id.name));
         } else {
-            log::info(format!("Executing the command: {describe}"));
+            log::info(format!("Executing the command: {command}"));
         }
+        print_stdout(&stdout_lines);
     }
     Ok(Prepared {
         plan: Plan {
@@ -649,6 +648,38 @@ pub fn prepare(
         },
         describe,
     })
+}
+
+/// What docker-stacks' launchers print on standard output before the server runs: the `.sh`
+/// shims' `WARNING: Use start-….py instead`, start-notebook.py's JupyterHub hand-off, and
+/// `Executing: <server command>`.
+pub fn launcher_lines(start: &Start, singleuser: bool, argv: &[OsString]) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(shim) = start.shim() {
+        lines.push(format!(
+            "WARNING: Use {}.py instead",
+            shim.trim_end_matches(".sh")
+        ));
+    }
+    if singleuser && matches!(start.program, Program::Notebook(_)) {
+        lines.push(
+            "WARNING: using start-singleuser.py instead of start-notebook.py to start a server \
+             associated with JupyterHub."
+                .to_owned(),
+        );
+    }
+    lines.push(format!("Executing: {}", plain_join(argv)));
+    lines
+}
+
+/// Print lines on standard output (docker-stacks' launchers print there, not in the log).
+pub fn print_stdout(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+    let _ = out.flush();
 }
 
 fn build_services(
@@ -737,37 +768,20 @@ mod tests {
 
     #[test]
     fn notebook_arguments() {
+        // Only the command, NOTEBOOK_ARGS and the arguments: the settings nbrt-init used to
+        // add (address, browser, port, base URL, CORS, certificate) are the config file's,
+        // so that any of them given by the user wins instead of clashing.
         let s = ServerSettings::from_env(&env(&[
             ("JUPYTER_PORT", "8888"),
             ("NB_PREFIX", "/notebook/ns/nb"),
             ("NOTEBOOK_ARGS", "--ServerApp.token=abc"),
+            ("GEN_CERT", "1"),
         ]))
         .unwrap();
-        let argv = server_argv(
-            &s,
-            false,
-            &[OsString::from("--debug")],
-            Some(Path::new("/h/n.pem")),
-        );
-        let argv: Vec<String> = argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let argv = server_argv(&s, false, &[OsString::from("--debug")]);
         assert_eq!(
             argv,
-            vec![
-                "jupyter",
-                "lab",
-                "--ServerApp.ip=0.0.0.0",
-                "--ServerApp.open_browser=False",
-                "--ServerApp.port=8888",
-                "--ServerApp.base_url=/notebook/ns/nb",
-                r#"--ServerApp.tornado_settings={"headers": {"Access-Control-Allow-Origin": "*"}}"#,
-                "--ServerApp.certfile=/h/n.pem",
-                "--ServerApp.keyfile=/h/n.pem",
-                "--ServerApp.token=abc",
-                "--debug",
-            ]
+            ["jupyter", "lab", "--ServerApp.token=abc", "--debug"].map(OsString::from)
         );
     }
 
@@ -775,7 +789,7 @@ mod tests {
     fn singleuser_and_auth_none_arguments() {
         let s = ServerSettings::from_env(&env(&[("NOTEBOOK_ARGS", "--a"), ("NB_PREFIX", "/x")]))
             .unwrap();
-        let argv = server_argv(&s, true, &[OsString::from("--b")], None);
+        let argv = server_argv(&s, true, &[OsString::from("--b")]);
         assert_eq!(
             argv,
             vec![
@@ -790,9 +804,47 @@ mod tests {
             ("DOCKER_STACKS_JUPYTER_CMD", "server"),
         ]))
         .unwrap();
-        let argv = server_argv(&s, false, &[], None);
-        assert_eq!(argv[1], OsString::from("server"));
-        assert!(argv.contains(&OsString::from("--IdentityProvider.token=")));
+        let argv = server_argv(&s, false, &[]);
+        assert_eq!(argv, ["jupyter", "server"].map(OsString::from));
+    }
+
+    #[test]
+    fn launcher_lines_are_docker_stacks() {
+        let start = |words: &[&str]| match crate::cli::parse(
+            std::ffi::OsStr::new("nbrt-init"),
+            words.iter().map(OsString::from).collect(),
+        ) {
+            Ok(crate::cli::Cmd::Start(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let lab = ["jupyter", "lab", "--ip=::"].map(OsString::from);
+        assert_eq!(
+            launcher_lines(&start(&["start-notebook.py"]), false, &lab),
+            ["Executing: jupyter lab --ip=::"]
+        );
+        assert_eq!(
+            launcher_lines(
+                &start(&["start-notebook.sh"]),
+                true,
+                &["jupyterhub-singleuser".into()]
+            ),
+            [
+                "WARNING: Use start-notebook.py instead",
+                "WARNING: using start-singleuser.py instead of start-notebook.py to start a server associated with JupyterHub.",
+                "Executing: jupyterhub-singleuser",
+            ]
+        );
+        assert_eq!(
+            launcher_lines(
+                &start(&["start-singleuser.sh"]),
+                true,
+                &["jupyterhub-singleuser".into()]
+            ),
+            [
+                "WARNING: Use start-singleuser.py instead",
+                "Executing: jupyterhub-singleuser"
+            ]
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn user_modes_give_the_documented_identity() {
             assert_eq!(l[5], "1000:100", "the copy keeps owners (no CHOWN_HOME)");
             assert_eq!(l[6], "alice:x:1234:2345::/home/alice:/bin/bash");
             assert_log(&r.stderr, "INFO", "Running hooks in: /usr/local/bin/before-notebook.d as uid: 0 gid: 0");
-            assert_log(&r.stderr, "INFO", "Renaming old user 'jovyan' to: 'alice'");
+            assert_log(&r.stderr, "INFO", "- username: jovyan       -> alice");
             assert_log(&r.stderr, "INFO", "Running as alice: sh -c");
         });
         // Root start, rename only.

@@ -76,3 +76,18 @@ fn run_dir_threads_the_environment_through_hooks_in_order() {
     hooks::run_dir(d.path(), &mut env, exe()).unwrap();
     assert_eq!(env.get("ORDER").as_deref(), Some("a,b,d"));
 }
+
+#[test]
+fn sourced_hooks_have_docker_stacks_log_functions() {
+    let d = tempfile::tempdir().unwrap();
+    let h = hook(
+        d.path(),
+        "10.sh",
+        "for f in _log _log_info _log_warn _log_error _log_fatal; do type \"$f\" >/dev/null || exit 9; done\n\
+         _log_info \"from a hook\" 2>/dev/null\nexport HAS_LOG=yes\n",
+    );
+    let (rc, after) =
+        hooks::source(&h, &Env::from_pairs([("PATH", "/usr/bin:/bin")]), exe()).unwrap();
+    assert_eq!(rc, 0);
+    assert_eq!(after.unwrap().get("HAS_LOG").as_deref(), Some("yes"));
+}

@@ -314,3 +314,122 @@ pub fn assert_log(stderr: &str, level: &str, needle: &str) {
         "no {level} line containing {needle:?} in:\n{stderr}"
     );
 }
+
+/// The messages of the log lines of `level` (what follows `LEVEL[timestamp] `).
+pub fn log_messages<'a>(text: &'a str, level: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| is_log_line(l, level))
+        .map(|l| &l[level.len() + 22..])
+        .collect()
+}
+
+/// Assert that each message is, verbatim, the message of a `level` log line.
+pub fn assert_messages(text: &str, level: &str, messages: &[&str]) {
+    let have = log_messages(text, level);
+    for m in messages {
+        assert!(
+            have.contains(m),
+            "no {level} line with exactly {m:?} in:\n{text}"
+        );
+    }
+}
+
+/// Lines that start with WARNING or ERROR (log lines or plain text), without their
+/// timestamps, whose text is not in `allowed`.
+pub fn unexpected_warnings(text: &str, allowed: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("WARNING") || l.starts_with("ERROR"))
+        .map(|l| {
+            for level in ["WARNING", "ERROR"] {
+                if is_log_line(l, level) {
+                    return format!("{level} {}", &l[level.len() + 22..]);
+                }
+            }
+            l.to_owned()
+        })
+        .filter(|l| !allowed.iter().any(|a| l == a))
+        .collect()
+}
+
+/// GET `url` from inside the container (its own Python) until it answers 2xx.
+pub fn wait_http_inside(c: &Container, url: &str, timeout: Duration) {
+    let script = "import sys, urllib.request\n\
+                  with urllib.request.urlopen(sys.argv[1], timeout=3) as r:\n    print(r.status)";
+    let t = Instant::now();
+    loop {
+        let r = c.exec(&[], &["python3", "-c", script, url]);
+        if r.code == 0 && r.stdout.trim().starts_with('2') {
+            return;
+        }
+        if !c.running() {
+            let l = c.logs();
+            panic!(
+                "container {} exited before {url} answered:\n{}\n{}",
+                c.id, l.stdout, l.stderr
+            );
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "{url} did not answer 2xx inside {} within {timeout:?}: {}{}",
+            c.id,
+            r.stdout,
+            r.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The TCP sockets listening in the container: (address as in /proc/net/tcp{,6}, port).
+pub fn listeners(c: &Container) -> Vec<(String, u16)> {
+    let r = c.exec(&[], &["cat", "/proc/net/tcp", "/proc/net/tcp6"]);
+    r.stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "0A" {
+                return None;
+            }
+            let (addr, port) = f[1].split_once(':')?;
+            Some((addr.to_owned(), u16::from_str_radix(port, 16).ok()?))
+        })
+        .collect()
+}
+
+/// A user-defined Docker network with IPv6 (and IPv4), internal, removed when dropped.
+pub struct Network {
+    pub name: String,
+}
+
+impl Network {
+    pub fn ipv6() -> Network {
+        let name = unique("nbrt-init-test-v6");
+        // A unique-local /64 per test process.
+        let subnet = format!("fd00:6e62:{:x}::/64", std::process::id() & 0xffff);
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "create",
+                "--ipv6",
+                "--subnet",
+                &subnet,
+                "--internal",
+                &name,
+            ])
+            .output()
+            .expect("docker network create");
+        assert!(
+            out.status.success(),
+            "docker network create --ipv6 --subnet {subnet} --internal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Network { name }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}

@@ -374,7 +374,7 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
                 format!(
                     "the server answers /api but {path} gives HTTP {status}: it ignores NB_PREFIX"
                 ),
-                "serve under the prefix: --ServerApp.base_url=\"$NB_PREFIX\" (nbrt-init does)",
+                "serve under the prefix: set c.ServerApp.base_url from NB_PREFIX in /etc/jupyter/jupyter_server_config.py (as the stock jupyter stack does), or pass --ServerApp.base_url=\"$NB_PREFIX\"",
             ));
         }
         Waited::Exited { code, oom, logs } => {

@@ -264,7 +264,7 @@ fn entrypoint(f: &Facts) -> R {
         return R::fail(
             "image.command",
             "the image has neither ENTRYPOINT nor CMD",
-            "set `[image] entrypoint` / `cmd` (e.g. entrypoint [\"/usr/local/bin/nbrt-init\"], cmd [\"start-notebook\"])",
+            "set `[image] entrypoint` / `cmd` (e.g. entrypoint [\"/usr/local/bin/nbrt-init\"], cmd [\"start-notebook.py\"])",
         );
     };
     match f.which(first) {
@@ -286,11 +286,32 @@ fn uses_nbrt_init(f: &Facts) -> bool {
         .is_some_and(|c| c.ends_with("nbrt-init"))
 }
 
+/// The system-wide Jupyter Server config files the image has: `/etc/jupyter`,
+/// `/usr/local/etc/jupyter` and the Python environment's `etc/jupyter` (where the stock
+/// jupyter stack and docker-stacks keep the server's defaults).
+fn server_config_files(f: &Facts) -> Vec<String> {
+    let mut dirs = vec![
+        "/etc/jupyter".to_string(),
+        "/usr/local/etc/jupyter".to_string(),
+    ];
+    if let Some(env) = f.any_python() {
+        dirs.push(format!("{}/etc/jupyter", env.prefix.trim_end_matches('/')));
+    }
+    dirs.iter()
+        .map(|d| format!("{d}/jupyter_server_config.py"))
+        .filter(|p| f.view.text(p).is_some())
+        .collect()
+}
+
 fn nb_prefix(f: &Facts) -> R {
-    if uses_nbrt_init(f) {
+    // nbrt-init passes no server setting; the image's config file reads NB_PREFIX.
+    if let Some(file) = server_config_files(f)
+        .into_iter()
+        .find(|p| f.view.text(p).is_some_and(|t| t.contains("NB_PREFIX")))
+    {
         return R::pass(
             "nb-prefix",
-            "nbrt-init passes NB_PREFIX as the server's base URL",
+            format!("the server's config file {file} reads NB_PREFIX"),
         );
     }
     let cmd = f.command();
@@ -444,7 +465,7 @@ fn start_scripts(f: &Facts) -> R {
         R::fail(
             "start.scripts",
             format!("missing start scripts in /usr/local/bin: {}", missing.join(", ")),
-            "use nbrt-init as the entrypoint (`[image] entrypoint = [\"/usr/local/bin/nbrt-init\"]`, `cmd = [\"start-notebook\"]`) or add the scripts",
+            "use nbrt-init as the entrypoint (`[image] entrypoint = [\"/usr/local/bin/nbrt-init\"]`, `cmd = [\"start-notebook.py\"]`) or add the scripts",
         )
     }
 }
