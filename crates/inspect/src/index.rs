@@ -1,7 +1,7 @@
 //! One layer, read once: every entry with its metadata and a digest of its content, plus the
 //! few small files the rest of the crate reads (package metadata, passwd, launchers), reduced
 //! to what is used and bounded in size. The layer is verified against its diff ID while it is
-//! read. Indexes are cached in the store under `cache/inspect-v2/<diff ID hex>.json` (the
+//! read. Indexes are cached in the store under `cache/inspect-v3/<diff ID hex>.json` (the
 //! store's [`nbrt_oci::Bucket::Inspect`]), so a layer shared by many images is read once.
 //!
 //! What a captured file is reduced to is what the shared readers of [`nbrt_oci::facts`] read
@@ -152,12 +152,19 @@ pub fn capture_kind(path: &str) -> Option<Capture> {
         return Some(Capture::Dpkg);
     }
     if TEXT_FILES.contains(&path)
+        || is_server_config(dir, base)
         || (dir.starts_with("usr/local/bin/kernel-launchers/") && dir.ends_with("/scripts"))
         || is_kernel_json(path)
     {
         return Some(Capture::Text);
     }
     None
+}
+
+/// A system-wide Jupyter Server config file (`etc/jupyter`, `usr/local/etc/jupyter`, an
+/// environment's `etc/jupyter`): where images keep the server's defaults (NB_PREFIX, …).
+fn is_server_config(dir: &str, base: &str) -> bool {
+    base == "jupyter_server_config.py" && (dir == "etc/jupyter" || dir.ends_with("/etc/jupyter"))
 }
 
 fn is_kernel_json(path: &str) -> bool {

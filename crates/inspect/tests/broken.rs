@@ -22,6 +22,9 @@ from = "jupyter:latest"
 [image]
 entrypoint = ["/opt/conda/bin/jupyter"]
 cmd = ["lab", "--ServerApp.ip=0.0.0.0", "--ServerApp.open_browser=False", "--ServerApp.allow_origin=*"]
+# Without the image's server config, which would serve under NB_PREFIX whatever starts it.
+[[run]]
+command = "rm /etc/jupyter/jupyter_server_config.py"
 "#,
     ),
     (
