@@ -286,10 +286,10 @@ fn uses_nbrt_init(f: &Facts) -> bool {
         .is_some_and(|c| c.ends_with("nbrt-init"))
 }
 
-/// The system-wide Jupyter Server config files the image has: `/etc/jupyter`,
-/// `/usr/local/etc/jupyter` and the Python environment's `etc/jupyter` (where the stock
-/// jupyter stack and docker-stacks keep the server's defaults).
-fn server_config_files(f: &Facts) -> Vec<String> {
+/// The system-wide Jupyter Server config files the image has, with their text:
+/// `/etc/jupyter`, `/usr/local/etc/jupyter` and the Python environment's `etc/jupyter`
+/// (where the stock jupyter stack and docker-stacks keep the server's defaults).
+fn server_config_files<'f>(f: &Facts<'f>) -> Vec<(String, &'f str)> {
     let mut dirs = vec![
         "/etc/jupyter".to_string(),
         "/usr/local/etc/jupyter".to_string(),
@@ -297,17 +297,18 @@ fn server_config_files(f: &Facts) -> Vec<String> {
     if let Some(env) = f.any_python() {
         dirs.push(format!("{}/etc/jupyter", env.prefix.trim_end_matches('/')));
     }
+    let view = f.view;
     dirs.iter()
         .map(|d| format!("{d}/jupyter_server_config.py"))
-        .filter(|p| f.view.text(p).is_some())
+        .filter_map(|p| view.text(&p).map(|t| (p, t)))
         .collect()
 }
 
 fn nb_prefix(f: &Facts) -> R {
     // nbrt-init passes no server setting; the image's config file reads NB_PREFIX.
-    if let Some(file) = server_config_files(f)
+    if let Some((file, _)) = server_config_files(f)
         .into_iter()
-        .find(|p| f.view.text(p).is_some_and(|t| t.contains("NB_PREFIX")))
+        .find(|(_, text)| text.contains("NB_PREFIX"))
     {
         return R::pass(
             "nb-prefix",
