@@ -310,13 +310,21 @@ fn seed_000_extension_adds_a_pip_package_and_an_offline_conda_package() {
     let tmp = tempfile::tempdir().unwrap();
     let stack = tmp.path().join("site-runtimes");
     let dir = stack.join("jupyter-graphviz");
-    // ArcGIS's example installs the `arcgis_dl_backbones` package file offline.
-    let pkg = Pkg::new("arcgis_dl_backbones", "1.0")
+    // ArcGIS's example installs the `arcgis_dl_backbones` package file offline; like every
+    // real noarch package it depends on `python`, which the stock environment's conda-meta
+    // record of its interpreter satisfies.
+    let pkg = Pkg::new("arcgis_dl_backbones", "2.0.1")
+        .noarch_python()
+        .depends("python >=3.9")
+        .file(
+            "site-packages/arcgis_dl_backbones/__init__.py",
+            "VERSION = '2.0.1'\n",
+        )
         .file(
             "share/arcgis_dl_backbones/README",
             "backbone weights go here\n",
         )
-        .file("share/arcgis_dl_backbones/version", "1.0\n");
+        .file("share/arcgis_dl_backbones/version", "2.0.1\n");
     pkg.tar_bz2(&dir.join("pkgs"));
     std::fs::write(
         dir.join("runtime.toml"),
@@ -325,7 +333,7 @@ description = "Seed 000: the jupyter runtime extended with graphviz and an offli
 from = "jupyter"
 
 [conda]
-files = ["pkgs/arcgis_dl_backbones-1.0-h0_0.tar.bz2"]
+files = ["pkgs/arcgis_dl_backbones-2.0.1-py_0.tar.bz2"]
 
 [pip]
 packages = ["graphviz"]
@@ -364,16 +372,17 @@ shared-memory = "1g"
     let out = Command::new("docker")
         .args(["run", "--rm", &image, "sh", "-c"])
         .arg(
-            "python -c 'import graphviz; print(graphviz.__name__)' && \
+            "python -c 'import graphviz, arcgis_dl_backbones as a; print(graphviz.__name__, a.VERSION)' && \
              cat /opt/conda/share/arcgis_dl_backbones/version && \
-             ls /opt/conda/conda-meta/ && stat -c %U /opt/conda/share/arcgis_dl_backbones",
+             ls /opt/conda/conda-meta/ | grep arcgis && \
+             stat -c %U /opt/conda/share/arcgis_dl_backbones",
         )
         .output()
         .unwrap();
     let text = ok(out, "docker run of the extension");
     assert_eq!(
         text,
-        "graphviz\n1.0\narcgis_dl_backbones-1.0-h0_0.json\njovyan\n"
+        "graphviz 2.0.1\n2.0.1\narcgis_dl_backbones-2.0.1-py_0.json\njovyan\n"
     );
 
     // One package more: graphviz is kept from the earlier run (its piece, bytecode and
