@@ -59,7 +59,7 @@ impl Bucket {
             Bucket::Uv => "cache/uv",
             Bucket::Conda => "cache/conda",
             Bucket::PipPieces => "cache/pip-pieces",
-            Bucket::Inspect => "cache/inspect-v3",
+            Bucket::Inspect => "cache/inspect-v4",
         }
     }
 }

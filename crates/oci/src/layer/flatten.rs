@@ -1,16 +1,30 @@
 //! Flattening an image's layers into one file-system tar (what `docker export` gives for a
 //! container): layers are read top-down and an entry is kept only if no upper layer replaced,
 //! deleted or hid it. No file system is touched, so nothing can land outside a root.
+//!
+//! Each layer is read twice: first for what its entries come to (the last entry of a path
+//! wins, [`super::rules`]) and which of them show through the upper layers
+//! ([`super::merge`]), then to write those. The result has one entry per path, so GNU tar
+//! extracts it as the builder's merged view and the inspector's index see the image:
+//!
+//! - a hard link whose target shows is written as a link to it; when the target is hidden
+//!   by an upper layer, the first link of the group that shows is written as the file (with
+//!   the target's contents and metadata, where the target was) and the others link to it;
+//! - a path an upper layer made a directory by having entries under it hides a lower
+//!   non-directory there, as the builder's unpacked layers do.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use crate::error::Result;
 use crate::image::{open_verified, BlobSource, Image};
+use crate::layer::budget::Budget;
 use crate::layer::compression::{decompress, Compression};
 use crate::layer::merge::{Present, TopDown};
-use crate::layer::reader::{for_each_entry, EntryKind};
+use crate::layer::reader::{for_each_entry, read_layer, EntryKind};
 use crate::layer::writer::LayerWriter;
 use crate::progress::Progress;
+use crate::spec::Descriptor;
 
 /// Write the merged file system of `image` as an uncompressed tar to `out`.
 pub fn flatten<W: Write>(
@@ -19,36 +33,141 @@ pub fn flatten<W: Write>(
     out: W,
     progress: &Progress,
 ) -> Result<W> {
+    flatten_within(
+        image,
+        source,
+        out,
+        progress,
+        &Budget::new(Default::default()),
+    )
+}
+
+/// [`flatten`] bounded by `budget` (what the layers may expand to).
+pub fn flatten_within<W: Write>(
+    image: &Image,
+    source: &dyn BlobSource,
+    out: W,
+    progress: &Progress,
+    budget: &Budget,
+) -> Result<W> {
     let mut writer = LayerWriter::new(out, Compression::None, None)?;
-    // The rules of crate::layer::merge; within a layer, the first entry of a path is kept.
     let mut merge: TopDown<String> = TopDown::new();
-    let bar = progress.bytes("flattening", image.size());
+    let bar = progress.bytes("flattening", image.size().saturating_mul(2));
     for layer in image.layers().iter().rev() {
+        let plan = plan_layer(source, layer, &mut merge, budget, &bar)?;
         let compression = Compression::from_media_type(&layer.media_type)?;
         let blob = bar.wrap_read(open_verified(source, layer)?);
+        let mut index = 0usize;
         for_each_entry(decompress(blob, compression)?, |entry, data| {
-            let kind = match entry.kind {
-                EntryKind::Whiteout => {
-                    merge.whiteout(entry.path.clone());
-                    return Ok(());
-                }
-                EntryKind::Opaque => {
-                    merge.opaque(entry.path.clone());
-                    return Ok(());
-                }
-                EntryKind::Dir => Present::Dir,
-                _ => Present::Other,
-            };
-            if merge.entry(entry.path.clone(), kind) {
-                writer.append(entry, data)?;
+            let i = index;
+            index += 1;
+            if let Some(primary) = plan.written_as.get(&i) {
+                // A hidden link target: written under the first shown link's name.
+                let mut e = entry.clone();
+                e.path = primary.clone();
+                return writer.append(&e, data);
             }
-            Ok(())
+            if !plan.shown.contains(&i) || plan.skip.contains(&i) {
+                return Ok(());
+            }
+            match plan.link_to.get(&i) {
+                Some(target) => {
+                    let mut e = entry.clone();
+                    e.kind = EntryKind::Hardlink(target.clone());
+                    writer.append(&e, data)
+                }
+                None => writer.append(entry, data),
+            }
         })?;
-        merge.end_layer();
     }
     bar.finish();
     let (_, out) = writer.finish()?;
     Ok(out)
+}
+
+/// What to write of one layer.
+#[derive(Default)]
+struct Plan {
+    /// Entries (by index) that show in the merged file system.
+    shown: HashSet<usize>,
+    /// Hard links that show, with the path they link to.
+    link_to: HashMap<usize, String>,
+    /// Link targets that do not show, written under this path (a link of theirs that shows).
+    written_as: HashMap<usize, String>,
+    /// Links written at their target's place instead.
+    skip: HashSet<usize>,
+}
+
+/// First read of a layer: what its entries come to, and which show.
+fn plan_layer(
+    source: &dyn BlobSource,
+    layer: &Descriptor,
+    merge: &mut TopDown<String>,
+    budget: &Budget,
+    bar: &crate::progress::Bar,
+) -> Result<Plan> {
+    let compression = Compression::from_media_type(&layer.media_type)?;
+    let blob = bar.wrap_read(open_verified(source, layer)?);
+    let mut entries: Vec<(String, EntryKind)> = Vec::new();
+    let outcome = read_layer(decompress(blob, compression)?, Some(budget), |entry, _| {
+        let kind = match &entry.kind {
+            EntryKind::Hardlink(_) => EntryKind::Hardlink(String::new()),
+            EntryKind::Symlink(_) => EntryKind::Symlink(String::new()),
+            k => k.clone(),
+        };
+        entries.push((entry.path.clone(), kind));
+        Ok(())
+    })?;
+    let mut plan = Plan::default();
+    for (i, (path, kind)) in entries.iter().enumerate() {
+        if !outcome.kept[i] {
+            continue;
+        }
+        let shows = match kind {
+            EntryKind::Whiteout => {
+                merge.whiteout(path.clone());
+                false
+            }
+            EntryKind::Opaque => {
+                merge.opaque(path.clone());
+                false
+            }
+            EntryKind::Dir => merge.entry(path.clone(), Present::Dir),
+            _ => merge.entry(path.clone(), Present::Other),
+        };
+        if shows {
+            plan.shown.insert(i);
+        }
+    }
+    merge.end_layer();
+    // Hard link groups, in the order of the tar (a link always comes after its root).
+    let mut primary: HashMap<&str, &str> = HashMap::new();
+    let mut links: Vec<(&usize, &String)> = outcome.link_roots.iter().collect();
+    links.sort();
+    for (&i, root) in links {
+        if !plan.shown.contains(&i) {
+            continue;
+        }
+        let Some(&root_index) = outcome.roots.get(root) else {
+            continue;
+        };
+        if plan.shown.contains(&root_index) {
+            plan.link_to.insert(i, root.clone());
+            continue;
+        }
+        let path = entries[i].0.as_str();
+        match primary.get(root.as_str()) {
+            Some(first) => {
+                plan.link_to.insert(i, first.to_string());
+            }
+            None => {
+                primary.insert(root.as_str(), path);
+                plan.written_as.insert(root_index, path.to_string());
+                plan.skip.insert(i);
+            }
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]
