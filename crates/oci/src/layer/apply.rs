@@ -104,7 +104,8 @@ impl Applier {
         let (parent, _) = split(path);
         match self.open_dir(parent) {
             Ok(fd) => return Ok(fd),
-            Err(Errno::NOENT) => {}
+            // Missing, or one of this layer's whiteouts on the way: made below.
+            Err(Errno::NOENT | Errno::NOTDIR) => {}
             Err(e) => return Err(sys_err(parent, "opening directory", e)),
         }
         let mut done = String::new();

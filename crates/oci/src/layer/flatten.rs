@@ -21,7 +21,7 @@ use crate::image::{open_verified, BlobSource, Image};
 use crate::layer::budget::Budget;
 use crate::layer::compression::{decompress, Compression};
 use crate::layer::merge::{Present, TopDown};
-use crate::layer::reader::{for_each_entry, read_layer, EntryKind};
+use crate::layer::reader::{for_each_entry, read_layer, Entry, EntryKind};
 use crate::layer::writer::LayerWriter;
 use crate::progress::Progress;
 use crate::spec::Descriptor;
@@ -79,6 +79,22 @@ pub fn flatten_within<W: Write>(
                 None => writer.append(entry, data),
             }
         })?;
+    }
+    // Directories only implied by the layers (a whiteout inside one, say) exist too.
+    let mut implied: Vec<&str> = merge.implied_dirs().map(|(p, _)| p).collect();
+    implied.sort_unstable();
+    for path in implied {
+        let dir = Entry {
+            path: path.to_string(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            xattrs: Vec::new(),
+        };
+        writer.append(&dir, &mut std::io::empty())?;
     }
     bar.finish();
     let (_, out) = writer.finish()?;

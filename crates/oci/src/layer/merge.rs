@@ -231,6 +231,10 @@ impl PathKey for &str {
 pub struct TopDown<K = String> {
     merged: HashMap<K, PathMerge>,
     layer: HashMap<K, AtPath>,
+    /// Implied directories that show and no lower layer has given an entry yet, with the
+    /// layer (counted from the top, 0 first) that implied them.
+    implied_shown: HashMap<String, usize>,
+    layers_done: usize,
 }
 
 impl<K: PathKey> Default for TopDown<K> {
@@ -244,6 +248,8 @@ impl<K: PathKey> TopDown<K> {
         Self {
             merged: HashMap::new(),
             layer: HashMap::new(),
+            implied_shown: HashMap::new(),
+            layers_done: 0,
         }
     }
 
@@ -253,12 +259,27 @@ impl<K: PathKey> TopDown<K> {
         let p: &str = path.borrow();
         let shows = self.merged.get(p).is_none_or(|m| m.shows(kind))
             && self.layer.get(p).is_none_or(|at| at.entry.is_none())
-            && ancestors(p).all(|a| self.merged.get(a).is_none_or(PathMerge::contents_open));
+            && self.ancestors_open(p);
+        if shows {
+            self.implied_shown.remove(p);
+        }
         let at = self.layer.entry(path).or_default();
         if at.entry.is_none() {
             at.entry = Some(kind);
         }
         shows
+    }
+
+    fn ancestors_open(&self, p: &str) -> bool {
+        ancestors(p).all(|a| self.merged.get(a).is_none_or(PathMerge::contents_open))
+    }
+
+    /// Directories some layer implied (it had entries under them, or an opaque marker, but
+    /// no entry for them) that show and that no layer gave an entry for: they exist, as
+    /// tar and the builder's unpacked layers create them, without metadata of their own.
+    /// With the layer (counted from the top, 0 first) that implied each.
+    pub fn implied_dirs(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.implied_shown.iter().map(|(p, l)| (p.as_str(), *l))
     }
 
     /// A whiteout of `path` in the current layer.
@@ -293,6 +314,20 @@ impl<K: PathKey> TopDown<K> {
         for dir in implied {
             self.layer.entry(dir).or_default().implied = true;
         }
+        for (path, at) in &self.layer {
+            let p: &str = path.borrow();
+            if at.entry.is_none()
+                && (at.implied || at.opaque)
+                && !p.is_empty()
+                && self.merged.get(p).is_none_or(|m| m.shows(Present::Dir))
+                && self.ancestors_open(p)
+            {
+                self.implied_shown
+                    .entry(p.to_string())
+                    .or_insert(self.layers_done);
+            }
+        }
+        self.layers_done += 1;
         for (path, at) in self.layer.drain() {
             self.merged.entry(path).or_default().push(at);
         }

@@ -49,8 +49,9 @@ pub struct LayerRules {
     paths: BTreeMap<String, PathState>,
     /// Paths some hard link of the layer points at (roots of link groups).
     linked: HashSet<String>,
-    /// Indexes of whiteouts and opaque markers (always kept).
-    markers: Vec<usize>,
+    /// Whiteouts and opaque markers: index, path, and whether it is an opaque marker. Kept
+    /// unless a later entry replaced a directory they are in.
+    markers: Vec<(usize, String, bool)>,
     count: usize,
 }
 
@@ -132,7 +133,9 @@ impl LayerRules {
             }
         }
         match &e.kind {
-            EntryKind::Whiteout | EntryKind::Opaque => self.markers.push(index),
+            EntryKind::Whiteout | EntryKind::Opaque => {
+                self.markers.push((index, e.path.clone(), e.kind == EntryKind::Opaque))
+            }
             EntryKind::Dir => {
                 if self.linked.contains(path) {
                     return Err(self.replaced_target(path, path));
@@ -190,6 +193,10 @@ impl LayerRules {
         for p in &under {
             self.paths.remove(p);
         }
+        // Markers inside what is removed go with it (a whiteout of the path itself stays: it
+        // is about the layers below).
+        self.markers
+            .retain(|(_, p, opaque)| !(p.starts_with(&prefix) || (*opaque && p == path)));
         if let Some(st) = self.paths.get_mut(path) {
             st.node = None;
             st.link_root = None;
@@ -242,8 +249,8 @@ impl LayerRules {
                 _ => {}
             }
         }
-        for &i in &self.markers {
-            out.kept[i] = true;
+        for (i, _, _) in &self.markers {
+            out.kept[*i] = true;
         }
         out
     }
