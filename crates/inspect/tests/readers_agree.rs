@@ -130,8 +130,7 @@ fn with_implied_dirs(mut tree: Tree) -> Tree {
 
 /// The rootfs export extracted by GNU tar; `Err` when the export or tar refuses.
 fn through_gnu_tar(store: &Store, image: &Image, work: &Path) -> Result<Tree, String> {
-    let flat =
-        flatten(image, store, Vec::new(), &Progress::hidden()).map_err(|e| e.to_string())?;
+    let flat = flatten(image, store, Vec::new(), &Progress::hidden()).map_err(|e| e.to_string())?;
     let tar_path = work.join("rootfs.tar");
     fs::write(&tar_path, &flat).unwrap();
     let root = work.join("gnu-tar");
@@ -322,7 +321,8 @@ fn assert_agree(layers: &[Vec<u8>]) -> Result<Tree, String> {
     }
 }
 
-const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n";
+const PASSWD: &[u8] =
+    b"root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n";
 const PASSWD_EVIL: &[u8] = b"root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\nbackdoor:x:0:0::/:/bin/sh\n";
 
 /// Item 1: a layer with `etc/passwd` twice (the second adding a uid-0 user) and a file then

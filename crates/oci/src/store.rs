@@ -90,11 +90,18 @@ pub struct StoredImage {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GcReport {
     pub blobs_removed: usize,
+    /// Bytes of the blobs removed.
     pub bytes_freed: u64,
     pub blobs_kept: usize,
+    /// Temporary files of processes that died (a killed import's decompressed archive…).
+    pub temp_files_removed: usize,
+    pub temp_bytes_freed: u64,
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Temporary files in the store's `tmp/` start with this, then the process ID.
+const TEMP_PREFIX: &str = ".nbrt-";
 
 impl Store {
     /// `$NBRT_HOME`, else `$XDG_DATA_HOME/nbrt`, else `~/.local/share/nbrt`.
@@ -121,6 +128,7 @@ impl Store {
         }
         let gc_lock = open_locked(&root.join("gc.lock"), LockMode::Shared)?;
         let store = Self { root, gc_lock };
+        store.sweep_dead_temps();
         if !store.root.join("oci-layout").exists() {
             store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         }
@@ -138,9 +146,47 @@ impl Store {
     }
 
     /// The directory for files being written (same file system as the blobs, so a rename
-    /// moves a finished file into place). Cleared of leftovers by `gc`.
+    /// moves a finished file into place). Files there are named by [`Store::temp_prefix`];
+    /// those of processes that died are removed when the store is next opened, and `gc`
+    /// clears every leftover.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// The prefix of this process's temporary files in [`Store::tmp`]: `.nbrt-<pid>-`.
+    pub fn temp_prefix() -> String {
+        format!("{TEMP_PREFIX}{}-", std::process::id())
+    }
+
+    /// A temporary file in [`Store::tmp`] named for this process.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(&Self::temp_prefix())
+            .tempfile_in(self.tmp())
+            .io_context(|| "creating a temporary file in the store")
+    }
+
+    /// Remove temporary files whose process is gone (killed in the middle of an import, an
+    /// export or a build). Returns how many and their bytes.
+    fn sweep_dead_temps(&self) -> (usize, u64) {
+        let mut out = (0, 0);
+        let Ok(entries) = fs::read_dir(self.tmp()) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_none_or(crate::fsutil::process_alive) {
+                continue;
+            }
+            let freed = crate::fsutil::remove_counting(&e.path());
+            out.0 += 1;
+            out.1 += freed;
+        }
+        out
     }
 
     /// Where the builder keeps unpacked layers (not created here).
@@ -168,8 +214,7 @@ impl Store {
 
     /// Start writing a blob whose digest is not known yet (a layer being made).
     pub fn new_blob(&self) -> Result<BlobWriter<'_>> {
-        let tmp = tempfile::NamedTempFile::new_in(self.tmp())
-            .io_context(|| "creating a temporary file in the store")?;
+        let tmp = self.temp_file()?;
         Ok(BlobWriter {
             store: self,
             file: HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp)),
@@ -512,7 +557,9 @@ impl Store {
         // With the exclusive lock held no one else is writing: leftovers are from crashes.
         if let Ok(tmp) = fs::read_dir(self.tmp()) {
             for entry in tmp.flatten() {
-                let _ = fs::remove_file(entry.path());
+                let freed = crate::fsutil::remove_counting(&entry.path());
+                report.temp_files_removed += 1;
+                report.temp_bytes_freed += freed;
             }
         }
         Ok(report)

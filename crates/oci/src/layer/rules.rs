@@ -134,7 +134,8 @@ impl LayerRules {
         }
         match &e.kind {
             EntryKind::Whiteout | EntryKind::Opaque => {
-                self.markers.push((index, e.path.clone(), e.kind == EntryKind::Opaque))
+                self.markers
+                    .push((index, e.path.clone(), e.kind == EntryKind::Opaque))
             }
             EntryKind::Dir => {
                 if self.linked.contains(path) {
