@@ -35,6 +35,9 @@ use crate::spec::{annotation, media, Descriptor, Index};
 pub struct Store {
     root: PathBuf,
     gc_lock: File,
+    /// Temporary files of dead processes removed when the store was opened (files, bytes):
+    /// the next `gc` reports them.
+    swept: std::sync::Mutex<(usize, u64)>,
 }
 
 /// A cache directory of the store, kept by the crate that names it; `nbrt gc` prunes each
@@ -127,8 +130,22 @@ impl Store {
             fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
         }
         let gc_lock = open_locked(&root.join("gc.lock"), LockMode::Shared)?;
-        let store = Self { root, gc_lock };
-        store.sweep_dead_temps();
+        let store = Self {
+            root,
+            gc_lock,
+            swept: std::sync::Mutex::new((0, 0)),
+        };
+        let swept = store.sweep_dead_temps();
+        if swept.0 > 0 {
+            tracing::info!(
+                "removed {} temporary files ({} bytes) of nbrt processes that died",
+                swept.0,
+                swept.1
+            );
+        }
+        if let Ok(mut s) = store.swept.lock() {
+            *s = swept;
+        }
         if !store.root.join("oci-layout").exists() {
             store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         }
@@ -519,7 +536,12 @@ impl Store {
         self.gc_lock
             .lock()
             .io_context(|| "waiting for other nbrt processes to finish with the store")?;
-        let result = self.collect(|_| true);
+        let mut result = self.collect(|_| true);
+        if let (Ok(report), Ok(mut swept)) = (result.as_mut(), self.swept.lock()) {
+            report.temp_files_removed += swept.0;
+            report.temp_bytes_freed += swept.1;
+            *swept = (0, 0);
+        }
         self.gc_lock
             .lock_shared()
             .io_context(|| "relocking the store")?;
