@@ -387,20 +387,30 @@ pub fn validate_within(
     }
     for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
         let compression = Compression::from_media_type(&layer.media_type)?;
-        let blob = open_verified(source, layer)?;
-        let mut tar = crate::digest::HashingReader::new(decompress(blob, compression)?);
-        crate::layer::reader::read_layer(&mut tar, Some(budget), |_entry, _data| Ok(())).map_err(
-            |e| match e {
-                OciError::Io { context, source } => OciError::Io {
-                    context: format!("layer {i} ({}): {context}", layer.digest),
-                    source,
-                },
-                other => other,
-            },
-        )?;
-        io::copy(&mut tar, &mut io::sink())
-            .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
-        let (actual, _) = tar.finish();
+        let mut blob = open_verified(source, layer)?;
+        let read = (|| -> Result<Digest> {
+            let mut tar = crate::digest::HashingReader::new(decompress(&mut blob, compression)?);
+            crate::layer::reader::read_layer(&mut tar, Some(budget), |_entry, _data| Ok(()))
+                .map_err(|e| match e {
+                    OciError::Io { context, source } => OciError::Io {
+                        context: format!("layer {i} ({}): {context}", layer.digest),
+                        source,
+                    },
+                    other => other,
+                })?;
+            io::copy(&mut tar, &mut io::sink())
+                .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+            Ok(tar.finish().0)
+        })();
+        // A blob that is not what its descriptor says is the first thing wrong with it (a
+        // corrupt stream or a bad entry follows from that).
+        let rest = io::copy(&mut blob, &mut io::sink())
+            .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)));
+        if let Err(e @ (OciError::DigestMismatch { .. } | OciError::SizeMismatch { .. })) = rest {
+            return Err(e);
+        }
+        let actual = read?;
+        rest?;
         diff_id.verify(&actual, || {
             format!("diff ID of layer {i} ({})", layer.digest)
         })?;

@@ -259,6 +259,7 @@ mod tests {
         })
         .unwrap();
         names.sort();
-        assert_eq!(names, ["d", "d/y", "t", "t/new"]);
+        // `o`: an opaque marker alone makes the directory (as tar and the builder do).
+        assert_eq!(names, ["d", "d/y", "o", "t", "t/new"]);
     }
 }
