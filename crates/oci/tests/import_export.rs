@@ -223,7 +223,7 @@ fn every_import_format_validates_every_layer_and_changes_nothing_when_refused() 
     let good_path = tmp.path().join("good.tar");
     fs::write(
         &good_path,
-        docker_archive(&[good.clone()], &[Digest::of_bytes(&good)]),
+        docker_archive(std::slice::from_ref(&good), &[Digest::of_bytes(&good)]),
     )
     .unwrap();
     import(
@@ -362,7 +362,11 @@ fn imports_stop_at_the_expansion_bound() {
         Digest::of_bytes(&plain)
     };
     let archive = tmp.path().join("bomb-docker.tar");
-    fs::write(&archive, docker_archive(&[data.clone()], &[layer])).unwrap();
+    fs::write(
+        &archive,
+        docker_archive(std::slice::from_ref(&data), &[layer]),
+    )
+    .unwrap();
     let err = import(&store, &archive, &opts, &Progress::hidden()).unwrap_err();
     assert!(matches!(err, OciError::ExpansionLimit { .. }), "{err}");
     assert_eq!(listing(&root), before);
@@ -519,7 +523,8 @@ fn oci_dir_export_never_writes_through_a_symlink() {
         .unwrap();
         std::os::unix::fs::symlink(o.join("index.json"), l.join("index.json")).unwrap();
     }
-    let cases: [(&str, fn(&Path, &Path)); 3] = [
+    type Make = fn(&Path, &Path);
+    let cases: [(&str, Make); 3] = [
         ("blobs/sha256", sha256_link),
         ("blobs", blobs_link),
         ("index.json", index_link),
