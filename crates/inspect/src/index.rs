@@ -198,9 +198,9 @@ impl LayerIndex {
         let mut entries = Vec::new();
         let mut captured = BTreeMap::new();
         let mut warnings = Vec::new();
-        // Content digest, size, mode and owners of each file and hard link so far, by path
-        // (a hard link shares its target's).
-        let mut files: HashMap<String, (String, u64, u32, u64, u64)> = HashMap::new();
+        // What each path is so far (a hard link shares its target's inode: a file's content,
+        // mode and owners, or a symlink, a device…).
+        let mut inodes: HashMap<String, FileMeta> = HashMap::new();
         // Which entry a captured file came from (the last entry of a path wins).
         let mut captured_from: HashMap<String, usize> = HashMap::new();
         let outcome = read_layer(&mut tar, None, |entry, data| {
@@ -265,19 +265,23 @@ impl LayerIndex {
                             }
                         }
                     }
-                    files.insert(
-                        entry.path.clone(),
-                        (hex.clone(), entry.size, entry.mode, entry.uid, entry.gid),
-                    );
                     meta.digest = Some(hex);
                 }
                 Kind::Hardlink => {
                     let target = meta.link.clone().unwrap_or_default();
-                    if let Some((d, s, m, u, g)) = files.get(&target).cloned() {
-                        meta.digest = Some(d.clone());
-                        meta.size = s;
-                        (meta.mode, meta.uid, meta.gid) = (m, u, g);
-                        files.insert(entry.path.clone(), (d, s, m, u, g));
+                    if let Some(t) = inodes.get(&target) {
+                        (meta.mode, meta.uid, meta.gid) = (t.mode, t.uid, t.gid);
+                        match t.kind {
+                            Kind::File | Kind::Hardlink => {
+                                meta.digest = t.digest.clone();
+                                meta.size = t.size;
+                            }
+                            // A hard link to a symlink (or a device, a fifo) is one.
+                            other => {
+                                meta.kind = other;
+                                meta.link = t.link.clone();
+                            }
+                        }
                     }
                     if capture_kind(&entry.path).is_some() {
                         if let Some(text) = captured.get(&target).cloned() {
@@ -287,6 +291,9 @@ impl LayerIndex {
                     }
                 }
                 _ => {}
+            }
+            if !matches!(meta.kind, Kind::Whiteout | Kind::Opaque) {
+                inodes.insert(meta.path.clone(), meta.clone());
             }
             entries.push(meta);
             Ok(())

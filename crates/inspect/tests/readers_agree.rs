@@ -503,48 +503,37 @@ fn member() -> impl Strategy<Value = M> {
     ]
 }
 
-/// Hard links mostly point at a file earlier in their layer (a random target would make
-/// nearly every layer one the rules refuse); links to symlinks are left out: GNU tar and the
-/// builder keep such a link as a symlink, the index as a hard link (not compared here).
+/// Hard links mostly point at what is now a file earlier in their layer (a random target
+/// would make nearly every layer one the rules refuse).
 fn retarget_links(members: Vec<M>) -> Vec<M> {
-    #[derive(PartialEq)]
-    enum K {
-        File,
-        Symlink,
-        Other,
-    }
-    let mut last: Vec<(&'static str, K)> = Vec::new();
-    let kind_of = |last: &Vec<(&'static str, K)>, p: &str| {
-        last.iter()
+    // The kind of each path so far (true: a file).
+    let mut now: Vec<(&'static str, bool)> = Vec::new();
+    let is_file = |now: &Vec<(&'static str, bool)>, p: &str| {
+        now.iter()
             .rev()
             .find(|(q, _)| *q == p)
-            .map(|(_, k)| k == &K::File)
+            .is_some_and(|(_, f)| *f)
     };
     let mut out = Vec::new();
     for (i, m) in members.into_iter().enumerate() {
         let m = match m {
-            M::Hardlink(p, t) if kind_of(&last, t) != Some(true) && i % 4 != 3 => {
-                match last.iter().rev().find(|(q, k)| *k == K::File && *q != p) {
-                    Some((target, _)) => M::Hardlink(p, target),
-                    None => continue,
-                }
-            }
-            M::Hardlink(_, t)
-                if last
+            M::Hardlink(p, t) if !is_file(&now, t) && i % 4 != 3 => {
+                let files: Vec<&'static str> = now
                     .iter()
                     .rev()
-                    .find(|(q, _)| *q == t)
-                    .map(|(_, k)| k == &K::Symlink)
-                    == Some(true) =>
-            {
-                continue
+                    .map(|(q, _)| *q)
+                    .filter(|q| *q != p && is_file(&now, q))
+                    .collect();
+                match files.first() {
+                    Some(target) => M::Hardlink(p, target),
+                    None => continue,
+                }
             }
             m => m,
         };
         match &m {
-            M::File(p, ..) => last.push((p, K::File)),
-            M::Symlink(p, _) => last.push((p, K::Symlink)),
-            M::Dir(p) | M::Hardlink(p, _) => last.push((p, K::Other)),
+            M::File(p, ..) => now.push((p, true)),
+            M::Dir(p) | M::Symlink(p, _) | M::Hardlink(p, _) => now.push((p, false)),
             _ => {}
         }
         out.push(m);
