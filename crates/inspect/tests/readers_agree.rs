@@ -17,6 +17,7 @@ use nbrt_oci::image::Image;
 use nbrt_oci::layer::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use nbrt_oci::layer::flatten::flatten;
 use nbrt_oci::spec::{media, Descriptor, ImageConfig, RootFs};
+use nbrt_oci::transfer::{export, ExportFormat};
 use nbrt_oci::{Digest, Progress, Store};
 use proptest::prelude::*;
 
@@ -130,9 +131,24 @@ fn with_implied_dirs(mut tree: Tree) -> Tree {
 
 /// The rootfs export extracted by GNU tar; `Err` when the export or tar refuses.
 fn through_gnu_tar(store: &Store, image: &Image, work: &Path) -> Result<Tree, String> {
-    let flat = flatten(image, store, Vec::new(), &Progress::hidden()).map_err(|e| e.to_string())?;
+    // `nbrt export --format rootfs` (into a file: most layers read once)...
     let tar_path = work.join("rootfs.tar");
-    fs::write(&tar_path, &flat).unwrap();
+    export(
+        store,
+        image,
+        &[],
+        ExportFormat::RootFs,
+        &tar_path,
+        &Progress::hidden(),
+    )
+    .map_err(|e| e.to_string())?;
+    // ...says what flattening into a stream (every layer read twice) says.
+    let flat = flatten(image, store, Vec::new(), &Progress::hidden()).map_err(|e| e.to_string())?;
+    assert_eq!(
+        fs::read(&tar_path).unwrap(),
+        flat,
+        "the rootfs export and the streamed flatten differ"
+    );
     let root = work.join("gnu-tar");
     fs::create_dir_all(&root).unwrap();
     let out = Command::new("tar")

@@ -15,7 +15,7 @@ use crate::format::rootfs;
 use crate::image::{copy_image, validate_within, BlobSource, Image, ImageSink};
 use crate::layer::budget::{Budget, Limits};
 use crate::layer::compression::Compression;
-use crate::layer::flatten::flatten_within;
+use crate::layer::flatten::{flatten_to_file, flatten_within};
 use crate::name::ImageName;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -268,12 +268,16 @@ pub fn export_within(
         .tempfile_in(&beside)
         .io_context(|| format!("creating a temporary file in {}", beside.display()))?;
     let (file, tmp_path) = tmp.into_parts();
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    write(&mut w)?;
-    let file: File = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .io_context(|| format!("writing {}", out.display()))?;
+    let file: File = if format == ExportFormat::RootFs {
+        // Into a file, most layers are read once (see `flatten_to_file`).
+        flatten_to_file(image, store, file, progress, &budget)?
+    } else {
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .io_context(|| format!("writing {}", out.display()))?
+    };
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     // Temporary files are created 0600; an export is an ordinary file.
     std::fs::set_permissions(

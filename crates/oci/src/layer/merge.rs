@@ -234,6 +234,8 @@ pub struct TopDown<K = String> {
     /// Implied directories that show and no lower layer has given an entry yet, with the
     /// layer (counted from the top, 0 first) that implied them.
     implied_shown: HashMap<String, usize>,
+    /// What the current layer took out of `implied_shown` (put back by `discard_layer`).
+    unimplied: Vec<(String, usize)>,
     layers_done: usize,
 }
 
@@ -249,6 +251,7 @@ impl<K: PathKey> TopDown<K> {
             merged: HashMap::new(),
             layer: HashMap::new(),
             implied_shown: HashMap::new(),
+            unimplied: Vec::new(),
             layers_done: 0,
         }
     }
@@ -261,7 +264,9 @@ impl<K: PathKey> TopDown<K> {
             && self.layer.get(p).is_none_or(|at| at.entry.is_none())
             && self.ancestors_open(p);
         if shows {
-            self.implied_shown.remove(p);
+            if let Some(l) = self.implied_shown.remove(p) {
+                self.unimplied.push((p.to_string(), l));
+            }
         }
         let at = self.layer.entry(path).or_default();
         if at.entry.is_none() {
@@ -292,8 +297,17 @@ impl<K: PathKey> TopDown<K> {
         self.layer.entry(path).or_default().opaque = true;
     }
 
+    /// Forget what the current layer offered (to offer it again).
+    pub fn discard_layer(&mut self) {
+        self.layer.clear();
+        for (p, l) in self.unimplied.drain(..) {
+            self.implied_shown.insert(p, l);
+        }
+    }
+
     /// The current layer is read: what it did counts for the layers below.
     pub fn end_layer(&mut self) {
+        self.unimplied.clear();
         // Directories above this layer's entries that it has no entry for.
         let mut implied: Vec<K> = Vec::new();
         {
