@@ -369,7 +369,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::layer::reader::Entry;
+    use crate::layer::LayerWriter;
     use crate::spec::{ImageConfig, RootFs};
     use crate::store::Store;
 
