@@ -61,9 +61,40 @@ pub struct ImportArgs {
     /// Compression of the layer made from a root file system: gzip, zstd or none
     #[arg(long, default_value = "gzip")]
     compression: String,
+    #[command(flatten)]
+    limits: ExpandArgs,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// Bounds on what one import or export may expand to.
+#[derive(Args)]
+pub struct ExpandArgs {
+    /// Most bytes the layers (and a compressed archive) may decompress to, all together
+    /// (K, M, G, T suffixes; default 256G, or NBRT_MAX_EXPAND_BYTES)
+    #[arg(long, value_name = "SIZE")]
+    max_expand_bytes: Option<String>,
+    /// Most tar entries the layers may hold, all together (default 20000000, or
+    /// NBRT_MAX_EXPAND_ENTRIES)
+    #[arg(long, value_name = "N")]
+    max_expand_entries: Option<String>,
+}
+
+impl ExpandArgs {
+    fn limits(&self) -> Result<nbrt_oci::layer::budget::Limits> {
+        use nbrt_oci::layer::budget::{parse_size, Limits};
+        let mut limits = Limits::from_env()?;
+        if let Some(b) = &self.max_expand_bytes {
+            limits.max_bytes =
+                parse_size(b).map_err(|e| anyhow::anyhow!("--max-expand-bytes: {e}"))?;
+        }
+        if let Some(n) = &self.max_expand_entries {
+            limits.max_entries =
+                parse_size(n).map_err(|e| anyhow::anyhow!("--max-expand-entries: {e}"))?;
+        }
+        Ok(limits)
+    }
 }
 
 pub fn import(ctx: &Context, a: ImportArgs) -> Result<()> {
@@ -77,6 +108,7 @@ pub fn import(ctx: &Context, a: ImportArgs) -> Result<()> {
         names,
         select: a.image,
         compression: Compression::parse(&a.compression)?,
+        limits: a.limits.limits()?,
     };
     let (_, report) = transfer::import(&store, &a.path, &opts, &progress(a.json))
         .with_context(|| format!("importing {}", a.path.display()))?;
@@ -107,6 +139,8 @@ pub struct ExportArgs {
     /// Name(s) to record in the output instead of the image's own
     #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
+    #[command(flatten)]
+    limits: ExpandArgs,
     #[arg(long)]
     json: bool,
 }
@@ -126,13 +160,14 @@ pub fn export(ctx: &Context, a: ExportArgs) -> Result<()> {
             .collect::<Result<Vec<_>, _>>()?
     };
     let format = ExportFormat::parse(&a.format)?;
-    let report = transfer::export(
+    let report = transfer::export_within(
         &store,
         &found.image,
         &names,
         format,
         &a.output,
         &progress(a.json || a.output.as_os_str() == "-"),
+        a.limits.limits()?,
     )
     .with_context(|| format!("exporting {} to {}", a.image, a.output.display()))?;
     if a.json {
@@ -336,6 +371,13 @@ pub fn rm(ctx: &Context, a: RmArgs) -> Result<()> {
                 human_size(report.bytes_freed)
             );
         }
+        if report.temp_files_removed > 0 {
+            println!(
+                "Deleted {} temporary files ({})",
+                report.temp_files_removed,
+                human_size(report.temp_bytes_freed)
+            );
+        }
     }
     Ok(())
 }
@@ -357,6 +399,8 @@ pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
             "blobs_removed": report.blobs.blobs_removed,
             "bytes_freed": report.blobs.bytes_freed,
             "blobs_kept": report.blobs.blobs_kept,
+            "temp_files_removed": report.blobs.temp_files_removed,
+            "temp_bytes_freed": report.blobs.temp_bytes_freed,
             "snapshots": report.snapshots,
             "pip_pieces": report.pip_pieces,
         }));
@@ -366,6 +410,11 @@ pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
         report.blobs.blobs_removed,
         human_size(report.blobs.bytes_freed),
         report.blobs.blobs_kept
+    );
+    println!(
+        "removed {} temporary files ({})",
+        report.blobs.temp_files_removed,
+        human_size(report.blobs.temp_bytes_freed)
     );
     if let Some(s) = report.snapshots {
         println!(

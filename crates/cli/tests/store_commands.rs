@@ -157,3 +157,62 @@ fn gc_prunes_the_builders_unpacked_layers_of_removed_images() {
     assert_eq!(gc["snapshots"]["removed"], before, "{gc}");
     assert_eq!(unpacked(&home), 0);
 }
+
+/// Issue 17, item 3: a killed import's temporary file is removed when nbrt next opens the
+/// store and `nbrt gc` says what it freed (it said "removed 0 blobs (0B)" before); an
+/// import over `--max-expand-bytes` is refused with the limit named, leaving nothing.
+#[test]
+fn gc_reports_temporary_files_and_imports_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let a = tmp.path().join("a.tar");
+    tiny_rootfs(&a, "a");
+    ok(&home, &["import", a.to_str().unwrap(), "-t", "tiny:a"]);
+    // What `kill -9` in the middle of an import leaves: a process-named temporary file.
+    let dead = (4_000_000..4_194_304)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let left = home.join(format!("tmp/.nbrt-{dead}-x1y2z3"));
+    std::fs::write(&left, vec![0u8; 5 << 20]).unwrap();
+    let out = ok(&home, &["gc"]);
+    assert!(!left.exists());
+    assert!(
+        out.contains("removed 1 temporary files (5.24MB)"),
+        "gc does not say what it freed: {out}"
+    );
+
+    // A gzip bomb: 16 MiB of zeros in a few KiB.
+    let bomb = tmp.path().join("bomb.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&bomb).unwrap(),
+            flate2::Compression::best(),
+        );
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(16 << 20);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "zeros", std::io::Read::take(std::io::repeat(0), 16 << 20))
+            .unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    let (success, _, stderr) = nbrt(
+        &home,
+        &[
+            "import",
+            bomb.to_str().unwrap(),
+            "-t",
+            "bomb:1",
+            "--max-expand-bytes",
+            "4M",
+        ],
+    );
+    assert!(!success);
+    assert!(
+        stderr.contains("4194304 bytes") && stderr.contains("--max-expand-bytes"),
+        "{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!ok(&home, &["images"]).contains("bomb"));
+}

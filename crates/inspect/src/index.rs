@@ -1,7 +1,7 @@
 //! One layer, read once: every entry with its metadata and a digest of its content, plus the
 //! few small files the rest of the crate reads (package metadata, passwd, launchers), reduced
 //! to what is used and bounded in size. The layer is verified against its diff ID while it is
-//! read. Indexes are cached in the store under `cache/inspect-v3/<diff ID hex>.json` (the
+//! read. Indexes are cached in the store under `cache/inspect-v4/<diff ID hex>.json` (the
 //! store's [`nbrt_oci::Bucket::Inspect`]), so a layer shared by many images is read once.
 //!
 //! What a captured file is reduced to is what the shared readers of [`nbrt_oci::facts`] read
@@ -16,7 +16,7 @@ use nbrt_oci::facts::conda_meta::CondaMetaRecord;
 use nbrt_oci::facts::{dist_info, dpkg};
 use nbrt_oci::image::{open_verified, unwrap_io};
 use nbrt_oci::layer::compression::{decompress, Compression};
-use nbrt_oci::layer::reader::{for_each_entry, EntryKind};
+use nbrt_oci::layer::reader::{read_layer, EntryKind};
 use nbrt_oci::spec::Descriptor;
 use nbrt_oci::{Digest, OciError, Store};
 use serde::{Deserialize, Serialize};
@@ -198,8 +198,13 @@ impl LayerIndex {
         let mut entries = Vec::new();
         let mut captured = BTreeMap::new();
         let mut warnings = Vec::new();
-        let mut files: HashMap<String, (String, u64)> = HashMap::new();
-        for_each_entry(&mut tar, |entry, data| {
+        // What each path is so far (a hard link shares its target's inode: a file's content,
+        // mode and owners, or a symlink, a device…).
+        let mut inodes: HashMap<String, FileMeta> = HashMap::new();
+        // Which entry a captured file came from (the last entry of a path wins).
+        let mut captured_from: HashMap<String, usize> = HashMap::new();
+        let outcome = read_layer(&mut tar, None, |entry, data| {
+            let index = entries.len();
             let (kind, link) = match &entry.kind {
                 EntryKind::File => (Kind::File, None),
                 EntryKind::Dir => (Kind::Dir, None),
@@ -254,27 +259,41 @@ impl LayerIndex {
                             match reduce(c, &kept) {
                                 Ok(text) => {
                                     captured.insert(entry.path.clone(), text);
+                                    captured_from.insert(entry.path.clone(), index);
                                 }
                                 Err(e) => warnings.push(format!("{}: {e}", entry.path)),
                             }
                         }
                     }
-                    files.insert(entry.path.clone(), (hex.clone(), entry.size));
                     meta.digest = Some(hex);
                 }
                 Kind::Hardlink => {
                     let target = meta.link.clone().unwrap_or_default();
-                    if let Some((d, s)) = files.get(&target) {
-                        meta.digest = Some(d.clone());
-                        meta.size = *s;
+                    if let Some(t) = inodes.get(&target) {
+                        (meta.mode, meta.uid, meta.gid) = (t.mode, t.uid, t.gid);
+                        match t.kind {
+                            Kind::File | Kind::Hardlink => {
+                                meta.digest = t.digest.clone();
+                                meta.size = t.size;
+                            }
+                            // A hard link to a symlink (or a device, a fifo) is one.
+                            other => {
+                                meta.kind = other;
+                                meta.link = t.link.clone();
+                            }
+                        }
                     }
                     if capture_kind(&entry.path).is_some() {
                         if let Some(text) = captured.get(&target).cloned() {
                             captured.insert(entry.path.clone(), text);
+                            captured_from.insert(entry.path.clone(), index);
                         }
                     }
                 }
                 _ => {}
+            }
+            if !matches!(meta.kind, Kind::Whiteout | Kind::Opaque) {
+                inodes.insert(meta.path.clone(), meta.clone());
             }
             entries.push(meta);
             Ok(())
@@ -285,6 +304,27 @@ impl LayerIndex {
                 layer.digest
             )))
         })?;
+        // What the layer's entries came to: an entry a later one replaced is not indexed.
+        let mut index = 0usize;
+        entries.retain(|_| {
+            index += 1;
+            outcome.kept[index - 1]
+        });
+        let finals: HashMap<&str, usize> = outcome
+            .kept
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .zip(entries.iter())
+            .filter(|(_, e)| !matches!(e.kind, Kind::Whiteout | Kind::Opaque))
+            .map(|(i, e)| (e.path.as_str(), i))
+            .collect();
+        captured.retain(|path, _| {
+            captured_from
+                .get(path)
+                .is_some_and(|i| finals.get(path.as_str()) == Some(i))
+        });
         std::io::copy(&mut tar, &mut std::io::sink())
             .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
         let (actual, _) = tar.finish();

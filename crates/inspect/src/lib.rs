@@ -40,7 +40,7 @@ pub fn read_image(
 /// Bumped when the way packages are read from a view changes (a cached list would be stale).
 const PACKAGES_VERSION: u32 = 1;
 
-/// Every package of an image, from the per-image cache (`cache/inspect-v3/packages-v<N>-<manifest
+/// Every package of an image, from the per-image cache (`cache/inspect-v4/packages-v<N>-<manifest
 /// digest hex>.json`) when present, else read from the layers and cached. The cache is
 /// keyed by the manifest digest, which names the exact layers, and by [`PACKAGES_VERSION`].
 pub fn image_packages(

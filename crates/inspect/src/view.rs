@@ -82,6 +82,25 @@ impl View {
             }
             merge.end_layer();
         }
+        // Directories only implied by the layers (a whiteout inside one, say) exist too.
+        for (path, from_top) in merge.implied_dirs() {
+            view.entries.insert(
+                path.to_string(),
+                Located {
+                    meta: FileMeta {
+                        path: path.to_string(),
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        size: 0,
+                        digest: None,
+                        link: None,
+                    },
+                    layer: layers.len().saturating_sub(1 + from_top),
+                },
+            );
+        }
         view
     }
 

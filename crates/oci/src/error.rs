@@ -39,6 +39,16 @@ pub enum OciError {
     /// A body that went on past its limit while it streamed (reading stopped there).
     #[error("{} is over the limit of {limit} bytes (reading stopped there)", Escaped(.what))]
     OverLimit { what: String, limit: u64 },
+    /// One import or export expanded past its bound (see `layer::budget`).
+    #[error(
+        "the image expands to more than {limit} {unit}, the limit of one import or export \
+         (raise it with {setting})"
+    )]
+    ExpansionLimit {
+        limit: u64,
+        unit: &'static str,
+        setting: &'static str,
+    },
     #[error("invalid JSON in {}: {}", Escaped(.what), Escaped(.source))]
     Json {
         what: String,

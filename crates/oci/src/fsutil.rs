@@ -9,7 +9,9 @@ use crate::error::{IoContext, Result};
 /// Write `bytes` to `path` through a temporary file in `tmp_dir` (same file system) and a
 /// rename, so readers see the old content or the new, never a part.
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".nbrt-{}-", std::process::id()))
+        .tempfile_in(tmp_dir)
         .io_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_data())
@@ -42,4 +44,61 @@ pub fn open_locked(path: &Path, mode: LockMode) -> Result<File> {
     }
     .io_context(|| format!("locking {}", path.display()))?;
     Ok(file)
+}
+
+/// Prefix of the temporary files and directories an export writes beside its output (and
+/// inside an OCI layout it adds to): `.nbrt-export-<pid>-`, so leftovers of a killed process
+/// can be told from the files of one still running.
+pub fn export_temp_prefix() -> String {
+    format!("{EXPORT_TEMP}{}-", std::process::id())
+}
+
+pub const EXPORT_TEMP: &str = ".nbrt-export-";
+
+/// Remove what killed exports left in `dir` (entries named by [`export_temp_prefix`] whose
+/// process is gone, and older unnumbered ones). Returns the bytes freed.
+pub fn sweep_export_leftovers(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(EXPORT_TEMP)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(process_alive) {
+            continue;
+        }
+        freed += remove_counting(&e.path());
+    }
+    freed
+}
+
+/// Whether a process with this ID exists.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Remove a file or a directory tree (never following symlinks); returns the bytes freed.
+pub fn remove_counting(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        let mut freed = 0;
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                freed += remove_counting(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+        freed
+    } else {
+        match std::fs::remove_file(path) {
+            Ok(()) => meta.len(),
+            Err(_) => 0,
+        }
+    }
 }

@@ -360,6 +360,21 @@ pub fn copy_image(
 /// blob present with the right size and digest, every layer decompressing to its diff ID and
 /// parsing as a safe layer. Every format's tests call this on what they produce.
 pub fn validate(image: &Image, source: &dyn BlobSource) -> Result<()> {
+    let budget = crate::layer::budget::Budget::new(Default::default());
+    validate_within(image, source, &budget).map_err(|e| match e {
+        OciError::InvalidImage(_) => e,
+        other => OciError::InvalidImage(other.to_string()),
+    })
+}
+
+/// [`validate`] within a budget (what the layers may expand to), with each layer's own error
+/// (an unsafe entry, a digest that does not match, a limit) as it is: what an import checks
+/// before anything of the image reaches the store.
+pub fn validate_within(
+    image: &Image,
+    source: &dyn BlobSource,
+    budget: &crate::layer::budget::Budget,
+) -> Result<()> {
     image.check_documents()?;
     let mut config = Vec::new();
     open_verified(source, &image.manifest.value().config)?
@@ -372,18 +387,33 @@ pub fn validate(image: &Image, source: &dyn BlobSource) -> Result<()> {
     }
     for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
         let compression = Compression::from_media_type(&layer.media_type)?;
-        let blob = open_verified(source, layer)?;
-        let mut tar = crate::digest::HashingReader::new(decompress(blob, compression)?);
-        crate::layer::reader::for_each_entry(&mut tar, |_entry, _data| Ok(()))
-            .map_err(|e| OciError::InvalidImage(format!("layer {i} ({}): {e}", layer.digest)))?;
-        io::copy(&mut tar, &mut io::sink())
-            .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
-        let (actual, _) = tar.finish();
-        diff_id
-            .verify(&actual, || {
-                format!("diff ID of layer {i} ({})", layer.digest)
-            })
-            .map_err(|e| OciError::InvalidImage(e.to_string()))?;
+        let mut blob = open_verified(source, layer)?;
+        let read = (|| -> Result<Digest> {
+            let mut tar = crate::digest::HashingReader::new(decompress(&mut blob, compression)?);
+            crate::layer::reader::read_layer(&mut tar, Some(budget), |_entry, _data| Ok(()))
+                .map_err(|e| match e {
+                    OciError::Io { context, source } => OciError::Io {
+                        context: format!("layer {i} ({}): {context}", layer.digest),
+                        source,
+                    },
+                    other => other,
+                })?;
+            io::copy(&mut tar, &mut io::sink())
+                .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+            Ok(tar.finish().0)
+        })();
+        // A blob that is not what its descriptor says is the first thing wrong with it (a
+        // corrupt stream or a bad entry follows from that).
+        let rest = io::copy(&mut blob, &mut io::sink())
+            .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)));
+        if let Err(e @ (OciError::DigestMismatch { .. } | OciError::SizeMismatch { .. })) = rest {
+            return Err(e);
+        }
+        let actual = read?;
+        rest?;
+        diff_id.verify(&actual, || {
+            format!("diff ID of layer {i} ({})", layer.digest)
+        })?;
     }
     Ok(())
 }

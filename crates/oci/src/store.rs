@@ -35,6 +35,9 @@ use crate::spec::{annotation, media, Descriptor, Index};
 pub struct Store {
     root: PathBuf,
     gc_lock: File,
+    /// Temporary files of dead processes removed when the store was opened (files, bytes):
+    /// the next `gc` reports them.
+    swept: std::sync::Mutex<(usize, u64)>,
 }
 
 /// A cache directory of the store, kept by the crate that names it; `nbrt gc` prunes each
@@ -59,7 +62,7 @@ impl Bucket {
             Bucket::Uv => "cache/uv",
             Bucket::Conda => "cache/conda",
             Bucket::PipPieces => "cache/pip-pieces",
-            Bucket::Inspect => "cache/inspect-v3",
+            Bucket::Inspect => "cache/inspect-v4",
         }
     }
 }
@@ -90,11 +93,18 @@ pub struct StoredImage {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GcReport {
     pub blobs_removed: usize,
+    /// Bytes of the blobs removed.
     pub bytes_freed: u64,
     pub blobs_kept: usize,
+    /// Temporary files of processes that died (a killed import's decompressed archive…).
+    pub temp_files_removed: usize,
+    pub temp_bytes_freed: u64,
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Temporary files in the store's `tmp/` start with this, then the process ID.
+const TEMP_PREFIX: &str = ".nbrt-";
 
 impl Store {
     /// `$NBRT_HOME`, else `$XDG_DATA_HOME/nbrt`, else `~/.local/share/nbrt`.
@@ -120,7 +130,22 @@ impl Store {
             fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
         }
         let gc_lock = open_locked(&root.join("gc.lock"), LockMode::Shared)?;
-        let store = Self { root, gc_lock };
+        let store = Self {
+            root,
+            gc_lock,
+            swept: std::sync::Mutex::new((0, 0)),
+        };
+        let swept = store.sweep_dead_temps();
+        if swept.0 > 0 {
+            tracing::info!(
+                "removed {} temporary files ({} bytes) of nbrt processes that died",
+                swept.0,
+                swept.1
+            );
+        }
+        if let Ok(mut s) = store.swept.lock() {
+            *s = swept;
+        }
         if !store.root.join("oci-layout").exists() {
             store.write_atomic(&store.root.join("oci-layout"), OCI_LAYOUT)?;
         }
@@ -138,9 +163,47 @@ impl Store {
     }
 
     /// The directory for files being written (same file system as the blobs, so a rename
-    /// moves a finished file into place). Cleared of leftovers by `gc`.
+    /// moves a finished file into place). Files there are named by [`Store::temp_prefix`];
+    /// those of processes that died are removed when the store is next opened, and `gc`
+    /// clears every leftover.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// The prefix of this process's temporary files in [`Store::tmp`]: `.nbrt-<pid>-`.
+    pub fn temp_prefix() -> String {
+        format!("{TEMP_PREFIX}{}-", std::process::id())
+    }
+
+    /// A temporary file in [`Store::tmp`] named for this process.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(&Self::temp_prefix())
+            .tempfile_in(self.tmp())
+            .io_context(|| "creating a temporary file in the store")
+    }
+
+    /// Remove temporary files whose process is gone (killed in the middle of an import, an
+    /// export or a build). Returns how many and their bytes.
+    fn sweep_dead_temps(&self) -> (usize, u64) {
+        let mut out = (0, 0);
+        let Ok(entries) = fs::read_dir(self.tmp()) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_none_or(crate::fsutil::process_alive) {
+                continue;
+            }
+            let freed = crate::fsutil::remove_counting(&e.path());
+            out.0 += 1;
+            out.1 += freed;
+        }
+        out
     }
 
     /// Where the builder keeps unpacked layers (not created here).
@@ -168,8 +231,7 @@ impl Store {
 
     /// Start writing a blob whose digest is not known yet (a layer being made).
     pub fn new_blob(&self) -> Result<BlobWriter<'_>> {
-        let tmp = tempfile::NamedTempFile::new_in(self.tmp())
-            .io_context(|| "creating a temporary file in the store")?;
+        let tmp = self.temp_file()?;
         Ok(BlobWriter {
             store: self,
             file: HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, tmp)),
@@ -474,7 +536,12 @@ impl Store {
         self.gc_lock
             .lock()
             .io_context(|| "waiting for other nbrt processes to finish with the store")?;
-        let result = self.collect(|_| true);
+        let mut result = self.collect(|_| true);
+        if let (Ok(report), Ok(mut swept)) = (result.as_mut(), self.swept.lock()) {
+            report.temp_files_removed += swept.0;
+            report.temp_bytes_freed += swept.1;
+            *swept = (0, 0);
+        }
         self.gc_lock
             .lock_shared()
             .io_context(|| "relocking the store")?;
@@ -512,7 +579,9 @@ impl Store {
         // With the exclusive lock held no one else is writing: leftovers are from crashes.
         if let Ok(tmp) = fs::read_dir(self.tmp()) {
             for entry in tmp.flatten() {
-                let _ = fs::remove_file(entry.path());
+                let freed = crate::fsutil::remove_counting(&entry.path());
+                report.temp_files_removed += 1;
+                report.temp_bytes_freed += freed;
             }
         }
         Ok(report)

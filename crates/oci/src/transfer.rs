@@ -12,9 +12,10 @@ use crate::error::{IoContext, OciError, Result};
 use crate::format::archive::{ArchiveKind, ArchiveLayout, ArchiveWriter, TarArchive};
 use crate::format::layout::LayoutDir;
 use crate::format::rootfs;
-use crate::image::{copy_image, BlobSource, Image, ImageSink};
+use crate::image::{copy_image, validate_within, BlobSource, Image, ImageSink};
+use crate::layer::budget::{Budget, Limits};
 use crate::layer::compression::Compression;
-use crate::layer::flatten::flatten;
+use crate::layer::flatten::{flatten_to_file, flatten_within};
 use crate::name::ImageName;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub struct ImportOptions {
     pub select: Option<String>,
     /// Compression of the layer made from a root file system tar.
     pub compression: Compression,
+    /// What the import may expand to (decompressed bytes, entries).
+    pub limits: Limits,
 }
 
 impl Default for ImportOptions {
@@ -35,6 +38,7 @@ impl Default for ImportOptions {
             names: Vec::new(),
             select: None,
             compression: Compression::Gzip,
+            limits: Limits::default(),
         }
     }
 }
@@ -53,20 +57,25 @@ pub struct ImportReport {
 
 /// Import a root file system tar, a docker-archive, an OCI archive or an OCI layout
 /// directory into the store. Nothing is named and no new blob stays unless it all succeeds.
+/// Every layer is checked as a root file system import checks its tar (names, links, sizes,
+/// the rules of `layer::rules`) and against its diff ID before anything is copied, and what
+/// the import expands to is bounded by `opts.limits`.
 pub fn import(
     store: &Store,
     path: &Path,
     opts: &ImportOptions,
     progress: &Progress,
 ) -> Result<(Image, ImportReport)> {
+    let budget = Budget::new(opts.limits);
     let (kind, image, names, written) = if path.is_dir() {
         let layout = LayoutDir::open(path)?;
         let (image, name) = layout.image(opts.select.as_deref())?;
         let names = pick_names(opts, name.into_iter().collect(), path)?;
+        validate_within(&image, &layout, &budget)?;
         let written = copy_into(store, &image, &layout, &names, progress)?;
         ("oci-layout", image, names, written)
     } else {
-        let archive = TarArchive::open(path, &store.tmp())?;
+        let archive = TarArchive::open_within(path, &store.tmp(), opts.limits)?;
         match archive.kind() {
             ArchiveKind::RootFs => {
                 let names = pick_names(opts, Vec::new(), path)?;
@@ -77,12 +86,13 @@ pub fn import(
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let image = rootfs::import(
+                let image = rootfs::import_within(
                     store,
                     std::io::BufReader::with_capacity(1 << 20, archive.tar_file()?),
                     &file_name,
                     opts.compression,
                     &bar,
+                    &budget,
                 )?;
                 for layer in image.layers() {
                     sink.track(layer.digest.clone());
@@ -101,6 +111,7 @@ pub fn import(
                 let found = archive.image(opts.select.as_deref())?;
                 let names = pick_names(opts, found.names.clone(), path)?;
                 let image = found.image.clone();
+                validate_within(&image, &found, &budget)?;
                 let written = copy_into(store, &image, &found, &names, progress)?;
                 (source_kind, image, names, written)
             }
@@ -187,25 +198,58 @@ pub fn export(
     out: &Path,
     progress: &Progress,
 ) -> Result<ExportReport> {
+    export_within(
+        store,
+        image,
+        names,
+        format,
+        out,
+        progress,
+        Limits::default(),
+    )
+}
+
+/// [`export`], bounding what layers may expand to (a rootfs export, or a legacy
+/// docker-archive's uncompressed layers) by `limits`.
+///
+/// Every output appears only when complete: a file is written under `.nbrt-export-<pid>-…`
+/// beside it and renamed; a new OCI layout directory is made the same way; an existing
+/// layout gets its blobs (each renamed into place) before its `index.json`. Leftovers of a
+/// killed export (`.nbrt-export-*` of a process that is gone) are removed by the next one.
+/// Symlinks in an existing layout are never followed.
+pub fn export_within(
+    store: &Store,
+    image: &Image,
+    names: &[ImageName],
+    format: ExportFormat,
+    out: &Path,
+    progress: &Progress,
+    limits: Limits,
+) -> Result<ExportReport> {
     let tmp_dir = store.tmp();
+    let budget = Budget::new(limits);
+    let report = |bytes: u64| ExportReport {
+        id: image.id().clone(),
+        digest: image.digest().clone(),
+        output: out.to_path_buf(),
+        bytes,
+    };
+    let beside = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     if format == ExportFormat::OciDir {
-        let layout = LayoutDir::create(out)?;
-        let mut sink = layout.sink(names.to_vec());
-        copy_image(image, store, &mut sink, progress)?;
-        return Ok(ExportReport {
-            id: image.id().clone(),
-            digest: image.digest().clone(),
-            output: out.to_path_buf(),
-            bytes: image.size(),
-        });
+        crate::fsutil::sweep_export_leftovers(&beside);
+        export_oci_dir(store, image, names, out, &beside, progress)?;
+        return Ok(report(image.size()));
     }
     let write = |w: &mut dyn Write| -> Result<()> {
         match format {
             ExportFormat::RootFs => {
-                flatten(image, store, w, progress)?;
+                flatten_within(image, store, w, progress, &budget)?;
             }
             ExportFormat::Combined | ExportFormat::DockerArchive => {
-                write_archive(store, image, names, format, w, &tmp_dir, progress)?;
+                write_archive_within(store, image, names, format, w, &tmp_dir, progress, limits)?;
             }
             ExportFormat::OciDir => {}
         }
@@ -216,28 +260,24 @@ pub fn export(
         let mut lock = BufWriter::with_capacity(1 << 20, stdout.lock());
         write(&mut lock)?;
         lock.flush().io_context(|| "writing to standard output")?;
-        return Ok(ExportReport {
-            id: image.id().clone(),
-            digest: image.digest().clone(),
-            output: out.to_path_buf(),
-            bytes: 0,
-        });
+        return Ok(report(0));
     }
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    crate::fsutil::sweep_export_leftovers(&beside);
     let tmp = tempfile::Builder::new()
-        .prefix(".nbrt-export-")
-        .tempfile_in(&dir)
-        .io_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        .prefix(&crate::fsutil::export_temp_prefix())
+        .tempfile_in(&beside)
+        .io_context(|| format!("creating a temporary file in {}", beside.display()))?;
     let (file, tmp_path) = tmp.into_parts();
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    write(&mut w)?;
-    let file: File = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .io_context(|| format!("writing {}", out.display()))?;
+    let file: File = if format == ExportFormat::RootFs {
+        // Into a file, most layers are read once (see `flatten_to_file`).
+        flatten_to_file(image, store, file, progress, &budget)?
+    } else {
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .io_context(|| format!("writing {}", out.display()))?
+    };
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     // Temporary files are created 0600; an export is an ordinary file.
     std::fs::set_permissions(
@@ -249,11 +289,65 @@ pub fn export(
         .persist(out)
         .map_err(|e| e.error)
         .io_context(|| format!("renaming into {}", out.display()))?;
-    Ok(ExportReport {
-        id: image.id().clone(),
-        digest: image.digest().clone(),
-        output: out.to_path_buf(),
-        bytes,
+    Ok(report(bytes))
+}
+
+/// An OCI layout directory: a new one is made beside `out` and renamed into place when
+/// whole; an existing one is added to.
+fn export_oci_dir(
+    store: &Store,
+    image: &Image,
+    names: &[ImageName],
+    out: &Path,
+    beside: &Path,
+    progress: &Progress,
+) -> Result<()> {
+    let is_new = match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            return Err(OciError::Io {
+                context: format!("reading {}", out.display()),
+                source: e,
+            })
+        }
+        Ok(m) if m.is_dir() => std::fs::read_dir(out)
+            .io_context(|| format!("listing {}", out.display()))?
+            .next()
+            .is_none(),
+        Ok(_) => {
+            return Err(OciError::Format {
+                path: out.to_path_buf(),
+                reason: "exists and is not a directory (an OCI layout is written as a \
+                         directory)"
+                    .to_string(),
+            })
+        }
+    };
+    if !is_new {
+        let layout = LayoutDir::open_for_writing(out)?;
+        let mut sink = layout.sink(names.to_vec());
+        copy_image(image, store, &mut sink, progress)?;
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(&crate::fsutil::export_temp_prefix())
+        .tempdir_in(beside)
+        .io_context(|| format!("creating a temporary directory in {}", beside.display()))?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .io_context(|| format!("setting permissions of {}", tmp.path().display()))?;
+    let layout = LayoutDir::create(tmp.path())?;
+    let mut sink = layout.sink(names.to_vec());
+    copy_image(image, store, &mut sink, progress)?;
+    let path = tmp.keep();
+    std::fs::rename(&path, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&path);
+        OciError::Io {
+            context: format!("renaming into {}", out.display()),
+            source: e,
+        }
     })
 }
 
@@ -267,12 +361,37 @@ pub fn write_archive(
     tmp_dir: &Path,
     progress: &Progress,
 ) -> Result<()> {
+    write_archive_within(
+        source,
+        image,
+        names,
+        format,
+        w,
+        tmp_dir,
+        progress,
+        Limits::default(),
+    )
+}
+
+/// [`write_archive`] with a bound on what a legacy archive's layers may decompress to.
+#[allow(clippy::too_many_arguments)]
+pub fn write_archive_within(
+    source: &dyn BlobSource,
+    image: &Image,
+    names: &[ImageName],
+    format: ExportFormat,
+    w: &mut dyn Write,
+    tmp_dir: &Path,
+    progress: &Progress,
+    limits: Limits,
+) -> Result<()> {
     let layout = if format == ExportFormat::DockerArchive {
         ArchiveLayout::DockerLegacy
     } else {
         ArchiveLayout::Combined
     };
-    let mut writer = ArchiveWriter::new(w, image, names.to_vec(), layout, tmp_dir);
+    let mut writer =
+        ArchiveWriter::new(w, image, names.to_vec(), layout, tmp_dir).with_limits(limits);
     copy_image(image, source, &mut writer, progress)?;
     writer.finish()?;
     Ok(())

@@ -17,6 +17,7 @@ use crate::error::{IoContext, OciError, Result};
 use crate::format::select;
 use crate::image::{unwrap_io, BlobSource, Image, ImageSink, Raw};
 use crate::json::{parse_bounded, to_canonical_vec, MAX_JSON_SIZE};
+use crate::layer::budget::{Budget, Limits};
 use crate::layer::compression::{decompress, Compression};
 use crate::layer::reader::normalize_path;
 use crate::name::ImageName;
@@ -59,6 +60,11 @@ impl TarArchive {
     /// Open and index a tar. A gzip- or zstd-compressed tar is first decompressed into a
     /// temporary file beside `tmp_dir`.
     pub fn open(path: &Path, tmp_dir: &Path) -> Result<Self> {
+        Self::open_within(path, tmp_dir, Limits::default())
+    }
+
+    /// [`TarArchive::open`], decompressing at most `limits.max_bytes` (a bound of one import).
+    pub fn open_within(path: &Path, tmp_dir: &Path, limits: Limits) -> Result<Self> {
         let mut file = File::open(path).io_context(|| format!("opening {}", path.display()))?;
         let mut head = [0u8; 4];
         let n = file
@@ -67,11 +73,14 @@ impl TarArchive {
         let compression = Compression::sniff(&head[..n]);
         let mut decompressed = None;
         if compression != Compression::None {
-            let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!(".nbrt-{}-", std::process::id()))
+                .tempfile_in(tmp_dir)
                 .io_context(|| "creating a temporary file")?;
-            let mut reader = decompress(file, compression)?;
+            let budget = Budget::new(limits);
+            let mut reader = budget.reader(decompress(file, compression)?);
             io::copy(&mut reader, &mut tmp)
-                .io_context(|| format!("decompressing {}", path.display()))?;
+                .map_err(|e| unwrap_io(e, || format!("decompressing {}", path.display())))?;
             let (f, temp_path) = tmp.into_parts();
             file = f;
             decompressed = Some(temp_path);
@@ -296,12 +305,9 @@ impl TarArchive {
                 // verifies as it reads.
                 diff_id.clone()
             } else {
+                // The diff ID is checked with the layer's entries (`image::validate_within`,
+                // before an import copies anything).
                 let mut blob = HashingReader::new(self.open_member(file)?);
-                let mut tar = HashingReader::new(decompress(&mut blob, compression)?);
-                io::copy(&mut tar, &mut io::sink())
-                    .io_context(|| format!("reading layer {file}"))?;
-                let (actual_diff, _) = tar.finish();
-                diff_id.verify(&actual_diff, || format!("diff ID of layer {file}"))?;
                 io::copy(&mut blob, &mut io::sink())
                     .io_context(|| format!("reading layer {file}"))?;
                 blob.finish().0
@@ -427,9 +433,17 @@ pub struct ArchiveWriter<W: Write> {
     written: HashSet<Digest>,
     dirs: HashSet<String>,
     tmp_dir: PathBuf,
+    /// Bounds what decompressing layers for a legacy archive may expand to.
+    budget: Budget,
 }
 
 impl<W: Write> ArchiveWriter<W> {
+    /// Bound what the layers of a legacy archive may decompress to (one export's limits).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budget = Budget::new(limits);
+        self
+    }
+
     /// `tmp_dir` holds decompressed layers while a legacy archive is written.
     pub fn new(
         out: W,
@@ -452,6 +466,7 @@ impl<W: Write> ArchiveWriter<W> {
             written: HashSet::new(),
             dirs: HashSet::new(),
             tmp_dir: tmp_dir.to_path_buf(),
+            budget: Budget::new(Limits::default()),
         }
     }
 
@@ -533,7 +548,8 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
                     // A tar header needs the size first: decompress to a temporary file.
                     let mut tmp = tempfile::tempfile_in(&self.tmp_dir)
                         .io_context(|| "creating a temporary file")?;
-                    let mut plain = HashingReader::new(decompress(data, compression)?);
+                    let mut plain =
+                        HashingReader::new(self.budget.reader(decompress(data, compression)?));
                     io::copy(&mut plain, &mut tmp).map_err(|e| {
                         unwrap_io(e, || format!("decompressing layer {}", desc.digest))
                     })?;

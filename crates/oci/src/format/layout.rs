@@ -37,12 +37,47 @@ impl LayoutDir {
         Ok(Self { root })
     }
 
+    /// Open an existing layout to add to it. Nothing in it may be a symlink where a write
+    /// goes (`blobs`, `blobs/sha256`, `index.json`, `oci-layout`): a write would follow it
+    /// out of the layout. Leftovers of killed exports in it are removed.
+    pub fn open_for_writing(root: impl Into<PathBuf>) -> Result<Self> {
+        let layout = Self::open(root)?;
+        for (rel, dir) in [
+            ("blobs", true),
+            ("blobs/sha256", true),
+            ("index.json", false),
+            ("oci-layout", false),
+        ] {
+            let path = layout.root.join(rel);
+            let meta =
+                fs::symlink_metadata(&path).io_context(|| format!("reading {}", path.display()))?;
+            if meta.file_type().is_symlink() || meta.is_dir() != dir {
+                return Err(OciError::Format {
+                    path: layout.root.clone(),
+                    reason: format!(
+                        "{rel} is {} in this layout; refusing to write through it",
+                        if meta.file_type().is_symlink() {
+                            "a symlink"
+                        } else if dir {
+                            "not a directory"
+                        } else {
+                            "not a file"
+                        }
+                    ),
+                });
+            }
+        }
+        crate::fsutil::sweep_export_leftovers(&layout.root);
+        crate::fsutil::sweep_export_leftovers(&layout.root.join("blobs/sha256"));
+        Ok(layout)
+    }
+
     /// Open a layout for writing, creating it if the directory does not exist or is empty.
     pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let empty = fs::read_dir(&root).map_or(true, |mut d| d.next().is_none());
         if !empty {
-            return Self::open(root);
+            return Self::open_for_writing(root);
         }
         fs::create_dir_all(root.join("blobs/sha256"))
             .io_context(|| format!("creating {}", root.display()))?;
@@ -105,7 +140,16 @@ impl BlobSource for LayoutDir {
 }
 
 fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomic(root, path, bytes)
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&crate::fsutil::export_temp_prefix())
+        .tempfile_in(root)
+        .io_context(|| format!("creating a temporary file in {}", root.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .io_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .io_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
 }
 
 pub struct LayoutSink<'a> {
@@ -115,12 +159,15 @@ pub struct LayoutSink<'a> {
 
 impl ImageSink for LayoutSink<'_> {
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self.layout.blob_path(desc).is_file())
+        // A symlink in place of a blob is not the blob: it is replaced.
+        Ok(fs::symlink_metadata(self.layout.blob_path(desc)).is_ok_and(|m| m.is_file()))
     }
 
     fn put_blob(&mut self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {
         let root = &self.layout.root;
-        let mut tmp = tempfile::NamedTempFile::new_in(root.join("blobs/sha256"))
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&crate::fsutil::export_temp_prefix())
+            .tempfile_in(root.join("blobs/sha256"))
             .io_context(|| format!("creating a temporary file in {}", root.display()))?;
         std::io::copy(data, &mut tmp)
             .map_err(|e| unwrap_io(e, || format!("writing blob {}", desc.digest)))?;

@@ -8,8 +8,9 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::image::Image;
+use crate::layer::budget::Budget;
 use crate::layer::compression::Compression;
-use crate::layer::reader::for_each_entry;
+use crate::layer::reader::read_layer;
 use crate::layer::writer::{LayerInfo, LayerWriter};
 use crate::platform::Platform;
 use crate::progress::Bar;
@@ -26,10 +27,28 @@ pub fn write_layer(
     compression: Compression,
     bar: &Bar,
 ) -> Result<(LayerInfo, u64)> {
+    write_layer_within(
+        store,
+        tar,
+        compression,
+        bar,
+        &Budget::new(Default::default()),
+    )
+}
+
+/// [`write_layer`] within a budget (what the tar may expand to). The tar's entries are
+/// written as they are, duplicates too (the layer means what the tar means).
+pub fn write_layer_within(
+    store: &Store,
+    tar: impl Read,
+    compression: Compression,
+    bar: &Bar,
+    budget: &Budget,
+) -> Result<(LayerInfo, u64)> {
     let sde = source_date_epoch().map(|s| s.max(0) as u64);
     let mut writer = LayerWriter::new(store.new_blob()?, compression, sde)?;
     let mut newest = 0u64;
-    for_each_entry(bar.wrap_read(tar), |entry, data| {
+    read_layer(bar.wrap_read(tar), Some(budget), |entry, data| {
         newest = newest.max(entry.mtime);
         writer.append(entry, data)
     })?;
@@ -72,7 +91,26 @@ pub fn import(
     compression: Compression,
     bar: &Bar,
 ) -> Result<Image> {
-    let (layer, newest) = write_layer(store, tar, compression, bar)?;
+    import_within(
+        store,
+        tar,
+        source_name,
+        compression,
+        bar,
+        &Budget::new(Default::default()),
+    )
+}
+
+/// [`import`] within a budget (what the tar may expand to).
+pub fn import_within(
+    store: &Store,
+    tar: impl Read,
+    source_name: &str,
+    compression: Compression,
+    bar: &Bar,
+    budget: &Budget,
+) -> Result<Image> {
+    let (layer, newest) = write_layer_within(store, tar, compression, bar, budget)?;
     let config = rootfs_config(&layer, newest, source_name);
     Image::assemble(config, vec![layer.descriptor()], BTreeMap::new())
 }

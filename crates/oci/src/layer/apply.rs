@@ -3,7 +3,7 @@
 //! entry is never followed, so no entry, symlink or hard link can reach outside the root,
 //! whatever the layers below put there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -55,6 +55,9 @@ struct Applier {
     opts: ApplyOptions,
     /// Directory times are set last: creating children changes them.
     dir_times: BTreeMap<String, u64>,
+    /// Paths this layer wrote (implied directories too): its own whiteouts and opaque
+    /// markers never remove them (they act on the layers below only).
+    written: HashSet<String>,
 }
 
 /// Apply an uncompressed layer tar to `root` (which must exist).
@@ -69,6 +72,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: ApplyOptions) -> Result
         root: root_fd,
         opts,
         dir_times: BTreeMap::new(),
+        written: HashSet::new(),
     };
     for_each_entry(layer, |entry, data| applier.apply(entry, data))?;
     applier.finish_dirs();
@@ -96,11 +100,12 @@ impl Applier {
     }
 
     /// Open the parent of an entry, creating missing directories (mode 0755) on the way.
-    fn parent(&self, path: &str) -> Result<OwnedFd> {
+    fn parent(&mut self, path: &str) -> Result<OwnedFd> {
         let (parent, _) = split(path);
         match self.open_dir(parent) {
             Ok(fd) => return Ok(fd),
-            Err(Errno::NOENT) => {}
+            // Missing, or one of this layer's whiteouts on the way: made below.
+            Err(Errno::NOENT | Errno::NOTDIR) => {}
             Err(e) => return Err(sys_err(parent, "opening directory", e)),
         }
         let mut done = String::new();
@@ -117,11 +122,30 @@ impl Applier {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => {
                     match rfs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => {
+                            self.written.insert(next.clone());
+                        }
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(sys_err(&next, "creating directory", e)),
                     }
                     self.open_dir(&next)
                         .map_err(|e| sys_err(&next, "opening directory (a dangling symlink?)", e))?
+                }
+                Err(Errno::NOTDIR) if self.is_own_whiteout(&fd, comp) => {
+                    // Entries under a path this layer whited out: a fresh directory.
+                    rfs::unlinkat(&fd, comp, AtFlags::empty())
+                        .map_err(|e| sys_err(&next, "replacing whiteout", e))?;
+                    rfs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755))
+                        .map_err(|e| sys_err(&next, "creating directory", e))?;
+                    self.written.insert(next.clone());
+                    let dir = self
+                        .open_dir(&next)
+                        .map_err(|e| sys_err(&next, "opening directory", e))?;
+                    let rw =
+                        reopen_dir(&dir).map_err(|e| sys_err(&next, "opening directory", e))?;
+                    rfs::fsetxattr(&rw, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                        .map_err(|e| sys_err(&next, "marking opaque", e))?;
+                    dir
                 }
                 Err(e) => return Err(sys_err(&next, "opening directory", e)),
             };
@@ -130,7 +154,47 @@ impl Applier {
         Ok(fd)
     }
 
+    /// Whether `name` in `dir` is an overlay whiteout (in overlay form, one of this layer's).
+    fn is_own_whiteout(&self, dir: &OwnedFd, name: &str) -> bool {
+        self.opts.whiteouts == WhiteoutMode::Overlay
+            && rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+            })
+    }
+
+    /// Remove what lower layers put under directory `path` (open as `dir`), keeping what
+    /// this layer wrote.
+    fn remove_lower(&self, dir: &OwnedFd, path: &str) -> std::result::Result<(), Errno> {
+        let fd = reopen_dir(dir)?;
+        for name in list_dir(&fd)? {
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if !self.written.contains(&child) {
+                remove_all(&fd, &name)?;
+            } else if let Ok(sub) = rfs::openat(
+                &fd,
+                name.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                self.remove_lower(&sub, &child)?;
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        let result = self.apply_entry(entry, data);
+        if result.is_ok() && !matches!(entry.kind, EntryKind::Whiteout | EntryKind::Opaque) {
+            self.written.insert(entry.path.clone());
+        }
+        result
+    }
+
+    fn apply_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
         let path = entry.path.as_str();
         if entry.kind == EntryKind::Opaque {
             return self.opaque(path);
@@ -147,7 +211,36 @@ impl Applier {
             FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
         });
         match &entry.kind {
+            EntryKind::Whiteout if self.written.contains(path) => {
+                // A whiteout never removes what its own layer wrote: it hides the layers
+                // below, so a directory of this layer becomes a fresh one.
+                if existing_is_dir {
+                    let sub = self
+                        .open_dir(path)
+                        .map_err(|e| sys_err(path, "opening directory", e))?;
+                    match self.opts.whiteouts {
+                        WhiteoutMode::Delete => self
+                            .remove_lower(&sub, path)
+                            .map_err(|e| sys_err(path, "emptying", e))?,
+                        WhiteoutMode::Overlay => {
+                            let fd = reopen_dir(&sub)
+                                .map_err(|e| sys_err(path, "opening directory", e))?;
+                            rfs::fsetxattr(
+                                &fd,
+                                "trusted.overlay.opaque",
+                                b"y",
+                                XattrFlags::empty(),
+                            )
+                            .map_err(|e| sys_err(path, "marking opaque", e))?;
+                        }
+                    }
+                }
+                return Ok(());
+            }
             EntryKind::Whiteout => {
+                if replaces_whiteout && self.opts.whiteouts == WhiteoutMode::Overlay {
+                    return Ok(());
+                }
                 if existing.is_some() {
                     remove_all(&dir, name).map_err(|e| sys_err(path, "removing", e))?;
                 }
@@ -318,15 +411,13 @@ impl Applier {
     fn opaque(&mut self, path: &str) -> Result<()> {
         let dir = match self.open_dir(path) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => self.parent(&format!("{path}/x"))?,
+            Err(Errno::NOENT | Errno::NOTDIR) => self.parent(&format!("{path}/x"))?,
             Err(e) => return Err(sys_err(path, "opening directory", e)),
         };
         match self.opts.whiteouts {
             WhiteoutMode::Delete => {
-                let fd = reopen_dir(&dir).map_err(|e| sys_err(path, "opening directory", e))?;
-                for name in list_dir(&fd).map_err(|e| sys_err(path, "listing", e))? {
-                    remove_all(&fd, &name).map_err(|e| sys_err(path, "emptying", e))?;
-                }
+                self.remove_lower(&dir, path)
+                    .map_err(|e| sys_err(path, "emptying", e))?;
             }
             WhiteoutMode::Overlay => {
                 let fd = reopen_dir(&dir).map_err(|e| sys_err(path, "opening directory", e))?;

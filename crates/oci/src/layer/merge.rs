@@ -16,7 +16,14 @@
 //!   directory implied) hides the lower contents, but a lower layer's directory entry still
 //!   gives the directory's metadata;
 //! - a whiteout or an opaque marker acts on the layers below its own, never on entries of its
-//!   own layer.
+//!   own layer;
+//! - a directory a layer has only because it has entries under it (an implied directory, as
+//!   tar creates it and as the builder's unpacked layer holds it) is a directory of that
+//!   layer: it hides a lower non-directory of that path, and a lower directory entry gives
+//!   its metadata.
+//!
+//! Within one layer the last entry of a path wins (see [`super::rules`], which every layer
+//! reader applies before entries reach a merge).
 //!
 //! [`PathMerge`] is the rule for one path's stack of entries; [`TopDown`] applies it to every
 //! path of layers read top down (an entry shows when its own path and every directory above
@@ -42,6 +49,8 @@ pub struct AtPath {
     pub whiteout: bool,
     /// The directory's lower contents are hidden (`.wh..wh..opq`, `trusted.overlay.opaque`).
     pub opaque: bool,
+    /// The layer has entries under the path but none at it: an implied directory.
+    pub implied: bool,
 }
 
 impl AtPath {
@@ -49,16 +58,19 @@ impl AtPath {
         entry: None,
         whiteout: false,
         opaque: false,
+        implied: false,
     };
     pub const WHITEOUT: AtPath = AtPath {
         entry: None,
         whiteout: true,
         opaque: false,
+        implied: false,
     };
     pub const OTHER: AtPath = AtPath {
         entry: Some(Present::Other),
         whiteout: false,
         opaque: false,
+        implied: false,
     };
 
     pub const fn dir(opaque: bool) -> AtPath {
@@ -66,6 +78,7 @@ impl AtPath {
             entry: Some(Present::Dir),
             whiteout: false,
             opaque,
+            implied: false,
         }
     }
 }
@@ -135,14 +148,24 @@ impl PathMerge {
                 self.entry_open = false;
                 self.contents_open = false;
             }
+            // A directory without an entry of its own (an opaque marker alone, or entries
+            // under the path): a lower directory entry gives its metadata, a lower
+            // non-directory does not show. Over a whiteout of its own layer it is a fresh
+            // directory: nothing below shows.
+            None if at.opaque || at.implied => {
+                p.contents_shown = self.contents_open;
+                if at.opaque || at.whiteout {
+                    self.contents_open = false;
+                }
+                if at.whiteout {
+                    self.entry_open = false;
+                } else if self.entry_open {
+                    self.implied_dir = true;
+                }
+            }
             None if at.whiteout => {
                 self.entry_open = false;
                 self.contents_open = false;
-            }
-            None if at.opaque => {
-                p.contents_shown = self.contents_open;
-                self.contents_open = false;
-                self.implied_dir = self.entry_open;
             }
             None => {}
         }
@@ -180,30 +203,56 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
+/// How [`TopDown`] keeps paths: `String`, or `&str` when the layers outlive the merge.
+pub trait PathKey: Borrow<str> + Hash + Eq {
+    /// The first `len` bytes of the path (a directory above it).
+    fn prefix(&self, len: usize) -> Self;
+}
+
+impl PathKey for String {
+    fn prefix(&self, len: usize) -> Self {
+        self[..len].to_string()
+    }
+}
+
+impl PathKey for &str {
+    fn prefix(&self, len: usize) -> Self {
+        &self[..len]
+    }
+}
+
 /// The merge of whole layers read from the top down: for each entry of the current layer,
 /// whether it shows in the merged file system. A layer's whiteouts and opaque markers, and
-/// its entries' effect on lower layers, count from the next layer on. Two entries of one
-/// path in a layer: the first one offered shows (offer them last first to have the last one
-/// win, as unpacking a tar does).
-///
-/// `K` is how paths are kept: `String`, or `&str` when the layers outlive the merge.
+/// its entries' effect on lower layers, count from the next layer on; so do the directories
+/// it implies (the ones above its entries that it lists no entry for). Two entries of one
+/// path in a layer: the first one offered shows (readers offer only the entry that is left
+/// of a path once [`super::rules`] applied, so there is one).
 #[derive(Debug)]
 pub struct TopDown<K = String> {
     merged: HashMap<K, PathMerge>,
     layer: HashMap<K, AtPath>,
+    /// Implied directories that show and no lower layer has given an entry yet, with the
+    /// layer (counted from the top, 0 first) that implied them.
+    implied_shown: HashMap<String, usize>,
+    /// What the current layer took out of `implied_shown` (put back by `discard_layer`).
+    unimplied: Vec<(String, usize)>,
+    layers_done: usize,
 }
 
-impl<K: Borrow<str> + Hash + Eq> Default for TopDown<K> {
+impl<K: PathKey> Default for TopDown<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Borrow<str> + Hash + Eq> TopDown<K> {
+impl<K: PathKey> TopDown<K> {
     pub fn new() -> Self {
         Self {
             merged: HashMap::new(),
             layer: HashMap::new(),
+            implied_shown: HashMap::new(),
+            unimplied: Vec::new(),
+            layers_done: 0,
         }
     }
 
@@ -213,12 +262,29 @@ impl<K: Borrow<str> + Hash + Eq> TopDown<K> {
         let p: &str = path.borrow();
         let shows = self.merged.get(p).is_none_or(|m| m.shows(kind))
             && self.layer.get(p).is_none_or(|at| at.entry.is_none())
-            && ancestors(p).all(|a| self.merged.get(a).is_none_or(PathMerge::contents_open));
+            && self.ancestors_open(p);
+        if shows {
+            if let Some(l) = self.implied_shown.remove(p) {
+                self.unimplied.push((p.to_string(), l));
+            }
+        }
         let at = self.layer.entry(path).or_default();
         if at.entry.is_none() {
             at.entry = Some(kind);
         }
         shows
+    }
+
+    fn ancestors_open(&self, p: &str) -> bool {
+        ancestors(p).all(|a| self.merged.get(a).is_none_or(PathMerge::contents_open))
+    }
+
+    /// Directories some layer implied (it had entries under them, or an opaque marker, but
+    /// no entry for them) that show and that no layer gave an entry for: they exist, as
+    /// tar and the builder's unpacked layers create them, without metadata of their own.
+    /// With the layer (counted from the top, 0 first) that implied each.
+    pub fn implied_dirs(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.implied_shown.iter().map(|(p, l)| (p.as_str(), *l))
     }
 
     /// A whiteout of `path` in the current layer.
@@ -231,8 +297,51 @@ impl<K: Borrow<str> + Hash + Eq> TopDown<K> {
         self.layer.entry(path).or_default().opaque = true;
     }
 
+    /// Forget what the current layer offered (to offer it again).
+    pub fn discard_layer(&mut self) {
+        self.layer.clear();
+        for (p, l) in self.unimplied.drain(..) {
+            self.implied_shown.insert(p, l);
+        }
+    }
+
     /// The current layer is read: what it did counts for the layers below.
     pub fn end_layer(&mut self) {
+        self.unimplied.clear();
+        // Directories above this layer's entries that it has no entry for.
+        let mut implied: Vec<K> = Vec::new();
+        {
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for path in self.layer.keys() {
+                let p: &str = path.borrow();
+                for (i, _) in p.match_indices('/').collect::<Vec<_>>().into_iter().rev() {
+                    let dir = &p[..i];
+                    if !seen.insert(dir) {
+                        break;
+                    }
+                    if self.layer.get(dir).is_none_or(|at| at.entry.is_none()) {
+                        implied.push(path.prefix(i));
+                    }
+                }
+            }
+        }
+        for dir in implied {
+            self.layer.entry(dir).or_default().implied = true;
+        }
+        for (path, at) in &self.layer {
+            let p: &str = path.borrow();
+            if at.entry.is_none()
+                && (at.implied || at.opaque)
+                && !p.is_empty()
+                && self.merged.get(p).is_none_or(|m| m.shows(Present::Dir))
+                && self.ancestors_open(p)
+            {
+                self.implied_shown
+                    .entry(p.to_string())
+                    .or_insert(self.layers_done);
+            }
+        }
+        self.layers_done += 1;
         for (path, at) in self.layer.drain() {
             self.merged.entry(path).or_default().push(at);
         }

@@ -2,11 +2,13 @@
 //! to a directory and flattening a stack of them.
 
 pub mod apply;
+pub mod budget;
 pub mod compression;
 pub mod flatten;
 pub mod members;
 pub mod merge;
 pub mod reader;
+pub mod rules;
 pub mod writer;
 
 pub use compression::Compression;

@@ -6,6 +6,8 @@
 use std::io::Read;
 
 use crate::error::{OciError, Result};
+use crate::layer::budget::Budget;
+use crate::layer::rules::{LayerOutcome, LayerRules};
 use crate::text::Quoted;
 
 /// Largest single file a layer may contain.
@@ -115,18 +117,41 @@ fn check_symlink(path: &str, target: &str) -> Result<()> {
 /// for anything but a regular file) to `f`. Stops at the first error.
 pub fn for_each_entry<R: Read>(
     reader: R,
-    mut f: impl FnMut(&Entry, &mut dyn Read) -> Result<()>,
+    f: impl FnMut(&Entry, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
+    read_layer(reader, None, f).map(|_| ())
+}
+
+/// [`for_each_entry`] counting entries and bytes against `budget` (one import's or export's
+/// bound), and returning what the layer's entries came to by the rules of
+/// [`super::rules`] (which entries a later one replaced, hard link groups). Entries the rules
+/// refuse stop the read before `f` sees them.
+pub fn read_layer<R: Read>(
+    reader: R,
+    budget: Option<&Budget>,
+    mut f: impl FnMut(&Entry, &mut dyn Read) -> Result<()>,
+) -> Result<LayerOutcome> {
+    let mut archive = tar::Archive::new(Counted {
+        inner: reader,
+        budget,
+    });
     let entries = archive
         .entries()
         .map_err(|e| OciError::InvalidLayer(format!("not a tar stream: {e}")))?;
+    let mut rules = LayerRules::new();
     for entry in entries {
         let mut entry =
-            entry.map_err(|e| OciError::InvalidLayer(format!("bad tar header: {e}")))?;
+            entry.map_err(|e| match e.get_ref().is_some_and(|i| i.is::<OciError>()) {
+                true => crate::image::unwrap_io(e, String::new),
+                false => OciError::InvalidLayer(format!("bad tar header: {e}")),
+            })?;
         let Some(checked) = check_entry(&mut entry)? else {
             continue;
         };
+        if let Some(b) = budget {
+            b.take_entry()?;
+        }
+        rules.push(&checked)?;
         if checked.kind == EntryKind::File {
             f(&checked, &mut entry).map_err(|e| match e {
                 OciError::Io { context, source }
@@ -144,7 +169,24 @@ pub fn for_each_entry<R: Read>(
             f(&checked, &mut std::io::empty())?;
         }
     }
-    Ok(())
+    Ok(rules.finish())
+}
+
+/// A layer stream, counted against a budget when there is one.
+struct Counted<'a, R> {
+    inner: R,
+    budget: Option<&'a Budget>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = self.budget {
+            b.take_bytes(n as u64)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(n)
+    }
 }
 
 /// Validate one tar entry; `None` for entries that carry no file (global headers, the root).

@@ -109,8 +109,9 @@ pub(crate) fn append_entry<W: Write>(
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(entry.size);
             let mut limited = data.take(entry.size);
+            // An error of ours from the reader (a limit, a digest) comes out as itself.
             tar.append_data(&mut header, &entry.path, &mut limited)
-                .io_context(ctx)?;
+                .map_err(|e| crate::image::unwrap_io(e, ctx))?;
             if limited.limit() != 0 {
                 return Err(OciError::InvalidLayer(format!(
                     "{:?}: data ended {} bytes short of its size",
