@@ -1205,8 +1205,16 @@ fn export(ctx: &Context, a: ExportArgs) -> Result<i32> {
         Export {
             name,
             channels,
+            // Specs asked for whose package is still there (a removal may have taken
+            // along packages asked for earlier).
             dependencies: history::requested_specs(&target)
                 .into_iter()
+                .filter(|spec| {
+                    let name = history::spec_name(spec);
+                    installed
+                        .iter()
+                        .any(|r| r.repodata_record.package_record.name.as_normalized() == name)
+                })
                 .map(serde_json::Value::String)
                 .collect(),
             prefix: target.display().to_string(),

@@ -737,9 +737,20 @@ mod tests {
             labels(&solve_for(&["beta", "alpha >=2"]).await.unwrap()),
             ["alpha=2.0=h0_0", "beta=1.0=h0_0"]
         );
+        // No build of alpha matches: conda's PackagesNotFoundError, naming the channel.
         let message = error(solve_for(&["alpha >=3"]).await);
         assert!(
-            message.starts_with("cannot install alpha >=3:\n"),
+            message.starts_with(
+                "PackagesNotFoundError: The following packages are not available from current \
+                 channels:\n\n  - alpha >=3\n"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("/chan/linux-64\n"), "{message}");
+        // Builds that exist but cannot go together: the conflict is named.
+        let message = error(solve_for(&["beta", "alpha >=2", "alpha <2"]).await);
+        assert!(
+            message.starts_with("cannot install beta, alpha >=2, alpha <2:\n"),
             "{message}"
         );
     }
