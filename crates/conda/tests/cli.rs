@@ -384,6 +384,9 @@ fn static_binary_in_docker_as_a_non_root_user() {
         python_record().to_string(),
     )
     .unwrap();
+    // The site's own channel (empty here) instead of conda-forge, which tests cannot reach:
+    // what an admin puts in /opt/conda/.condarc.
+    channel(&files.path().join("site-channel"), &[]);
 
     let name = format!("nbrt-conda-test-{}", std::process::id());
     let out = docker(&[
@@ -413,6 +416,7 @@ fn static_binary_in_docker_as_a_non_root_user() {
          mkdir -p /opt/conda/conda-meta
          cp /files/{PYTHON_RECORD_NAME} /opt/conda/conda-meta/
          echo 'python 3.11.*' > /opt/conda/conda-meta/pinned
+         printf 'channels:\n  - file:///files/site-channel\n' > /opt/conda/.condarc
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/conda
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/mamba
          cp /files/arcgis_dl_backbones-2.0.1-py_0.tar.bz2 /home/jovyan/
@@ -425,6 +429,10 @@ fn static_binary_in_docker_as_a_non_root_user() {
     );
     assert!(ok(c.user(&["/opt/conda/bin/mamba", "--version"])).starts_with("mamba "));
     assert_eq!(ok(c.user(&["id", "-u"])), "1000\n");
+    assert_eq!(
+        ok(c.user(&["/opt/conda/bin/conda", "config", "--show", "channels"])),
+        "channels:\n  - file:///files/site-channel\n"
+    );
 
     ok(c.user(&[
         "/opt/conda/bin/conda",
