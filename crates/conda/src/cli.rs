@@ -1334,12 +1334,10 @@ fn clean(ctx: &Context, a: CleanArgs) -> Result<i32> {
                 index_paths.push(path);
             } else if name.ends_with(".tar.bz2") || name.ends_with(".conda") {
                 tarball_paths.push(path);
-            } else if path.is_dir() && path.join("info").is_dir() {
+            } else if (path.is_dir() && path.join("info").is_dir())
+                || (packages && (name.ends_with(".lock") || name == "urls.txt" || name == "urls"))
+            {
                 package_paths.push(path);
-            } else if name.ends_with(".lock") || name == "urls.txt" || name == "urls" {
-                if packages {
-                    package_paths.push(path);
-                }
             }
         }
     }
