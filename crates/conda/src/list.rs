@@ -73,12 +73,14 @@ pub struct ListRecord {
     pub md5: Option<String>,
 }
 
-/// The channel URL a record names: its `channel`, else its URL without the file name.
+/// The channel URL a record names: its `channel`, else the directory of its URL (as
+/// `nbrt_oci::facts::conda_meta::CondaMetaRecord::channel_url` reads it, so `conda list` and
+/// `nbrt manifest` agree).
 fn record_channel(record: &PrefixRecord) -> Option<String> {
     let r = &record.repodata_record;
     match r.channel.as_deref() {
         Some(c) if !c.is_empty() => Some(c.to_string()),
-        _ => crate::channels::channel_of(&r.url),
+        _ => r.url.as_str().rsplit_once('/').map(|(c, _)| c.to_string()),
     }
 }
 
@@ -102,10 +104,13 @@ pub fn conda_record(record: &PrefixRecord) -> ListRecord {
     }
 }
 
+/// The base URL conda gives pip-installed distributions.
+pub const PYPI_BASE_URL: &str = "https://conda.anaconda.org/pypi";
+
 /// A pip-installed distribution as conda lists it.
 pub fn pypi_record(name: &str, version: &str) -> ListRecord {
     ListRecord {
-        base_url: Some("https://pypi.org/".to_string()),
+        base_url: Some(PYPI_BASE_URL.to_string()),
         build_number: 0,
         build_string: "pypi_0".to_string(),
         channel: "pypi".to_string(),
@@ -118,7 +123,7 @@ pub fn pypi_record(name: &str, version: &str) -> ListRecord {
     }
 }
 
-/// A distribution name as conda lists pip packages: lower case, `-` for `_` and `.`.
+/// A distribution name compared across conda and pip: lower case, `-` for `_` and `.`.
 fn normalize_dist_name(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
 }
@@ -157,7 +162,8 @@ pub fn site_packages(prefix: &Path) -> Vec<PathBuf> {
 }
 
 /// Distributions in the prefix's site-packages that no conda package installed (their
-/// `.dist-info` / `.egg-info` is in no record's files, and no record has their name).
+/// `.dist-info` / `.egg-info` is in no record's files, their `INSTALLER` is not conda, and no
+/// record has their name), named as their metadata names them (as `nbrt manifest` does).
 pub fn pip_records(prefix: &Path, installed: &[PrefixRecord]) -> Vec<ListRecord> {
     let owned: BTreeSet<String> = installed
         .iter()
@@ -206,8 +212,13 @@ pub fn pip_records(prefix: &Path, installed: &[PrefixRecord]) -> Vec<ListRecord>
             else {
                 continue;
             };
-            let name = normalize_dist_name(&name);
-            if conda_names.contains(&name) || out.iter().any(|r| r.name == name) {
+            let installer = std::fs::read_to_string(path.join("INSTALLER")).unwrap_or_default();
+            if installer.trim() == "conda" {
+                continue;
+            }
+            let key = normalize_dist_name(&name);
+            if conda_names.contains(&key) || out.iter().any(|r| normalize_dist_name(&r.name) == key)
+            {
                 continue;
             }
             out.push(pypi_record(&name, &version));
@@ -221,9 +232,11 @@ pub fn records(prefix: &Path, installed: &[PrefixRecord]) -> Vec<ListRecord> {
     let mut out: Vec<ListRecord> = installed.iter().map(conda_record).collect();
     out.extend(pip_records(prefix, installed));
     out.sort_by(|a, b| {
-        a.name
-            .to_ascii_lowercase()
-            .cmp(&b.name.to_ascii_lowercase())
+        (a.name.to_lowercase(), &a.channel, &a.version).cmp(&(
+            b.name.to_lowercase(),
+            &b.channel,
+            &b.version,
+        ))
     });
     out
 }
@@ -396,7 +409,7 @@ mod tests {
             json,
             r#"[
   {
-    "base_url": "https://pypi.org/",
+    "base_url": "https://conda.anaconda.org/pypi",
     "build_number": 0,
     "build_string": "pypi_0",
     "channel": "pypi",
@@ -406,12 +419,12 @@ mod tests {
     "version": "1.16.0"
   },
   {
-    "base_url": "https://pypi.org/",
+    "base_url": "https://conda.anaconda.org/pypi",
     "build_number": 0,
     "build_string": "pypi_0",
     "channel": "pypi",
-    "dist_name": "zope-interface-6.0-pypi_0",
-    "name": "zope-interface",
+    "dist_name": "zope.interface-6.0-pypi_0",
+    "name": "zope.interface",
     "platform": "pypi",
     "version": "6.0"
   }
