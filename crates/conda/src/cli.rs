@@ -490,6 +490,24 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// conda's `EnvironmentNotWritableError` unless this user can write to the environment.
+fn check_writable(target: &Path) -> Result<()> {
+    if crate::config::writable_dir(target)
+        && crate::config::writable_dir(&target.join("conda-meta"))
+    {
+        return Ok(());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = std::fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .unwrap_or_default();
+    Err(conda(format!(
+        "EnvironmentNotWritableError: The current user does not have write permissions to the \
+         target environment.\n  environment location: {}\n  uid: {uid}\n  gid: {gid}",
+        target.display()
+    )))
+}
+
 fn truthy(value: Option<String>) -> bool {
     value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"))
 }
@@ -795,6 +813,9 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
             target.display()
         )));
     }
+    if mode != Mode::Create && !a.common.dry_run {
+        check_writable(&target)?;
+    }
     let config = ctx.config(Some(&target))?;
     let offline = a.channels.offline
         || truthy(std::env::var("CONDA_OFFLINE").ok())
@@ -1062,6 +1083,9 @@ async fn remove(ctx: &Context, a: RemoveArgs) -> Result<i32> {
             "EnvironmentLocationNotFound: Not a conda environment: {}",
             target.display()
         )));
+    }
+    if !a.common.dry_run {
+        check_writable(&target)?;
     }
     let config = ctx.config(Some(&target))?;
     let yes = a.common.yes

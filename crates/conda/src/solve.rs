@@ -228,15 +228,20 @@ pub(crate) async fn solve_with(
     };
     let virtual_packages = virtual_packages(platform)?;
     let hint = missing_virtual_packages(installed, &virtual_packages);
+    // Installed packages no channel has (the image's own python) stay favoured even when
+    // unlocked: their record is their only candidate.
+    let available: HashSet<&str> = tiers
+        .iter()
+        .flatten()
+        .map(|r| r.package_record.name.as_normalized())
+        .collect();
     let task = SolverTask {
         locked_packages: installed
             .iter()
             .filter(|r| {
-                !unlock_all
-                    && !options
-                        .unlock
-                        .iter()
-                        .any(|u| u == r.repodata_record.package_record.name.as_normalized())
+                let name = r.repodata_record.package_record.name.as_normalized();
+                let unlocked = unlock_all || options.unlock.iter().any(|u| u == name);
+                !unlocked || !available.contains(name)
             })
             .map(|r| &r.repodata_record)
             .collect(),

@@ -247,6 +247,25 @@ fn commands_on_a_prefix() {
         .join("arcgis_dl_backbones/__init__.py")
         .is_file());
 
+    // Removing what is not there: conda's words.
+    let err = fails(local.conda(&["remove", "-y", "zeta"]));
+    assert!(
+        err.contains("PackagesNotFoundError: The following packages are missing from the target environment:\n  - zeta"),
+        "{err}"
+    );
+    let listing = ok(local.conda(&["list"]));
+    assert!(
+        listing.starts_with(&format!(
+            "# packages in environment at {}:\n#\n# Name",
+            local.root.display()
+        )),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("\nalpha                     1.0                        py_0  channel\n"),
+        "{listing}"
+    );
+
     // Removing alpha takes gamma along.
     ok(local.conda(&["remove", "-y", "alpha"]));
     assert!(!local.site().join("alpha").exists());
@@ -291,6 +310,35 @@ fn commands_on_a_prefix() {
     assert!(
         tool.contains(&format!("echo tool from {}", local.root.display())),
         "{tool}"
+    );
+
+    // update: a newer build in the channel replaces the installed one (installs keep it).
+    let file_channel = served.path().join("channel");
+    channel(
+        &file_channel,
+        &[
+            packages(),
+            vec![Pkg::new("tool", "1.1").script("bin/tool", "echo tool 1.1")],
+        ]
+        .concat(),
+    );
+    let out = ok(local.conda(&["install", "-y", "--offline", "tool"]));
+    assert!(
+        out.contains("All requested packages already installed"),
+        "{out}"
+    );
+    let out = ok(local.conda(&["update", "-y", "--offline", "tool"]));
+    assert!(
+        out.contains("The following packages will be UPDATED"),
+        "{out}"
+    );
+    let tool = std::fs::read_to_string(local.root.join("bin/tool")).unwrap();
+    assert!(tool.contains("echo tool 1.1"), "{tool}");
+    // --all keeps what no channel has (the interpreter's record, the offline package).
+    let out = ok(local.conda(&["update", "--all", "-y", "--offline"]));
+    assert!(
+        out.contains("All requested packages already installed"),
+        "{out}"
     );
 
     // create -n: an environment in envs_dirs, listed by info --envs.
@@ -419,6 +467,7 @@ fn static_binary_in_docker_as_a_non_root_user() {
          printf 'channels:\n  - file:///files/site-channel\n' > /opt/conda/.condarc
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/conda
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/mamba
+         mkdir -p /opt/readonly/conda-meta
          cp /files/arcgis_dl_backbones-2.0.1-py_0.tar.bz2 /home/jovyan/
          chown -R 1000:100 /opt/conda /home/jovyan"
     )));
@@ -458,6 +507,22 @@ fn static_binary_in_docker_as_a_non_root_user() {
         "beta",
     ]));
     assert!(err.contains("beta") && err.contains("alpha"), "{err}");
+
+    // An environment this user cannot write to (root's): conda's error.
+    let err = fails(c.user(&[
+        "/opt/conda/bin/conda",
+        "install",
+        "--yes",
+        "-p",
+        "/opt/readonly",
+        "-c",
+        &url,
+        "alpha",
+    ]));
+    assert!(
+        err.contains("EnvironmentNotWritableError: The current user does not have write permissions to the target environment.\n  environment location: /opt/readonly\n  uid: 1000"),
+        "{err}"
+    );
 
     ok(c.user(&["/opt/conda/bin/conda", "remove", "--yes", "gamma"]));
     let gone = c.user(&["/opt/conda/bin/python", "-c", "import gamma"]);

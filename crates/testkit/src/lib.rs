@@ -149,6 +149,29 @@ pub fn static_nbrt_conda() -> std::path::PathBuf {
     .clone()
 }
 
+/// Whether the stock stacks (`stacks/*/runtime.toml`) name the `nbrt-conda` builtin, so
+/// builds of them need `NBRT_CONDA_BIN` ([`static_nbrt_conda`] is only built then).
+pub fn stacks_use_nbrt_conda() -> bool {
+    std::fs::read_dir(repo_dir().join("stacks"))
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("runtime.toml"))
+                    .is_ok_and(|t| t.contains("\"nbrt-conda\""))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// `(variable, path)` of the builtins a build of the stock stacks needs: the static
+/// nbrt-init always, the static nbrt-conda when a stack names it.
+pub fn builtin_envs() -> Vec<(&'static str, std::path::PathBuf)> {
+    let mut out = vec![("NBRT_INIT_BIN", static_nbrt_init())];
+    if stacks_use_nbrt_conda() {
+        out.push(("NBRT_CONDA_BIN", static_nbrt_conda()));
+    }
+    out
+}
+
 /// A Debian bookworm root file system tar with Python 3 (`mmdebstrap --variant=minbase
 /// --include=python3,python3-venv`), built once and reused like [`minbase_rootfs`]. `None`
 /// when skipping is allowed and mmdebstrap is missing.
