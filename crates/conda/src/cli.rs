@@ -1163,9 +1163,15 @@ async fn remove(ctx: &Context, a: RemoveArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A conda environment, or a Python environment without `conda-meta` yet (a plain venv,
+/// whose pip distributions are still listed).
+fn listable(target: &Path) -> bool {
+    prefix::is_prefix(target) || !list::site_packages(target).is_empty()
+}
+
 fn list_cmd(ctx: &Context, a: ListArgs) -> Result<i32> {
     let target = ctx.target(&a.target)?;
-    if !prefix::is_prefix(&target) {
+    if !listable(&target) {
         return Err(conda(format!(
             "EnvironmentLocationNotFound: Not a conda environment: {}",
             target.display()
@@ -1208,7 +1214,7 @@ fn list_cmd(ctx: &Context, a: ListArgs) -> Result<i32> {
 
 fn export(ctx: &Context, a: ExportArgs) -> Result<i32> {
     let target = ctx.target(&a.target)?;
-    if !prefix::is_prefix(&target) {
+    if !listable(&target) {
         return Err(conda(format!(
             "EnvironmentLocationNotFound: Not a conda environment: {}",
             target.display()

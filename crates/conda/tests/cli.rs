@@ -353,6 +353,13 @@ fn commands_on_a_prefix() {
     );
     let json = ok(local.conda(&["list", "-n", "myenv", "--json"]));
     assert_eq!(list_names(&json), ["tool"]);
+    // A plain venv without conda-meta: its pip distributions are still listed.
+    let venv = local.work.join("venv");
+    let dist = venv.join("lib/python3.11/site-packages/Six-1.16.0.dist-info");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("METADATA"), "Name: six\nVersion: 1.16.0\n").unwrap();
+    let json = ok(local.conda(&["list", "--json", "-p", venv.to_str().unwrap()]));
+    assert_eq!(list_names(&json), ["six"]);
     let info: serde_json::Value =
         serde_json::from_str(&ok(local.conda(&["info", "--json"]))).unwrap();
     assert_eq!(info["root_prefix"], local.root.display().to_string());
