@@ -475,6 +475,10 @@ fn static_binary_in_docker_as_a_non_root_user() {
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/conda
          ln -s /usr/local/bin/nbrt-conda /opt/conda/bin/mamba
          mkdir -p /opt/readonly/conda-meta
+         d=/opt/conda/lib/python3.11/site-packages/six-1.16.0.dist-info
+         mkdir -p $d
+         printf 'Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n' > $d/METADATA
+         echo pip > $d/INSTALLER
          cp /files/arcgis_dl_backbones-2.0.1-py_0.tar.bz2 /home/jovyan/
          chown -R 1000:100 /opt/conda /home/jovyan"
     )));
@@ -553,7 +557,7 @@ fn static_binary_in_docker_as_a_non_root_user() {
     let json = ok(c.user(&["/opt/conda/bin/conda", "list", "--json"]));
     assert_eq!(
         list_names(&json),
-        ["alpha", "arcgis_dl_backbones", "python"]
+        ["alpha", "arcgis_dl_backbones", "python", "six"]
     );
     let records: serde_json::Value = serde_json::from_str(&json).unwrap();
     let keys: Vec<&String> = records[0].as_object().unwrap().keys().collect();
@@ -570,6 +574,31 @@ fn static_binary_in_docker_as_a_non_root_user() {
             "version"
         ]
     );
+
+    // nbrt manifest of the container's file system gives the same records (Debian's left out,
+    // as `--no-debian` does).
+    let exported = files.path().join("rootfs.tar");
+    let out = docker(&["export", "-o", exported.to_str().unwrap(), &c.0]);
+    assert!(out.status.success(), "{}", text(&out));
+    let store = nbrt_oci::Store::open(files.path().join("store")).unwrap();
+    let options = nbrt_oci::transfer::ImportOptions {
+        names: vec![nbrt_oci::ImageName::parse("conda-test:latest").unwrap()],
+        ..Default::default()
+    };
+    let (image, _) =
+        nbrt_oci::transfer::import(&store, &exported, &options, &nbrt_oci::Progress::hidden())
+            .unwrap();
+    let packages =
+        nbrt_inspect::image_packages(&store, &image, &nbrt_oci::Progress::hidden()).unwrap();
+    let manifest = nbrt_inspect::manifest::records(
+        &packages,
+        nbrt_inspect::manifest::Selection {
+            conda: true,
+            pypi: true,
+            debian: false,
+        },
+    );
+    assert_eq!(serde_json::to_value(&manifest).unwrap(), records);
 
     let export = ok(c.user(&[
         "/opt/conda/bin/mamba",
