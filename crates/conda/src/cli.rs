@@ -567,18 +567,44 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    let json = argv.iter().skip(1).any(|a| a == "--json");
     match runtime.block_on(run(&ctx, command)) {
         Ok(code) => code,
         Err(e) => {
-            report(&e);
+            report(&e, json);
             1
         }
     }
 }
 
-/// An error on stderr as conda prints it: `\n<ErrorName>: message`.
-fn report(e: &CondaError) {
-    let text = match e {
+/// An error on stderr as conda prints it: `\n<ErrorName>: message`; with `--json`, conda's
+/// JSON error document on stdout (`exception_name`, `error`, `message`, …).
+fn report(e: &CondaError, json: bool) {
+    let text = error_text(e);
+    if json {
+        let (name, message) = match text.split_once(": ") {
+            Some((n, m)) if !n.contains(' ') => (n.to_string(), m.to_string()),
+            _ => ("CondaError".to_string(), text.clone()),
+        };
+        let mut doc = serde_json::json!({
+            "caused_by": "None",
+            "error": text.trim_end(),
+            "exception_name": name,
+            "exception_type": format!("<class 'conda.exceptions.{name}'>"),
+            "message": message.trim_end(),
+        });
+        if let CondaError::PackagesNotFound { packages, channels } = e {
+            doc["packages"] = serde_json::json!(packages);
+            doc["channel_urls"] = serde_json::json!(channels);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    eprintln!("\n{}", text.trim_end());
+}
+
+fn error_text(e: &CondaError) -> String {
+    match e {
         CondaError::Unsolvable {
             explanation, hint, ..
         } => format!(
@@ -599,8 +625,7 @@ fn report(e: &CondaError) {
             m.clone()
         }
         other => format!("CondaError: {other}"),
-    };
-    eprintln!("\n{}", text.trim_end());
+    }
 }
 
 async fn run(ctx: &Context, command: Command) -> Result<i32> {

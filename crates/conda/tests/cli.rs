@@ -233,6 +233,21 @@ fn commands_on_a_prefix() {
         "{err}"
     );
 
+    // With --json the error is conda's JSON document on stdout.
+    let out = local.conda(&[
+        "install",
+        "-y",
+        "--json",
+        "-c",
+        &url,
+        "--override-channels",
+        "zeta",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["exception_name"], "PackagesNotFoundError");
+    assert_eq!(doc["packages"], serde_json::json!(["zeta"]));
+
     // Offline package file depending on python (seed 000's command).
     let file = offline_package(&local.work);
     assert!(file.is_file());
