@@ -23,7 +23,7 @@ use rattler_conda_types::package::DistArchiveIdentifier;
 use rattler_conda_types::{Channel, PackageRecord, RepoData, RepoDataRecord, Subdir};
 use url::Url;
 
-use crate::error::{chain, conda};
+use crate::error::{conda, http};
 use crate::error::{IoContext, Result};
 use crate::fetch::{archive_identifier, is_package_file_name, Fetcher, Source, Sources};
 
@@ -328,17 +328,17 @@ async fn fetch_repodata(fetcher: &mut Fetcher<'_>, subdir_url: &Url) -> Result<O
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         if matches!(response.status().as_u16(), 404 | 403 | 410) {
             continue;
         }
         let response = response
             .error_for_status()
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         if compressed {
             let decoded =
                 zstd_decode(&bytes).map_err(|e| conda(format!("cannot decompress {url}: {e}")))?;

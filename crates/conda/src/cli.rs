@@ -617,6 +617,22 @@ fn error_text(e: &CondaError) -> String {
                 .join("\n")
         ),
         CondaError::PackagesNotFound { .. } => e.to_string(),
+        CondaError::Http {
+            url,
+            status,
+            detail,
+            ..
+        } => {
+            let what = match status {
+                Some(code) => format!("HTTP {code}"),
+                None => "HTTP 000 CONNECTION FAILED".to_string(),
+            };
+            format!(
+                "CondaHTTPError: {what} for url <{url}>\n\n{detail}\n\nAn HTTP error occurred \
+                 when trying to retrieve this URL.\nHTTP errors are often intermittent, and a \
+                 simple retry will get you on your way."
+            )
+        }
         CondaError::Message(m)
             if m.split(':').next().is_some_and(|h| {
                 h.ends_with("Error") || h.ends_with("Exit") || h.ends_with("NotFound")

@@ -21,6 +21,15 @@ pub enum CondaError {
         explanation: String,
         hint: String,
     },
+    /// A channel or package URL could not be fetched (`status`: the HTTP status, when the
+    /// server answered).
+    #[error("cannot {action} {url}: {detail}")]
+    Http {
+        action: &'static str,
+        url: String,
+        status: Option<u16>,
+        detail: String,
+    },
     /// No channel has a package matching these specs (conda's `PackagesNotFoundError`).
     #[error("{}", packages_not_found(.packages, .channels))]
     PackagesNotFound {
@@ -49,6 +58,16 @@ fn packages_not_found(packages: &[String], channels: &[String]) -> String {
          and use the search bar at the top of the page.\n",
     );
     out
+}
+
+/// A failed request as [`CondaError::Http`].
+pub(crate) fn http(action: &'static str, url: &url::Url, e: &reqwest::Error) -> CondaError {
+    CondaError::Http {
+        action,
+        url: url.to_string(),
+        status: e.status().map(|s| s.as_u16()),
+        detail: chain(e),
+    }
 }
 
 pub(crate) fn conda(message: impl Into<String>) -> CondaError {

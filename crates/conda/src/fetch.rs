@@ -25,7 +25,7 @@ use rattler_digest::digest::Digest;
 use url::Url;
 
 use crate::channels::{fits_platform, package_file_url, url_file_name};
-use crate::error::{chain, conda};
+use crate::error::{chain, conda, http};
 use crate::error::{IoContext, Result};
 use crate::link::is_safe_relative;
 
@@ -325,13 +325,13 @@ impl<'a> Fetcher<'a> {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| conda(format!("cannot download {url}: {}", chain(&e))))?;
+            .map_err(|e| http("download", url, &e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)
             .io_context(|| format!("create a temporary file in {}", dir.display()))?;
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| conda(format!("cannot download {url}: {}", chain(&e))))?
+            .map_err(|e| http("download", url, &e))?
         {
             tmp.write_all(&chunk)
                 .io_context(|| format!("write {}", path.display()))?;

@@ -233,6 +233,19 @@ fn commands_on_a_prefix() {
         "{err}"
     );
 
+    // A channel that does not answer: conda's CondaHTTPError.
+    let err = fails(local.conda(&[
+        "search",
+        "-c",
+        "http://127.0.0.1:1/none",
+        "--override-channels",
+        "x",
+    ]));
+    assert!(
+        err.contains("CondaHTTPError: HTTP 000 CONNECTION FAILED for url <http://127.0.0.1:1/none/linux-64/repodata.json.zst>"),
+        "{err}"
+    );
+
     // With --json the error is conda's JSON document on stdout.
     let out = local.conda(&[
         "install",
