@@ -51,6 +51,16 @@ pub(crate) enum ChannelSpec {
 }
 
 pub(crate) fn channel_specs(channels: &[String]) -> Result<Vec<ChannelSpec>> {
+    channel_specs_named(channels, false)
+}
+
+/// [`channel_specs`]; with `real_urls`, a local channel keeps its own `file://` URL (a
+/// command changing a prefix on this machine records where packages really are, so
+/// `conda list --explicit` can be replayed), instead of the canonical `file:///<name>/`.
+pub(crate) fn channel_specs_named(
+    channels: &[String],
+    real_urls: bool,
+) -> Result<Vec<ChannelSpec>> {
     let mut used_names: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(channels.len());
     for channel in channels {
@@ -103,9 +113,16 @@ pub(crate) fn channel_specs(channels: &[String]) -> Result<Vec<ChannelSpec>> {
         } else {
             format!("{base}-{count}")
         };
-        let canonical = Url::parse("file:///")
-            .and_then(|root| root.join(&format!("{}/", encode_segment(&name))))
-            .map_err(|e| conda(format!("channel {channel:?}: {e}")))?;
+        let real = real_urls
+            .then(|| dir.canonicalize().ok())
+            .flatten()
+            .and_then(|d| Url::from_directory_path(d).ok());
+        let canonical = match real {
+            Some(url) => url,
+            None => Url::parse("file:///")
+                .and_then(|root| root.join(&format!("{}/", encode_segment(&name))))
+                .map_err(|e| conda(format!("channel {channel:?}: {e}")))?,
+        };
         out.push(ChannelSpec::Local { dir, canonical });
     }
     Ok(out)
@@ -302,7 +319,7 @@ pub async fn load_channels(
     let platform = parse_platform(platform)?;
     let mut sources = Sources::default();
     let mut out = Vec::new();
-    for channel in channel_specs(channels)? {
+    for channel in channel_specs_named(channels, true)? {
         let records = match channel {
             ChannelSpec::Local { dir, canonical } => {
                 load_local_channel(&dir, &canonical, platform, fetcher, &mut sources).await?

@@ -826,12 +826,33 @@ fn confirm() -> bool {
     }
 }
 
+/// A package URL of an explicit file (`https://…/conda-forge/linux-64/x-1.0-h0_0.conda`,
+/// `#md5` after it allowed) as its channel and an exact spec (`x ==1.0 h0_0`).
+fn explicit_url(line: &str) -> Option<(String, String)> {
+    let url = line.split('#').next()?.trim();
+    if !url.contains("://") || !(url.ends_with(".conda") || url.ends_with(".tar.bz2")) {
+        return None;
+    }
+    let (dir, file) = url.rsplit_once('/')?;
+    let (channel, _subdir) = dir.rsplit_once('/')?;
+    let stem = file
+        .strip_suffix(".conda")
+        .or_else(|| file.strip_suffix(".tar.bz2"))?;
+    let (rest, build) = stem.rsplit_once('-')?;
+    let (name, version) = rest.rsplit_once('-')?;
+    Some((channel.to_string(), format!("{name} =={version} {build}")))
+}
+
 fn specs_from_files(files: &[PathBuf]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f)
             .map_err(|e| conda(format!("CondaFileIOError: '{}'. {e}", f.display())))?;
         for line in text.lines() {
+            if explicit_url(line).is_some() {
+                out.push(line.trim().to_string());
+                continue;
+            }
             let l = line.split('#').next().unwrap_or("").trim();
             if l.is_empty() || l.starts_with('@') {
                 continue;
@@ -868,8 +889,15 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
 
     let mut specs: Vec<String> = Vec::new();
     let mut files: Vec<PathBuf> = Vec::new();
+    // Channels that explicit package URLs (`conda list --explicit` files) come from.
+    let mut explicit_channels: Vec<String> = Vec::new();
     for p in a.packages.iter().cloned().chain(specs_from_files(&a.file)?) {
-        if is_package_file(&p) {
+        if let Some((channel, spec)) = explicit_url(&p) {
+            if !explicit_channels.contains(&channel) {
+                explicit_channels.push(channel);
+            }
+            specs.push(spec);
+        } else if is_package_file(&p) {
             let path = match p.strip_prefix("file://") {
                 Some(rest) => PathBuf::from(rest),
                 None => absolute(Path::new(&p)),
@@ -912,7 +940,12 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
              --file",
         ));
     }
-    let channels = channel_list(&config, &a.channels, offline);
+    let mut channels = channel_list(&config, &a.channels, offline);
+    for c in explicit_channels.into_iter().rev() {
+        if !channels.contains(&c) {
+            channels.insert(0, c);
+        }
+    }
     let pkgs_dir = config.writable_pkgs_dir()?;
     let client = crate::net::client(config.scalar("ssl_verify").as_deref())?;
     let mut fetcher = Fetcher::with_client(&pkgs_dir, client);
@@ -936,6 +969,7 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
             Mode::Update => specs.iter().map(|s| history::spec_name(s)).collect(),
             _ => Vec::new(),
         },
+        real_local_urls: true,
     };
     let target_text = target
         .to_str()
@@ -950,6 +984,11 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
         locked: None,
     };
     let action = Action::Install { request, options };
+    let _lock = if a.common.dry_run {
+        None
+    } else {
+        Some(prefix::lock(&target)?)
+    };
     let tx = prefix::plan(&target, &action, &ctx.platform, &mut fetcher).await;
     let tx = match tx {
         Ok(tx) => {
@@ -1166,6 +1205,11 @@ async fn remove(ctx: &Context, a: RemoveArgs) -> Result<i32> {
     let pkgs_dir = config.writable_pkgs_dir()?;
     let client = crate::net::client(None)?;
     let mut fetcher = Fetcher::with_client(&pkgs_dir, client);
+    let _lock = if a.common.dry_run {
+        None
+    } else {
+        Some(prefix::lock(&target)?)
+    };
     let action = Action::Remove {
         names: a.packages.iter().map(|p| history::spec_name(p)).collect(),
     };
@@ -1929,6 +1973,14 @@ mod tests {
         assert!(!glob_match("*phz", "alpha"));
         assert!(!glob_match("bet*", "alpha"));
         assert!(is_package_file("./x-1.0-py_0.tar.bz2"));
+        assert_eq!(
+            explicit_url("https://h/conda-forge/linux-64/x-y-1.0-h0_0.conda#0123"),
+            Some((
+                "https://h/conda-forge".to_string(),
+                "x-y ==1.0 h0_0".to_string()
+            ))
+        );
+        assert_eq!(explicit_url("numpy >=1"), None);
         assert!(!is_package_file("numpy"));
     }
 

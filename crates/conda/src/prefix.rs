@@ -40,6 +40,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Hold the prefix's transaction lock (`conda-meta/.nbrt-conda.lock`) until the returned
+/// file is dropped: two commands changing one environment wait for each other instead of
+/// reading each other's half-written state.
+pub fn lock(prefix: &Path) -> Result<std::fs::File> {
+    let path = prefix.join("conda-meta/.nbrt-conda.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .io_context(|| format!("open {}", path.display()))?;
+    file.lock()
+        .io_context(|| format!("lock {}", path.display()))?;
+    Ok(file)
+}
+
 /// Whether `dir` is a conda environment (has `conda-meta`).
 pub fn is_prefix(dir: &Path) -> bool {
     dir.join("conda-meta").is_dir()

@@ -25,8 +25,8 @@ use rattler_solve::{ChannelPriority, SolveError, SolverImpl, SolverTask};
 use url::Url;
 
 use crate::channels::{
-    channel_of, channel_specs, fits_platform, load_local_channel, load_remote_channel,
-    url_file_name, ChannelSpec,
+    channel_of, channel_specs, channel_specs_named, fits_platform, load_local_channel,
+    load_remote_channel, url_file_name, ChannelSpec,
 };
 use crate::error::{chain, conda};
 use crate::error::{CondaError, Result};
@@ -110,6 +110,8 @@ fn keep_installed(specs: &mut Vec<MatchSpec>, installed: &[PrefixRecord]) {
 pub struct SolveOptions {
     pub constraints: Vec<String>,
     pub unlock: Vec<String>,
+    /// Local channels keep their real `file://` URLs (see `channels::channel_specs_named`).
+    pub real_local_urls: bool,
 }
 
 /// Every package of the prefix after the step, solved from the request's specs and package
@@ -164,7 +166,7 @@ pub(crate) async fn solve_with(
         .iter()
         .map(|s| parse_spec(s))
         .collect::<Result<Vec<_>>>()?;
-    let channels = channel_specs(&req.channels)?;
+    let channels = channel_specs_named(&req.channels, options.real_local_urls)?;
     let unlock_all = options.unlock.iter().any(|u| u == "*");
     if specs.is_empty() && req.package_files.is_empty() && options.unlock.is_empty() {
         return Ok(installed

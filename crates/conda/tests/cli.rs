@@ -381,6 +381,25 @@ fn commands_on_a_prefix() {
     );
     let json = ok(local.conda(&["list", "-n", "myenv", "--json"]));
     assert_eq!(list_names(&json), ["tool"]);
+    // An explicit file from `conda list --explicit` makes the same environment again.
+    let explicit = local.work.join("explicit.txt");
+    std::fs::write(
+        &explicit,
+        ok(local.conda(&["list", "-n", "myenv", "--explicit", "--md5"])),
+    )
+    .unwrap();
+    ok(local.conda(&[
+        "create",
+        "-y",
+        "-n",
+        "again",
+        "--override-channels",
+        "--offline",
+        "--file",
+        explicit.to_str().unwrap(),
+    ]));
+    let again = ok(local.conda(&["list", "-n", "again", "--json"]));
+    assert_eq!(again, json);
     // A plain venv without conda-meta: its pip distributions are still listed.
     let venv = local.work.join("venv");
     let dist = venv.join("lib/python3.11/site-packages/Six-1.16.0.dist-info");
