@@ -251,7 +251,16 @@ pub(crate) fn build_runtime(
             created_by: entry.created_by,
         });
     }
-    let config = runtime_config(parent.map(|p| p.config.value()), rt, &added);
+    let wanted = crate::config::version_label_names(parent.map(|p| p.config.value()), rt);
+    let versions = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
+        let view = MergedView::new(snapshots.ensure_all(store, &below)?);
+        let prefix = rt.pip.as_ref().map_or("/opt/conda", |p| p.prefix.as_str());
+        crate::config::version_labels(&view, prefix, &wanted)?
+    };
+    let config = runtime_config(parent.map(|p| p.config.value()), rt, &added, &versions);
     let mut annotations = BTreeMap::new();
     if let Some(p) = parent {
         annotations.insert(annotation::BASE_DIGEST.to_string(), p.digest().to_string());

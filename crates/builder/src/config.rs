@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use nbrt_oci::spec::{rfc3339, source_date_epoch, Healthcheck, History, ImageConfig, RootFs};
 use nbrt_oci::{Digest, Platform};
 
+use nbrt_oci::facts::dist_info;
+use nbrt_oci::fsview::FileView;
+
+use crate::error::{BuildError, Result};
 use crate::runtime_file::{parse_duration_ns, RuntimeFile};
 
 use nbrt_oci::label;
@@ -43,11 +47,72 @@ pub fn step_env(parent: Option<&ImageConfig>, rt: &RuntimeFile) -> Vec<String> {
     merge_env(inherited, &rt.env)
 }
 
-/// The config of the runtime's image.
+/// The version labels of the runtime's image (label → distribution): the parent's (recorded
+/// in its [`label::VERSION_LABELS`]) and the runtime's own `[image] version-labels`, so a
+/// runtime that changes a parent's package also changes the label that names its version.
+pub fn version_label_names(
+    parent: Option<&ImageConfig>,
+    rt: &RuntimeFile,
+) -> BTreeMap<String, String> {
+    let mut names: BTreeMap<String, String> = parent
+        .and_then(|p| p.config.as_ref())
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| label::VERSION_LABELS.get(l))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    names.extend(rt.image.version_labels.clone());
+    names
+}
+
+/// The values of the version labels `wanted` (label → distribution): the version of each
+/// distribution in the Python environment at `prefix` of the built image, and the
+/// [`label::VERSION_LABELS`] record of them.
+pub fn version_labels(
+    view: &impl FileView,
+    prefix: &str,
+    wanted: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let missing = |name: &str| {
+        BuildError::step(
+            "image",
+            format!("version-labels: {name} is not installed in {prefix} of the built image"),
+        )
+    };
+    let mut installed = BTreeMap::new();
+    for python in dist_info::python_versions(view, prefix)
+        .map_err(|e| BuildError::step("image", e.to_string()))?
+    {
+        let site = dist_info::site_packages(prefix, python);
+        for d in dist_info::distributions(view, &site).items {
+            if let (Some(name), Some(version)) = (d.normalized_name(), d.version.clone()) {
+                installed.insert(name, version);
+            }
+        }
+    }
+    let mut out = wanted
+        .iter()
+        .map(|(label, dist)| {
+            installed
+                .get(&dist_info::normalize(dist))
+                .map(|v| (label.clone(), v.clone()))
+                .ok_or_else(|| missing(dist))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let record =
+        serde_json::to_string(wanted).map_err(|e| BuildError::step("image", e.to_string()))?;
+    out.insert(label::VERSION_LABELS.name.to_string(), record);
+    Ok(out)
+}
+
+/// The config of the runtime's image; `versions` are the values of its version labels.
 pub fn runtime_config(
     parent: Option<&ImageConfig>,
     rt: &RuntimeFile,
     added: &[AddedLayer],
+    versions: &BTreeMap<String, String>,
 ) -> ImageConfig {
     let mut config = parent.cloned().unwrap_or_else(|| {
         let host = Platform::host();
@@ -105,6 +170,7 @@ pub fn runtime_config(
         rt.runtime.to_label(),
     );
     labels.extend(img.labels.clone());
+    labels.extend(versions.clone());
     cc.labels = Some(labels);
     if let Some(hc) = &img.healthcheck {
         cc.healthcheck = Some(Healthcheck {
@@ -179,7 +245,7 @@ max-memory = "4g"
             diff_id: Digest::of_bytes(b"pip"),
             created_by: "pip install jupyterlab".into(),
         }];
-        let c = runtime_config(Some(&parent), &r, &added);
+        let c = runtime_config(Some(&parent), &r, &added, &BTreeMap::new());
         let cc = c.config.as_ref().unwrap();
         assert_eq!(
             cc.env.as_ref().unwrap(),

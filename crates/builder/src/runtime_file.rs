@@ -27,6 +27,8 @@ struct Raw {
     #[serde(default)]
     apt: Option<Apt>,
     #[serde(default)]
+    python: Option<Python>,
+    #[serde(default)]
     conda: Option<Conda>,
     #[serde(default)]
     pip: Option<Pip>,
@@ -58,8 +60,9 @@ pub struct Bootstrap {
     pub mirror: String,
 }
 
+/// Debian's stable release (bookworm, now oldstable, stays a `suite = "bookworm"` away).
 fn default_suite() -> String {
-    "bookworm".into()
+    "trixie".into()
 }
 fn default_variant() -> String {
     "minbase".into()
@@ -90,6 +93,32 @@ pub struct Conda {
 
 fn default_prefix() -> String {
     "/opt/conda".into()
+}
+
+/// The image's Python environment: a venv of the image's own interpreter at `prefix`, which
+/// conda and pip then install into (see `steps::python`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Python {
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// A conda version spec the interpreter must match (`"3.13.*"`), pinned in
+    /// `conda-meta/pinned`; default: the interpreter's own major.minor.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The interpreter the environment is made from (a command in the image).
+    #[serde(default = "default_interpreter")]
+    pub interpreter: String,
+    /// Channels written to the environment's `.condarc`.
+    #[serde(default = "default_python_channels")]
+    pub channels: Vec<String>,
+}
+
+fn default_interpreter() -> String {
+    "python3".into()
+}
+fn default_python_channels() -> Vec<String> {
+    vec!["conda-forge".into()]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -198,6 +227,10 @@ pub struct ImageSpec {
     pub ports: Vec<u16>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Labels whose value is the version of a Python distribution in the built image
+    /// (label → distribution name): which jupyterhub an image carries, read off the image.
+    #[serde(default)]
+    pub version_labels: BTreeMap<String, String>,
     #[serde(default)]
     pub healthcheck: Option<Healthcheck>,
     #[serde(default)]
@@ -247,6 +280,7 @@ pub struct RuntimeFile {
     pub from_line: usize,
     pub bootstrap: Option<Bootstrap>,
     pub apt: Option<Apt>,
+    pub python: Option<Python>,
     pub conda: Option<Conda>,
     pub pip: Option<Pip>,
     pub user: Option<User>,
@@ -566,6 +600,22 @@ impl RuntimeFile {
                 ));
             }
         }
+        if let Some(py) = &raw.python {
+            if let Some(v) = &py.version {
+                if let Err(e) = crate::steps::python::parse_version_spec(v) {
+                    return Err(ctx.err(
+                        ctx.key("version"),
+                        format!("python.version {v:?} is not a conda version spec: {e}"),
+                    ));
+                }
+            }
+            if !py.prefix.starts_with('/') {
+                return Err(ctx.err(
+                    ctx.key("prefix"),
+                    format!("python.prefix {:?} must be an absolute path", py.prefix),
+                ));
+            }
+        }
         if let Some(hc) = raw.image.as_ref().and_then(|i| i.healthcheck.as_ref()) {
             for d in [&hc.interval, &hc.timeout, &hc.start_period]
                 .into_iter()
@@ -588,6 +638,7 @@ impl RuntimeFile {
             from_line,
             bootstrap: raw.bootstrap.map(|b| b.into_inner()),
             apt: raw.apt,
+            python: raw.python,
             conda: raw.conda,
             pip: raw.pip,
             user: raw.user,

@@ -206,9 +206,75 @@ for name in sys.argv[1:]:
     let pycs = c.exec(&["python", "-c", PYC_CHECK, "numpy", "jupyter_server"]);
     assert_eq!(
         pycs,
-        "numpy 3 /opt/conda/lib/python3.11/site-packages/numpy/__init__.py\n\
-         jupyter_server 3 /opt/conda/lib/python3.11/site-packages/jupyter_server/__init__.py\n"
+        "numpy 3 /opt/conda/lib/python3.13/site-packages/numpy/__init__.py\n\
+         jupyter_server 3 /opt/conda/lib/python3.13/site-packages/jupyter_server/__init__.py\n"
     );
+}
+
+/// The jupyterhub an image carries is a label read off the image, and the stock stacks
+/// have a JupyterHub 5 runtime beside the newest one, in the same store.
+#[test]
+fn jupyterhub_versions_are_labels_and_a_hub_5_runtime_builds() {
+    let Some(b) = built() else { return };
+    let labels = |image: &str| -> Value {
+        let out = ok(
+            nbrt(&b.store, &["inspect", "--json", image]),
+            "nbrt inspect",
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["config"]["config"]["Labels"].clone()
+    };
+    let hub5 = labels("jupyter-hub5:latest");
+    let hub = hub5["io.nbrt.jupyterhub.version"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        hub.starts_with("5."),
+        "jupyter-hub5 carries jupyterhub 5.x: {hub5}"
+    );
+    let newest = labels("jupyter:latest");
+    let lab = newest["io.nbrt.jupyterlab.version"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(lab.starts_with("4."), "{newest}");
+    assert_eq!(
+        hub5["io.nbrt.jupyterlab.version"],
+        newest["io.nbrt.jupyterlab.version"]
+    );
+
+    let out = ok(
+        nbrt(
+            &b.store,
+            &[
+                "check",
+                "--profile",
+                "jupyterhub",
+                "--json",
+                "jupyter-hub5:latest",
+            ],
+        ),
+        "nbrt check --profile jupyterhub",
+    );
+    assert!(
+        out.contains(&format!("jupyterhub {hub} (io.nbrt.jupyterhub.version)")),
+        "{out}"
+    );
+    if !nbrt_testkit::require_docker() {
+        return;
+    }
+    let image = load(&b.store, "jupyter-hub5");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "jupyterhub-singleuser",
+            &image,
+            "--version",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok(out, "jupyterhub-singleuser --version").trim(), hub);
 }
 
 #[test]
@@ -336,9 +402,9 @@ shared-memory = "1g"
         .args(["run", "--rm", &image, "sh", "-c"])
         .arg(
             "python -c 'import graphviz, tabulate; print(tabulate.__name__)' && \
-             cd /opt/conda/lib/python3.11/site-packages && \
+             cd /opt/conda/lib/python3.13/site-packages && \
              stat -c '%U %a' graphviz graphviz/__pycache__ tabulate/__pycache__ && \
-             ls graphviz/__pycache__ | grep -c 'cpython-311.pyc$'",
+             ls graphviz/__pycache__ | grep -c 'cpython-313.pyc$'",
         )
         .output()
         .unwrap();

@@ -202,6 +202,58 @@ fn start_notebook_as_the_entrypoint_serves() {
     });
 }
 
+/// What docker-stacks users run without thinking about it: Python 3.13 pinned, the
+/// `jupyter` command (in base too), pandoc for nbconvert, and nbclassic through
+/// `DOCKER_STACKS_JUPYTER_CMD=nbclassic` on a port of the user's choice.
+#[test]
+fn docker_stacks_software_is_there() {
+    let img = image_or_skip!();
+    let r = run(
+        &img,
+        &["--entrypoint", "sh"],
+        &[
+            "-c",
+            "python --version && cat /opt/conda/conda-meta/pinned && jupyter --version | head -3 && \
+             pandoc --version | head -1 && jupyter nbclassic --version",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("Python 3.13."), "{}", r.stdout);
+    assert_eq!(lines[1], "python 3.13.*", "{}", r.stdout);
+    assert!(r.stdout.contains("jupyter_core"), "{}", r.stdout);
+    assert!(
+        lines.iter().any(|l| l.starts_with("pandoc 3.")),
+        "{}",
+        r.stdout
+    );
+
+    let base = nbrt_testkit::stock::docker_image("base").expect("the stock base image");
+    let r = run(&base, &["--entrypoint", "jupyter"], &["--paths"]);
+    assert_eq!(
+        r.code, 0,
+        "jupyter --paths in base: {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stdout.contains("/opt/conda/share/jupyter"),
+        "{}",
+        r.stdout
+    );
+
+    let c = Container::start(
+        &img,
+        &["-e", "DOCKER_STACKS_JUPYTER_CMD=nbclassic"],
+        &["start-notebook.py", "--port=9988"],
+    );
+    wait_http_inside(&c, "http://127.0.0.1:9988/tree", START);
+    assert!(
+        c.logs().stdout.contains("Executing: jupyter nbclassic"),
+        "{}",
+        c.logs().stdout
+    );
+}
+
 #[test]
 fn start_logs_carry_docker_stacks_lines() {
     let img = image_or_skip!();
@@ -368,7 +420,7 @@ fn fix_permissions_after_a_root_install() {
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let installed = changed_since("/tmp/m1");
-    let site = "/opt/conda/lib/python3.11/site-packages";
+    let site = "/opt/conda/lib/python3.13/site-packages";
     assert!(
         installed.contains(&format!("{site}/rootpkg/__init__.py")),
         "{installed:?}"

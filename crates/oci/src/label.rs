@@ -68,6 +68,23 @@ pub const CHECK: Key = Key {
     old: Some("org.nbrt.check"),
 };
 
+/// Versions users must match, on images that carry them: the jupyterhub-singleuser a
+/// JupyterHub site talks to, and JupyterLab (whose extensions are built for one major).
+pub const JUPYTERHUB_VERSION: Key = Key {
+    name: "io.nbrt.jupyterhub.version",
+    old: None,
+};
+pub const JUPYTERLAB_VERSION: Key = Key {
+    name: "io.nbrt.jupyterlab.version",
+    old: None,
+};
+/// Which labels of an image are versions of Python distributions in it (JSON: label →
+/// distribution name), so a runtime built on it writes them again from what it carries.
+pub const VERSION_LABELS: Key = Key {
+    name: "io.nbrt.version-labels",
+    old: None,
+};
+
 /// A label map, as image configs (sorted) and the Docker API (hashed) hold them.
 pub trait Labels {
     fn label(&self, key: &str) -> Option<&str>;

@@ -5,6 +5,7 @@
 //! - [`bootstrap`]: a root file system made by mmdebstrap;
 //! - [`apt`]: Debian packages, installed by apt in the sandbox;
 //! - [`user`]: the notebook user, written into passwd, group and shadow;
+//! - [`python`]: the Python environment (a venv of the image's interpreter, with conda-meta);
 //! - [`conda`]: conda packages, solved and linked through the rattler crates;
 //! - [`pip`]: Python packages through uv, with bytecode and per-distribution pieces;
 //! - [`files`]: files copied from the stack directory (or provided by nbrt);
@@ -18,6 +19,7 @@ pub mod conda;
 pub mod env;
 pub mod files;
 pub mod pip;
+pub mod python;
 pub mod run;
 pub mod user;
 
@@ -47,6 +49,7 @@ pub enum Step {
     Bootstrap(crate::runtime_file::Bootstrap),
     Apt(crate::runtime_file::Apt),
     User(crate::runtime_file::User),
+    Python(crate::runtime_file::Python),
     Conda(crate::runtime_file::Conda),
     Pip(crate::runtime_file::Pip),
     Files(files::Files),
@@ -60,6 +63,7 @@ impl Step {
             Step::Bootstrap(s) => s,
             Step::Apt(s) => s,
             Step::User(s) => s,
+            Step::Python(s) => s,
             Step::Conda(s) => s,
             Step::Pip(s) => s,
             Step::Files(s) => s,
@@ -112,6 +116,9 @@ pub fn plan(rt: &RuntimeFile) -> Vec<Step> {
     }
     if let Some(u) = &rt.user {
         steps.push(Step::User(u.clone()));
+    }
+    if let Some(p) = &rt.python {
+        steps.push(Step::Python(p.clone()));
     }
     if let Some(c) = rt
         .conda
@@ -221,6 +228,19 @@ impl RunContext<'_> {
         network: bool,
         log: &mut dyn Write,
     ) -> Result<LayerInfo> {
+        self.sandboxed_with(argv, user, network, log, |_| Ok(()))
+    }
+
+    /// [`RunContext::sandboxed`], with `finish` given the upper directory (the image root's
+    /// changes) after the command succeeded and before it becomes the layer.
+    pub fn sandboxed_with(
+        &self,
+        argv: Vec<String>,
+        user: &str,
+        network: bool,
+        log: &mut dyn Write,
+        finish: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<LayerInfo> {
         let spec = RunSpec {
             argv,
             user: user.to_string(),
@@ -234,6 +254,7 @@ impl RunContext<'_> {
             },
         };
         let run = sandbox::run(self.lowers, &spec, self.scratch, log)?;
+        finish(&run.upper_dir())?;
         self.dir_layer(&run.upper_dir(), true)
     }
 

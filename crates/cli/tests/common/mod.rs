@@ -16,13 +16,18 @@ pub fn nbrt(store: &Path, args: &[&str]) -> Output {
         .expect("running nbrt")
 }
 
-/// The command's stdout; panics with its output when it failed.
+/// The command's stdout; panics with its output when it failed. The end of stderr (where
+/// the error is) comes first: CI logs keep only part of a long message.
 pub fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        panic!(
+            "{what} failed ({}); last lines of stderr:\n{tail}\n--- whole stderr:\n{stderr}\n--- stdout:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -3,6 +3,7 @@
 
 use super::facts::Facts;
 use super::{CheckResult as R, Profile};
+use nbrt_oci::label;
 
 const NB_UID: u32 = 1000;
 const NB_GID: u32 = 100;
@@ -49,6 +50,7 @@ pub fn run(profile: Profile, f: &Facts) -> Vec<R> {
             out.push(port(f).soft());
             out.push(entrypoint(f));
             out.push(singleuser(f));
+            out.push(hub_versions(f));
             out.push(python_with(f, "ipykernel"));
         }
         GatewayKernel => {
@@ -516,6 +518,66 @@ fn singleuser(f: &Facts) -> R {
             "jupyterhub.singleuser",
             "jupyterhub-singleuser is not on PATH: the spawner's start command fails",
             "install jupyterhub in the image's environment, at the hub's version (`[pip] packages = [\"jupyterhub==<hub version>\"]`)",
+        ),
+    }
+}
+
+/// The jupyterhub and JupyterLab versions the image carries, from its labels (what `nbrt
+/// build` read off the image) checked against its Python packages.
+fn hub_versions(f: &Facts) -> R {
+    let labels = f
+        .image
+        .config
+        .value()
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let installed = |name: &str| {
+        f.packages
+            .iter()
+            .find(|p| p.source != crate::packages::Source::Debian && p.name == name)
+            .map(|p| p.version.as_str())
+    };
+    let mut said = Vec::new();
+    for (key, dist, shown) in [
+        (label::JUPYTERHUB_VERSION, "jupyterhub", "jupyterhub"),
+        (label::JUPYTERLAB_VERSION, "jupyterlab", "JupyterLab"),
+    ] {
+        match (key.get(&labels), installed(dist)) {
+            (Some(l), Some(i)) if l != i => {
+                return R::fail(
+                    "jupyterhub.version",
+                    format!("label {} says {shown} {l}, the image has {i}", key.name),
+                    "rebuild the image with nbrt build, which writes the label from what it installs",
+                )
+            }
+            (Some(l), _) => said.push(format!("{shown} {l} ({})", key.name)),
+            (None, Some(i)) if dist == "jupyterhub" => {
+                return R::warn(
+                    "jupyterhub.version",
+                    format!(
+                        "the image has jupyterhub {i} but no {} label: nothing outside the image says which Hub it is for",
+                        key.name
+                    ),
+                    "add `[image.version-labels] \"io.nbrt.jupyterhub.version\" = \"jupyterhub\"` to the runtime file",
+                )
+            }
+            _ => {}
+        }
+    }
+    match said.first() {
+        Some(_) => R::pass(
+            "jupyterhub.version",
+            format!(
+                "{}: the Hub should run the same jupyterhub major version",
+                said.join(", ")
+            ),
+        ),
+        None => R::warn(
+            "jupyterhub.version",
+            "no jupyterhub version in the image's labels or packages",
+            "install jupyterhub at the Hub's version and record it with `[image.version-labels]`",
         ),
     }
 }

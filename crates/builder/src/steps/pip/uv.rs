@@ -300,10 +300,12 @@ pub fn install(
     fix_records(&target, &moved, &staging.join(&prefix_rel))?;
     remove_pycache(staging)?;
 
-    // Paths the new layer writes anyway need no whiteout.
+    // Paths the new layer writes anyway need no whiteout, nor do paths under a whiteout
+    // (the replaced dist-info directory hides its RECORD's own entries).
     outcome.whiteouts = whiteouts
-        .into_iter()
-        .filter(|p| !staging.join(p).exists())
+        .iter()
+        .filter(|p| !under_any(p, &whiteouts) && !staging.join(p).exists())
+        .cloned()
         .collect();
     Ok(outcome)
 }
@@ -627,6 +629,18 @@ fn python_platform() -> String {
     std::env::var("NBRT_PYTHON_PLATFORM").unwrap_or_else(|_| format!("{arch}-manylinux_2_36"))
 }
 
+/// Whether a proper ancestor of `path` is in `set`.
+fn under_any(path: &str, set: &BTreeSet<String>) -> bool {
+    let mut p = path;
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        if set.contains(parent) {
+            return true;
+        }
+        p = parent;
+    }
+    false
+}
+
 /// `site_rel/rel` normalized; `None` if it would leave the image root.
 pub(crate) fn join_inside(site_rel: &str, rel: &str) -> Option<String> {
     let mut parts: Vec<&str> = site_rel.split('/').collect();
@@ -753,6 +767,23 @@ fn remove_pycache(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whiteouts_under_a_whiteout_are_dropped() {
+        let set: BTreeSet<String> = [
+            "s/a-1.dist-info",
+            "s/a-1.dist-info/RECORD",
+            "s/a-10/x",
+            "s/a",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert!(under_any("s/a-1.dist-info/RECORD", &set));
+        assert!(under_any("s/a/b/c", &set));
+        assert!(!under_any("s/a-1.dist-info", &set));
+        assert!(!under_any("s/a-10/x", &set));
+    }
     use nbrt_oci::facts::dist_info::wheel_file_tags;
 
     #[test]
