@@ -970,6 +970,7 @@ async fn install(ctx: &Context, a: InstallArgs, mode: Mode) -> Result<i32> {
             _ => Vec::new(),
         },
         real_local_urls: true,
+        skip_unreachable: true,
     };
     let target_text = target
         .to_str()

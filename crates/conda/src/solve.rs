@@ -112,6 +112,9 @@ pub struct SolveOptions {
     pub unlock: Vec<String>,
     /// Local channels keep their real `file://` URLs (see `channels::channel_specs_named`).
     pub real_local_urls: bool,
+    /// A remote channel that does not answer at all is skipped with a warning on stderr
+    /// (unless no channel is left), instead of failing the solve.
+    pub skip_unreachable: bool,
 }
 
 /// Every package of the prefix after the step, solved from the request's specs and package
@@ -181,16 +184,32 @@ pub(crate) async fn solve_with(
         specs.extend(tier.iter().map(|r| exact_spec(&r.package_record)));
         tiers.push(tier);
     }
+    let mut unreachable: Option<CondaError> = None;
     for channel in &channels {
         let tier = match channel {
             ChannelSpec::Local { dir, canonical } => {
                 load_local_channel(dir, canonical, platform, fetcher, sources).await?
             }
             ChannelSpec::Remote(base) => {
-                load_remote_channel(base, platform, fetcher, sources).await?
+                match load_remote_channel(base, platform, fetcher, sources).await {
+                    Ok(tier) => tier,
+                    // No answer at all (no route, no DNS): an air-gapped site's default
+                    // channel. Skipped with a warning when the command allows it.
+                    Err(e @ CondaError::Http { status: None, .. }) if options.skip_unreachable => {
+                        eprintln!("WARNING: channel {base} is unreachable and was skipped: {e}");
+                        unreachable.get_or_insert(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         tiers.push(tier);
+    }
+    if let Some(e) = unreachable {
+        if tiers.is_empty() && !specs.is_empty() {
+            return Err(e);
+        }
     }
 
     // A spec that nothing matches, in the channels or the prefix: conda's PackagesNotFoundError.

@@ -566,6 +566,26 @@ fn static_binary_in_docker_as_a_non_root_user() {
     ]));
     assert!(err.contains("beta") && err.contains("alpha"), "{err}");
 
+    // A configured channel that does not answer (an air-gapped site's conda-forge) is
+    // skipped with a warning; -c channels still work.
+    ok(c.sh("printf 'channels:\\n  - http://127.0.0.1:1/unreachable\\n' > /opt/conda/.condarc"));
+    let out = c.user(&[
+        "/opt/conda/bin/conda",
+        "install",
+        "--dry-run",
+        "-c",
+        &url,
+        "tool",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("WARNING: channel http://127.0.0.1:1/unreachable/ is unreachable"),
+        "{}",
+        text(&out)
+    );
+    ok(c.sh("printf 'channels:\\n  - file:///files/site-channel\\n' > /opt/conda/.condarc"));
+
     // An environment this user cannot write to (root's): conda's error.
     let err = fails(c.user(&[
         "/opt/conda/bin/conda",
