@@ -1,45 +1,70 @@
 //! Files nbrt provides to images itself, named in a runtime file by `builtin = "…"` instead
-//! of a `source` in the stack. Today that is `nbrt-init`, the static PID 1 of the stock
-//! stacks: it is built from this workspace, not kept in the stack directory.
+//! of a `source` in the stack: `nbrt-init`, the static PID 1 of the stock stacks, and
+//! `nbrt-conda`, the static `conda` / `mamba` of every stock image. Both are built from this
+//! workspace, not kept in the stack directory.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{BuildError, Result};
 
 pub const NBRT_INIT: &str = "nbrt-init";
-pub const NAMES: &[&str] = &[NBRT_INIT];
+pub const NBRT_CONDA: &str = "nbrt-conda";
+pub const NAMES: &[&str] = &[NBRT_INIT, NBRT_CONDA];
 
-/// Where nbrt-init is found: `$NBRT_INIT_BIN`, else next to the running nbrt.
-const INIT_ENV: &str = "NBRT_INIT_BIN";
+/// How a builtin is found: `$<env>`, else next to the running nbrt; and how it is built.
+struct Builtin {
+    name: &'static str,
+    env: &'static str,
+    script: &'static str,
+}
+
+const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: NBRT_INIT,
+        env: "NBRT_INIT_BIN",
+        script: "crates/init/build-static.sh",
+    },
+    Builtin {
+        name: NBRT_CONDA,
+        env: "NBRT_CONDA_BIN",
+        script: "crates/conda/build-static.sh",
+    },
+];
 
 fn err(message: impl Into<String>) -> BuildError {
     BuildError::step("files", message)
 }
 
 /// The file on this machine that stands for builtin `name`, checked to be usable in any
-/// image (for nbrt-init: a statically linked executable).
+/// image (a statically linked executable).
 pub fn resolve(name: &str) -> Result<PathBuf> {
-    if name != NBRT_INIT {
-        return Err(err(format!("unknown builtin {name:?}")));
-    }
-    let how = "build it with crates/init/build-static.sh and set NBRT_INIT_BIN to the path it \
-               prints (or put the static nbrt-init next to the nbrt binary)";
-    let path = match std::env::var_os(INIT_ENV) {
+    let Some(builtin) = BUILTINS.iter().find(|b| b.name == name) else {
+        return Err(err(format!(
+            "unknown builtin {name:?} (known: {})",
+            NAMES.join(", ")
+        )));
+    };
+    let how = format!(
+        "build it with {} and set {} to the path it prints (or put the static {name} next to \
+         the nbrt binary)",
+        builtin.script, builtin.env
+    );
+    let path = match std::env::var_os(builtin.env) {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()
             .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join(NBRT_INIT)))
+            .and_then(|exe| exe.parent().map(|d| d.join(name)))
             .filter(|p| p.is_file())
-            .ok_or_else(|| err(format!("builtin nbrt-init: no nbrt-init found; {how}")))?,
+            .ok_or_else(|| err(format!("builtin {name}: no {name} found; {how}")))?,
     };
     match is_static_elf(&path) {
         Ok(true) => Ok(path),
         Ok(false) => Err(err(format!(
-            "builtin nbrt-init: {} is dynamically linked and would not run in every image; {how}",
+            "builtin {name}: {} is dynamically linked and would not run in every image; {how}",
             path.display()
         ))),
         Err(e) => Err(err(format!(
-            "builtin nbrt-init: {}: {e}; {how}",
+            "builtin {name}: {}: {e}; {how}",
             path.display()
         ))),
     }
@@ -88,5 +113,15 @@ mod tests {
         let text = dir.path().join("script");
         std::fs::write(&text, "#!/bin/sh\n").unwrap();
         assert!(is_static_elf(&text).is_err());
+    }
+
+    #[test]
+    fn builtins_are_known_by_name() {
+        let message = resolve("nbrt-nope").unwrap_err().to_string();
+        assert!(
+            message.contains("unknown builtin \"nbrt-nope\" (known: nbrt-init, nbrt-conda)"),
+            "{message}"
+        );
+        assert!(NAMES.contains(&NBRT_CONDA));
     }
 }

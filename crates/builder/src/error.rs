@@ -32,6 +32,12 @@ pub enum BuildError {
     Rebase(String),
 }
 
+impl From<nbrt_conda::CondaError> for BuildError {
+    fn from(e: nbrt_conda::CondaError) -> Self {
+        BuildError::Conda(e.to_string())
+    }
+}
+
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 impl BuildError {

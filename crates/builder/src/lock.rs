@@ -94,20 +94,8 @@ pub struct LockedWheel {
     pub sha256: Option<String>,
 }
 
-/// One conda package as `runtime.lock` records it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LockedCondaPackage {
-    pub name: String,
-    pub version: String,
-    pub build: String,
-    pub subdir: String,
-    /// Canonical URL (see `steps::conda`); never a host temporary path.
-    pub url: String,
-    /// Hex sha256 of the archive; empty when an image's record did not carry one.
-    pub sha256: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub md5: Option<String>,
-}
+/// One conda package as `runtime.lock` records it (defined with the conda code).
+pub use nbrt_conda::LockedCondaPackage;
 
 /// What one step contributes to the lock (and, in a `--locked` build, takes from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,7 +55,7 @@ fn built() -> Option<&'static Built> {
                 .arg(&store)
                 .args(["build", "--json"])
                 .arg(stacks_dir())
-                .env("NBRT_INIT_BIN", nbrt_testkit::static_nbrt_init())
+                .envs(nbrt_testkit::builtin_envs())
                 .env("DOCKER_HOST", format!("unix://{}", socket.display()))
                 .output()
                 .unwrap();

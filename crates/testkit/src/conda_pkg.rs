@@ -201,3 +201,42 @@ impl Pkg {
         path
     }
 }
+
+/// A channel directory `dir` with each package's `.tar.bz2` in its subdirectory and a
+/// `repodata.json` per subdirectory (`linux-64` and `noarch` always, empty when unused), as
+/// an indexer writes them: serve it over HTTP ([`crate::serve_dir`]) or use it as `file://`.
+pub fn channel(dir: &Path, pkgs: &[Pkg]) -> PathBuf {
+    let mut subdirs: std::collections::BTreeMap<
+        String,
+        serde_json::Map<String, serde_json::Value>,
+    > = ["linux-64", "noarch"]
+        .into_iter()
+        .map(|s| (s.to_string(), serde_json::Map::new()))
+        .collect();
+    for pkg in pkgs {
+        let path = pkg.tar_bz2(&dir.join(&pkg.subdir));
+        let bytes = std::fs::read(&path).unwrap();
+        let mut record = pkg.index_json();
+        record["sha256"] = hex::encode(Sha256::digest(&bytes)).into();
+        record["size"] = bytes.len().into();
+        subdirs
+            .entry(pkg.subdir.clone())
+            .or_default()
+            .insert(format!("{}.tar.bz2", pkg.dist_name()), record);
+    }
+    for (subdir, packages) in subdirs {
+        std::fs::create_dir_all(dir.join(&subdir)).unwrap();
+        let repodata = serde_json::json!({
+            "info": {"subdir": subdir},
+            "packages": packages,
+            "packages.conda": {},
+            "repodata_version": 1,
+        });
+        std::fs::write(
+            dir.join(&subdir).join("repodata.json"),
+            serde_json::to_vec_pretty(&repodata).unwrap(),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
+}

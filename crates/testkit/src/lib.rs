@@ -123,3 +123,133 @@ pub fn static_nbrt_init() -> std::path::PathBuf {
     })
     .clone()
 }
+
+/// The static nbrt-conda (`conda`, `mamba` in stock images): `$NBRT_CONDA_STATIC_BIN`, else
+/// built once per test process by `crates/conda/build-static.sh`. Builds put it in images
+/// through `NBRT_CONDA_BIN` (see `nbrt_build::builtin`).
+pub fn static_nbrt_conda() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("NBRT_CONDA_STATIC_BIN") {
+            return p.into();
+        }
+        let script = repo_dir().join("crates/conda/build-static.sh");
+        let out = Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "building the static nbrt-conda failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().into()
+    })
+    .clone()
+}
+
+/// Whether the stock stacks (`stacks/*/runtime.toml`) name the `nbrt-conda` builtin, so
+/// builds of them need `NBRT_CONDA_BIN` ([`static_nbrt_conda`] is only built then).
+pub fn stacks_use_nbrt_conda() -> bool {
+    std::fs::read_dir(repo_dir().join("stacks"))
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("runtime.toml"))
+                    .is_ok_and(|t| t.contains("\"nbrt-conda\""))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// `(variable, path)` of the builtins a build of the stock stacks needs: the static
+/// nbrt-init always, the static nbrt-conda when a stack names it.
+pub fn builtin_envs() -> Vec<(&'static str, std::path::PathBuf)> {
+    let mut out = vec![("NBRT_INIT_BIN", static_nbrt_init())];
+    if stacks_use_nbrt_conda() {
+        out.push(("NBRT_CONDA_BIN", static_nbrt_conda()));
+    }
+    out
+}
+
+/// A Debian bookworm root file system tar with Python 3 (`mmdebstrap --variant=minbase
+/// --include=python3,python3-venv`), built once and reused like [`minbase_rootfs`]. `None`
+/// when skipping is allowed and mmdebstrap is missing.
+pub fn python_rootfs() -> Option<std::path::PathBuf> {
+    if !require("mmdebstrap", &["--version"], "mmdebstrap") {
+        return None;
+    }
+    let dir = fixture_dir();
+    let path = dir.join("python-bookworm.tar");
+    let lock =
+        std::fs::File::create(dir.join("python-rootfs.lock")).expect("creating fixture lock");
+    lock.lock().expect("locking fixture lock");
+    if !path.exists() {
+        let tmp = dir.join("python-bookworm.partial.tar");
+        let out = Command::new("mmdebstrap")
+            .args([
+                "--quiet",
+                "--variant=minbase",
+                "--include=python3,python3-venv",
+                "bookworm",
+            ])
+            .arg(&tmp)
+            .output()
+            .expect("running mmdebstrap");
+        assert!(
+            out.status.success(),
+            "mmdebstrap failed (it needs root and access to the Debian mirror): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&tmp, &path).expect("renaming the fixture into place");
+    }
+    Some(path)
+}
+
+/// A tiny HTTP/1.1 server for the files below `root` on 127.0.0.1 (a thread per
+/// connection, for the life of the test process); returns `http://127.0.0.1:<port>`.
+pub fn serve_dir(root: &std::path::Path) -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
+    let address = listener.local_addr().expect("local address");
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    if request.len() > 64 << 10 {
+                        return;
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let file = root.join(path.trim_start_matches('/'));
+                let response = match (path.contains(".."), std::fs::read(&file)) {
+                    (false, Ok(body)) if file.is_file() => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&body);
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response);
+            });
+        }
+    });
+    format!("http://{address}")
+}

@@ -42,7 +42,9 @@ pub fn store_dir() -> PathBuf {
 /// Build the stack directory `stack` (all of it, or what `only` needs) into the store at
 /// `store`, holding the fixture lock; panics with the build log on failure.
 pub fn build_into(store: &Path, stack: &Path, only: Option<&str>) -> Store {
-    std::env::set_var("NBRT_INIT_BIN", crate::static_nbrt_init());
+    for (variable, path) in crate::builtin_envs() {
+        std::env::set_var(variable, path);
+    }
     let lock = fs::File::create(crate::fixture_dir().join("stock-store.lock"))
         .expect("creating the fixture lock");
     lock.lock().expect("locking the fixture store");

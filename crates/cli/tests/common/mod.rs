@@ -4,13 +4,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `nbrt --store STORE ARGS…`, with the static nbrt-init that stock images carry.
+/// `nbrt --store STORE ARGS…`, with the static builtins that stock images carry (nbrt-init,
+/// nbrt-conda).
 pub fn nbrt(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nbrt"))
         .arg("--store")
         .arg(store)
         .args(args)
-        .env("NBRT_INIT_BIN", nbrt_testkit::static_nbrt_init())
+        .envs(nbrt_testkit::builtin_envs())
         .output()
         .expect("running nbrt")
 }

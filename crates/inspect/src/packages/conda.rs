@@ -10,52 +10,10 @@ use crate::view::View;
 
 pub use nbrt_oci::facts::conda_meta::CondaMetaRecord;
 
-const SUBDIRS: &[&str] = &[
-    "noarch",
-    "linux-64",
-    "linux-aarch64",
-    "linux-ppc64le",
-    "linux-s390x",
-    "linux-32",
-    "osx-64",
-    "osx-arm64",
-    "win-64",
-    "win-32",
-];
-
-/// Channel name and base URL the way `conda list --json` shows them: the channel URL
-/// without its subdir is the base URL; the name is the path on anaconda.org / repo.anaconda.com
-/// (`conda-forge`, `pkgs/main`), else the last path component.
-pub fn channel_of(channel: &str) -> (String, Option<String>) {
-    let channel = channel.trim_end_matches('/');
-    let Some((scheme, rest)) = channel.split_once("://") else {
-        // A bare name, as older records have it.
-        let name = channel.to_string();
-        let base = (!name.is_empty()).then(|| format!("https://conda.anaconda.org/{name}"));
-        return (name, base);
-    };
-    let mut base = channel.to_string();
-    if let Some((head, last)) = base.rsplit_once('/') {
-        if SUBDIRS.contains(&last) && head.len() > scheme.len() + 3 {
-            base = head.to_string();
-        }
-    }
-    let path_start = scheme.len() + 3;
-    let (host, path) = match base[path_start..].split_once('/') {
-        Some((h, p)) => (h.to_string(), p.to_string()),
-        None => (rest.to_string(), String::new()),
-    };
-    let name = if host == "conda.anaconda.org" || host == "repo.anaconda.com" || path.is_empty() {
-        if path.is_empty() {
-            host
-        } else {
-            path
-        }
-    } else {
-        path.rsplit('/').next().unwrap_or(&path).to_string()
-    };
-    (name, Some(base))
-}
+/// Channel name and base URL the way `conda list --json` shows them: one definition, shared
+/// with the images' `conda` command (`nbrt_conda::list`), so `nbrt manifest` and
+/// `conda list --json` in a container give the same records.
+pub use nbrt_conda::list::channel_of;
 
 /// The prefix of an environment from the path of its `conda-meta` directory.
 fn prefix_of(conda_meta_file: &str) -> String {

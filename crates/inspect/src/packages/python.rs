@@ -70,7 +70,7 @@ pub fn packages(view: &View, conda: &[Package]) -> Vec<Package> {
                 build_string: "pypi_0".to_string(),
                 build_number: 0,
                 channel: "pypi".to_string(),
-                base_url: Some("https://conda.anaconda.org/pypi".to_string()),
+                base_url: Some(nbrt_conda::list::PYPI_BASE_URL.to_string()),
                 platform: Some("pypi".to_string()),
                 location,
                 license: dist.license.filter(|l| !l.is_empty() && l.len() < 200),

@@ -39,15 +39,15 @@ use rattler_conda_types::prefix::Prefix;
 use rattler_conda_types::prefix_record::PathsEntry;
 use rattler_conda_types::{PackageRecord, PrefixRecord, RepoDataRecord, Subdir, Version};
 
-use super::channels::channel_of;
-use super::error::{chain, conda};
-use super::fetch::{self, label};
-use super::solve::locked_entry;
-use super::LockedCondaPackage;
-use crate::error::{BuildError, IoContext, Result};
+use crate::channels::channel_of;
+use crate::error::{chain, conda};
+use crate::error::{CondaError, IoContext, Result};
+use crate::fetch::{self, label};
+use crate::solve::locked_entry;
+use crate::LockedCondaPackage;
 
 /// `/opt/conda/` → `opt/conda`.
-pub(super) fn normalize_prefix(prefix: &str) -> Result<String> {
+pub(crate) fn normalize_prefix(prefix: &str) -> Result<String> {
     let path = Path::new(prefix);
     let ok = path.is_absolute()
         && path
@@ -64,28 +64,28 @@ pub(super) fn normalize_prefix(prefix: &str) -> Result<String> {
 }
 
 /// Whether a path from a package or a record stays below the prefix.
-pub(super) fn is_safe_relative(path: &Path) -> bool {
+pub(crate) fn is_safe_relative(path: &Path) -> bool {
     path.components().next().is_some()
         && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// What the step changes in the prefix.
-pub(super) struct Plan {
+pub struct Plan {
     /// New and replacing packages, dependencies first.
-    pub(super) to_link: Vec<RepoDataRecord>,
+    pub to_link: Vec<RepoDataRecord>,
     /// Removed and replaced packages.
-    pub(super) to_unlink: Vec<PrefixRecord>,
+    pub to_unlink: Vec<PrefixRecord>,
     /// The Python of the prefix after the step, for `noarch: python` packages.
-    pub(super) python_info: Option<PythonInfo>,
-    /// As [`super::CondaOutcome`] has them, sorted.
-    pub(super) added: Vec<String>,
-    pub(super) removed: Vec<String>,
-    pub(super) changed: Vec<(String, String, String)>,
+    pub python_info: Option<PythonInfo>,
+    /// As [`crate::CondaOutcome`] has them, sorted.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<(String, String, String)>,
 }
 
 /// The transaction from `installed` to `desired`. `python` is the image's Python
 /// `(major, minor)`, used when the prefix has no `python` package.
-pub(super) fn plan(
+pub(crate) fn plan(
     installed: &[PrefixRecord],
     desired: &[RepoDataRecord],
     python: Option<(u64, u64)>,
@@ -172,17 +172,29 @@ struct Target<'a> {
     python_info: Option<PythonInfo>,
 }
 
+/// What happens to the side files `Prefix::create` writes (`conda-meta/history`,
+/// `CACHEDIR.TAG`): removed from a staging directory (a layer must not hide the image's
+/// history), kept in a live prefix (the command writes the history entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideFiles {
+    Remove,
+    Keep,
+}
+
 /// Link `plan.to_link` (whose archives are `archives`, in the same order) into
 /// `staging/<prefix>`, each with its `conda-meta` record; the lock entry of each linked
-/// package, by name. `requested` is the prefix as the request spells it.
-pub(super) async fn link_packages(
+/// package, by name. `requested` is the prefix as the request spells it; `extracted_dir`
+/// is the package cache the archives are extracted into.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn link_packages(
     plan: &Plan,
     archives: &[(PathBuf, PackageRecord)],
     staging: &Path,
     prefix: &str,
     requested: &str,
     platform: Subdir,
-    cache_dir: &Path,
+    extracted_dir: &Path,
+    side_files: SideFiles,
 ) -> Result<HashMap<String, LockedCondaPackage>> {
     let prefix_dir = staging.join(prefix);
     let mut written: HashMap<String, LockedCondaPackage> = HashMap::new();
@@ -197,7 +209,7 @@ pub(super) async fn link_packages(
         platform,
         python_info: plan.python_info.clone(),
     };
-    let cache = fetch::package_cache(cache_dir);
+    let cache = fetch::package_cache(extracted_dir);
     let mut linked_paths: HashSet<PathBuf> = HashSet::new();
     for (record, (path, archive)) in plan.to_link.iter().zip(archives) {
         let name = record.package_record.name.as_normalized().to_string();
@@ -207,7 +219,9 @@ pub(super) async fn link_packages(
         let locked = write_prefix_record(&prefix_dir, record, archive, paths)?;
         written.insert(name, locked);
     }
-    remove_side_files(&prefix_dir, &linked_paths)?;
+    if side_files == SideFiles::Remove {
+        remove_side_files(&prefix_dir, &linked_paths)?;
+    }
     Ok(written)
 }
 
@@ -282,7 +296,7 @@ fn write_prefix_record(
     };
     let locked = locked_entry(&repodata_record);
     let prefix_record = PrefixRecord::from_repodata_record(repodata_record, paths);
-    let mut bytes = nbrt_oci::json::to_canonical_vec(&prefix_record, "conda-meta record")?;
+    let mut bytes = crate::json::to_canonical_vec(&prefix_record, "conda-meta record")?;
     bytes.push(b'\n');
     let meta = prefix_dir
         .join("conda-meta")
@@ -300,7 +314,7 @@ fn remove_side_files(prefix_dir: &Path, linked_paths: &HashSet<PathBuf>) -> Resu
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(BuildError::Io {
+                    return Err(CondaError::Io {
                         context: format!("remove {}", path.display()),
                         source: e,
                     })
@@ -313,7 +327,7 @@ fn remove_side_files(prefix_dir: &Path, linked_paths: &HashSet<PathBuf>) -> Resu
 
 /// Paths relative to the image root of the files and records of `to_unlink` that nothing in
 /// `staging/<prefix>` hides, sorted.
-pub(super) fn whiteouts(to_unlink: &[PrefixRecord], staging: &Path, prefix: &str) -> Vec<String> {
+pub(crate) fn whiteouts(to_unlink: &[PrefixRecord], staging: &Path, prefix: &str) -> Vec<String> {
     let prefix_dir = staging.join(prefix);
     let mut whiteouts = BTreeSet::new();
     for old in to_unlink {
@@ -553,7 +567,7 @@ mod tests {
             assert_eq!(
                 error(normalize_prefix(bad)),
                 format!(
-                    "conda: conda prefix {bad:?} must be an absolute path below / without \
+                    "conda prefix {bad:?} must be an absolute path below / without \
                      '..', e.g. /opt/conda"
                 )
             );
@@ -725,7 +739,7 @@ mod tests {
         let other = tmp.path().join("other");
         assert_eq!(
             error(link_one(&target(&other, None), "foo", &dir, Path::new("foo.tar.bz2")).await),
-            "conda: foo is a noarch: python package, but the image's Python version is \
+            "foo is a noarch: python package, but the image's Python version is \
              unknown (no python package in /opt/conda and none given)"
         );
     }
@@ -756,7 +770,7 @@ mod tests {
                 )
                 .await
             ),
-            "conda: conda package /x/evil.tar.bz2 has an unsafe path \"../../../etc/evil\""
+            "conda package /x/evil.tar.bz2 has an unsafe path \"../../../etc/evil\""
         );
         for (i, command) in ["..", ".", "../../evil", "sub/cmd", "/bin/evil"]
             .into_iter()
@@ -783,7 +797,7 @@ mod tests {
             );
             // rattler (0.58) already refuses these when it reads link.json, before
             // check_entry_points' own test of the command; either way the package is refused.
-            let prefix = "conda: foo: cannot read info/link.json: entry point command must not ";
+            let prefix = "foo: cannot read info/link.json: entry point command must not ";
             assert!(message.starts_with(prefix), "{command}: {message}");
         }
         // A plain command name passes, and so does a package without link.json.
@@ -925,7 +939,8 @@ mod tests {
             "opt/conda",
             "/opt/conda",
             Subdir::Linux64,
-            &cache,
+            &cache.join("pkgs"),
+            SideFiles::Remove,
         )
         .await
         .unwrap();
@@ -957,7 +972,8 @@ mod tests {
             "opt/conda",
             "/opt/conda",
             Subdir::Linux64,
-            &cache,
+            &cache.join("pkgs"),
+            SideFiles::Remove,
         )
         .await
         .unwrap();

@@ -18,23 +18,23 @@ use std::str::FromStr;
 
 use rattler_conda_types::package::BuildString;
 use rattler_conda_types::{
-    GenericVirtualPackage, MatchSpec, PackageName, PackageNameMatcher, PackageRecord,
+    GenericVirtualPackage, MatchSpec, Matches, PackageName, PackageNameMatcher, PackageRecord,
     ParseStrictness, PrefixRecord, RepoDataRecord, Subdir, Version,
 };
 use rattler_solve::{ChannelPriority, SolveError, SolverImpl, SolverTask};
 use url::Url;
 
-use super::channels::{
-    channel_of, channel_specs, fits_platform, load_local_channel, load_remote_channel,
-    url_file_name, ChannelSpec,
+use crate::channels::{
+    channel_of, channel_specs, channel_specs_named, fits_platform, load_local_channel,
+    load_remote_channel, url_file_name, ChannelSpec,
 };
-use super::error::{chain, conda};
-use super::fetch::{self, archive_identifier, hex_sha256, label, to_hex, Fetcher, Source, Sources};
-use super::{CondaRequest, LockedCondaPackage};
-use crate::error::Result;
+use crate::error::{chain, conda};
+use crate::error::{CondaError, Result};
+use crate::fetch::{self, archive_identifier, hex_sha256, label, to_hex, Fetcher, Source, Sources};
+use crate::{CondaRequest, LockedCondaPackage};
 
 /// The image's `conda-meta/*.json` documents as records; at most one per package name.
-pub(super) fn parse_installed(documents: &[Vec<u8>]) -> Result<Vec<PrefixRecord>> {
+pub(crate) fn parse_installed(documents: &[Vec<u8>]) -> Result<Vec<PrefixRecord>> {
     let mut records: Vec<PrefixRecord> = Vec::with_capacity(documents.len());
     for (index, document) in documents.iter().enumerate() {
         let record: PrefixRecord = serde_json::from_slice(document).map_err(|e| {
@@ -103,12 +103,58 @@ fn keep_installed(specs: &mut Vec<MatchSpec>, installed: &[PrefixRecord]) {
     }
 }
 
+/// What a command adds to a request beyond the builder's: match specs every package must
+/// satisfy (`conda-meta/pinned`), and installed packages not to favour (`update`; `*` for
+/// all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SolveOptions {
+    pub constraints: Vec<String>,
+    pub unlock: Vec<String>,
+    /// Local channels keep their real `file://` URLs (see `channels::channel_specs_named`).
+    pub real_local_urls: bool,
+    /// A remote channel that does not answer at all is skipped with a warning on stderr
+    /// (unless no channel is left), instead of failing the solve.
+    pub skip_unreachable: bool,
+}
+
 /// Every package of the prefix after the step, solved from the request's specs and package
 /// files with the installed packages favoured; the installed records when there is nothing to
 /// install.
-pub(super) async fn solve(
+pub(crate) async fn solve(
     installed: &[PrefixRecord],
     req: &CondaRequest,
+    platform: Subdir,
+    fetcher: &mut Fetcher<'_>,
+    sources: &mut Sources,
+) -> Result<Vec<RepoDataRecord>> {
+    solve_with(
+        installed,
+        req,
+        &SolveOptions::default(),
+        platform,
+        fetcher,
+        sources,
+    )
+    .await
+}
+
+/// The channels of a request as conda names them in `PackagesNotFoundError`: each with its
+/// platform and `noarch` subdirectory.
+fn channel_urls(channels: &[String], platform: Subdir) -> Vec<String> {
+    channels
+        .iter()
+        .flat_map(|c| {
+            let c = c.trim().trim_end_matches('/');
+            [format!("{c}/{}", platform.as_str()), format!("{c}/noarch")]
+        })
+        .collect()
+}
+
+/// [`solve`] with a command's [`SolveOptions`].
+pub(crate) async fn solve_with(
+    installed: &[PrefixRecord],
+    req: &CondaRequest,
+    options: &SolveOptions,
     platform: Subdir,
     fetcher: &mut Fetcher<'_>,
     sources: &mut Sources,
@@ -118,8 +164,14 @@ pub(super) async fn solve(
         .iter()
         .map(|s| parse_spec(s))
         .collect::<Result<Vec<_>>>()?;
-    let channels = channel_specs(&req.channels)?;
-    if specs.is_empty() && req.package_files.is_empty() {
+    let constraints = options
+        .constraints
+        .iter()
+        .map(|s| parse_spec(s))
+        .collect::<Result<Vec<_>>>()?;
+    let channels = channel_specs_named(&req.channels, options.real_local_urls)?;
+    let unlock_all = options.unlock.iter().any(|u| u == "*");
+    if specs.is_empty() && req.package_files.is_empty() && options.unlock.is_empty() {
         return Ok(installed
             .iter()
             .map(|r| r.repodata_record.clone())
@@ -132,16 +184,55 @@ pub(super) async fn solve(
         specs.extend(tier.iter().map(|r| exact_spec(&r.package_record)));
         tiers.push(tier);
     }
+    let mut unreachable: Option<CondaError> = None;
     for channel in &channels {
         let tier = match channel {
             ChannelSpec::Local { dir, canonical } => {
                 load_local_channel(dir, canonical, platform, fetcher, sources).await?
             }
             ChannelSpec::Remote(base) => {
-                load_remote_channel(base, platform, fetcher, sources).await?
+                match load_remote_channel(base, platform, fetcher, sources).await {
+                    Ok(tier) => tier,
+                    // No answer at all (no route, no DNS): an air-gapped site's default
+                    // channel. Skipped with a warning when the command allows it.
+                    Err(e @ CondaError::Http { status: None, .. }) if options.skip_unreachable => {
+                        eprintln!("WARNING: channel {base} is unreachable and was skipped: {e}");
+                        unreachable.get_or_insert(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         tiers.push(tier);
+    }
+    if let Some(e) = unreachable {
+        if tiers.is_empty() && !specs.is_empty() {
+            return Err(e);
+        }
+    }
+
+    // A spec that nothing matches, in the channels or the prefix: conda's PackagesNotFoundError.
+    let missing: Vec<String> = req
+        .specs
+        .iter()
+        .zip(&specs)
+        .filter(|(_, spec)| {
+            !tiers
+                .iter()
+                .flatten()
+                .any(|r| spec.matches(&r.package_record))
+                && !installed
+                    .iter()
+                    .any(|r| spec.matches(&r.repodata_record.package_record))
+        })
+        .map(|(text, _)| text.trim().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CondaError::PackagesNotFound {
+            packages: missing,
+            channels: channel_urls(&req.channels, platform),
+        });
     }
 
     keep_installed(&mut specs, installed);
@@ -150,6 +241,7 @@ pub(super) async fn solve(
         req.package_files
             .iter()
             .map(|p| p.display().to_string())
+            .chain(options.unlock.iter().cloned())
             .collect::<Vec<_>>()
             .join(", ")
     } else {
@@ -157,20 +249,37 @@ pub(super) async fn solve(
     };
     let virtual_packages = virtual_packages(platform)?;
     let hint = missing_virtual_packages(installed, &virtual_packages);
+    // Installed packages no channel has (the image's own python) stay favoured even when
+    // unlocked: their record is their only candidate.
+    let available: HashSet<&str> = tiers
+        .iter()
+        .flatten()
+        .map(|r| r.package_record.name.as_normalized())
+        .collect();
     let task = SolverTask {
-        locked_packages: installed.iter().map(|r| &r.repodata_record).collect(),
+        locked_packages: installed
+            .iter()
+            .filter(|r| {
+                let name = r.repodata_record.package_record.name.as_normalized();
+                let unlocked = unlock_all || options.unlock.iter().any(|u| u == name);
+                !unlocked || !available.contains(name)
+            })
+            .map(|r| &r.repodata_record)
+            .collect(),
         virtual_packages,
         specs,
+        constraints,
         channel_priority: ChannelPriority::Strict,
         ..SolverTask::from_iter(tiers.iter())
     };
     let solution = rattler_solve::resolvo::Solver
         .solve(task)
         .map_err(|e| match e {
-            SolveError::Unsolvable(explanations) => conda(format!(
-                "cannot install {requested}:\n{}{hint}",
-                explanations.join("\n").trim_end()
-            )),
+            SolveError::Unsolvable(explanations) => CondaError::Unsolvable {
+                requested: requested.clone(),
+                explanation: explanations.join("\n").trim_end().to_string(),
+                hint: hint.clone(),
+            },
             other => conda(format!("cannot install {requested}: {}", chain(&other))),
         })?;
     Ok(solution.records)
@@ -208,6 +317,11 @@ fn missing_virtual_packages(
 
 const DEFAULT_LINUX: &str = "5.10";
 const DEFAULT_GLIBC: &str = "2.28";
+
+/// The virtual packages a solve for `platform` sees (what `conda info` shows).
+pub fn virtual_package_list(platform: &str) -> Result<Vec<GenericVirtualPackage>> {
+    virtual_packages(crate::channels::parse_platform(platform)?)
+}
 
 fn virtual_packages(platform: Subdir) -> Result<Vec<GenericVirtualPackage>> {
     virtual_packages_from(platform, |name| std::env::var(name).ok())
@@ -264,7 +378,7 @@ fn virtual_package(name: &str, version: &str, build: &str) -> Result<GenericVirt
 /// The records of a lock's packages, without solving: the image's own record when it is the
 /// same build, else the archive found (or downloaded) by file name and sha256, registered in
 /// `sources`.
-pub(super) async fn resolve_locked(
+pub(crate) async fn resolve_locked(
     locked: &[LockedCondaPackage],
     installed: &[PrefixRecord],
     req: &CondaRequest,
@@ -393,7 +507,7 @@ pub(super) async fn resolve_locked(
 }
 
 /// A record as `runtime.lock` pins it.
-pub(super) fn locked_entry(record: &RepoDataRecord) -> LockedCondaPackage {
+pub(crate) fn locked_entry(record: &RepoDataRecord) -> LockedCondaPackage {
     let p = &record.package_record;
     LockedCondaPackage {
         name: p.name.as_normalized().to_string(),
@@ -479,17 +593,17 @@ mod tests {
                 document(record("alpha", "1.0", &[])),
                 document(record("alpha", "2.0", &[])),
             ])),
-            "conda: the image's conda-meta has two records for alpha (alpha-1.0-h0_0.json \
+            "the image's conda-meta has two records for alpha (alpha-1.0-h0_0.json \
              and alpha-2.0-h0_0.json)"
         );
         let message = error(parse_installed(&[br#"{"name": "gamma"}"#.to_vec()]));
         assert!(
-            message.starts_with("conda: cannot read the image's conda-meta record of gamma: "),
+            message.starts_with("cannot read the image's conda-meta record of gamma: "),
             "{message}"
         );
         let message = error(parse_installed(&[b"{}".to_vec(), b"not json".to_vec()]));
         assert!(
-            message.starts_with("conda: cannot read the image's conda-meta record of #1: "),
+            message.starts_with("cannot read the image's conda-meta record of #1: "),
             "{message}"
         );
         assert!(parse_installed(&[]).unwrap().is_empty());
@@ -502,17 +616,15 @@ mod tests {
             "graphviz >=2.50"
         );
         assert_eq!(parse_spec("alpha=1.0").unwrap().to_string(), "alpha 1.0.*");
-        assert_eq!(error(parse_spec("  ")), "conda: bad match spec \"\": empty");
+        assert_eq!(error(parse_spec("  ")), "bad match spec \"\": empty");
         // rattler's parser already refuses a name that is not exact; the check after it
         // stays as a guard.
         assert_eq!(
             error(parse_spec("graph*")),
-            "conda: bad match spec \"graph*\": \"graph*\" looks like a glob but only exact \
+            "bad match spec \"graph*\": \"graph*\" looks like a glob but only exact \
              package names are allowed, package names can only contain 0-9, a-z, A-Z, -, _, or ."
         );
-        assert!(
-            error(parse_spec("alpha >=<1")).starts_with("conda: bad match spec \"alpha >=<1\": ")
-        );
+        assert!(error(parse_spec("alpha >=<1")).starts_with("bad match spec \"alpha >=<1\": "));
     }
 
     #[test]
@@ -573,7 +685,7 @@ mod tests {
         let bad = |name: &str| (name == "CONDA_OVERRIDE_CUDA").then(|| "1..2".to_string());
         let message = error(virtual_packages_from(Subdir::Linux64, bad));
         assert!(
-            message.starts_with("conda: virtual package __cuda: bad version \"1..2\": "),
+            message.starts_with("virtual package __cuda: bad version \"1..2\": "),
             "{message}"
         );
     }
@@ -651,9 +763,20 @@ mod tests {
             labels(&solve_for(&["beta", "alpha >=2"]).await.unwrap()),
             ["alpha=2.0=h0_0", "beta=1.0=h0_0"]
         );
+        // No build of alpha matches: conda's PackagesNotFoundError, naming the channel.
         let message = error(solve_for(&["alpha >=3"]).await);
         assert!(
-            message.starts_with("conda: cannot install alpha >=3:\n"),
+            message.starts_with(
+                "PackagesNotFoundError: The following packages are not available from current \
+                 channels:\n\n  - alpha >=3\n"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("/chan/linux-64\n"), "{message}");
+        // Builds that exist but cannot go together: the conflict is named.
+        let message = error(solve_for(&["beta", "alpha >=2", "alpha <2"]).await);
+        assert!(
+            message.starts_with("cannot install beta, alpha >=2, alpha <2:\n"),
             "{message}"
         );
     }
@@ -770,7 +893,7 @@ mod tests {
                 .await
             }
         };
-        let what = "conda: locked conda package alpha=1.0=h0_0";
+        let what = "locked conda package alpha=1.0=h0_0";
         assert_eq!(
             error(resolve(vec![entry.clone()]).await),
             format!(
@@ -815,7 +938,7 @@ mod tests {
         assert_eq!(
             error(resolve(vec![not_an_archive]).await),
             format!(
-                "conda: locked conda package alpha=1.0=h0_0: \"alpha.zip\" is not a conda \
+                "locked conda package alpha=1.0=h0_0: \"alpha.zip\" is not a conda \
                  package file name (.conda or .tar.bz2)"
             )
         );

@@ -23,11 +23,11 @@ use rattler_conda_types::package::DistArchiveIdentifier;
 use rattler_conda_types::{Channel, PackageRecord, RepoData, RepoDataRecord, Subdir};
 use url::Url;
 
-use super::error::{chain, conda};
-use super::fetch::{archive_identifier, is_package_file_name, Fetcher, Source, Sources};
+use crate::error::{conda, http};
 use crate::error::{IoContext, Result};
+use crate::fetch::{archive_identifier, is_package_file_name, Fetcher, Source, Sources};
 
-pub(super) fn parse_platform(platform: &str) -> Result<Subdir> {
+pub(crate) fn parse_platform(platform: &str) -> Result<Subdir> {
     let subdir = Subdir::from_str(platform)
         .map_err(|e| conda(format!("unknown conda platform {platform:?}: {e}")))?;
     if !subdir.is_linux() {
@@ -39,18 +39,28 @@ pub(super) fn parse_platform(platform: &str) -> Result<Subdir> {
 }
 
 /// Whether a package built for `subdir` installs on `platform`: its own subdir or `noarch`.
-pub(super) fn fits_platform(subdir: &str, platform: Subdir) -> bool {
+pub(crate) fn fits_platform(subdir: &str, platform: Subdir) -> bool {
     subdir == platform.as_str() || subdir == "noarch"
 }
 
 /// Local channel directories or remote channel base URLs, as given.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum ChannelSpec {
+pub(crate) enum ChannelSpec {
     Local { dir: PathBuf, canonical: Url },
     Remote(Url),
 }
 
-pub(super) fn channel_specs(channels: &[String]) -> Result<Vec<ChannelSpec>> {
+pub(crate) fn channel_specs(channels: &[String]) -> Result<Vec<ChannelSpec>> {
+    channel_specs_named(channels, false)
+}
+
+/// [`channel_specs`]; with `real_urls`, a local channel keeps its own `file://` URL (a
+/// command changing a prefix on this machine records where packages really are, so
+/// `conda list --explicit` can be replayed), instead of the canonical `file:///<name>/`.
+pub(crate) fn channel_specs_named(
+    channels: &[String],
+    real_urls: bool,
+) -> Result<Vec<ChannelSpec>> {
     let mut used_names: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(channels.len());
     for channel in channels {
@@ -103,9 +113,16 @@ pub(super) fn channel_specs(channels: &[String]) -> Result<Vec<ChannelSpec>> {
         } else {
             format!("{base}-{count}")
         };
-        let canonical = Url::parse("file:///")
-            .and_then(|root| root.join(&format!("{}/", encode_segment(&name))))
-            .map_err(|e| conda(format!("channel {channel:?}: {e}")))?;
+        let real = real_urls
+            .then(|| dir.canonicalize().ok())
+            .flatten()
+            .and_then(|d| Url::from_directory_path(d).ok());
+        let canonical = match real {
+            Some(url) => url,
+            None => Url::parse("file:///")
+                .and_then(|root| root.join(&format!("{}/", encode_segment(&name))))
+                .map_err(|e| conda(format!("channel {channel:?}: {e}")))?,
+        };
         out.push(ChannelSpec::Local { dir, canonical });
     }
     Ok(out)
@@ -127,14 +144,14 @@ fn encode_segment(segment: &str) -> String {
 }
 
 /// The canonical URL of a package file given to the build: `file:///<file name>`.
-pub(super) fn package_file_url(file_name: &str) -> Result<Url> {
+pub(crate) fn package_file_url(file_name: &str) -> Result<Url> {
     Url::parse("file:///")
         .and_then(|root| root.join(&encode_segment(file_name)))
         .map_err(|e| conda(format!("package file {file_name}: {e}")))
 }
 
 /// The last path segment of a package URL, percent-decoded: the archive's file name.
-pub(super) fn url_file_name(url: &Url) -> Option<String> {
+pub(crate) fn url_file_name(url: &Url) -> Option<String> {
     url.path_segments()
         .and_then(|mut s| s.next_back())
         .map(percent_decode)
@@ -147,7 +164,7 @@ fn percent_decode(segment: &str) -> String {
 }
 
 /// The channel part of a package URL: everything before `/<subdir>/<file>`.
-pub(super) fn channel_of(url: &Url) -> Option<String> {
+pub(crate) fn channel_of(url: &Url) -> Option<String> {
     let segments: Vec<&str> = url.path_segments()?.collect();
     if segments.len() < 2 {
         return None;
@@ -165,7 +182,7 @@ fn channel_of_base(base: &Url) -> Option<String> {
 
 /// The records of a local channel directory for `platform` and `noarch`, each archive
 /// registered in `sources` under its canonical URL.
-pub(super) async fn load_local_channel(
+pub(crate) async fn load_local_channel(
     dir: &Path,
     canonical: &Url,
     platform: Subdir,
@@ -259,7 +276,7 @@ pub(super) async fn load_local_channel(
 
 /// The records of a remote channel for `platform` and `noarch`, each archive registered in
 /// `sources` as a download.
-pub(super) async fn load_remote_channel(
+pub(crate) async fn load_remote_channel(
     base: &Url,
     platform: Subdir,
     fetcher: &mut Fetcher<'_>,
@@ -292,6 +309,30 @@ pub(super) async fn load_remote_channel(
     Ok(records)
 }
 
+/// Every record of `channels` (URLs or local directories) for `platform` and `noarch`,
+/// channel by channel: what `conda search` looks through.
+pub async fn load_channels(
+    channels: &[String],
+    platform: &str,
+    fetcher: &mut Fetcher<'_>,
+) -> Result<Vec<RepoDataRecord>> {
+    let platform = parse_platform(platform)?;
+    let mut sources = Sources::default();
+    let mut out = Vec::new();
+    for channel in channel_specs_named(channels, true)? {
+        let records = match channel {
+            ChannelSpec::Local { dir, canonical } => {
+                load_local_channel(&dir, &canonical, platform, fetcher, &mut sources).await?
+            }
+            ChannelSpec::Remote(base) => {
+                load_remote_channel(&base, platform, fetcher, &mut sources).await?
+            }
+        };
+        out.extend(records);
+    }
+    Ok(out)
+}
+
 /// `repodata.json.zst` or `repodata.json` of a channel subdirectory; `None` when the
 /// channel has neither.
 async fn fetch_repodata(fetcher: &mut Fetcher<'_>, subdir_url: &Url) -> Result<Option<Vec<u8>>> {
@@ -304,17 +345,17 @@ async fn fetch_repodata(fetcher: &mut Fetcher<'_>, subdir_url: &Url) -> Result<O
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         if matches!(response.status().as_u16(), 404 | 403 | 410) {
             continue;
         }
         let response = response
             .error_for_status()
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| conda(format!("cannot fetch {url}: {}", chain(&e))))?;
+            .map_err(|e| http("fetch", &url, &e))?;
         if compressed {
             let decoded =
                 zstd_decode(&bytes).map_err(|e| conda(format!("cannot decompress {url}: {e}")))?;
@@ -338,7 +379,7 @@ mod tests {
     use url::Url;
 
     use super::*;
-    use crate::steps::conda::fetch::{hex_sha256, Fetcher, Sources};
+    use crate::fetch::{hex_sha256, Fetcher, Sources};
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -360,7 +401,7 @@ mod tests {
                 (
                     r.url.to_string(),
                     r.channel.clone(),
-                    crate::steps::conda::fetch::label(&r.package_record),
+                    crate::fetch::label(&r.package_record),
                 )
             })
             .collect();
@@ -384,11 +425,11 @@ mod tests {
         );
         assert_eq!(
             error(parse_platform("osx-64")),
-            "conda: conda platform \"osx-64\" is not supported: images are Linux \
+            "conda platform \"osx-64\" is not supported: images are Linux \
              (linux-64, linux-aarch64, …)"
         );
         assert!(
-            error(parse_platform("amiga")).starts_with("conda: unknown conda platform \"amiga\": "),
+            error(parse_platform("amiga")).starts_with("unknown conda platform \"amiga\": "),
             "{}",
             error(parse_platform("amiga"))
         );
@@ -458,22 +499,22 @@ mod tests {
     fn channels_that_are_not_urls_or_directories_are_refused() {
         assert_eq!(
             error(channel_specs(&strings(&["s3://bucket/chan"]))),
-            "conda: channel \"s3://bucket/chan\": only http(s):// and file:// URLs and local \
+            "channel \"s3://bucket/chan\": only http(s):// and file:// URLs and local \
              directories are supported"
         );
         assert_eq!(
             error(channel_specs(&strings(&["conda-forge-no-such-dir"]))),
-            "conda: conda channel directory conda-forge-no-such-dir does not exist (channel \
+            "conda channel directory conda-forge-no-such-dir does not exist (channel \
              names are not supported: give a URL such as https://conda.anaconda.org/<name>, \
              or a directory)"
         );
         assert_eq!(
             error(channel_specs(&strings(&["/no/such/channel"]))),
-            "conda: conda channel directory /no/such/channel does not exist"
+            "conda channel directory /no/such/channel does not exist"
         );
         assert_eq!(
             error(channel_specs(&strings(&["file://host/share/chan"]))),
-            "conda: bad channel URL \"file://host/share/chan\""
+            "bad channel URL \"file://host/share/chan\""
         );
     }
 
@@ -584,10 +625,7 @@ mod tests {
             )
             .await,
         );
-        let prefix = format!(
-            "conda: bad {}: ",
-            dir.join("noarch/repodata.json").display()
-        );
+        let prefix = format!("bad {}: ", dir.join("noarch/repodata.json").display());
         assert!(message.starts_with(&prefix), "{message}");
     }
 
@@ -660,7 +698,7 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "conda: {} is not a conda channel: it has neither linux-64/ nor noarch/",
+                "{} is not a conda channel: it has neither linux-64/ nor noarch/",
                 tmp.path().display()
             )
         );

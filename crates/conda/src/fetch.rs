@@ -24,13 +24,13 @@ use rattler_conda_types::{PackageRecord, RepoDataRecord, Subdir};
 use rattler_digest::digest::Digest;
 use url::Url;
 
-use super::channels::{fits_platform, package_file_url, url_file_name};
-use super::error::{chain, conda};
-use super::link::is_safe_relative;
+use crate::channels::{fits_platform, package_file_url, url_file_name};
+use crate::error::{chain, conda, http};
 use crate::error::{IoContext, Result};
+use crate::link::is_safe_relative;
 
 /// `name=version=build`.
-pub(super) fn label(record: &PackageRecord) -> String {
+pub(crate) fn label(record: &PackageRecord) -> String {
     format!(
         "{}={}={}",
         record.name.as_normalized(),
@@ -39,21 +39,21 @@ pub(super) fn label(record: &PackageRecord) -> String {
     )
 }
 
-pub(super) fn to_hex(digest: impl AsRef<[u8]>) -> String {
+pub(crate) fn to_hex(digest: impl AsRef<[u8]>) -> String {
     hex::encode(digest)
 }
 
 /// The record's sha256 in hex; empty when it has none.
-pub(super) fn hex_sha256(record: &PackageRecord) -> String {
+pub(crate) fn hex_sha256(record: &PackageRecord) -> String {
     record.sha256.map(to_hex).unwrap_or_default()
 }
 
 /// Whether a file name is a conda package archive's (`.conda` or `.tar.bz2`).
-pub(super) fn is_package_file_name(file_name: &str) -> bool {
+pub(crate) fn is_package_file_name(file_name: &str) -> bool {
     file_name.ends_with(".conda") || file_name.ends_with(".tar.bz2")
 }
 
-pub(super) fn archive_identifier(file_name: &str, origin: &str) -> Result<DistArchiveIdentifier> {
+pub(crate) fn archive_identifier(file_name: &str, origin: &str) -> Result<DistArchiveIdentifier> {
     DistArchiveIdentifier::try_from_filename(file_name)
         .filter(|_| is_package_file_name(file_name))
         .ok_or_else(|| {
@@ -65,24 +65,24 @@ pub(super) fn archive_identifier(file_name: &str, origin: &str) -> Result<DistAr
 
 /// Where the archive behind a canonical URL is.
 #[derive(Default)]
-pub(super) struct Sources {
+pub struct Sources {
     by_url: HashMap<Url, Source>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Source {
+pub(crate) enum Source {
     Local(PathBuf),
     Remote(Url),
 }
 
 impl Sources {
     /// The first source given for a URL stays (channel priority).
-    pub(super) fn insert(&mut self, url: Url, source: Source) {
+    pub(crate) fn insert(&mut self, url: Url, source: Source) {
         self.by_url.entry(url).or_insert(source);
     }
 
     /// The archive of `record` on this machine: a local file, or a (verified) download.
-    pub(super) async fn archive_for(
+    pub(crate) async fn archive_for(
         &self,
         record: &RepoDataRecord,
         fetcher: &mut Fetcher<'_>,
@@ -110,7 +110,7 @@ impl Sources {
 
 /// The records of the package files given to the build, read from the archives, each
 /// registered in `sources` under its canonical URL `file:///<file name>`.
-pub(super) async fn package_files(
+pub(crate) async fn package_files(
     paths: &[PathBuf],
     platform: Subdir,
     fetcher: &mut Fetcher<'_>,
@@ -167,7 +167,7 @@ fn check_subdir(record: &PackageRecord, platform: Subdir, origin: &str) -> Resul
 }
 
 /// The archive of each record (in order), read and checked against the record.
-pub(super) async fn archives(
+pub(crate) async fn archives(
     records: &[RepoDataRecord],
     sources: &Sources,
     fetcher: &mut Fetcher<'_>,
@@ -236,14 +236,14 @@ fn hashes_match(expected: &PackageRecord, actual: &PackageRecord) -> bool {
 }
 
 /// Archive records (hashed once per build) and HTTP downloads into the cache.
-pub(super) struct Fetcher<'a> {
+pub struct Fetcher<'a> {
     cache_dir: &'a Path,
     client: Option<reqwest::Client>,
     records: HashMap<PathBuf, PackageRecord>,
 }
 
 impl<'a> Fetcher<'a> {
-    pub(super) fn new(cache_dir: &'a Path) -> Self {
+    pub fn new(cache_dir: &'a Path) -> Self {
         Self {
             cache_dir,
             client: None,
@@ -251,8 +251,18 @@ impl<'a> Fetcher<'a> {
         }
     }
 
+    /// A fetcher with its HTTP client already made (the command's: the image's CA bundle,
+    /// a resolver without NSS).
+    pub fn with_client(cache_dir: &'a Path, client: reqwest::Client) -> Self {
+        Self {
+            cache_dir,
+            client: Some(client),
+            records: HashMap::new(),
+        }
+    }
+
     /// The HTTP client of the build, made on first use.
-    pub(super) fn client(&mut self) -> Result<reqwest::Client> {
+    pub(crate) fn client(&mut self) -> Result<reqwest::Client> {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
@@ -266,7 +276,7 @@ impl<'a> Fetcher<'a> {
 
     /// A package record read from the archive itself: `info/index.json` plus the archive's
     /// sha256, md5 and size.
-    pub(super) async fn archive_record(&mut self, path: &Path) -> Result<PackageRecord> {
+    pub(crate) async fn archive_record(&mut self, path: &Path) -> Result<PackageRecord> {
         if let Some(record) = self.records.get(path) {
             return Ok(record.clone());
         }
@@ -280,7 +290,7 @@ impl<'a> Fetcher<'a> {
 
     /// Download a package archive into `<cache>/downloads/`, checking its sha256 (or md5)
     /// against `expected`. A verified earlier download is reused.
-    pub(super) async fn download(
+    pub(crate) async fn download(
         &mut self,
         url: &Url,
         expected: &PackageRecord,
@@ -315,13 +325,13 @@ impl<'a> Fetcher<'a> {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| conda(format!("cannot download {url}: {}", chain(&e))))?;
+            .map_err(|e| http("download", url, &e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)
             .io_context(|| format!("create a temporary file in {}", dir.display()))?;
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| conda(format!("cannot download {url}: {}", chain(&e))))?
+            .map_err(|e| http("download", url, &e))?
         {
             tmp.write_all(&chunk)
                 .io_context(|| format!("write {}", path.display()))?;
@@ -380,14 +390,15 @@ fn read_archive_record(path: &Path) -> Result<PackageRecord> {
     Ok(record)
 }
 
-/// Rattler's cache of extracted packages, below the step's cache directory.
-pub(super) fn package_cache(cache_dir: &Path) -> PackageCache {
-    PackageCache::new(cache_dir.join("pkgs"))
+/// Rattler's cache of extracted packages in `dir` (the builder's `<cache>/pkgs`, a
+/// command's `pkgs_dirs` entry).
+pub(crate) fn package_cache(dir: &Path) -> PackageCache {
+    PackageCache::new(dir)
 }
 
 /// The directory of the package at `path` (whose record is `archive`) extracted into `cache`;
 /// an earlier extraction is reused.
-pub(super) async fn extract(
+pub(crate) async fn extract(
     cache: &PackageCache,
     path: &Path,
     archive: &PackageRecord,
@@ -462,7 +473,7 @@ mod tests {
         assert_eq!(fetcher.archive_record(&path).await.unwrap(), record);
         // A new build reads the file again.
         let message = error(Fetcher::new(tmp.path()).archive_record(&path).await);
-        let prefix = format!("conda: corrupt conda package file {}: ", path.display());
+        let prefix = format!("corrupt conda package file {}: ", path.display());
         assert!(message.starts_with(&prefix), "{message}");
     }
 
@@ -478,12 +489,12 @@ mod tests {
         assert!(!is_package_file_name("alpha-1.0-py3-none-any.whl"));
         assert_eq!(
             error(archive_identifier("alpha-1.0-py3-none-any.whl", "here")),
-            "conda: here: \"alpha-1.0-py3-none-any.whl\" is not a conda package file name \
+            "here: \"alpha-1.0-py3-none-any.whl\" is not a conda package file name \
              (.conda or .tar.bz2)"
         );
         assert_eq!(
             error(archive_identifier("README", "here")),
-            "conda: here: \"README\" is not a conda package file name (.conda or .tar.bz2)"
+            "here: \"README\" is not a conda package file name (.conda or .tar.bz2)"
         );
     }
 
@@ -515,7 +526,7 @@ mod tests {
         assert_eq!(
             error(archives(&[bad_sha], &sources, &mut fetcher).await),
             format!(
-                "conda: alpha: the archive {} has sha256 {have_sha}, but {url} says {} \
+                "alpha: the archive {} has sha256 {have_sha}, but {url} says {} \
                  (stale index?)",
                 path.display(),
                 "07".repeat(32)
@@ -529,7 +540,7 @@ mod tests {
         assert_eq!(
             error(check_hashes(&bad_md5, &archive, &path)),
             format!(
-                "conda: alpha: the archive {} has md5 {have_md5}, but {url} says {} \
+                "alpha: the archive {} has md5 {have_md5}, but {url} says {} \
                  (stale index?)",
                 path.display(),
                 "09".repeat(16)
@@ -547,7 +558,7 @@ mod tests {
         assert_eq!(
             error(check_hashes(&other_version, &archive, &path)),
             format!(
-                "conda: {url}: the archive {} holds alpha=1.0=h0_0, not alpha=2.0=h0_0",
+                "{url}: the archive {} holds alpha=1.0=h0_0, not alpha=2.0=h0_0",
                 path.display()
             )
         );
@@ -562,7 +573,7 @@ mod tests {
         let record = channel_record(&archive, "file:///gone/linux-64/alpha-1.0-h0_0.tar.bz2");
         assert_eq!(
             error(Sources::default().archive_for(&record, &mut fetcher).await),
-            "conda: cannot (re)install alpha=1.0=h0_0: its archive \
+            "cannot (re)install alpha=1.0=h0_0: its archive \
              file:///gone/linux-64/alpha-1.0-h0_0.tar.bz2 is in none of the channels or \
              package files of this build"
         );
@@ -631,7 +642,7 @@ mod tests {
                 .await
             ),
             format!(
-                "conda: two package files are named alpha-1.0-h0_0.tar.bz2: {} and {}",
+                "two package files are named alpha-1.0-h0_0.tar.bz2: {} and {}",
                 alpha.display(),
                 twin.display()
             )
@@ -647,10 +658,7 @@ mod tests {
                 )
                 .await
             ),
-            format!(
-                "conda: conda package file {} does not exist",
-                missing.display()
-            )
+            format!("conda package file {} does not exist", missing.display())
         );
         let mut arm = Pkg::new("arm", "1.0");
         arm.subdir = "linux-aarch64".into();
@@ -666,7 +674,7 @@ mod tests {
                 .await
             ),
             format!(
-                "conda: package file {} is built for linux-aarch64, not linux-64 or noarch",
+                "package file {} is built for linux-aarch64, not linux-64 or noarch",
                 arm.display()
             )
         );
@@ -695,7 +703,7 @@ mod tests {
         let bad = Url::parse("http://127.0.0.1:9/chan/linux-64/a%2Fb-1.0-0.conda").unwrap();
         assert_eq!(
             error(fetcher.download(&bad, &archive).await),
-            "conda: bad package URL http://127.0.0.1:9/chan/linux-64/a%2Fb-1.0-0.conda"
+            "bad package URL http://127.0.0.1:9/chan/linux-64/a%2Fb-1.0-0.conda"
         );
     }
 
@@ -710,7 +718,7 @@ mod tests {
             .archive_record(&path)
             .await
             .unwrap();
-        let cache = package_cache(&cache_dir);
+        let cache = package_cache(&cache_dir.join("pkgs"));
         let dir = extract(&cache, &path, &archive).await.unwrap();
         assert!(dir.starts_with(cache_dir.join("pkgs")), "{}", dir.display());
         assert_eq!(
@@ -727,10 +735,7 @@ mod tests {
         let mut corrupt_record = archive.clone();
         corrupt_record.version = "9.9".parse().unwrap();
         let message = error(extract(&cache, &corrupt, &corrupt_record).await);
-        let prefix = format!(
-            "conda: cannot extract conda package {}: ",
-            corrupt.display()
-        );
+        let prefix = format!("cannot extract conda package {}: ", corrupt.display());
         assert!(message.starts_with(&prefix), "{message}");
     }
 }
