@@ -993,10 +993,10 @@ impl Builder<'_> {
             }
         };
         if let Some(g) = g {
-            gid =
-                match g.parse::<u32>() {
-                    Ok(n) => n,
-                    Err(_) => sandbox::resolve_user_in(view, &format!("0:{g}"))
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    sandbox::resolve_user_in(view, &format!("0:{g}"))
                         .map_err(|_| {
                             self.err(
                                 inst,
@@ -1005,8 +1005,9 @@ impl Builder<'_> {
                                 ),
                             )
                         })?
-                        .gid,
-                };
+                        .gid
+                }
+            };
         }
         Ok((uid, gid))
     }
