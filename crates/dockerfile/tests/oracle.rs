@@ -66,3 +66,186 @@ fn comparison_sees_differences() {
     assert!(diffs.iter().any(|d| d.starts_with("config:")), "{diffs:?}");
     assert_eq!(diffs.len(), 2, "{diffs:?}");
 }
+
+#[test]
+fn arg_scoping_and_platform_args() {
+    same_as_buildkit(
+        "args",
+        "ARG PRE=pre\nARG GLOBAL_ONLY=g\nFROM {BASE}\nARG PRE\nARG IN=in-${PRE}\nARG UNSET\n\
+         ARG GIVEN=default\nARG TARGETARCH\nARG TARGETOS\nARG TARGETPLATFORM\nARG BUILDPLATFORM\n\
+         RUN echo \"pre=$PRE in=$IN unset=${UNSET-none} given=$GIVEN global=$GLOBAL_ONLY\" > /args.txt\n\
+         RUN echo $TARGETARCH $TARGETOS $TARGETPLATFORM $BUILDPLATFORM > /platform.txt\n\
+         ENV FROM_ARG=$IN\n",
+        &[],
+        &[("GIVEN", "from-cli")],
+    );
+}
+
+#[test]
+fn user_and_workdir() {
+    same_as_buildkit(
+        "user",
+        "FROM {BASE}\n\
+         RUN useradd -m -u 1001 alice && useradd -u 1000 -g 100 -m jovyan\n\
+         USER alice\nWORKDIR /work/sub\nRUN touch mine && id > /tmp/id.txt && echo $HOME > /tmp/home.txt\n\
+         WORKDIR rel/deeper\nUSER 1000:100\nWORKDIR /srv/j\nRUN touch j\nUSER root\nWORKDIR /etc\n",
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn shell_cmd_entrypoint_and_config() {
+    let Some((_, c)) = same_as_buildkit(
+        "config",
+        "FROM {BASE}\n\
+         SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\n\
+         RUN echo $0 > /shell.txt\n\
+         CMD echo hi\n\
+         HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --retries=3 CMD curl -f http://localhost/ || exit 1\n\
+         EXPOSE 8888 53/udp\nLABEL a=b \"c d\"=\"e f\"\nLABEL old form\n\
+         VOLUME [\"/data\"]\nVOLUME /v1 /v2\nSTOPSIGNAL SIGINT\nONBUILD RUN echo triggered\n",
+        &[],
+        &[],
+    ) else {
+        return;
+    };
+    // What both builders agree on, spelled out.
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["/bin/bash", "-o", "pipefail", "-c", "echo hi"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(c["Healthcheck"]["StartPeriod"], 60_000_000_000i64);
+    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert!(c["ExposedPorts"].get("53/udp").is_some());
+    assert_eq!(c["Labels"]["c d"], "e f");
+}
+
+#[test]
+fn entrypoint_resets_inherited_cmd() {
+    same_as_buildkit(
+        "entrypoint",
+        "FROM {BASE} AS one\nCMD [\"inherited\"]\nFROM one\nENTRYPOINT [\"/bin/echo\"]\n",
+        &[],
+        &[],
+    );
+    same_as_buildkit(
+        "entrypoint-cmd",
+        "FROM {BASE}\nCMD [\"kept\"]\nENTRYPOINT /bin/echo\nHEALTHCHECK NONE\n",
+        &[],
+        &[],
+    );
+}
+
+const FILES: &[common::File<'static>] = &[
+    ("a.txt", b"alpha\n", 0o644),
+    ("b.txt", b"beta\n", 0o600),
+    ("bin/run.sh", b"#!/bin/sh\necho run\n", 0o755),
+    ("dir/sub/x", b"x\n", 0o640),
+    ("dir/link", b"->sub/x", 0),
+    ("s6/cont-init.d/01-x", b"#!/bin/sh\n", 0o644),
+    ("s6/services.d/jupyter/run", b"#!/bin/sh\n", 0o644),
+];
+
+#[test]
+fn copy_modes_globs_dirs_and_links() {
+    same_as_buildkit(
+        "copy",
+        "FROM {BASE}\n\
+         COPY a.txt /dst/\nCOPY bin/ /usr/local/bin/\nCOPY dir /opt/dir\nCOPY a.txt renamed.txt\n\
+         COPY *.txt /glob/\nWORKDIR /w\nCOPY dir/link linked\nCOPY b.txt a.txt ./two/\n",
+        FILES,
+        &[],
+    );
+}
+
+#[test]
+fn copy_chown_chmod() {
+    same_as_buildkit(
+        "chown",
+        "FROM {BASE}\n\
+         RUN useradd -u 1000 -g 100 -m jovyan\n\
+         COPY --chown=jovyan s6/ /etc/s6/\n\
+         COPY --chown=1000:100 --chmod=755 a.txt /new/deep/a.sh\n\
+         COPY --chmod=755 s6/ /etc\n\
+         COPY --chown=1234 b.txt /owned/\n\
+         COPY --chown=jovyan:root dir /opt/d\n",
+        FILES,
+        &[],
+    );
+}
+
+#[test]
+fn dockerignore_and_copy_everything() {
+    let mut files = FILES.to_vec();
+    files.extend_from_slice(&[
+        (
+            ".dockerignore",
+            b"*.log\n!keep.log\nsecret/\n**/*.tmp\n",
+            0o644,
+        ),
+        ("x.log", b"ignored\n", 0o644),
+        ("keep.log", b"kept\n", 0o644),
+        ("secret/key", b"k\n", 0o600),
+        ("dir/sub/y.tmp", b"t\n", 0o644),
+    ]);
+    same_as_buildkit("ignore", "FROM {BASE}\nCOPY . /ctx/\n", &files, &[]);
+}
+
+#[test]
+fn multistage_copy_from_and_unused_stages() {
+    same_as_buildkit(
+        "stages",
+        "FROM {BASE} AS build\n\
+         RUN mkdir /out && echo built > /out/b.txt && chown 123:456 /out/b.txt\n\
+         FROM {BASE} AS unused\nRUN exit 1\n\
+         FROM {BASE}\nCOPY --from=build /out/b.txt /b.txt\nCOPY --from=0 /out /out2\n",
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn add_extracts_local_archives() {
+    let tgz = {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data, mode) in [
+            ("pkg/one", &b"1\n"[..], 0o644),
+            ("pkg/bin/two", b"2\n", 0o755),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let files: Vec<common::File<'_>> = vec![("files.tar", &tgz, 0o644), ("a.txt", b"a\n", 0o644)];
+    same_as_buildkit(
+        "add",
+        "FROM {BASE}\nADD files.tar /unpacked/\nADD a.txt /added.txt\n",
+        &files,
+        &[],
+    );
+}
+
+#[test]
+fn run_mounts() {
+    same_as_buildkit(
+        "mounts",
+        "FROM {BASE} AS src\nRUN mkdir /m && echo hello > /m/h\n\
+         FROM {BASE}\n\
+         RUN --mount=type=bind,from=src,source=/m,target=/mnt cat /mnt/h > /got.txt\n\
+         RUN --mount=type=cache,target=/var/cache/thing echo c > /var/cache/thing/c && ls /var/cache/thing > /cache-list.txt\n\
+         RUN --mount=type=tmpfs,target=/tmp touch /tmp/gone\n\
+         RUN --mount=type=bind,source=dir,target=/srv cat /srv/sub/x > /x-copy.txt\n",
+        FILES,
+        &[],
+    );
+}

@@ -318,9 +318,15 @@ pub fn differences(store: &Store, ours: &Image, theirs: &Image) -> Vec<String> {
 }
 
 /// Build `dockerfile` (with `{BASE}` replaced by the base image) and `files` with nbrt and
-/// with BuildKit, and assert both images are the same but for times and history.
-pub fn same_as_buildkit(row: &str, dockerfile: &str, files: &[File<'_>], args: &[(&str, &str)]) {
-    let Some(fix) = docker_fixture() else { return };
+/// with BuildKit, and assert both images are the same but for times and history. Returns
+/// nbrt's image and its config fields (`None` when skipping).
+pub fn same_as_buildkit(
+    row: &str,
+    dockerfile: &str,
+    files: &[File<'_>],
+    args: &[(&str, &str)],
+) -> Option<(Image, BTreeMap<String, serde_json::Value>)> {
+    let fix = docker_fixture()?;
     let text = dockerfile.replace("{BASE}", &fix.base);
     let ctx = context(&text, files);
     let ours = nbrt_build(
@@ -346,6 +352,8 @@ pub fn same_as_buildkit(row: &str, dockerfile: &str, files: &[File<'_>], args: &
         "{row}: nbrt and BuildKit differ:\n{}",
         diffs.join("\n")
     );
+    let fields = config_fields(&ours);
+    Some((ours, fields))
 }
 
 pub fn root() -> PathBuf {
