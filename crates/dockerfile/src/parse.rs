@@ -77,6 +77,26 @@ pub struct Dockerfile {
     pub instructions: Vec<Instruction>,
 }
 
+/// For an unterminated heredoc the parser reports the end of the file: the line that opens
+/// it says more.
+fn heredoc_start(text: &str, message: &str) -> Option<usize> {
+    let rest = message.split("here-document (").nth(1)?;
+    let delim = rest.split(')').next()?;
+    text.lines()
+        .position(|l| {
+            ["<<", "<<-"].iter().any(|p| {
+                [
+                    format!("{p}{delim}"),
+                    format!("{p}\"{delim}\""),
+                    format!("{p}'{delim}'"),
+                ]
+                .iter()
+                .any(|w| l.contains(w.as_str()))
+            })
+        })
+        .map(|i| i + 1)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
@@ -142,10 +162,13 @@ fn name_vals(
 
 /// Parse Dockerfile text. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
-    let parsed = parse_dockerfile::parse(text).map_err(|e| DockerfileError::Parse {
-        file: file.to_string(),
-        line: e.line(),
-        message: e.to_string(),
+    let parsed = parse_dockerfile::parse(text).map_err(|e| {
+        let message = e.to_string();
+        DockerfileError::Parse {
+            file: file.to_string(),
+            line: heredoc_start(text, &message).unwrap_or_else(|| e.line()),
+            message,
+        }
     })?;
     let escape = parsed
         .parser_directives
