@@ -249,3 +249,33 @@ fn run_mounts() {
         &[],
     );
 }
+
+/// Layer by layer, not flattened: deleting a file and `rm -rf d && mkdir d` give the same
+/// whiteout and opaque entries as BuildKit's.
+#[test]
+fn whiteouts_match_buildkit_layers() {
+    let Some(fix) = common::docker_fixture() else {
+        return;
+    };
+    let text = format!(
+        "FROM {}\nRUN rm /etc/debian_version\nRUN rm -rf /etc/apt/apt.conf.d && mkdir /etc/apt/apt.conf.d\n",
+        fix.base
+    );
+    let ctx = common::context(&text, &[]);
+    let ours = common::nbrt_build(&fix.store, ctx.path(), "nbrt-oracle/wh:nbrt", &[], None)
+        .unwrap()
+        .1;
+    let theirs =
+        common::buildkit_build(&fix.store, ctx.path(), "nbrt-oracle/wh:buildkit", &[], None)
+            .unwrap();
+    for layer in 0..2 {
+        let a = common::layer_entries(&fix.store, &ours, layer);
+        let b = common::layer_entries(&fix.store, &theirs, layer);
+        assert_eq!(a, b, "layer {layer} from the top differs");
+        assert!(
+            a.iter()
+                .any(|e| e.contains("Whiteout") || e.contains("Opaque")),
+            "{a:?}"
+        );
+    }
+}

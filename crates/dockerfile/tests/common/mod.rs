@@ -359,3 +359,35 @@ pub fn same_as_buildkit(
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The entries of an image's layer (by index from the top: 0 is the last layer), times
+/// left out: `path kind mode uid:gid`.
+pub fn layer_entries(store: &Store, image: &Image, from_top: usize) -> Vec<String> {
+    use nbrt_oci::layer::compression::{decompress, Compression};
+    let layers = image.layers();
+    let desc = &layers[layers.len() - 1 - from_top];
+    let blob = nbrt_oci::image::open_verified(store, desc).unwrap();
+    let reader = decompress(
+        blob,
+        Compression::from_media_type(&desc.media_type).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    nbrt_oci::layer::reader::for_each_entry(reader, |e, _| {
+        use nbrt_oci::layer::EntryKind;
+        // A whiteout or opaque marker's own mode and owner mean nothing (nbrt writes 0,
+        // BuildKit the directory's).
+        if matches!(e.kind, EntryKind::Whiteout | EntryKind::Opaque) {
+            out.push(format!("{} {:?}", e.path, e.kind));
+        } else {
+            out.push(format!(
+                "{} {:?} {:o} {}:{}",
+                e.path, e.kind, e.mode, e.uid, e.gid
+            ));
+        }
+        Ok(())
+    })
+    .unwrap();
+    out.sort();
+    out
+}
