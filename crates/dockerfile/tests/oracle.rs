@@ -279,3 +279,49 @@ fn whiteouts_match_buildkit_layers() {
         );
     }
 }
+
+/// FROM finds an image that only the Docker engine has (read through its API).
+#[test]
+fn from_an_image_only_docker_has() {
+    let Some(fix) = common::docker_fixture() else {
+        return;
+    };
+    let tag = format!("nbrt-oracle/engine-only:{}", std::process::id());
+    let parent = common::context(
+        &format!("FROM {}\nRUN echo engine > /engine.txt\n", fix.base),
+        &[],
+    );
+    let out = std::process::Command::new(common::DOCKER)
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["build", "-q", "-t", &tag])
+        .arg(parent.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fix.store.resolve(&tag).is_err());
+    let child = common::context(
+        &format!("FROM {tag}\nRUN cat /engine.txt > /seen.txt\n"),
+        &[],
+    );
+    let built = common::nbrt_build(
+        &fix.store,
+        child.path(),
+        "nbrt-oracle/engine-child:nbrt",
+        &[],
+        None,
+    );
+    let _ = std::process::Command::new(common::DOCKER)
+        .args(["rmi", "-f", &tag])
+        .output();
+    let image = built.unwrap().1;
+    let tree = common::tree(&fix.store, &image);
+    assert_eq!(tree["seen.txt"], tree["engine.txt"]);
+    assert!(
+        fix.store.resolve(&tag).is_ok(),
+        "the engine's image is now in the store"
+    );
+}
