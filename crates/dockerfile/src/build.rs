@@ -97,6 +97,8 @@ struct State {
     shell: Vec<String>,
     cmd_set: bool,
     base_digest: Option<Digest>,
+    /// The USER instruction that set the current user, for errors about it.
+    user_set_by: Option<Instruction>,
 }
 
 impl State {
@@ -587,6 +589,7 @@ impl Builder<'_> {
                 shell: Vec::new(),
                 cmd_set: false,
                 base_digest: None,
+                user_set_by: None,
             }
         } else {
             let image = self.base_image(&s.from, &reference)?;
@@ -618,6 +621,7 @@ impl Builder<'_> {
                 shell: Vec::new(),
                 cmd_set: false,
                 base_digest: Some(image.digest().clone()),
+                user_set_by: None,
             }
         };
         if let Some(cc) = state.config.config.as_mut() {
@@ -710,6 +714,7 @@ impl Builder<'_> {
             Op::User(u) => {
                 let u = self.expand(inst, u, &scope)?;
                 st.cc().user = Some(u.clone());
+                st.user_set_by = Some(inst.clone());
                 self.history(st, format!("USER {u}"), false);
             }
             Op::Shell(args) => {
@@ -1114,7 +1119,12 @@ impl Builder<'_> {
                 if user.contains('#') {
                     msg.push_str(" (a comment after an instruction is part of it in Dockerfiles)");
                 }
-                self.err(inst, msg)
+                match &st.user_set_by {
+                    Some(u) => {
+                        self.err(u, format!("{msg}; needed by the RUN on line {}", inst.line))
+                    }
+                    None => self.err(inst, msg),
+                }
             })?;
         }
         let scratch = StepDir::new(&self.store.tmp())?;

@@ -120,9 +120,13 @@ fn user_with_a_trailing_comment() {
         return;
     };
     assert!(
-        e.starts_with("Dockerfile:4: RUN true: unable to find user root  # switch to root to install packages: no matching entries in passwd file"),
+        e.starts_with(
+            "Dockerfile:3: USER root  # switch to root to install packages: unable to find \
+             user root  # switch to root to install packages: no matching entries in passwd file"
+        ),
         "{e}"
     );
+    assert!(e.ends_with("needed by the RUN on line 4"), "{e}");
     assert!(
         e.contains("a comment after an instruction is part of it"),
         "{e}"
