@@ -425,7 +425,7 @@ impl Builder<'_> {
     }
 
     /// The stage a `--from` (of COPY or RUN --mount) names, if it names one.
-    fn from_ref(&self, stages: &[StageDef], inst: &Instruction, at: usize) -> Result<Vec<usize>> {
+    fn stages_named_by_from(&self, stages: &[StageDef], inst: &Instruction, at: usize) -> Result<Vec<usize>> {
         let mut out = Vec::new();
         let mut froms = Vec::new();
         match &inst.op {
@@ -472,7 +472,7 @@ impl Builder<'_> {
                 }
             }
             for inst in &s.body {
-                todo.extend(self.from_ref(stages, inst, i)?);
+                todo.extend(self.stages_named_by_from(stages, inst, i)?);
             }
         }
         Ok(needed)
@@ -665,7 +665,7 @@ impl Builder<'_> {
     ) -> Result<()> {
         let scope = st.scope();
         match &inst.op {
-            Op::From { .. } => unreachable!("FROM starts a stage"),
+            Op::From { .. } => return Err(self.err(inst, "FROM inside a stage")),
             Op::Arg(args) => {
                 for (k, default) in args {
                     let value = if let Some(v) = self.opts.build_args.get(k) {
