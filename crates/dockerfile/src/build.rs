@@ -425,7 +425,12 @@ impl Builder<'_> {
     }
 
     /// The stage a `--from` (of COPY or RUN --mount) names, if it names one.
-    fn stages_named_by_from(&self, stages: &[StageDef], inst: &Instruction, at: usize) -> Result<Vec<usize>> {
+    fn stages_named_by_from(
+        &self,
+        stages: &[StageDef],
+        inst: &Instruction,
+        at: usize,
+    ) -> Result<Vec<usize>> {
         let mut out = Vec::new();
         let mut froms = Vec::new();
         match &inst.op {
@@ -1081,7 +1086,11 @@ impl Builder<'_> {
         let mut mounts = Vec::new();
         for m in f.get("mount").cloned().unwrap_or_default() {
             let m = self.expand(inst, &m, &scope)?;
-            mounts.push(self.mount_spec(inst, &m, stages, index)?);
+            let mut spec = self.mount_spec(inst, &m, stages, index)?;
+            if let Some(MountFrom::Image(name)) = &spec.from {
+                spec.from = Some(MountFrom::Loaded(Box::new(self.base_image(inst, name)?)));
+            }
+            mounts.push(spec);
         }
         let argv = self.argv(st, cmd);
         let mut env = st.run_env();
@@ -1192,12 +1201,6 @@ impl Builder<'_> {
         if m.target.is_empty() {
             return Err(self.err(inst, "--mount: a target is required"));
         }
-        if let Some(MountFrom::Image(i)) = &m.from {
-            return Err(self.err(
-                inst,
-                format!("--mount from={i}: only stages of this Dockerfile can be mounted"),
-            ));
-        }
         Ok(m)
     }
 
@@ -1205,6 +1208,9 @@ impl Builder<'_> {
         let source = match (&m.kind[..], &m.from) {
             ("bind", Some(MountFrom::Stage(i))) => {
                 json!({"stage": self.done.get(i).map(|s| s.diff_ids.clone()), "path": m.source})
+            }
+            ("bind", Some(MountFrom::Loaded(image))) => {
+                json!({"image": image.diff_ids(), "path": m.source})
             }
             ("bind", _) => {
                 let ctx = Context::open(&self.opts.context)?;
@@ -1266,6 +1272,13 @@ impl Builder<'_> {
                             self.err(inst, "--mount from a stage that was not built")
                         })?;
                         Box::new(ViewFs(self.view(st)?))
+                    }
+                    Some(MountFrom::Loaded(image)) => {
+                        let layers: Vec<(&Descriptor, &Digest)> =
+                            image.layers().iter().zip(image.diff_ids()).collect();
+                        Box::new(ViewFs(MergedView::new(
+                            self.snapshots.ensure_all(self.store, &layers)?,
+                        )))
                     }
                     _ => Box::new(Context::open(&self.opts.context)?),
                 };
@@ -1514,6 +1527,8 @@ impl Builder<'_> {
 enum MountFrom {
     Stage(usize),
     Image(String),
+    /// An image named by `from=`, found (see [`Builder::base_image`]).
+    Loaded(Box<Image>),
 }
 
 #[derive(Debug, Clone)]

@@ -56,12 +56,62 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Where `rel` is on disk with every symlink above its last component followed inside
+    /// the context (a link to `/etc` means the context's `etc`), as BuildKit resolves
+    /// paths; never outside the context.
+    fn inside(&self, rel: &str) -> Option<PathBuf> {
+        let mut parts: Vec<String> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while !parts.is_empty() {
+            let c = parts.remove(0);
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            if parts.is_empty() {
+                done.push(c);
+                break;
+            }
+            let here = self.root.join(done.join("/")).join(&c);
+            let meta = fs::symlink_metadata(&here).ok()?;
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = fs::read_link(&here).ok()?.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                let mut t: Vec<String> = target
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(str::to_string)
+                    .collect();
+                t.extend(parts);
+                parts = t;
+            } else {
+                done.push(c);
+            }
+        }
+        Some(self.root.join(done.join("/")))
+    }
+}
+
 impl SourceFs for Context {
     fn lstat(&self, rel: &str) -> Option<fs::Metadata> {
-        fs::symlink_metadata(self.root.join(rel)).ok()
+        fs::symlink_metadata(self.inside(rel)?).ok()
     }
     fn list(&self, rel: &str) -> Result<Vec<String>> {
-        let dir = self.root.join(rel);
+        let Some(dir) = self.inside(rel) else {
+            return Ok(Vec::new());
+        };
         let mut names = Vec::new();
         for e in fs::read_dir(&dir).io_context(|| format!("listing {}", dir.display()))? {
             let e = e.io_context(|| format!("listing {}", dir.display()))?;
@@ -71,7 +121,7 @@ impl SourceFs for Context {
         Ok(names)
     }
     fn disk(&self, rel: &str) -> Option<PathBuf> {
-        Some(self.root.join(rel))
+        self.inside(rel)
     }
     fn excluded(&self, rel: &str) -> bool {
         !rel.is_empty() && self.ignore.excludes(rel)

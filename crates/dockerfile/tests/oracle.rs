@@ -325,3 +325,29 @@ fn from_an_image_only_docker_has() {
         "the engine's image is now in the store"
     );
 }
+
+#[test]
+fn copy_and_mount_from_an_image() {
+    same_as_buildkit(
+        "from-image",
+        "FROM {BASE}\nCOPY --from={BASE} /etc/debian_version /dv\n\
+         RUN --mount=type=bind,from={BASE},source=/etc,target=/baseetc cat /baseetc/debian_version > /mounted\n",
+        &[],
+        &[],
+    );
+}
+
+/// Symlinks in the context resolve inside it: one to `/etc` means the context's `etc`.
+#[test]
+fn context_symlinks_stay_inside_the_context() {
+    same_as_buildkit(
+        "ctx-links",
+        "FROM {BASE}\nCOPY abs/passwd /from-abs\nCOPY sub/rel/passwd /from-rel\n",
+        &[
+            ("abs", b"->/etc", 0),
+            ("etc/passwd", b"the context's own passwd\n", 0o644),
+            ("sub/rel", b"->../etc", 0),
+        ],
+        &[],
+    );
+}
