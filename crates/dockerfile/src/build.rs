@@ -587,7 +587,11 @@ impl Builder<'_> {
                         kind: "layers".into(),
                         diff_ids: Vec::new(),
                     },
-                    config: Some(ContainerConfig::default()),
+                    // BuildKit's empty image: working directory `/` (the PATH comes below).
+                    config: Some(ContainerConfig {
+                        working_dir: Some("/".into()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
                 args: Vec::new(),

@@ -351,3 +351,27 @@ fn context_symlinks_stay_inside_the_context() {
         &[],
     );
 }
+
+/// Variables in every instruction that expands them.
+#[test]
+fn expansion_in_every_instruction() {
+    same_as_buildkit(
+        "expand",
+        "FROM {BASE}\nARG PORT=8888 DIR=/srv/app OWNER=1000:100\n\
+         ENV EMPTY= ALSO=\"\" NAME=app\nLABEL org.example.name=$NAME \"port\"=${PORT}\n\
+         WORKDIR $DIR\nCOPY --chown=$OWNER a.txt ${DIR}/${NAME}.txt\nEXPOSE $PORT\n\
+         VOLUME $DIR/data\nSTOPSIGNAL ${SIG:-SIGQUIT}\nUSER ${OWNER}\n",
+        FILES,
+        &[],
+    );
+}
+
+#[test]
+fn from_scratch() {
+    same_as_buildkit(
+        "scratch",
+        "FROM scratch\nCOPY bin/ /bin/\nCOPY a.txt /\nCMD [\"/bin/run.sh\"]\n",
+        FILES,
+        &[],
+    );
+}
