@@ -375,3 +375,20 @@ fn from_scratch() {
         &[],
     );
 }
+
+/// Destinations through the image's symlinks (merged /usr: /bin → usr/bin), files over
+/// files, a stage's config inherited, ENV over ARG, named users and groups.
+#[test]
+fn symlinked_destinations_and_inheritance() {
+    same_as_buildkit(
+        "links-inherit",
+        "FROM {BASE} AS parent\nSHELL [\"/bin/bash\", \"-c\"]\nENV PATH=/opt/bin:$PATH\n\
+         RUN useradd -m -u 1000 -g 100 jovyan\nUSER jovyan:users\nWORKDIR /home/jovyan/work\n\
+         HEALTHCHECK CMD [\"/bin/true\"]\n\
+         FROM parent\nARG V=from-arg\nENV V=from-env\nRUN echo $V > /home/jovyan/v && echo $0 >> /home/jovyan/v\n\
+         USER root\nCOPY bin/run.sh /bin/\nCOPY a.txt /etc/hostname\nWORKDIR /lib/nbrt-test\n\
+         COPY --chown=jovyan:users dir /home/jovyan/deep/er/dir\n",
+        FILES,
+        &[],
+    );
+}
