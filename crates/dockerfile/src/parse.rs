@@ -241,12 +241,14 @@ fn convert(file: &str, text: &str, inst: &P<'_>, escape: char) -> Result<Instruc
         P::Env(i) => Op::Env(name_vals(&i.arguments.value, "ENV", escape).map_err(err)?),
         P::Label(i) => Op::Label(name_vals(&i.arguments.value, "LABEL", escape).map_err(err)?),
         P::Run(i) => {
-            if !i.here_docs.is_empty() {
-                return Err(heredoc());
-            }
+            let cmd = if i.here_docs.is_empty() {
+                cmd(&i.arguments, escape)
+            } else {
+                run_heredoc(text, i).map_err(err)?
+            };
             Op::Run {
                 flags: flags(&i.options),
-                cmd: cmd(&i.arguments, escape),
+                cmd,
             }
         }
         P::Cmd(i) => Op::Cmd(cmd(&i.arguments, escape)),
@@ -309,6 +311,54 @@ fn convert(file: &str, text: &str, inst: &P<'_>, escape: char) -> Result<Instruc
     })
 }
 
+/// A RUN with heredocs, as BuildKit runs it: a lone heredoc is the script the shell runs;
+/// otherwise the first line and the heredocs (each with its delimiter) go to the shell as
+/// they were written.
+fn run_heredoc(
+    text: &str,
+    i: &parse_dockerfile::RunInstruction<'_>,
+) -> std::result::Result<Cmd, String> {
+    let Command::Shell(args) = &i.arguments else {
+        return Err("a heredoc with an exec-form RUN".into());
+    };
+    if i.here_docs.len() == 1 && args.value.trim().is_empty() {
+        let data = i.here_docs[0].value.to_string();
+        if data.starts_with("#!") {
+            return Err("heredoc scripts with a #! line are not supported yet".into());
+        }
+        return Ok(Cmd::Shell(data));
+    }
+    // `<<EOF bash`, `<<-"EOF" python3 -`: the first line after RUN and its flags.
+    let first = text
+        .get(i.run.span.end..args.span.end)
+        .unwrap_or_default()
+        .trim();
+    let first = first
+        .split_whitespace()
+        .skip_while(|w| w.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let names: Vec<String> = first
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .map(|w| {
+            w.trim_start_matches('-')
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string()
+        })
+        .collect();
+    if names.len() != i.here_docs.len() {
+        return Err("heredocs this version of nbrt cannot read".into());
+    }
+    let mut full = first.clone();
+    for (doc, name) in i.here_docs.iter().zip(&names) {
+        full.push('\n');
+        full.push_str(&doc.value);
+        full.push_str(name);
+    }
+    Ok(Cmd::Shell(full))
+}
+
 fn sources(src: &[Source<'_>]) -> Option<Vec<String>> {
     src.iter()
         .map(|s| match s {
@@ -367,6 +417,23 @@ mod tests {
             Op::Onbuild(t) => assert_eq!(t, "RUN echo hi"),
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn run_heredocs_as_buildkit_runs_them() {
+        let run = |t: &str| match parse("Dockerfile", t).unwrap().instructions[1].op.clone() {
+            Op::Run { cmd, .. } => cmd,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(
+            run("FROM x\nRUN <<EOF\necho a\n  echo b\nEOF\n"),
+            Cmd::Shell("echo a\n  echo b\n".into())
+        );
+        assert_eq!(
+            run("FROM x\nRUN --network=none <<EOF bash\nset -e\nEOF\n"),
+            Cmd::Shell("<<EOF bash\nset -e\nEOF".into())
+        );
+        assert!(parse("Dockerfile", "FROM x\nRUN <<EOF\n#!/bin/sh\nEOF\n").is_err());
     }
 
     #[test]
