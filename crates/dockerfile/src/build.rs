@@ -179,6 +179,8 @@ struct Builder<'a> {
     done: BTreeMap<usize, State>,
     steps: Vec<StepReport>,
     created: Option<String>,
+    /// Build arguments some ARG declared.
+    consumed: BTreeSet<String>,
 }
 
 /// The predefined platform ARGs (BuildKit's; the target is the build host).
@@ -240,6 +242,7 @@ pub fn build(
         done: BTreeMap::new(),
         steps: Vec::new(),
         created: source_date_epoch().map(rfc3339),
+        consumed: BTreeSet::new(),
     };
     let stages = b.split(df.instructions)?;
     let target = b.target_index(&stages)?;
@@ -254,6 +257,23 @@ pub fn build(
         .done
         .remove(&target)
         .ok_or_else(|| DockerfileError::Usage("the target stage was not built".into()))?;
+    let unused: Vec<&String> = opts
+        .build_args
+        .keys()
+        .filter(|k| !b.consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .collect();
+    if !unused.is_empty() {
+        writeln!(
+            b.log,
+            "warning: build arguments no ARG declares: {}",
+            unused
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .ok();
+    }
     let image = b.assemble(state)?;
     for t in &opts.tags {
         store.tag(&image, t)?;
@@ -372,6 +392,7 @@ impl Builder<'_> {
                 (_, Some(stage)) => stage.body.push(inst),
                 (Op::Arg(args), None) => {
                     for (k, v) in args.clone() {
+                        self.consumed.insert(k.clone());
                         let value = match (self.opts.build_args.get(&k), v) {
                             (Some(given), _) => Some(given.clone()),
                             (None, Some(d)) => Some(self.expand(&inst, &d, &self.global)?),
@@ -677,6 +698,7 @@ impl Builder<'_> {
             Op::From { .. } => return Err(self.err(inst, "FROM inside a stage")),
             Op::Arg(args) => {
                 for (k, default) in args {
+                    self.consumed.insert(k.clone());
                     let value = if let Some(v) = self.opts.build_args.get(k) {
                         Some(v.clone())
                     } else if let Some(d) = default {
