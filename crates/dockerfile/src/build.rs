@@ -984,10 +984,11 @@ impl Builder<'_> {
                 exclude: Vec::new(),
             },
         )?;
-        if !overlay {
-            if let Err(e) = self.snapshots.adopt(&info.diff_id, dir, clamp()) {
-                tracing::debug!("the step's tree was not kept as a snapshot: {e}");
-            }
+        // The tree becomes the layer's snapshot (an overlay upper directory is already in
+        // the snapshots' form): the next step needs it as a lower, and unpacking the blob
+        // again costs more than the step. A failure only means it is unpacked when needed.
+        if let Err(e) = self.snapshots.adopt(&info.diff_id, dir, clamp()) {
+            tracing::debug!("the step's tree was not kept as a snapshot: {e}");
         }
         let entry = CachedStep {
             layer: info.descriptor(),
