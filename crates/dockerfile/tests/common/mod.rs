@@ -162,9 +162,20 @@ pub fn buildkit_build(
         cmd.args(["--target", t]);
     }
     cmd.arg(ctx);
-    let out = cmd
+    let mut out = cmd
         .output()
         .map_err(|e| format!("running docker build: {e}"))?;
+    if !out.status.success() {
+        // The engine is shared with other test processes: a transient failure is retried
+        // once (its log kept); a Dockerfile BuildKit refuses fails again.
+        eprintln!(
+            "docker build failed, retrying once: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out = cmd
+            .output()
+            .map_err(|e| format!("running docker build: {e}"))?;
+    }
     if !out.status.success() {
         return Err(format!(
             "docker build failed: {}{}",
