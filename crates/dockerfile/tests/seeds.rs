@@ -59,6 +59,7 @@ fn run_in_docker(image: &nbrt_oci::Image, repo: &str, script: &str) -> String {
         .args(["run", "--rm", "--entrypoint", "/bin/sh", &tag, "-c", script])
         .output()
         .unwrap();
+    let _ = Command::new(common::DOCKER).args(["rmi", &tag]).output();
     assert!(
         out.status.success(),
         "{}",
