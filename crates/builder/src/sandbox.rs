@@ -104,6 +104,17 @@ impl Default for RunSpec {
     }
 }
 
+/// A mount a step asks for besides the usual ones (a Dockerfile's `RUN --mount`): a host
+/// directory or file bound at `destination` (read-only unless `writable`), or a fresh tmpfs
+/// when `source` is `None`. Unlike the usual mount points, a directory runc creates for one
+/// stays in the layer, as BuildKit leaves a `--mount` target.
+#[derive(Debug, Clone)]
+pub struct ExtraMount {
+    pub destination: String,
+    pub source: Option<PathBuf>,
+    pub writable: bool,
+}
+
 /// A finished, successful run.
 #[derive(Debug)]
 pub struct SandboxRun {
@@ -427,7 +438,7 @@ fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
 
 /// The mounts of a step: the usual kernel file systems, plus resolv.conf and the CA bundle
 /// when the step has them.
-fn mounts(spec: &RunSpec, ca: Option<&str>) -> Vec<Value> {
+fn mounts(spec: &RunSpec, ca: Option<&str>, extra: &[ExtraMount]) -> Vec<Value> {
     let mut m = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -484,6 +495,23 @@ fn mounts(spec: &RunSpec, ca: Option<&str>) -> Vec<Value> {
             &["bind", "ro", "nosuid", "nodev", "noexec"],
         ));
     }
+    for e in extra {
+        let rw = if e.writable { "rw" } else { "ro" };
+        match &e.source {
+            Some(src) => m.push(mount(
+                &e.destination,
+                "bind",
+                &src.to_string_lossy(),
+                &["rbind", rw],
+            )),
+            None => m.push(mount(
+                &e.destination,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=755"],
+            )),
+        }
+    }
     m
 }
 
@@ -505,6 +533,7 @@ fn runtime_config(
     user: &ResolvedUser,
     rootfs: &Path,
     ca: Option<&Path>,
+    extra: &[ExtraMount],
 ) -> Result<Value> {
     let rootfs = rootfs
         .to_str()
@@ -593,7 +622,7 @@ fn runtime_config(
         },
         "root": {"path": rootfs, "readonly": false},
         "hostname": "nbrt-build",
-        "mounts": mounts(spec, ca_str),
+        "mounts": mounts(spec, ca_str, extra),
         "linux": {
             "namespaces": namespaces,
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
@@ -661,6 +690,17 @@ pub fn run(
     scratch: &Path,
     output: &mut dyn Write,
 ) -> Result<SandboxRun> {
+    run_with_mounts(lowers, spec, &[], scratch, output)
+}
+
+/// [`run`] with the step's own mounts besides the usual ones (see [`ExtraMount`]).
+pub fn run_with_mounts(
+    lowers: &[PathBuf],
+    spec: &RunSpec,
+    extra: &[ExtraMount],
+    scratch: &Path,
+    output: &mut dyn Write,
+) -> Result<SandboxRun> {
     let runc = check_host()?;
     if spec.argv.is_empty() {
         return Err(sandbox_err("a run step needs a command"));
@@ -718,7 +758,7 @@ pub fn run(
     // through one): it gets the real path.
     let root = fs::canonicalize(&merged)
         .io_context(|| format!("finding the real path of {}", merged.display()))?;
-    let config = runtime_config(spec, &user, &root, ca.as_deref())?;
+    let config = runtime_config(spec, &user, &root, ca.as_deref(), extra)?;
     let config_path = bundle.join("config.json");
     let bytes = serde_json::to_vec_pretty(&config)
         .map_err(|e| sandbox_err(format!("writing config.json: {e}")))?;
@@ -733,6 +773,7 @@ pub fn run(
         .map(|ms| {
             ms.iter()
                 .filter_map(|m| m["destination"].as_str().map(str::to_string))
+                .filter(|d| !extra.iter().any(|e| &e.destination == d))
                 .collect()
         })
         .unwrap_or_default();
@@ -1024,7 +1065,7 @@ mod tests {
             ..Default::default()
         };
         let user = resolve_user("1000:100", PASSWD, GROUP).unwrap();
-        let c = runtime_config(&spec, &user, Path::new("/r"), Some(Path::new("/ca"))).unwrap();
+        let c = runtime_config(&spec, &user, Path::new("/r"), Some(Path::new("/ca")), &[]).unwrap();
         let env: Vec<&str> = c["process"]["env"]
             .as_array()
             .unwrap()

@@ -11,10 +11,27 @@ use nbrt_build::stack::Stack;
 use crate::images::{progress, Context};
 use crate::output::json;
 
+/// `nbrt build` builds runtime files (a stack directory or one runtime file) or, in
+/// Dockerfile mode, a Dockerfile. Dockerfile mode is chosen when `-f` or `-t` is given, or
+/// when PATH is a directory holding a `Dockerfile` and no `runtime.toml`; PATH is then the
+/// build context (default `.`) and the Dockerfile defaults to `PATH/Dockerfile`.
 #[derive(Args)]
 pub struct BuildArgs {
-    /// A stack directory (runtimes in <name>/runtime.toml) or one runtime file
-    stack: PathBuf,
+    /// A stack directory (runtimes in <name>/runtime.toml) or one runtime file; in
+    /// Dockerfile mode, the build context
+    stack: Option<PathBuf>,
+    /// Dockerfile mode: the Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    file: Option<PathBuf>,
+    /// Dockerfile mode: name the image NAME[:TAG] (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    tag: Vec<String>,
+    /// Dockerfile mode: a build argument K=V (repeatable)
+    #[arg(long = "build-arg", value_name = "K=V")]
+    build_arg: Vec<String>,
+    /// Dockerfile mode: build this stage (default: the last)
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
     /// Build only this runtime and the runtimes it needs
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
@@ -29,9 +46,85 @@ pub struct BuildArgs {
     json: bool,
 }
 
-pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
+/// Whether the arguments ask for Dockerfile mode (see [`BuildArgs`]).
+fn dockerfile_mode(a: &BuildArgs) -> bool {
+    if a.file.is_some() || !a.tag.is_empty() {
+        return true;
+    }
+    match &a.stack {
+        Some(p) => p.is_dir() && p.join("Dockerfile").is_file() && !p.join("runtime.toml").exists(),
+        None => false,
+    }
+}
+
+fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
+    let context = a.stack.clone().unwrap_or_else(|| PathBuf::from("."));
+    let dockerfile = a.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+    if a.tag.is_empty() {
+        anyhow::bail!("a Dockerfile build needs a name for its image: give -t NAME[:TAG]");
+    }
+    if a.only.is_some() || a.locked {
+        anyhow::bail!("--only and --locked are for runtime files, not Dockerfiles");
+    }
+    let mut build_args = std::collections::BTreeMap::new();
+    for kv in &a.build_arg {
+        match kv.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            // `--build-arg K` takes K from the environment, as docker does.
+            None => match std::env::var(kv) {
+                Ok(v) => build_args.insert(kv.clone(), v),
+                Err(_) => continue,
+            },
+        };
+    }
+    let tags = a
+        .tag
+        .iter()
+        .map(|t| nbrt_oci::ImageName::parse(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let store = ctx.store()?;
-    let stack = Stack::load(&a.stack, &store)?;
+    let opts = nbrt_dockerfile::BuildOptions {
+        dockerfile: dockerfile.clone(),
+        context,
+        tags,
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+    };
+    let mut log: Box<dyn std::io::Write> = if a.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let report = nbrt_dockerfile::build(&store, &opts, &progress(a.json), &mut log)
+        .with_context(|| format!("building {}", dockerfile.display()))?;
+    drop(log);
+    if a.json {
+        return json(&report);
+    }
+    let cached = report.steps.iter().filter(|s| s.cached).count();
+    println!(
+        "{}  {}  ({} steps, {} from cache)",
+        report.tags.join(", "),
+        &report.id.hex()[..12],
+        report.steps.len(),
+        cached
+    );
+    Ok(())
+}
+
+pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
+    if dockerfile_mode(&a) {
+        return build_dockerfile(ctx, a);
+    }
+    let Some(stack_path) = a.stack.clone() else {
+        anyhow::bail!("give a stack directory, a runtime file, or a Dockerfile with -f");
+    };
+    if !a.build_arg.is_empty() || a.target.is_some() {
+        anyhow::bail!("--build-arg and --target are for Dockerfiles (-f)");
+    }
+    let store = ctx.store()?;
+    let stack = Stack::load(&stack_path, &store)?;
     let opts = BuildOptions {
         no_cache: a.no_cache,
         locked: a.locked,
@@ -49,7 +142,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
         &progress(a.json),
         &mut log,
     )
-    .with_context(|| format!("building {}", a.stack.display()))?;
+    .with_context(|| format!("building {}", stack_path.display()))?;
     drop(log);
     if a.json {
         return json(&reports);

@@ -50,7 +50,8 @@ enum Command {
     Gc(images::GcArgs),
     /// Put an image into the local Docker engine (through its API)
     Load(images::LoadArgs),
-    /// Build runtimes from runtime files: a stack directory in dependency order, or one file
+    /// Build runtimes from runtime files (a stack directory in dependency order, or one file),
+    /// or an image from a Dockerfile (`-f`, `-t`, or a directory with a Dockerfile)
     Build(build::BuildArgs),
     /// Print a stack's runtime graph as a Mermaid flowchart
     Graph(build::GraphArgs),

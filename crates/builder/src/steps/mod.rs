@@ -288,8 +288,9 @@ impl RunContext<'_> {
     }
 }
 
-/// Newest file time a layer may carry: `SOURCE_DATE_EPOCH` when set.
-pub(crate) fn clamp() -> Option<u64> {
+/// Newest file time a layer may carry: `SOURCE_DATE_EPOCH` when set (public for the
+/// Dockerfile front end, whose layers are clamped the same way).
+pub fn clamp() -> Option<u64> {
     source_date_epoch().map(|s| s.max(0) as u64)
 }
 

@@ -147,6 +147,30 @@ impl Engine {
         self.image(&image.digest().to_string()).await
     }
 
+    /// Write the engine's image `reference` as a docker archive (what `docker save` writes)
+    /// to `path`, streamed; for reading an image the engine has into the store with
+    /// [`crate::transfer::import`].
+    pub async fn save_to(&self, reference: &str, path: &std::path::Path) -> Result<()> {
+        use futures_util::StreamExt;
+        use std::io::Write;
+        let mut file = std::fs::File::create(path).map_err(|e| OciError::Io {
+            context: format!("creating {}", path.display()),
+            source: e,
+        })?;
+        let mut stream = self.docker.export_image(reference);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(failed(format!("saving the image {reference}")))?;
+            file.write_all(&chunk).map_err(|e| OciError::Io {
+                context: format!("writing {}", path.display()),
+                source: e,
+            })?;
+        }
+        file.sync_all().map_err(|e| OciError::Io {
+            context: format!("writing {}", path.display()),
+            source: e,
+        })
+    }
+
     /// Point `name` at the image `reference` names.
     pub async fn tag(&self, reference: &str, name: &ImageName) -> Result<()> {
         self.docker
