@@ -1057,6 +1057,46 @@ mod tests {
     }
 
     #[test]
+    fn extra_mounts_are_binds_and_tmpfs() {
+        let spec = RunSpec {
+            argv: vec!["true".into()],
+            ..Default::default()
+        };
+        let user = resolve_user("0", PASSWD, GROUP).unwrap();
+        let extra = [
+            ExtraMount {
+                destination: "/src".into(),
+                source: Some(PathBuf::from("/host/src")),
+                writable: false,
+            },
+            ExtraMount {
+                destination: "/cache".into(),
+                source: Some(PathBuf::from("/host/cache")),
+                writable: true,
+            },
+            ExtraMount {
+                destination: "/tmp".into(),
+                source: None,
+                writable: true,
+            },
+        ];
+        let c = runtime_config(&spec, &user, Path::new("/r"), None, &extra).unwrap();
+        let find = |d: &str| {
+            c["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == d)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(find("/src")["options"], json!(["rbind", "ro"]));
+        assert_eq!(find("/src")["source"], "/host/src");
+        assert_eq!(find("/cache")["options"], json!(["rbind", "rw"]));
+        assert_eq!(find("/tmp")["type"], "tmpfs");
+    }
+
+    #[test]
     fn config_has_only_our_environment() {
         let spec = RunSpec {
             argv: vec!["true".into()],

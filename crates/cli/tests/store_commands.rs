@@ -192,8 +192,12 @@ fn gc_reports_temporary_files_and_imports_are_bounded() {
         let mut h = tar::Header::new_gnu();
         h.set_size(16 << 20);
         h.set_mode(0o644);
-        b.append_data(&mut h, "zeros", std::io::Read::take(std::io::repeat(0), 16 << 20))
-            .unwrap();
+        b.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), 16 << 20),
+        )
+        .unwrap();
         b.into_inner().unwrap().finish().unwrap();
     }
     let (success, _, stderr) = nbrt(
