@@ -3,6 +3,16 @@
 
 mod common;
 
+/// Images other tests of the shared fixture store make while this one runs (tests run in
+/// parallel): the oracle's and cache tests' images and the ONBUILD base below.
+fn made_by_other_tests(i: &nbrt_oci::StoredImage) -> bool {
+    i.names.iter().any(|n| {
+        n.repository.starts_with("nbrt-oracle")
+            || n.repository.starts_with("nbrt-cache")
+            || n.repository == "nbrt-errors/onbuild"
+    })
+}
+
 /// Build `dockerfile` (`{BASE}` replaced) with `files`; returns the error text and checks
 /// that the store's images are unchanged.
 fn fails(dockerfile: &str, files: &[common::File<'_>]) -> Option<String> {
@@ -14,11 +24,7 @@ fn fails(dockerfile: &str, files: &[common::File<'_>]) -> Option<String> {
         .list()
         .unwrap()
         .into_iter()
-        .filter(|i| {
-            !i.names.iter().any(|n| {
-                n.repository.starts_with("nbrt-oracle") || n.repository.starts_with("nbrt-cache")
-            })
-        })
+        .filter(|i| !made_by_other_tests(i))
         .map(|i| (i.image.digest().clone(), i.names.clone()))
         .collect();
     let err = match common::nbrt_build(&fix.store, ctx.path(), tag, &[], None) {
@@ -30,11 +36,7 @@ fn fails(dockerfile: &str, files: &[common::File<'_>]) -> Option<String> {
         .list()
         .unwrap()
         .into_iter()
-        .filter(|i| {
-            !i.names.iter().any(|n| {
-                n.repository.starts_with("nbrt-oracle") || n.repository.starts_with("nbrt-cache")
-            })
-        })
+        .filter(|i| !made_by_other_tests(i))
         .map(|i| (i.image.digest().clone(), i.names.clone()))
         .collect();
     assert_eq!(before, after, "a failed build changed the store's images");

@@ -213,7 +213,7 @@ fn docker_stacks_software_is_there() {
         &["--entrypoint", "sh"],
         &[
             "-c",
-            "python --version && cat /opt/conda/conda-meta/pinned && jupyter --version | head -3 && \
+            "python --version && cat /opt/conda/conda-meta/pinned && jupyter --version && \
              pandoc --version | head -1 && jupyter nbclassic --version",
         ],
     );

@@ -60,7 +60,8 @@ impl StepKind for Python {
         let script = format!(
             "set -e\numask 0002\n{py} -m venv {prefix}\n\
              mkdir -p {prefix}/conda-meta\n\
-             find {prefix} -type d -exec chmod g+ws {{}} +\n\
+             chmod -R g+w {prefix}\n\
+             find {prefix} -type d -exec chmod g+s {{}} +\n\
              {prefix}/bin/python -m pip --version\n",
             py = shell_word(&self.interpreter),
             prefix = shell_word(&self.prefix),
