@@ -919,3 +919,57 @@ async fn unreachable_registry_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, OciError::InvalidName { .. }), "{err:?}");
 }
+
+/// Issue 17, item 6: a layer a rootfs import would refuse (a `..` name), pushed to a
+/// registry by something other than nbrt, is refused by `pull` too, which leaves nothing.
+#[tokio::test]
+async fn a_hostile_layer_fails_the_pull_and_leaves_nothing() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start();
+    let (src_dir, src) = empty_store();
+    // The layer: one file named `../escape`, written into the header as it is.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let digest = Digest::of_bytes(&layer);
+    let desc = Descriptor::new(media::OCI_LAYER, digest.clone(), layer.len() as u64);
+    src.put_blob(&desc, &mut &layer[..]).unwrap();
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![digest],
+        },
+        ..Default::default()
+    };
+    let image = Image::assemble(config, vec![desc], BTreeMap::new()).unwrap();
+    let opts = anonymous(src_dir.path());
+    let target = format!("{}/nb/hostile:v1", reg.host());
+    registry::push(&src, &image, &target, &opts, &hidden())
+        .await
+        .unwrap();
+
+    let (dir, store2) = empty_store();
+    let root = dir.path().join("store");
+    let err = registry::pull(&store2, &target, &opts, &hidden())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OciError::UnsafeEntry { reason, .. } if reason.contains("'..'")),
+        "{err:?}"
+    );
+    assert!(
+        blob_files(&root).is_empty(),
+        "blobs left behind: {:?}",
+        blob_files(&root)
+    );
+    assert!(store2.list().unwrap().is_empty());
+}

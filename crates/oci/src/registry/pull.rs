@@ -226,6 +226,11 @@ pub async fn pull(
         .try_collect()
         .await?;
     let mut sink = sink.into_inner().map_err(|_| poisoned())?;
+    // Layers from a registry are read through the same checks as an import's (entries,
+    // links, the layer rules, diff IDs) before the image is named; a refused pull removes
+    // the blobs it added (the sink's drop).
+    let budget = crate::layer::budget::Budget::new(crate::layer::budget::Limits::from_env()?);
+    crate::image::validate_within(&image, store, &budget)?;
     sink.put_image(&image)?;
     drop(sink);
     bar.finish();
