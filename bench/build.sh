@@ -35,6 +35,7 @@ else
   nbrt="$root/target/release/nbrt"
 fi
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
+export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 times="$work/times.tsv"
 : >"$times"
 

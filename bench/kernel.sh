@@ -36,6 +36,7 @@ else
   nbrt="$root/target/release/nbrt"
 fi
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
+export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 store="${BENCH_STORE:-$work/store}"
 
 # --- nbrt: base and kernel-py ------------------------------------------------------------------

@@ -11,6 +11,7 @@ bin="$("$repo/crates/init/build-static.sh")"
 # The stock jupyter stack, built by nbrt into a bench store and loaded into Docker.
 cargo build --release --quiet -p nbrt-cli --manifest-path "$repo/Cargo.toml"
 nbrt="$repo/target/release/nbrt"
+export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$("$repo/crates/conda/build-static.sh")}"
 export NBRT_INIT_BIN="$bin" NBRT_HOME="${BENCH_STORE:-$repo/target/bench-init/store}"
 "$nbrt" build "$repo/stacks" --only jupyter >&2
 nbrt_img=nbrt-bench/jupyter:init
