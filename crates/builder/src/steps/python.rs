@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use rattler_conda_types::{ParseStrictness, Version, VersionSpec};
 
+use nbrt_oci::spec::rfc3339;
+
 use crate::error::{BuildError, IoContext, Result};
 use crate::runtime_file::Python;
 use crate::steps::{env, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
@@ -190,38 +192,34 @@ fn write_conda_meta(prefix: &Path, facts: &Facts, pin: &str, channels: &[String]
     let meta = prefix.join("conda-meta");
     let abi = facts.abi_tag();
     let mm = facts.major_minor();
+    // (name, version, build, depends) of what the venv has without conda.
     let mut records = vec![
-        record(
+        (
             "python",
-            &facts.python,
-            "0_debian",
-            &[format!("python_abi {mm}.* *_{abi}")],
+            facts.python.clone(),
+            "0_debian".to_string(),
+            vec![format!("python_abi {mm}.* *_{abi}")],
         ),
-        record("python_abi", &mm, &format!("0_{abi}"), &[]),
+        ("python_abi", mm.clone(), format!("0_{abi}"), Vec::new()),
     ];
     if let Some(pip) = &facts.pip {
-        records.push(record("pip", pip, "0_debian", &[format!("python >={mm}")]));
+        records.push((
+            "pip",
+            pip.clone(),
+            "0_debian".to_string(),
+            vec![format!("python >={mm}")],
+        ));
     }
     let mut history = format!(
         "==> {} <==\n# cmd: nbrt build (python step)\n",
         history_time()
     );
-    for r in &records {
-        let (name, version, build) = (&r["name"], &r["version"], &r["build"]);
-        let file = meta.join(format!(
-            "{}-{}-{}.json",
-            name.as_str().unwrap_or_default(),
-            version.as_str().unwrap_or_default(),
-            build.as_str().unwrap_or_default()
-        ));
-        let text = serde_json::to_string_pretty(r).map_err(|e| err(e.to_string()))?;
-        write_owned(&file, &(text + "\n"), facts)?;
-        history.push_str(&format!(
-            "+{CHANNEL}::{}-{}-{}\n",
-            name.as_str().unwrap_or_default(),
-            version.as_str().unwrap_or_default(),
-            build.as_str().unwrap_or_default()
-        ));
+    for (name, version, build, depends) in &records {
+        let dist = format!("{name}-{version}-{build}");
+        let r = record(name, version, build, depends);
+        let text = serde_json::to_string_pretty(&r).map_err(|e| err(e.to_string()))?;
+        write_owned(&meta.join(format!("{dist}.json")), &(text + "\n"), facts)?;
+        history.push_str(&format!("+{CHANNEL}::{dist}\n"));
     }
     history.push_str(&format!("# update specs: [\"python={mm}\"]\n"));
     write_owned(&meta.join("history"), &history, facts)?;
@@ -233,37 +231,21 @@ fn write_conda_meta(prefix: &Path, facts: &Facts, pin: &str, channels: &[String]
     write_owned(&prefix.join(".condarc"), &condarc, facts)
 }
 
-/// The time of the history entry: `SOURCE_DATE_EPOCH` when set, else now (conda's format).
+/// The time of the history entry, in conda's format: `SOURCE_DATE_EPOCH` when set, else now.
 fn history_time() -> String {
-    let secs = super::clamp().unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let secs = super::clamp().map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        },
+        |s| s as i64,
+    );
+    // `2026-12-06T02:05:00Z` → `2026-12-06 02:05:00`
+    rfc3339(secs)
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_string()
 }
 
 /// Write `text` to `path`, group-writable and owned by the environment's owner.
@@ -376,10 +358,12 @@ mod tests {
     }
 
     #[test]
-    fn history_dates_are_civil() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_793), (2026, 12, 6));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    fn history_time_is_condas_format() {
+        let t = history_time();
+        assert_eq!(t.len(), "2026-12-06 02:05:00".len(), "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], " ");
+        assert!(!t.ends_with('Z'));
     }
 
     #[test]
