@@ -104,24 +104,8 @@ pub fn repo_dir() -> std::path::PathBuf {
 /// `NBRT_INIT_BIN` (see `nbrt_build::builtin`).
 pub fn static_nbrt_init() -> std::path::PathBuf {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("NBRT_INIT_STATIC_BIN") {
-            return p.into();
-        }
-        let script = repo_dir().join("crates/init/build-static.sh");
-        let out = Command::new(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "building the static nbrt-init failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().into()
-    })
-    .clone()
+    BIN.get_or_init(|| static_binary("nbrt-init", "NBRT_INIT_STATIC_BIN", "crates/init"))
+        .clone()
 }
 
 /// The static nbrt-conda (`conda`, `mamba` in stock images): `$NBRT_CONDA_STATIC_BIN`, else
@@ -129,24 +113,28 @@ pub fn static_nbrt_init() -> std::path::PathBuf {
 /// through `NBRT_CONDA_BIN` (see `nbrt_build::builtin`).
 pub fn static_nbrt_conda() -> std::path::PathBuf {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("NBRT_CONDA_STATIC_BIN") {
-            return p.into();
-        }
-        let script = repo_dir().join("crates/conda/build-static.sh");
-        let out = Command::new(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "building the static nbrt-conda failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().into()
-    })
-    .clone()
+    BIN.get_or_init(|| static_binary("nbrt-conda", "NBRT_CONDA_STATIC_BIN", "crates/conda"))
+        .clone()
+}
+
+/// A static binary of this workspace: the path in `$override_var`, else what
+/// `<crate_dir>/build-static.sh` builds and prints.
+fn static_binary(name: &str, override_var: &str, crate_dir: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(override_var) {
+        return p.into();
+    }
+    let script = repo_dir().join(crate_dir).join("build-static.sh");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "building the static {name} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().into()
 }
 
 /// Whether the stock stacks (`stacks/*/runtime.toml`) name the `nbrt-conda` builtin, so
