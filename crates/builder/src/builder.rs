@@ -5,6 +5,7 @@
 //! with nothing changed assembles the image from the cache without running anything; a
 //! change rebuilds from the first step it touches.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::cache::{self, CachedStep};
 use crate::config::{runtime_config, step_env, AddedLayer};
+use crate::epoch;
 use crate::error::{IoContext, Result};
 use crate::lock::{self, RuntimeLock, StepLock};
 use crate::runtime_file::RuntimeFile;
@@ -177,6 +179,9 @@ pub(crate) fn build_runtime(
     } else {
         None
     };
+    // The runtime's start time and its steps' times (see `crate::epoch`): never the clock.
+    let mut start = epoch::start(parent.map(|p| p.config.value()));
+    let mut newest = start;
     for (index, step) in steps::plan(rt).into_iter().enumerate() {
         let started = Instant::now();
         let kind = step.kind();
@@ -185,7 +190,7 @@ pub(crate) fn build_runtime(
             .as_ref()
             .zip(kind.lock_section())
             .map(|(l, s)| l.section(s));
-        let key = step.cache_key(&diff_ids, &env, pins.as_ref(), &kind.inputs(rt)?)?;
+        let key = step.cache_key(&diff_ids, &env, pins.as_ref(), &kind.inputs(rt)?, start)?;
         let cached = if opts.no_cache || moved.contains_key(&index) {
             None
         } else {
@@ -206,21 +211,22 @@ pub(crate) fn build_runtime(
                 let scratch = crate::leftovers::StepDir::new(&store.tmp())?;
                 let staging = scratch.path().join("root");
                 fs::create_dir_all(&staging).io_context(|| "creating the staging directory")?;
-                let out = kind.run(
-                    &RunContext {
-                        store,
-                        snapshots,
-                        rt,
-                        pins: pins.as_ref(),
-                        lowers: &lowers,
-                        parent: &diff_ids,
-                        env: &env,
-                        reuse: !opts.no_cache,
-                        scratch: scratch.path(),
-                        staging: &staging,
-                    },
-                    log,
-                )?;
+                let cx = RunContext {
+                    store,
+                    snapshots,
+                    rt,
+                    pins: pins.as_ref(),
+                    lowers: &lowers,
+                    parent: &diff_ids,
+                    env: &env,
+                    reuse: !opts.no_cache,
+                    scratch: scratch.path(),
+                    staging: &staging,
+                    epoch: start,
+                    started: epoch::step_start(scratch.path())?,
+                    step_epoch: Cell::new(start),
+                };
+                let out = kind.run(&cx, log)?;
                 if let Some(lock) = &out.lock {
                     lock::remember(store, &key, lock)?;
                 }
@@ -228,6 +234,7 @@ pub(crate) fn build_runtime(
                     layer: out.layer.descriptor(),
                     diff_id: out.layer.diff_id.clone(),
                     created_by: label.clone(),
+                    epoch: cx.step_epoch.get(),
                 };
                 cache::put(store, &key, &entry)?;
                 (entry, false)
@@ -239,6 +246,9 @@ pub(crate) fn build_runtime(
             layer: entry.layer.digest.clone(),
             seconds: started.elapsed().as_secs_f64(),
         });
+        // A bootstrap gives a runtime without a parent its start time.
+        start = start.or(entry.epoch);
+        newest = newest.max(entry.epoch);
         layers.push(entry.layer.clone());
         diff_ids.push(entry.diff_id.clone());
         if !opts.locked {
@@ -260,7 +270,14 @@ pub(crate) fn build_runtime(
         let prefix = rt.pip.as_ref().map_or("/opt/conda", |p| p.prefix.as_str());
         crate::config::version_labels(&view, prefix, &wanted)?
     };
-    let config = runtime_config(parent.map(|p| p.config.value()), rt, &added, &versions);
+    let created = epoch::fixed().or(newest);
+    let config = runtime_config(
+        parent.map(|p| p.config.value()),
+        rt,
+        &added,
+        &versions,
+        created,
+    );
     let mut annotations = BTreeMap::new();
     if let Some(p) = parent {
         annotations.insert(annotation::BASE_DIGEST.to_string(), p.digest().to_string());

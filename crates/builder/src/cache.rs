@@ -17,6 +17,9 @@ pub struct CachedStep {
     pub layer: Descriptor,
     pub diff_id: Digest,
     pub created_by: String,
+    /// The step's time ([`crate::epoch`]): its layer's newest file time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// The build cache: a step's layer under its cache key.

@@ -1,10 +1,10 @@
 //! The image config of a built runtime: the parent's config with the runtime's `[env]`,
 //! `[image]` and description applied, the new layers' diff IDs and history appended, and the
-//! creation time fixed (`SOURCE_DATE_EPOCH`, else the parent's), never the clock.
+//! creation time the build's ([`crate::epoch`]), never the clock.
 
 use std::collections::BTreeMap;
 
-use nbrt_oci::spec::{rfc3339, source_date_epoch, Healthcheck, History, ImageConfig, RootFs};
+use nbrt_oci::spec::{rfc3339, Healthcheck, History, ImageConfig, RootFs};
 use nbrt_oci::{Digest, Platform};
 
 use nbrt_oci::facts::dist_info;
@@ -37,6 +37,19 @@ fn merge_env(parent: &[String], add: &BTreeMap<String, String>) -> Vec<String> {
     out
 }
 
+/// The variable naming the runtime an image was built as (`NBRT_RUNTIME=scipy`): nbrt-init
+/// and the Python environment key the user's own packages by it (see
+/// `nbrt_init::userpkgs`), so another runtime never imports them.
+pub const RUNTIME_VAR: &str = "NBRT_RUNTIME";
+
+/// The runtime's `[env]` with [`RUNTIME_VAR`] set to its name unless `[env]` sets it.
+fn runtime_env(rt: &RuntimeFile) -> BTreeMap<String, String> {
+    let mut env = rt.env.clone();
+    env.entry(RUNTIME_VAR.to_string())
+        .or_insert_with(|| rt.name.clone());
+    env
+}
+
 /// The environment `run` and `apt` steps see: the parent image's, with the runtime's `[env]`
 /// (as a Dockerfile's `RUN` sees every `ENV` above it).
 pub fn step_env(parent: Option<&ImageConfig>, rt: &RuntimeFile) -> Vec<String> {
@@ -44,7 +57,7 @@ pub fn step_env(parent: Option<&ImageConfig>, rt: &RuntimeFile) -> Vec<String> {
         .and_then(|c| c.config.as_ref())
         .and_then(|c| c.env.as_deref())
         .unwrap_or_default();
-    merge_env(inherited, &rt.env)
+    merge_env(inherited, &runtime_env(rt))
 }
 
 /// The version labels of the runtime's image (label → distribution): the parent's (recorded
@@ -107,12 +120,14 @@ pub fn version_labels(
     Ok(out)
 }
 
-/// The config of the runtime's image; `versions` are the values of its version labels.
+/// The config of the runtime's image; `versions` are the values of its version labels,
+/// `created` its time (see [`crate::epoch`]; `None` keeps the parent's).
 pub fn runtime_config(
     parent: Option<&ImageConfig>,
     rt: &RuntimeFile,
     added: &[AddedLayer],
     versions: &BTreeMap<String, String>,
+    created: Option<i64>,
 ) -> ImageConfig {
     let mut config = parent.cloned().unwrap_or_else(|| {
         let host = Platform::host();
@@ -126,13 +141,13 @@ pub fn runtime_config(
             ..Default::default()
         }
     });
-    let created = match source_date_epoch() {
-        Some(sde) => rfc3339(sde),
+    let created = match created {
+        Some(t) => rfc3339(t),
         None => config.created.clone().unwrap_or_else(|| rfc3339(0)),
     };
     config.created = Some(created.clone());
     let mut cc = config.config.take().unwrap_or_default();
-    let env = merge_env(cc.env.as_deref().unwrap_or_default(), &rt.env);
+    let env = merge_env(cc.env.as_deref().unwrap_or_default(), &runtime_env(rt));
     cc.env = (!env.is_empty()).then_some(env);
     let img = &rt.image;
     if let Some(e) = &img.entrypoint {
@@ -245,11 +260,16 @@ max-memory = "4g"
             diff_id: Digest::of_bytes(b"pip"),
             created_by: "pip install jupyterlab".into(),
         }];
-        let c = runtime_config(Some(&parent), &r, &added, &BTreeMap::new());
+        let c = runtime_config(Some(&parent), &r, &added, &BTreeMap::new(), None);
         let cc = c.config.as_ref().unwrap();
         assert_eq!(
             cc.env.as_ref().unwrap(),
-            &["PATH=/opt/conda/bin:/usr/bin", "A=new", "B=b"]
+            &[
+                "PATH=/opt/conda/bin:/usr/bin",
+                "A=new",
+                "B=b",
+                "NBRT_RUNTIME=jupyter"
+            ]
         );
         assert_eq!(cc.entrypoint.as_ref().unwrap(), &["nbrt-init"]);
         assert_eq!(cc.cmd, None, "a new entrypoint drops the parent's cmd");

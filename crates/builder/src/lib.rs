@@ -7,6 +7,8 @@
 //!   read-only view of an image's file system built from them;
 //! - `layer_dir`: a directory tree (or an overlay upper directory) written as a layer;
 //! - `sandbox`: commands executed with runc over an overlayfs mount;
+//! - `epoch`, `leaks`: the build time taken from the inputs, never the clock, and the files
+//!   that would tell of the build machine, left out of layers;
 //! - `leftovers`: step directories, and cleaning up after builds that were killed;
 //! - `config`: the image config of a built runtime; `blocking`: async work run from the
 //!   synchronous builder;
@@ -17,6 +19,7 @@
 //!   a step's cache key (`steps::Step::cache_key`);
 //! - `builder`: the driver (plan → key → cache hit or run → lock → assemble);
 //! - `rebase`: a runtime's layers moved onto a new base;
+//! - `reproducible`: a stack built twice in two scratch stores, and where the images part;
 //! - `gc`: the builder's caches pruned to what the store's images use.
 
 pub mod blocking;
@@ -24,13 +27,16 @@ pub mod builder;
 pub mod builtin;
 pub mod cache;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod gc;
 pub mod layer_dir;
+pub mod leaks;
 pub mod leftovers;
 pub mod lock;
 pub mod rebase;
 pub mod record;
+pub mod reproducible;
 pub mod runtime_file;
 pub mod sandbox;
 pub mod snapshot;

@@ -331,6 +331,40 @@ pub fn deb_args(pins: Option<&StepLock>, packages: &[String]) -> Vec<String> {
     }
 }
 
+/// The error of a locked apt or bootstrap step whose package manager (apt, through
+/// mmdebstrap or apt-get; its output is `stderr`) did not find a version the lock pins: the
+/// Debian mirror no longer has it. `None` when that is not what went wrong.
+pub fn lost_pin(rt: &RuntimeFile, pins: Option<&StepLock>, stderr: &str) -> Option<BuildError> {
+    let Some(StepLock::Apt(debs) | StepLock::Bootstrap(debs)) = pins else {
+        return None;
+    };
+    // apt: "E: Version '1.2-3' for 'tree' was not found"
+    let lost: Vec<&Deb> = debs
+        .iter()
+        .filter(|d| {
+            stderr.contains(&format!(
+                "Version '{}' for '{}' was not found",
+                d.version, d.name
+            )) || stderr.contains(&format!("Unable to locate package {}", d.name))
+        })
+        .collect();
+    if lost.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = lost
+        .iter()
+        .map(|d| format!("{} {}", d.name, d.version))
+        .collect();
+    Some(lock_err(format!(
+        "{} pins {}, which the Debian mirror no longer has (Debian keeps only the current \
+         version of a package); refresh the lock: `nbrt build <stack> --only {} --update-lock` \
+         resolves the packages again and rewrites it",
+        lock_path(rt).display(),
+        names.join(", "),
+        rt.name
+    )))
+}
+
 /// Installed packages (`var/lib/dpkg/status`, `status.d/*`) by the shared reader's rule
 /// ([`nbrt_oci::facts::dpkg`], the manifest's too), by `name:arch`.
 pub(crate) fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {

@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use crate::builder::{self, BuildOptions};
 use crate::cache::{self, CachedStep};
+use crate::epoch;
 use crate::error::{BuildError, Result};
 use crate::runtime_file::RuntimeFile;
 use crate::snapshot::{MergedView, Snapshots};
@@ -304,6 +305,14 @@ pub fn rebase(
 
     // Which layers move: those whose step says it may, and only when the build cache
     // confirms that the image's layer is what the runtime file makes today on the old base.
+    // The old build's start time: the old base's (see `crate::epoch`), when the store has it.
+    let old_start = match epoch::fixed() {
+        Some(t) => Some(t),
+        None => store
+            .resolve(&old_base)
+            .ok()
+            .and_then(|b| epoch::start(Some(b.image.config.value()))),
+    };
     let confirmed = |i: usize, step: &Step| -> Result<Option<CachedStep>> {
         let at = base_len + i;
         let key = step.cache_key(
@@ -311,6 +320,7 @@ pub fn rebase(
             &[],
             None,
             &step.kind().inputs(&rt)?,
+            old_start,
         )?;
         Ok(cache::get(store, &key)?.filter(|c| c.layer.digest == image.layers()[at].digest))
     };

@@ -6,10 +6,12 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use nbrt_build::builder::{build_stack, BuildOptions};
 use nbrt_build::rebase::{Action, RebaseOptions};
+use nbrt_build::reproducible::{check_reproducible, CheckReport, Difference};
 use nbrt_build::stack::Stack;
 
 use crate::images::{progress, Context};
 use crate::output::json;
+use crate::output::{out, outln};
 
 /// `nbrt build` builds runtime files (a stack directory or one runtime file) or, in
 /// Dockerfile mode, a Dockerfile. Dockerfile mode is chosen when `-f` or `-t` is given, or
@@ -40,10 +42,149 @@ pub struct BuildArgs {
     no_cache: bool,
     /// Build exactly what each runtime's runtime.lock records (written by every other build);
     /// fail when a lock is missing or older than its runtime file
-    #[arg(long)]
+    #[arg(long, conflicts_with = "update_lock")]
     locked: bool,
+    /// Resolve packages again and rewrite each runtime's runtime.lock, as every build without
+    /// --locked does (the refresh of a lock whose pins the package mirrors no longer have)
+    #[arg(long)]
+    update_lock: bool,
+    /// Build twice, each in a scratch store of its own from a copy of the stack at another
+    /// path, and report the first layer and file where the images differ (non-zero exit
+    /// when they do); the store and the stack are left as they are
+    #[arg(long)]
+    check_reproducible: bool,
     #[arg(long)]
     json: bool,
+}
+
+/// `--build-arg K=V` values; `--build-arg K` takes K from the environment, as docker does.
+fn parse_build_args(given: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut build_args = std::collections::BTreeMap::new();
+    for kv in given {
+        match kv.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(kv) {
+                    build_args.insert(kv.clone(), v);
+                }
+            }
+        }
+    }
+    build_args
+}
+
+/// `nbrt convert`: a Dockerfile written as the runtime file that builds the same image.
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The Dockerfile
+    dockerfile: PathBuf,
+    /// Write the runtime file here (default: print it). Its directory must hold the files
+    /// the Dockerfile copies: `[[files]]` sources are relative to it
+    #[arg(short = 'o', long = "output", value_name = "RUNTIME.toml")]
+    output: Option<PathBuf>,
+    /// The build context (default: the Dockerfile's directory)
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// The runtime's name (default: the context directory's name)
+    #[arg(long)]
+    name: Option<String>,
+    /// A build argument K=V (repeatable)
+    #[arg(long = "build-arg", value_name = "K=V")]
+    build_arg: Vec<String>,
+    /// Print the runtime file and the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// A runtime name from a directory name: lower case, other characters as `-`.
+fn runtime_name(dir: &std::path::Path) -> String {
+    let raw = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if name.is_empty() {
+        "converted".into()
+    } else {
+        name
+    }
+}
+
+pub fn convert(ctx: &Context, a: ConvertArgs) -> Result<()> {
+    let dir_of = |p: &std::path::Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let context = a.context.clone().unwrap_or_else(|| dir_of(&a.dockerfile));
+    let output_dir = a
+        .output
+        .as_deref()
+        .map(dir_of)
+        .unwrap_or_else(|| context.clone());
+    let name = a.name.clone().unwrap_or_else(|| runtime_name(&context));
+    if !nbrt_build::runtime_file::valid_name(&name) {
+        anyhow::bail!(
+            "{name:?} is not a runtime name (lower-case letters, digits, -, _, .): give --name"
+        );
+    }
+    // The base image is looked up in the store when there is one; convert works without.
+    let store = match ctx.store_root() {
+        Ok(root) if root.exists() => ctx.store().ok(),
+        _ => None,
+    };
+    let opts = nbrt_dockerfile::convert::ConvertOptions {
+        dockerfile: a.dockerfile.clone(),
+        context,
+        output_dir,
+        name,
+        build_args: parse_build_args(&a.build_arg),
+    };
+    let conversion = nbrt_dockerfile::convert::convert(store.as_ref(), &opts)
+        .with_context(|| format!("converting {}", a.dockerfile.display()))?;
+    if let Some(path) = &a.output {
+        let tmp = path.with_extension("toml.partial");
+        std::fs::write(&tmp, &conversion.runtime)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        return json(&conversion);
+    }
+    if a.output.is_none() {
+        out!("{}", conversion.runtime);
+    }
+    let report: Box<dyn Fn(std::fmt::Arguments<'_>)> = if a.output.is_none() {
+        // The runtime file is on stdout: the report goes to stderr.
+        Box::new(|args| eprintln!("{args}"))
+    } else {
+        Box::new(|args| outln!("{args}"))
+    };
+    for n in &conversion.notes {
+        report(format_args!("line {:<3} {}", n.line, n.instruction));
+        match &n.why {
+            Some(why) => report(format_args!("         -> {}: {why}", n.became)),
+            None => report(format_args!("         -> {}", n.became)),
+        }
+    }
+    if let Some(path) = &a.output {
+        outln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Whether the arguments ask for Dockerfile mode (see [`BuildArgs`]).
@@ -63,20 +204,13 @@ fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
     if a.tag.is_empty() {
         anyhow::bail!("a Dockerfile build needs a name for its image: give -t NAME[:TAG]");
     }
-    if a.only.is_some() || a.locked {
-        anyhow::bail!("--only and --locked are for runtime files, not Dockerfiles");
+    if a.only.is_some() || a.locked || a.update_lock || a.check_reproducible {
+        anyhow::bail!(
+            "--only, --locked, --update-lock and --check-reproducible are for runtime files, \
+             not Dockerfiles"
+        );
     }
-    let mut build_args = std::collections::BTreeMap::new();
-    for kv in &a.build_arg {
-        match kv.split_once('=') {
-            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
-            // `--build-arg K` takes K from the environment, as docker does.
-            None => match std::env::var(kv) {
-                Ok(v) => build_args.insert(kv.clone(), v),
-                Err(_) => continue,
-            },
-        };
-    }
+    let build_args = parse_build_args(&a.build_arg);
     let tags = a
         .tag
         .iter()
@@ -103,7 +237,7 @@ fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
         return json(&report);
     }
     let cached = report.steps.iter().filter(|s| s.cached).count();
-    println!(
+    outln!(
         "{}  {}  ({} steps, {} from cache)",
         report.tags.join(", "),
         &report.id.hex()[..12],
@@ -134,6 +268,19 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
     } else {
         Box::new(std::io::stdout())
     };
+    if a.check_reproducible {
+        let report = check_reproducible(
+            &store,
+            &stack_path,
+            a.only.as_deref(),
+            &opts,
+            &progress(a.json),
+            &mut log,
+        )
+        .with_context(|| format!("building {} twice", stack_path.display()))?;
+        drop(log);
+        return print_check(&report, a.json);
+    }
     let reports = build_stack(
         &store,
         &stack,
@@ -149,13 +296,53 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
     }
     for r in &reports {
         let cached = r.steps.iter().filter(|s| s.cached).count();
-        println!(
+        outln!(
             "{}:latest  {}  ({} steps, {} from cache)",
             r.name,
             &r.id.hex()[..12],
             r.steps.len(),
             cached
         );
+    }
+    Ok(())
+}
+
+/// The report of `--check-reproducible`: one line per runtime, and where the images part.
+fn print_check(report: &CheckReport, as_json: bool) -> Result<()> {
+    if as_json {
+        json(report)?;
+    } else {
+        for r in &report.runtimes {
+            if r.same {
+                outln!("{}  {}  same in both builds", r.name, &r.first.hex()[..12]);
+                continue;
+            }
+            outln!(
+                "{}  {} / {}  DIFFERENT",
+                r.name,
+                &r.first.hex()[..12],
+                &r.second.hex()[..12]
+            );
+            match &r.difference {
+                Some(Difference::Layer { index, step, file }) => {
+                    outln!("  first different layer: {index} ({step})");
+                    match file {
+                        Some(f) => outln!("  first different file: {}: {}", f.path, f.what),
+                        None => outln!("  (its files match; the layer's tar bytes differ)"),
+                    }
+                }
+                Some(Difference::Config { fields }) => {
+                    outln!(
+                        "  every layer matches; the config differs: {}",
+                        fields.join(", ")
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+    if !report.reproducible() {
+        anyhow::bail!("the two builds differ (see above)");
     }
     Ok(())
 }
@@ -169,7 +356,7 @@ pub struct GraphArgs {
 pub fn graph(ctx: &Context, a: GraphArgs) -> Result<()> {
     let store = ctx.store()?;
     let stack = Stack::load(&a.stack, &store)?;
-    print!("{}", stack.mermaid());
+    out!("{}", stack.mermaid());
     Ok(())
 }
 
@@ -208,14 +395,14 @@ pub fn rebase(ctx: &Context, a: RebaseArgs) -> Result<()> {
         return json(&report);
     }
     for s in &report.steps {
-        println!("  {:<17} {}  ({})", s.action.as_str(), s.step, s.reason);
+        outln!("  {:<17} {}  ({})", s.action.as_str(), s.step, s.reason);
     }
     let moved = report
         .steps
         .iter()
         .filter(|s| s.action == Action::Moved)
         .count();
-    println!(
+    outln!(
         "{}  {}  ({} layers moved, {} rebuilt)",
         report.tag,
         &report.id.hex()[..12],

@@ -10,6 +10,7 @@ use nbrt_oci::transfer::{self, ExportFormat, ImportOptions};
 use nbrt_oci::{ImageName, Progress, Store, StoredImage};
 use serde::Serialize;
 
+use crate::output::outln;
 use crate::output::{human_size, json, table};
 
 pub struct Context {
@@ -17,7 +18,7 @@ pub struct Context {
 }
 
 impl Context {
-    fn store_root(&self) -> Result<PathBuf> {
+    pub fn store_root(&self) -> Result<PathBuf> {
         match &self.store {
             Some(p) => Ok(p.clone()),
             None => Ok(Store::default_root()?),
@@ -115,7 +116,7 @@ pub fn import(ctx: &Context, a: ImportArgs) -> Result<()> {
     if a.json {
         return json(&report);
     }
-    println!(
+    outln!(
         "imported {} ({}, {} layers, {}) as {}",
         report.id,
         report.source_kind,
@@ -193,11 +194,21 @@ struct ImageRow {
     created: Option<String>,
     size: u64,
     layers: usize,
+    /// Who pinned it (a site's registered runtime): gc keeps it, named or not.
+    pinned_by: Vec<String>,
 }
 
+/// Named images, and pinned ones that have no name left (`<none>` in the table).
 pub fn list(ctx: &Context, a: ImagesArgs) -> Result<()> {
     let store = ctx.store()?;
-    let images = store.list()?;
+    let images = store.list_with_pinned()?;
+    let pins = store.pins()?;
+    let pinned_by = |i: &nbrt_oci::StoredImage| -> Vec<String> {
+        pins.iter()
+            .filter(|p| &p.manifest.digest == i.image.digest())
+            .map(|p| p.holder.clone())
+            .collect()
+    };
     let rows: Vec<ImageRow> = images
         .iter()
         .map(|i| ImageRow {
@@ -207,6 +218,7 @@ pub fn list(ctx: &Context, a: ImagesArgs) -> Result<()> {
             created: i.image.config.value().created.clone(),
             size: i.image.size(),
             layers: i.image.layers().len(),
+            pinned_by: pinned_by(i),
         })
         .collect();
     if a.json {
@@ -214,14 +226,20 @@ pub fn list(ctx: &Context, a: ImagesArgs) -> Result<()> {
     }
     let mut cells = Vec::new();
     for i in &images {
-        for n in &i.names {
-            cells.push(vec![
-                n.repository.clone(),
-                n.tag.clone(),
+        let row = |repository: &str, tag: &str| {
+            vec![
+                repository.to_string(),
+                tag.to_string(),
                 short_id(i.image.id()),
                 i.image.config.value().created.clone().unwrap_or_default(),
                 human_size(i.image.size()),
-            ]);
+            ]
+        };
+        for n in &i.names {
+            cells.push(row(&n.repository, &n.tag));
+        }
+        if i.names.is_empty() {
+            cells.push(row("<none>", "<none>"));
         }
     }
     table(
@@ -285,36 +303,36 @@ pub fn inspect(ctx: &Context, a: InspectArgs) -> Result<()> {
     if a.json {
         return json(&info);
     }
-    println!("ID:       {}", info.id);
-    println!("Digest:   {}", info.digest);
-    println!("Names:    {}", info.names.join(", "));
-    println!(
+    outln!("ID:       {}", info.id);
+    outln!("Digest:   {}", info.digest);
+    outln!("Names:    {}", info.names.join(", "));
+    outln!(
         "Size:     {} in {} layers",
         human_size(info.size),
         info.layers.len()
     );
     let c = image.config.value();
-    println!("Platform: {}/{}", c.os, c.architecture);
+    outln!("Platform: {}/{}", c.os, c.architecture);
     if let Some(created) = &c.created {
-        println!("Created:  {created}");
+        outln!("Created:  {created}");
     }
     if let Some(cc) = &c.config {
         if let Some(u) = &cc.user {
-            println!("User:     {u}");
+            outln!("User:     {u}");
         }
         if let Some(ep) = &cc.entrypoint {
-            println!("Entrypoint: {}", serde_json::to_string(ep)?);
+            outln!("Entrypoint: {}", serde_json::to_string(ep)?);
         }
         if let Some(cmd) = &cc.cmd {
-            println!("Cmd:      {}", serde_json::to_string(cmd)?);
+            outln!("Cmd:      {}", serde_json::to_string(cmd)?);
         }
         for e in cc.env.iter().flatten() {
-            println!("Env:      {e}");
+            outln!("Env:      {e}");
         }
     }
-    println!("Layers:");
+    outln!("Layers:");
     for l in &info.layers {
-        println!(
+        outln!(
             "  {}  {:>9}  {}",
             l.digest,
             human_size(l.size),
@@ -359,20 +377,28 @@ pub fn rm(ctx: &Context, a: RmArgs) -> Result<()> {
         };
         for n in names {
             store.untag(&n)?;
-            println!("Untagged: {n}");
+            outln!("Untagged: {n}");
+        }
+        // A pinned image (a site's registered runtime) stays, whatever its names.
+        for pin in store.pins_of(&found.image)? {
+            eprintln!(
+                "warning: {} stays in the store: pinned by {} (unregister it there to let gc remove it)",
+                found.image.id(),
+                pin.holder
+            );
         }
     }
     if !a.no_prune {
         let report = store.gc()?;
         if report.blobs_removed > 0 {
-            println!(
+            outln!(
                 "Deleted {} blobs ({})",
                 report.blobs_removed,
                 human_size(report.bytes_freed)
             );
         }
         if report.temp_files_removed > 0 {
-            println!(
+            outln!(
                 "Deleted {} temporary files ({})",
                 report.temp_files_removed,
                 human_size(report.temp_bytes_freed)
@@ -401,31 +427,40 @@ pub fn gc(ctx: &Context, a: GcArgs) -> Result<()> {
             "blobs_kept": report.blobs.blobs_kept,
             "temp_files_removed": report.blobs.temp_files_removed,
             "temp_bytes_freed": report.blobs.temp_bytes_freed,
+            "pins": report.blobs.pins,
             "snapshots": report.snapshots,
             "pip_pieces": report.pip_pieces,
         }));
     }
-    println!(
+    outln!(
         "removed {} blobs ({}), kept {}",
         report.blobs.blobs_removed,
         human_size(report.blobs.bytes_freed),
         report.blobs.blobs_kept
     );
-    println!(
+    outln!(
         "removed {} temporary files ({})",
         report.blobs.temp_files_removed,
         human_size(report.blobs.temp_bytes_freed)
     );
+    if report.blobs.pins > 0 {
+        outln!(
+            "kept the images of {} pins (runtimes registered in a site)",
+            report.blobs.pins
+        );
+    }
     if let Some(s) = report.snapshots {
-        println!(
+        outln!(
             "removed {} unpacked layers of the builder, kept {}",
-            s.removed, s.kept
+            s.removed,
+            s.kept
         );
     }
     if let Some(p) = report.pip_pieces {
-        println!(
+        outln!(
             "removed {} pip pieces of the builder, kept {}",
-            p.removed, p.kept
+            p.removed,
+            p.kept
         );
     }
     Ok(())
@@ -463,7 +498,7 @@ pub async fn load(ctx: &Context, a: LoadArgs) -> Result<()> {
     if a.json {
         return json(&report);
     }
-    println!("Loaded image: {} ({})", names[0], report.engine_id);
+    outln!("Loaded image: {} ({})", names[0], report.engine_id);
     Ok(())
 }
 
@@ -493,7 +528,7 @@ pub async fn push(ctx: &Context, a: PushArgs) -> Result<()> {
     if a.json {
         return json(&report);
     }
-    println!(
+    outln!(
         "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there",
         report.reference,
         report.manifest_digest,
@@ -526,7 +561,7 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> Result<()> {
     if a.json {
         return json(&report);
     }
-    println!(
+    outln!(
         "pulled {} ({}), image ID {}: {} blobs downloaded, {} already here",
         report.reference,
         report.manifest_digest,

@@ -1,7 +1,5 @@
 //! The inspect commands: manifest, diff, check.
 
-use std::io::Write;
-
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use nbrt_inspect::check::{self, Profile, Report, Status};
@@ -9,6 +7,7 @@ use nbrt_inspect::manifest::{self, Libraries, Selection};
 use nbrt_inspect::sbom::{self, Subject};
 
 use crate::images::{progress, Context};
+use crate::output::outln;
 use crate::output::{json, table};
 
 #[derive(Args)]
@@ -67,9 +66,7 @@ pub fn manifest(ctx: &Context, a: ManifestArgs) -> Result<()> {
 
 /// One record per line, like `conda list --json` prints them (indented).
 fn print_compact<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -99,15 +96,15 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> Result<()> {
     if a.json {
         return json(&d);
     }
-    println!("{} → {}: {} shared layers", a.a, a.b, d.shared_layers);
-    println!(
+    outln!("{} → {}: {} shared layers", a.a, a.b, d.shared_layers);
+    outln!(
         "packages: {} added, {} removed, {} changed",
         d.packages_added.len(),
         d.packages_removed.len(),
         d.packages_changed.len()
     );
     for p in &d.packages_added {
-        println!(
+        outln!(
             "  + {} {} ({}, {})",
             p.name,
             p.version,
@@ -116,7 +113,7 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> Result<()> {
         );
     }
     for p in &d.packages_removed {
-        println!(
+        outln!(
             "  - {} {} ({}, {})",
             p.name,
             p.version,
@@ -125,7 +122,7 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> Result<()> {
         );
     }
     for p in &d.packages_changed {
-        println!(
+        outln!(
             "  ~ {} {} → {} ({}, {})",
             p.name,
             p.from,
@@ -134,7 +131,7 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> Result<()> {
             p.location
         );
     }
-    println!(
+    outln!(
         "files: {} added, {} removed, {} modified",
         d.files_added.len(),
         d.files_removed.len(),
@@ -142,17 +139,17 @@ pub fn diff(ctx: &Context, a: DiffArgs) -> Result<()> {
     );
     if a.files {
         for f in &d.files_added {
-            println!("  A {f}");
+            outln!("  A {f}");
         }
         for f in &d.files_removed {
-            println!("  D {f}");
+            outln!("  D {f}");
         }
         for f in &d.files_modified {
-            println!("  M {f}");
+            outln!("  M {f}");
         }
     }
     for c in &d.config {
-        println!("config {}: {} → {}", c.field, c.from, c.to);
+        outln!("config {}: {} → {}", c.field, c.from, c.to);
     }
     Ok(())
 }
@@ -223,18 +220,18 @@ fn print_report(r: &Report) {
             Status::Skip => "skip",
         };
         let live = if c.live { " (live)" } else { "" };
-        println!("{tag} {}{live}: {}", c.id, c.message);
+        outln!("{tag} {}{live}: {}", c.id, c.message);
         if c.status != Status::Pass {
             if let Some(fix) = &c.fix {
-                println!("     fix: {fix}");
+                outln!("     fix: {fix}");
             }
         }
     }
     let failed = r.failures().count();
     if failed == 0 {
-        println!("{}: meets the {} profile", r.image, r.profile.as_str());
+        outln!("{}: meets the {} profile", r.image, r.profile.as_str());
     } else {
-        println!(
+        outln!(
             "{}: {failed} check(s) failed for the {} profile",
             r.image,
             r.profile.as_str()

@@ -8,6 +8,7 @@ use nbrt_kernelspec::{Location, Request};
 
 use crate::images::{progress, Context};
 use crate::output::json as print_json;
+use crate::output::outln;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Provisioner {
@@ -146,7 +147,7 @@ pub async fn kernelspec(ctx: &Context, a: KernelspecArgs) -> Result<()> {
     if a.json {
         return print_json(&outcome);
     }
-    println!(
+    outln!(
         "Wrote kernel spec {} ({} for image {})",
         outcome.directory.display(),
         outcome.provisioner,

@@ -26,6 +26,10 @@ struct Cli {
     /// More log output (repeat for more); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The log's format on standard error: text (one line per event, fields as key=value)
+    /// or json (one JSON object per line: timestamp, level, target, fields)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +57,10 @@ enum Command {
     /// Build runtimes from runtime files (a stack directory in dependency order, or one file),
     /// or an image from a Dockerfile (`-f`, `-t`, or a directory with a Dockerfile)
     Build(build::BuildArgs),
+    /// Write a Dockerfile as the runtime file that builds the same image: pip, conda and apt
+    /// lines become [pip], [conda] and [apt] steps where that keeps their meaning; the report
+    /// says which lines stayed [[run]] steps and why
+    Convert(build::ConvertArgs),
     /// Print a stack's runtime graph as a Mermaid flowchart
     Graph(build::GraphArgs),
     /// Move a runtime's own layers onto a new base: layers that do not depend on the base are
@@ -75,8 +83,17 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn init_logging(verbose: u8) {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One format for every event of the process. `nbrt serve` logs at info by default (its
+/// access and audit logs, targets `nbrt::access` and `nbrt::audit`); the other commands warn.
+fn init_logging(verbose: u8, format: LogFormat, serve: bool) {
     let default = match verbose {
+        0 if serve => "warn,nbrt_site=info,nbrt=info",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -84,16 +101,26 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(serve).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(
+        cli.verbose,
+        cli.log_format,
+        matches!(cli.command, Command::Serve(_)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,6 +144,7 @@ fn main() -> ExitCode {
             Command::Gc(a) => images::gc(&ctx, a),
             Command::Load(a) => images::load(&ctx, a).await,
             Command::Build(a) => build::build(&ctx, a),
+            Command::Convert(a) => build::convert(&ctx, a),
             Command::Graph(a) => build::graph(&ctx, a),
             Command::Rebase(a) => build::rebase(&ctx, a),
             Command::Push(a) => images::push(&ctx, a).await,
@@ -130,6 +158,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_closed_pipe(&e) => output::exit_on_closed_pipe(),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

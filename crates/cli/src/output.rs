@@ -1,9 +1,56 @@
 //! Printing results: JSON for scripts, aligned text for people.
+//!
+//! Everything the CLI prints to stdout goes through [`outln!`]/[`out!`]: `println!` panics
+//! when stdout is a pipe the reader closed (`nbrt images | head`, `nbrt inspect X | grep -q`),
+//! and nbrt stops quietly there instead, as `cat` and `ls` do.
+
+use std::io::Write;
 
 use serde::Serialize;
 
+/// `println!` to stdout that ends the process quietly on a closed pipe.
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` to stdout that ends the process quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+pub(crate) use {out, outln};
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            exit_on_closed_pipe();
+        }
+        // Any other failure to write results (a full disk behind a redirect) must not pass
+        // silently: the output is incomplete.
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The reader of our stdout went away: nothing more can be said, and it is not an error
+/// (`head` got what it wanted). Exit 0 rather than 141 so `set -o pipefail` scripts that stop
+/// reading early do not fail.
+pub fn exit_on_closed_pipe() -> ! {
+    std::process::exit(0)
+}
+
+/// True when an error comes from stdout being a closed pipe (an export to `| head -c`).
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -26,7 +73,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for row in rows {

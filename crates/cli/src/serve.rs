@@ -1,14 +1,18 @@
-//! `nbrt serve`: the site (runtimes, notebooks, sessions on the Docker engine, web UI).
+//! `nbrt serve`: the site (runtimes, notebooks, sessions on a backend — the Docker engine or
+//! a Docker Swarm —, web UI). The backend's settings come from flags, else from the file
+//! `--config` names.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use nbrt_site::ServerLimits;
+use nbrt_site::{BackendKind, ServerLimits, SwarmConfig};
+use serde::Deserialize;
 
 use crate::images::Context;
+use crate::output::outln;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -18,9 +22,34 @@ pub struct ServeArgs {
     /// The site's SQLite database (created on first start; default: site.db in the store's parent directory)
     #[arg(long, value_name = "PATH")]
     database: Option<PathBuf>,
-    /// Docker network for session containers (default: bridge)
+    /// A TOML file with the backend's settings (`backend`, `engine`, `network`, `[swarm]`);
+    /// flags given on the command line win over it
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Where sessions run: docker (the one engine), swarm (a Docker Swarm, through a manager)
+    /// or kubernetes (not built yet) [default: docker]
+    #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// The Docker engine (for swarm: a manager), unix:///PATH or tcp://HOST:PORT [default:
+    /// DOCKER_HOST, else the local socket]
+    #[arg(long, value_name = "ADDRESS")]
+    engine: Option<String>,
+    /// Network for sessions: a Docker network (default: bridge), or for swarm an overlay
+    /// network (default: nbrt-sessions, created when missing)
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// swarm: the site's registry (HOST:PORT) every node pulls runtime images from
+    #[arg(long, value_name = "HOST:PORT")]
+    registry: Option<String>,
+    /// swarm: speak plain HTTP to the registry (loopback registries always get it)
+    #[arg(long)]
+    registry_insecure: bool,
+    /// swarm: a placement constraint for every session (repeatable), e.g. node.role==worker
+    #[arg(long, value_name = "EXPR")]
+    constraint: Vec<String>,
+    /// swarm: a node's own engine the site can reach (repeatable), for its out-of-memory events
+    #[arg(long, value_name = "ADDRESS")]
+    node_engine: Vec<String>,
     /// Stop sessions whose kernels were idle this many minutes (0: never)
     #[arg(long, default_value_t = 1440, value_name = "MINUTES")]
     cull_idle_minutes: u64,
@@ -43,6 +72,16 @@ pub struct ServeArgs {
     /// Connections served at once; more wait until one closes (websockets count while open)
     #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N")]
     max_connections: usize,
+    /// Days an API token lives when its request gives no `expiresIn` (0: never)
+    #[arg(long, default_value_t = 90, value_name = "DAYS")]
+    token_lifetime_days: u64,
+    /// Hours the web UI's login lasts (its cookie's token)
+    #[arg(long, default_value_t = 14 * 24, value_name = "HOURS")]
+    login_lifetime_hours: u64,
+    /// Serve GET /metrics without a token (by default it needs one, any user's, as
+    /// JupyterHub's /hub/metrics does)
+    #[arg(long)]
+    metrics_public: bool,
     /// Print the start report as JSON
     #[arg(long)]
     json: bool,
@@ -59,9 +98,32 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
             .map(|p| p.join("nbrt-site.db"))
             .unwrap_or_else(|| PathBuf::from("nbrt-site.db"))
     });
+    let file = match &a.config {
+        Some(p) => ServeFile::read(p)?,
+        None => ServeFile::default(),
+    };
     let mut config = nbrt_site::Config::new(&database);
     config.store = Some(store);
-    config.network = a.network;
+    config.backend = a.backend.or(file.backend).unwrap_or_default();
+    config.engine = a.engine.or(file.engine);
+    config.network = a.network.or(file.network);
+    let sw = file.swarm.unwrap_or_default();
+    config.swarm = SwarmConfig {
+        registry: a.registry.or(sw.registry),
+        registry_insecure: a.registry_insecure || sw.registry_insecure.unwrap_or(false),
+        network: config.network.clone(),
+        constraints: if a.constraint.is_empty() {
+            sw.constraints.unwrap_or_default()
+        } else {
+            a.constraint
+        },
+        cpu_reservation: sw.cpu_reservation,
+        node_engines: if a.node_engine.is_empty() {
+            sw.node_engines.unwrap_or_default()
+        } else {
+            a.node_engine
+        },
+    };
     config.cull_idle_timeout =
         (a.cull_idle_minutes > 0).then(|| Duration::from_secs(a.cull_idle_minutes * 60));
     config.cull_interval = Duration::from_secs(a.cull_interval.max(1));
@@ -72,6 +134,12 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
         body_timeout: Duration::from_secs(a.body_timeout.max(1)),
         max_connections: a.max_connections.max(1),
     };
+    config.tokens = nbrt_site::auth::TokenPolicy {
+        api_lifetime: (a.token_lifetime_days > 0)
+            .then(|| Duration::from_secs(a.token_lifetime_days.saturating_mul(24 * 3600))),
+        login_lifetime: Duration::from_secs(a.login_lifetime_hours.max(1).saturating_mul(3600)),
+    };
+    config.metrics_public = a.metrics_public;
     let json = a.json;
     nbrt_site::serve(config, a.listen, |addr, admin, report| {
         if json {
@@ -81,13 +149,13 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
                 "adminToken": admin,
                 "reconcile": report,
             });
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("nbrt serve: http://{addr}/ (database {})", database.display());
+            outln!("nbrt serve: http://{addr}/ (database {})", database.display());
             if let Some(t) = admin {
-                println!("created the admin user; its token, shown only this once:\n  {t}");
+                outln!("created the admin user; its token, shown only this once:\n  {t}");
             }
-            println!(
+            outln!(
                 "sessions: {} adopted, {} ended while the server was down, {} orphan container(s) removed",
                 report.adopted.len(),
                 report.ended.len(),
@@ -97,4 +165,49 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
     })
     .await
     .context("nbrt serve")
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse()
+}
+
+/// `nbrt serve --config FILE`: the backend's settings.
+///
+/// ```toml
+/// backend = "swarm"                        # docker | swarm | kubernetes
+/// engine = "unix:///run/docker.sock"       # for swarm: a manager
+/// network = "nbrt-sessions"
+/// [swarm]
+/// registry = "10.77.0.254:5000"
+/// registry-insecure = true
+/// constraints = ["node.role==worker"]
+/// cpu-reservation = 0.25                   # of each session's CPU limit
+/// node-engines = ["tcp://node1:2375"]      # for out-of-memory events
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServeFile {
+    backend: Option<BackendKind>,
+    engine: Option<String>,
+    network: Option<String>,
+    swarm: Option<SwarmFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SwarmFile {
+    registry: Option<String>,
+    registry_insecure: Option<bool>,
+    constraints: Option<Vec<String>>,
+    cpu_reservation: Option<f64>,
+    node_engines: Option<Vec<String>>,
+}
+
+impl ServeFile {
+    fn read(path: &Path) -> Result<ServeFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the serve configuration {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{}: not a serve configuration", path.display()))
+    }
 }

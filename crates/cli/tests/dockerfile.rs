@@ -115,3 +115,60 @@ fn build_from_a_dockerfile() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-t NAME"));
 }
+
+/// `nbrt convert`: the runtime file written with `-o` (and printed without), with the
+/// report of what each line became; `nbrt build -f` never converts.
+#[test]
+fn convert_a_dockerfile() {
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM some/kernel:1\nUSER root\nRUN pip install my-libraries\nRUN make\nUSER 1000\n",
+    )
+    .unwrap();
+    let df = c.join("Dockerfile").to_string_lossy().into_owned();
+    let rt = c.join("runtime.toml");
+    let out = ok(
+        nbrt(
+            s,
+            &["convert", &df, "-o", &rt.to_string_lossy(), "--name", "ext"],
+        ),
+        "convert -o",
+    );
+    assert!(
+        out.contains("line 3   RUN pip install my-libraries\n         -> [pip]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> [[run]]: stayed a RUN: `make` is not a package install"),
+        "{out}"
+    );
+    let written = std::fs::read_to_string(&rt).unwrap();
+    assert!(written.contains("name = \"ext\""), "{written}");
+    assert!(written.contains("[pip]"), "{written}");
+
+    // Printed: the runtime file on stdout, the report on stderr.
+    let printed = nbrt(s, &["convert", &df, "--name", "ext"]);
+    let stdout = ok(printed.clone(), "convert");
+    assert_eq!(stdout.trim_end(), written.trim_end());
+    assert!(String::from_utf8_lossy(&printed.stderr).contains("-> [pip]"));
+
+    // The documented seed-001 form fails at its USER line.
+    std::fs::write(
+        c.join("Documented"),
+        "FROM some/kernel:1\n\nUSER root  # switch to root user to perform installation (if necessary)\n\nRUN pip install my-libraries\n",
+    )
+    .unwrap();
+    let bad = c.join("Documented").to_string_lossy().into_owned();
+    let out = nbrt(s, &["convert", &bad]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Documented:3: USER root  # switch"), "{err}");
+    assert!(
+        err.contains("a comment after an instruction is part of it"),
+        "{err}"
+    );
+}

@@ -110,6 +110,71 @@ fn tag_rm_gc_and_listing() {
     assert!(!success && err.contains("export format"), "{err}");
 }
 
+/// An image a site pinned (a registered runtime's) outlives its names: `nbrt rm` says it
+/// stays and who holds it, `nbrt gc` keeps it after its tag moved to another image.
+#[test]
+fn rm_and_gc_keep_a_pinned_image_and_name_its_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let (a, b) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
+    tiny_rootfs(&a, "a");
+    tiny_rootfs(&b, "b");
+    let imported: Value = serde_json::from_str(&ok(
+        &home,
+        &["import", a.to_str().unwrap(), "-t", "py:latest", "--json"],
+    ))
+    .unwrap();
+    let id = imported["id"].as_str().unwrap().to_string();
+    {
+        let store = nbrt_oci::Store::open(&home).unwrap();
+        let image = store.resolve(&id).unwrap().image;
+        store
+            .pin(
+                "site-x-runtime-1",
+                &image,
+                "runtime \"py\" of the site at /srv/site.db",
+            )
+            .unwrap();
+    }
+    // `nbrt build` moves the tag: the pinned image has no name left.
+    ok(&home, &["import", b.to_str().unwrap(), "-t", "py:latest"]);
+    let gc: Value = serde_json::from_str(&ok(&home, &["gc", "--json"])).unwrap();
+    assert_eq!(
+        (gc["blobs_removed"].as_u64(), gc["pins"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let info: Value = serde_json::from_str(&ok(&home, &["inspect", &id, "--json"])).unwrap();
+    assert_eq!(info["id"], id.as_str());
+    // Listed, nameless, with who holds it.
+    let list: Value = serde_json::from_str(&ok(&home, &["images", "--json"])).unwrap();
+    let pinned = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .expect("the pinned image is listed");
+    assert_eq!(pinned["names"], serde_json::json!([]));
+    assert_eq!(
+        pinned["pinned_by"],
+        serde_json::json!(["runtime \"py\" of the site at /srv/site.db"])
+    );
+    let table = ok(&home, &["images"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(&id[7..19])),
+        "{table}"
+    );
+    // rm says it stays, naming the runtime; gc still keeps it.
+    let (success, _, err) = nbrt(&home, &["rm", &id]);
+    assert!(success, "{err}");
+    assert!(
+        err.contains("stays in the store: pinned by runtime \"py\" of the site at /srv/site.db"),
+        "{err}"
+    );
+    ok(&home, &["inspect", &id]);
+}
+
 #[test]
 fn gc_prunes_the_builders_unpacked_layers_of_removed_images() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,4 +284,91 @@ fn gc_reports_temporary_files_and_imports_are_bounded() {
     let leftovers: Vec<_> = std::fs::read_dir(home.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!ok(&home, &["images"]).contains("bomb"));
+}
+
+/// `nbrt inspect X | grep -q ID`, `nbrt manifest X | head`: the reader closes the pipe before
+/// nbrt has written everything. nbrt stops quietly with status 0, with no panic or backtrace.
+/// The pipe's read end is closed before nbrt starts, so every write meets a closed pipe.
+#[test]
+fn a_closed_stdout_pipe_ends_commands_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let a = tmp.path().join("a.tar");
+    tiny_rootfs(&a, "a");
+    ok(&home, &["import", a.to_str().unwrap(), "-t", "tiny:a"]);
+    for args in [
+        &["images"][..],
+        &["images", "--json"],
+        &["inspect", "tiny:a"],
+        &["inspect", "tiny:a", "--json"],
+        &["export", "tiny:a", "--format", "rootfs", "-o", "-"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+            .args(args)
+            .env("NBRT_HOME", &home)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("running nbrt");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "nbrt {args:?} with a closed stdout: {:?}, stderr: {stderr}",
+            out.status
+        );
+    }
+}
+
+/// Issue 17, item 10: `nbrt gc` behind another nbrt process (here a stopped one, as after
+/// Ctrl-Z) says that it is waiting and why, instead of hanging silently; it finishes once the
+/// other process is gone.
+#[test]
+fn gc_says_it_waits_for_another_process() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("store");
+    let a = tmp.path().join("a.tar");
+    tiny_rootfs(&a, "a");
+    ok(&home, &["import", a.to_str().unwrap(), "-t", "tiny:a"]);
+    // What another nbrt process holds while it works in the store (here as if stopped with
+    // Ctrl-Z): the shared gc lock.
+    let other = std::fs::File::open(home.join("gc.lock")).unwrap();
+    other.lock_shared().unwrap();
+    let mut gc = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .args(["gc"])
+        .env("NBRT_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The warning comes at once; gc is still waiting.
+    let mut stderr = gc.stderr.take().unwrap();
+    let mut said = Vec::new();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    while !said.ends_with(b"\n") && started.elapsed() < std::time::Duration::from_secs(20) {
+        if stderr.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        said.push(byte[0]);
+    }
+    let said = String::from_utf8_lossy(&said).into_owned();
+    assert!(
+        said.contains("waiting for the other nbrt processes using")
+            && said.contains("gc needs the store to itself"),
+        "{said:?}"
+    );
+    assert!(gc.try_wait().unwrap().is_none(), "gc did not wait");
+    // The other process ends; gc goes on.
+    drop(other);
+    let out = gc.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

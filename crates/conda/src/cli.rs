@@ -645,6 +645,47 @@ fn error_text(e: &CondaError) -> String {
 }
 
 async fn run(ctx: &Context, command: Command) -> Result<i32> {
+    let changes_envs = matches!(
+        command,
+        Command::Install(_)
+            | Command::Update(_)
+            | Command::Create(_)
+            | Command::Remove(_)
+            | Command::Env {
+                command: EnvCommand::Remove(_)
+            }
+    );
+    let result = run_command(ctx, command).await;
+    if changes_envs && matches!(result, Ok(0)) {
+        sync_kernels(ctx);
+    }
+    result
+}
+
+/// Kernelspecs for the environments with ipykernel (see [`crate::kernels`]); a failure is a
+/// warning, the command itself succeeded.
+fn sync_kernels(ctx: &Context) {
+    let Some(dir) = crate::kernels::kernels_dir(ctx.home.as_deref()) else {
+        return;
+    };
+    let envs: Vec<crate::kernels::KernelEnv> = ctx
+        .environments()
+        .into_iter()
+        .filter(|p| *p != ctx.root)
+        .map(|prefix| crate::kernels::KernelEnv {
+            name: ctx.env_name(&prefix),
+            prefix,
+        })
+        .collect();
+    if let Err(e) = crate::kernels::sync(&dir, &envs) {
+        eprintln!(
+            "WARNING: the Jupyter kernels of conda environments in {} were not updated: {e}",
+            dir.display()
+        );
+    }
+}
+
+async fn run_command(ctx: &Context, command: Command) -> Result<i32> {
     match command {
         Command::Install(a) => install(ctx, a, Mode::Install).await,
         Command::Update(a) => install(ctx, a, Mode::Update).await,

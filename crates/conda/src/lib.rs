@@ -13,6 +13,7 @@
 //! - `prefix`: a live prefix on this machine (what the command changes): its records, pins,
 //!   `conda-meta/history`, removal of unlinked packages' files.
 //! - `config`, `list`, `cli`: the command's `.condarc`, listings and command line.
+//! - `kernels`: Jupyter kernels for the user's environments that have ipykernel.
 //!
 //! [`install`] is the builder's entry point: the delta linked into a staging directory that
 //! stands for the image root, with the files of removed packages named as whiteouts.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fetch;
 pub mod history;
 pub mod json;
+pub mod kernels;
 pub mod link;
 pub mod list;
 pub mod net;

@@ -32,8 +32,8 @@ use sha2::{Digest as _, Sha256};
 use crate::context::{self, Context, Item, Kind, SourceError, SourceFs, ViewFs};
 use crate::error::{DockerfileError, IoContext, Result};
 use crate::ignore::clean;
-use crate::parse::{self, Cmd, Flags, Instruction, Op};
-use crate::words::{expand, split_words};
+use crate::parse::{self, Cmd, Flags, Heredoc, Instruction, Op};
+use crate::words::{expand, expand_raw, split_words};
 
 /// Bumped when a step's layer for the same inputs changes (part of every cache key).
 const CACHE_VERSION: &str = "nbrt-dockerfile/1";
@@ -899,10 +899,18 @@ impl Builder<'_> {
                 add,
                 flags,
                 sources,
+                heredocs,
                 dest,
             } => {
                 let started = Instant::now();
-                let cached = self.copy(st, inst, *add, flags, sources, dest, stages, index)?;
+                let what = CopySources {
+                    add: *add,
+                    flags,
+                    sources,
+                    heredocs,
+                    dest,
+                };
+                let cached = self.copy(st, inst, &what, stages, index)?;
                 self.report(stage, inst, cached, started);
             }
         }
@@ -994,6 +1002,7 @@ impl Builder<'_> {
             layer: info.descriptor(),
             diff_id: info.diff_id.clone(),
             created_by,
+            epoch: None,
         };
         cache::put(self.store, key, &entry)?;
         self.push_layer(st, &entry);
@@ -1339,18 +1348,21 @@ impl Builder<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
         st: &mut State,
         inst: &Instruction,
-        add: bool,
-        flags: &Flags,
-        sources: &[String],
-        dest: &str,
+        what: &CopySources<'_>,
         stages: &[StageDef],
         index: usize,
     ) -> Result<bool> {
+        let CopySources {
+            add,
+            flags,
+            sources,
+            heredocs,
+            dest,
+        } = *what;
         let f = parse_flags(
             self,
             inst,
@@ -1375,6 +1387,11 @@ impl Builder<'_> {
         let mut srcs = Vec::new();
         for s in sources {
             srcs.push(self.expand(inst, s, &scope)?);
+        }
+        if f.contains_key("checksum")
+            && (!add || srcs.iter().any(|s| !is_url(s)) || srcs.is_empty())
+        {
+            return Err(self.err(inst, "--checksum is for ADD from HTTP(S) URLs only"));
         }
         let dest_word = self.expand(inst, dest, &scope)?;
         let dest_abs = join_path(&st.workdir(), &dest_word);
@@ -1409,12 +1426,31 @@ impl Builder<'_> {
         };
         let src_fs = fs_box.as_ref();
         let mut selections = Vec::new();
+        // Which selections ADD may unpack (not downloads, not heredocs).
+        let mut unpackable = Vec::new();
+        // Downloads and heredocs are written here before the cache key is made.
+        let fetched = StepDir::new(&self.store.tmp())?;
         for s in &srcs {
-            if s.contains("://") {
-                return Err(self.err(
+            if is_url(s) {
+                if !add {
+                    return Err(self.err(
+                        inst,
+                        format!("{s}: COPY does not take URLs (ADD downloads them)"),
+                    ));
+                }
+                let checksum = last("checksum")
+                    .map(|c| self.expand(inst, &c, &scope))
+                    .transpose()?;
+                let sel = self.download(
                     inst,
-                    format!("{s}: sources from URLs are not supported yet; download the file into the context"),
-                ));
+                    s,
+                    checksum.as_deref(),
+                    fetched.path(),
+                    selections.len(),
+                )?;
+                selections.push(sel);
+                unpackable.push(false);
+                continue;
             }
             let paths = context::expand_source(src_fs, s).map_err(|e| match e {
                 SourceError::OutsideContext => self.err(
@@ -1434,7 +1470,19 @@ impl Builder<'_> {
             })?;
             for p in paths {
                 selections.push(context::select(src_fs, &p)?);
+                unpackable.push(true);
             }
+        }
+        for (i, doc) in heredocs.iter().enumerate() {
+            let content = if doc.expand {
+                expand_raw(&doc.content, &scope, self.escape).map_err(|e| self.err(inst, e.0))?
+            } else {
+                doc.content.clone()
+            };
+            let disk = fetched.path().join(format!("heredoc-{i}"));
+            fs::write(&disk, &content).io_context(|| format!("writing {}", disk.display()))?;
+            selections.push(single_file(&doc.name, disk, 0o664, content.len() as u64));
+            unpackable.push(false);
         }
         let dest_exists_dir = view
             .lookup(dest_abs.trim_start_matches('/'), true)?
@@ -1455,8 +1503,9 @@ impl Builder<'_> {
         };
         // Which sources ADD unpacks.
         let mut archives = Vec::new();
-        for sel in &selections {
+        for (sel, may) in selections.iter().zip(&unpackable) {
             let unpack = add
+                && *may
                 && from.is_none()
                 && !sel.is_dir
                 && sel
@@ -1536,6 +1585,45 @@ impl Builder<'_> {
         Ok(false)
     }
 
+    /// ADD's download of `url` into `dir`: a file of mode 0600 named after the URL's last
+    /// path segment, checked against `--checksum=sha256:…` when given.
+    fn download(
+        &mut self,
+        inst: &Instruction,
+        url: &str,
+        checksum: Option<&str>,
+        dir: &Path,
+        n: usize,
+    ) -> Result<context::Selected> {
+        let expected = match checksum {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix("sha256:")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_ascii_lowercase)
+                    .ok_or_else(|| {
+                        self.err(
+                            inst,
+                            format!("--checksum={c}: expected sha256:<64 hex digits>"),
+                        )
+                    })?,
+            ),
+        };
+        let disk = dir.join(format!("download-{n}"));
+        writeln!(self.log, "downloading {url}").ok();
+        let fetched = nbrt_build::blocking::block_on(|| fetch(url, &disk))?;
+        let (size, sha) = fetched.map_err(|m| self.err(inst, format!("{url}: {m}")))?;
+        if let Some(e) = expected {
+            if sha != e {
+                return Err(self.err(
+                    inst,
+                    format!("{url}: the download's digest is sha256:{sha}, not the --checksum sha256:{e}"),
+                ));
+            }
+        }
+        Ok(single_file(&url_file_name(url), disk, 0o600, size))
+    }
+
     fn assemble(&mut self, mut st: State) -> Result<Image> {
         st.config.rootfs = RootFs {
             kind: "layers".into(),
@@ -1548,6 +1636,80 @@ impl Builder<'_> {
         }
         Ok(Image::assemble(st.config, st.layers, annotations)?)
     }
+}
+
+/// What a COPY or ADD copies, and where.
+#[derive(Clone, Copy)]
+struct CopySources<'a> {
+    add: bool,
+    flags: &'a Flags,
+    sources: &'a [String],
+    heredocs: &'a [Heredoc],
+    dest: &'a str,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// A source that is one file written by the build (a download, a heredoc), owned by root.
+fn single_file(name: &str, disk: PathBuf, mode: u32, size: u64) -> context::Selected {
+    context::Selected {
+        items: vec![Item {
+            src: name.to_string(),
+            dest: String::new(),
+            kind: Kind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: source_date_epoch().unwrap_or(0),
+            disk,
+        }],
+        is_dir: false,
+        name: name.to_string(),
+    }
+}
+
+/// The largest file ADD downloads.
+const MAX_DOWNLOAD: u64 = 8 << 30;
+
+/// The name BuildKit gives a download: the URL path's last segment, else `__unnamed__`.
+fn url_file_name(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.path_segments()
+                .and_then(|mut s| s.next_back().map(str::to_string))
+        })
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| "__unnamed__".into())
+}
+
+/// Download `url` to `disk`; returns its size and sha256 (hex).
+async fn fetch(url: &str, disk: &Path) -> std::result::Result<(u64, String), String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("the server answered {}", resp.status()));
+    }
+    let mut file =
+        fs::File::create(disk).map_err(|e| format!("writing {}: {e}", disk.display()))?;
+    let mut h = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        size += chunk.len() as u64;
+        if size > MAX_DOWNLOAD {
+            return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+        }
+        h.update(&chunk);
+        file.write_all(&chunk)
+            .map_err(|e| format!("writing {}: {e}", disk.display()))?;
+    }
+    Ok((size, hex(h)))
 }
 
 #[derive(Debug, Clone)]
@@ -1614,7 +1776,7 @@ fn expose_ports(word: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 /// Whether a file is a tar archive (plain or compressed as nbrt reads layers).
-fn is_archive(path: &Path) -> bool {
+pub(crate) fn is_archive(path: &Path) -> bool {
     let Ok(file) = fs::File::open(path) else {
         return false;
     };

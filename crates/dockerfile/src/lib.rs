@@ -7,11 +7,13 @@
 //! - [`ignore`]: `.dockerignore` matching (moby's `patternmatcher`);
 //! - [`context`]: the build context: files selected by sources and `.dockerignore`, and
 //!   their cache digest;
+//! - [`convert`]: a Dockerfile written out as a runtime file (`nbrt convert`);
 //! - [`build`]: stages, ARG scoping, instruction semantics and the steps on nbrt's builder
 //!   machinery (the runc sandbox, the layer cache, the store).
 
 pub mod build;
 pub mod context;
+pub mod convert;
 pub mod error;
 pub mod ignore;
 pub mod parse;

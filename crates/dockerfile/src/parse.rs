@@ -40,6 +40,8 @@ pub enum Op {
         add: bool,
         flags: Flags,
         sources: Vec<String>,
+        /// `COPY <<EOF /dest`: files written from the Dockerfile itself.
+        heredocs: Vec<Heredoc>,
         dest: String,
     },
     User(String),
@@ -56,6 +58,15 @@ pub enum Op {
     /// The trigger's text, as the image config records it.
     Onbuild(String),
     Maintainer(String),
+}
+
+/// A heredoc source of COPY or ADD: a file named after its delimiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    pub name: String,
+    pub content: String,
+    /// Variables are expanded unless the delimiter was quoted.
+    pub expand: bool,
 }
 
 /// One instruction of the Dockerfile.
@@ -222,7 +233,6 @@ fn convert(file: &str, text: &str, inst: &P<'_>, escape: char) -> Result<Instruc
         instruction: text_line.clone(),
         message,
     };
-    let heredoc = || err("heredocs are not supported yet".into());
     let op = match inst {
         P::From(i) => Op::From {
             image: i.image.value.to_string(),
@@ -253,18 +263,26 @@ fn convert(file: &str, text: &str, inst: &P<'_>, escape: char) -> Result<Instruc
         }
         P::Cmd(i) => Op::Cmd(cmd(&i.arguments, escape)),
         P::Entrypoint(i) => Op::Entrypoint(cmd(&i.arguments, escape)),
-        P::Copy(i) => Op::Copy {
-            add: false,
-            flags: flags(&i.options),
-            sources: sources(&i.src).ok_or_else(heredoc)?,
-            dest: i.dest.value.to_string(),
-        },
-        P::Add(i) => Op::Copy {
-            add: true,
-            flags: flags(&i.options),
-            sources: sources(&i.src).ok_or_else(heredoc)?,
-            dest: i.dest.value.to_string(),
-        },
+        P::Copy(i) => {
+            let (sources, heredocs) = sources(&i.src, &text_line).map_err(err)?;
+            Op::Copy {
+                add: false,
+                flags: flags(&i.options),
+                sources,
+                heredocs,
+                dest: i.dest.value.to_string(),
+            }
+        }
+        P::Add(i) => {
+            let (sources, heredocs) = sources(&i.src, &text_line).map_err(err)?;
+            Op::Copy {
+                add: true,
+                flags: flags(&i.options),
+                sources,
+                heredocs,
+                dest: i.dest.value.to_string(),
+            }
+        }
         P::User(i) => Op::User(i.arguments.value.to_string()),
         P::Workdir(i) => Op::Workdir(i.arguments.value.to_string()),
         P::Shell(i) => Op::Shell(i.arguments.iter().map(|s| s.value.to_string()).collect()),
@@ -338,15 +356,7 @@ fn run_heredoc(
         .skip_while(|w| w.starts_with("--"))
         .collect::<Vec<_>>()
         .join(" ");
-    let names: Vec<String> = first
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("<<"))
-        .map(|w| {
-            w.trim_start_matches('-')
-                .trim_matches(|c| c == '"' || c == '\'')
-                .to_string()
-        })
-        .collect();
+    let names = heredoc_names(&first);
     if names.len() != i.here_docs.len() {
         return Err("heredocs this version of nbrt cannot read".into());
     }
@@ -359,13 +369,41 @@ fn run_heredoc(
     Ok(Cmd::Shell(full))
 }
 
-fn sources(src: &[Source<'_>]) -> Option<Vec<String>> {
-    src.iter()
-        .map(|s| match s {
-            Source::Path(p) => Some(p.value.to_string()),
-            _ => None,
+/// The delimiters of the heredocs a line opens (`<<EOF`, `<<-"EOF"`), in order.
+fn heredoc_names(first_line: &str) -> Vec<String> {
+    first_line
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .map(|w| {
+            w.trim_start_matches('-')
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string()
         })
         .collect()
+}
+
+/// COPY/ADD sources: paths (and URLs), and heredocs named by their delimiters.
+fn sources(
+    src: &[Source<'_>],
+    first_line: &str,
+) -> std::result::Result<(Vec<String>, Vec<Heredoc>), String> {
+    let mut names = heredoc_names(first_line).into_iter();
+    let mut paths = Vec::new();
+    let mut docs = Vec::new();
+    for s in src {
+        match s {
+            Source::Path(p) => paths.push(p.value.to_string()),
+            Source::HereDoc(h) => docs.push(Heredoc {
+                name: names
+                    .next()
+                    .ok_or("a heredoc whose delimiter is not on the instruction's line")?,
+                content: h.value.to_string(),
+                expand: h.expand,
+            }),
+            _ => return Err("a COPY source this version of nbrt cannot read".into()),
+        }
+    }
+    Ok((paths, docs))
 }
 
 #[cfg(test)]
@@ -405,6 +443,7 @@ mod tests {
                 sources,
                 dest,
                 add,
+                ..
             } => {
                 assert!(!add);
                 assert_eq!(flags, &vec![("chown".to_string(), Some("1:2".to_string()))]);

@@ -42,6 +42,9 @@ struct Lexer<'a, L: Lookup + ?Sized> {
     pos: usize,
     escape: char,
     env: &'a L,
+    /// Quotes and escapes kept as written, only variables expanded (BuildKit's `RawQuotes`
+    /// and `RawEscapes`, as it expands COPY heredocs).
+    raw: bool,
 }
 
 impl<L: Lookup + ?Sized> Lexer<'_, L> {
@@ -63,6 +66,16 @@ impl<L: Lookup + ?Sized> Lexer<'_, L> {
             if Some(ch) == stop {
                 self.next();
                 return Ok((out, true));
+            }
+            if self.raw && ch != '$' {
+                self.next();
+                out.push(ch);
+                if ch == self.escape {
+                    if let Some(c) = self.next() {
+                        out.push(c);
+                    }
+                }
+                continue;
             }
             match ch {
                 '\'' => out.push_str(&self.single_quote()?),
@@ -246,6 +259,20 @@ pub fn expand<L: Lookup + ?Sized>(word: &str, env: &L, escape: char) -> Result<S
         pos: 0,
         escape,
         env,
+        raw: false,
+    };
+    Ok(lexer.process_stop_on(None)?.0)
+}
+
+/// A heredoc's text with its variables expanded and everything else (quotes, escapes) kept,
+/// as BuildKit expands the heredocs of COPY and ADD.
+pub fn expand_raw<L: Lookup + ?Sized>(text: &str, env: &L, escape: char) -> Result<String> {
+    let mut lexer = Lexer {
+        chars: text.chars().collect(),
+        pos: 0,
+        escape,
+        env,
+        raw: true,
     };
     Ok(lexer.process_stop_on(None)?.0)
 }
@@ -447,5 +474,14 @@ mod tests {
         assert_eq!(join_continuations("a \\  \nb", '\\'), "a b");
         assert_eq!(join_continuations("a `\nb", '`'), "a b");
         assert_eq!(join_continuations("echo '#x'", '\\'), "echo '#x'");
+    }
+
+    #[test]
+    fn raw_expansion_keeps_quotes_and_escapes() {
+        let env = vec![("A".to_string(), "1".to_string())];
+        assert_eq!(
+            expand_raw("a='$A' \"${A}\" \\$A ${B:-x}\n", &env, '\\').unwrap(),
+            "a='1' \"1\" \\$A x\n"
+        );
     }
 }

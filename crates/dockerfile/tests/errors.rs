@@ -60,12 +60,24 @@ fn unterminated_heredoc() {
 }
 
 #[test]
-fn heredocs_are_refused_with_their_line() {
-    let Some(e) = fails("FROM {BASE}\nCOPY <<EOF /x\nhi\nEOF\n", &[]) else {
+fn heredoc_scripts_are_refused_with_their_line() {
+    let Some(e) = fails("FROM {BASE}\nRUN <<EOF\n#!/bin/sh\necho hi\nEOF\n", &[]) else {
         return;
     };
-    assert!(e.starts_with("Dockerfile:2: COPY <<EOF /x:"), "{e}");
-    assert!(e.contains("heredocs"), "{e}");
+    assert!(e.starts_with("Dockerfile:2: RUN <<EOF:"), "{e}");
+    assert!(e.contains("#!"), "{e}");
+}
+
+#[test]
+fn copy_from_a_url_is_refused() {
+    let Some(e) = fails("FROM {BASE}\nCOPY http://127.0.0.1:9/x /x\n", &[]) else {
+        return;
+    };
+    assert!(
+        e.starts_with("Dockerfile:2: COPY http://127.0.0.1:9/x /x:"),
+        "{e}"
+    );
+    assert!(e.contains("ADD"), "{e}");
 }
 
 #[test]

@@ -58,3 +58,60 @@ fn run_network_none_has_loopback_only() {
         "the default network is the host's"
     );
 }
+
+/// COPY heredocs (mode 0664, `--chmod`, variables expanded unless the delimiter is quoted)
+/// and ADD from a URL served on loopback (mode 0600, `--checksum`), which Debian's BuildKit
+/// cannot build.
+#[test]
+fn copy_heredocs_and_add_urls() {
+    use sha2::{Digest as _, Sha256};
+    let Some(fix) = common::fixture() else { return };
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("data.txt"), b"served\n").unwrap();
+    let url = nbrt_testkit::serve_dir(served.path());
+    let sha = hex::encode(Sha256::digest(b"served\n"));
+    let df = format!(
+        "FROM {}\nARG WHO=world\nCOPY <<EOF /etc/greeting\nhello $WHO '$WHO'\nEOF\n\
+         COPY --chmod=755 <<'EOF' /usr/local/bin/\necho $WHO\nEOF\n\
+         ADD {url}/data.txt /opt/\nADD --checksum=sha256:{sha} {url}/data.txt /opt/checked.txt\n",
+        fix.base
+    );
+    let ctx = common::context(&df, &[]);
+    let (_, image) = common::nbrt_build(
+        &fix.store,
+        ctx.path(),
+        "nbrt-only/heredoc-url:test",
+        &[],
+        None,
+    )
+    .unwrap();
+    let tree = common::tree(&fix.store, &image);
+    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let g = &tree["etc/greeting"];
+    assert_eq!(
+        (g.mode, g.uid, g.content.clone()),
+        (0o664, 0, digest(b"hello world 'world'\n"))
+    );
+    let e = &tree["usr/local/bin/EOF"];
+    assert_eq!((e.mode, e.content.clone()), (0o755, digest(b"echo $WHO\n")));
+    for p in ["opt/data.txt", "opt/checked.txt"] {
+        assert_eq!(
+            (tree[p].mode, tree[p].content.clone()),
+            (0o600, sha.clone()),
+            "{p}"
+        );
+    }
+    // Another checksum fails the step at its line.
+    let bad = df.replace(&sha, &"0".repeat(64));
+    let ctx = common::context(&bad, &[]);
+    let err = common::nbrt_build(
+        &fix.store,
+        ctx.path(),
+        "nbrt-only/heredoc-url:bad",
+        &[],
+        None,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("Dockerfile:10: ADD --checksum"), "{err}");
+    assert!(err.contains("not the --checksum"), "{err}");
+}

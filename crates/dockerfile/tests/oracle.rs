@@ -392,3 +392,17 @@ fn symlinked_destinations_and_inheritance() {
         &[],
     );
 }
+
+/// ADD from a URL (served by the test on loopback): the file's name, mode and owner.
+#[test]
+fn add_from_a_url() {
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("data.txt"), b"served\n").unwrap();
+    let url = nbrt_testkit::serve_dir(served.path());
+    same_as_buildkit(
+        "add-url",
+        &format!("FROM {{BASE}}\nADD {url}/data.txt /opt/\nADD {url}/data.txt /opt/renamed.txt\n"),
+        &[],
+        &[],
+    );
+}

@@ -22,6 +22,7 @@ pub mod proc;
 pub mod start;
 pub mod supervise;
 pub mod userdb;
+pub mod userpkgs;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -555,6 +555,14 @@ pub fn prepare(
     if let Some(c) = &id.cwd {
         env.set("PWD", c.as_os_str());
     }
+    // The user's own packages, under the home and keyed by the runtime (before the
+    // before-notebook.d hooks, which may change them).
+    if let Some(up) = crate::userpkgs::apply(&mut env, &layout.root, &id.home, &us.conda_dir) {
+        log::info(format!(
+            "User packages of this runtime go to {} (pip install --user, conda create -n)",
+            up.dir.display()
+        ));
+    }
 
     hooks::run_dir(&layout.before_hooks, &mut env, exe)?;
     for name in env.apply_unset_list() {

@@ -341,6 +341,17 @@ pub fn copy_image(
         sink.put_blob(desc, &mut reader)?;
         copied.push(desc.clone());
     }
+    let copied = finish_copy(image, sink, copied)?;
+    bar.finish();
+    Ok(copied)
+}
+
+/// The end of a copy whose layers are in: the config, then the image itself.
+fn finish_copy(
+    image: &Image,
+    sink: &mut dyn ImageSink,
+    mut copied: Vec<Descriptor>,
+) -> Result<Vec<Descriptor>> {
     // The config's bytes are part of the image (checked against its digest when it was read),
     // so they need not come from the source.
     let config = &image.manifest.value().config;
@@ -352,7 +363,6 @@ pub fn copy_image(
         copied.push(config.clone());
     }
     sink.put_image(image)?;
-    bar.finish();
     Ok(copied)
 }
 
@@ -375,33 +385,10 @@ pub fn validate_within(
     source: &dyn BlobSource,
     budget: &crate::layer::budget::Budget,
 ) -> Result<()> {
-    image.check_documents()?;
-    let mut config = Vec::new();
-    open_verified(source, &image.manifest.value().config)?
-        .read_to_end(&mut config)
-        .map_err(|e| unwrap_io(e, || "reading config blob".to_string()))?;
-    if config != image.config.bytes() {
-        return Err(OciError::InvalidImage(
-            "config blob differs from the image's config".to_string(),
-        ));
-    }
+    check_config(image, source)?;
     for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
-        let compression = Compression::from_media_type(&layer.media_type)?;
         let mut blob = open_verified(source, layer)?;
-        let read = (|| -> Result<Digest> {
-            let mut tar = crate::digest::HashingReader::new(decompress(&mut blob, compression)?);
-            crate::layer::reader::read_layer(&mut tar, Some(budget), |_entry, _data| Ok(()))
-                .map_err(|e| match e {
-                    OciError::Io { context, source } => OciError::Io {
-                        context: format!("layer {i} ({}): {context}", layer.digest),
-                        source,
-                    },
-                    other => other,
-                })?;
-            io::copy(&mut tar, &mut io::sink())
-                .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
-            Ok(tar.finish().0)
-        })();
+        let read = read_layer_stream(i, layer, &mut blob, budget);
         // A blob that is not what its descriptor says is the first thing wrong with it (a
         // corrupt stream or a bad entry follows from that).
         let rest = io::copy(&mut blob, &mut io::sink())
@@ -416,4 +403,168 @@ pub fn validate_within(
         })?;
     }
     Ok(())
+}
+
+/// The image's documents are consistent and the source's config blob is the image's config.
+fn check_config(image: &Image, source: &dyn BlobSource) -> Result<()> {
+    image.check_documents()?;
+    let mut config = Vec::new();
+    open_verified(source, &image.manifest.value().config)?
+        .read_to_end(&mut config)
+        .map_err(|e| unwrap_io(e, || "reading config blob".to_string()))?;
+    if config != image.config.bytes() {
+        return Err(OciError::InvalidImage(
+            "config blob differs from the image's config".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Read layer `i`'s blob as a layer (decompressed, every entry checked, within `budget`) to
+/// its end; the digest of the uncompressed tar (its diff ID).
+fn read_layer_stream(
+    i: usize,
+    layer: &Descriptor,
+    blob: &mut dyn Read,
+    budget: &crate::layer::budget::Budget,
+) -> Result<Digest> {
+    let compression = Compression::from_media_type(&layer.media_type)?;
+    let tar = decompress(blob, compression)?;
+    if compression == Compression::None {
+        // An uncompressed blob is its own tar: its diff ID is its digest, which the reader
+        // of the blob verifies, so it is not hashed a second time.
+        drain_layer(i, layer, tar, budget)?;
+        return Ok(layer.digest.clone());
+    }
+    let mut hashed = crate::digest::HashingReader::new(tar);
+    drain_layer(i, layer, &mut hashed, budget)?;
+    Ok(hashed.finish().0)
+}
+
+/// Read a layer's tar to its end, every entry checked within `budget`.
+fn drain_layer(
+    i: usize,
+    layer: &Descriptor,
+    mut tar: impl Read,
+    budget: &crate::layer::budget::Budget,
+) -> Result<()> {
+    crate::layer::reader::read_layer(&mut tar, Some(budget), |_entry, _data| Ok(())).map_err(
+        |e| match e {
+            OciError::Io { context, source } => OciError::Io {
+                context: format!("layer {i} ({}): {context}", layer.digest),
+                source,
+            },
+            other => other,
+        },
+    )?;
+    io::copy(&mut tar, &mut io::sink())
+        .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+    Ok(())
+}
+
+/// [`validate_within`] and [`copy_image`] in one read of each layer: the bytes a layer's copy
+/// reads are handed to a second thread that checks them as a layer, so an import reads its
+/// source once. The image is named only when every layer passed; a layer that fails leaves
+/// the sink to discard what it took. Layers the sink already has are checked from the source.
+pub fn copy_validated(
+    image: &Image,
+    source: &dyn BlobSource,
+    sink: &mut dyn ImageSink,
+    budget: &crate::layer::budget::Budget,
+    progress: &Progress,
+) -> Result<Vec<Descriptor>> {
+    check_config(image, source)?;
+    let mut copied = Vec::new();
+    let total: u64 = image.size() + image.config.bytes().len() as u64;
+    let bar = progress.bytes("copying", total);
+    for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
+        if sink.has_blob(layer)? {
+            // Its bytes are the store's already; what the image says of them is checked.
+            let mut blob = open_verified(source, layer)?;
+            let actual = read_layer_stream(i, layer, &mut blob, budget)?;
+            diff_id.verify(&actual, || {
+                format!("diff ID of layer {i} ({})", layer.digest)
+            })?;
+            bar.inc(layer.size);
+            continue;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (put, read) = std::thread::scope(|scope| {
+            let checker = scope.spawn(move || {
+                let mut stream = ChannelReader {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                };
+                read_layer_stream(i, layer, &mut stream, budget)
+            });
+            let mut tee = TeeReader {
+                inner: bar.wrap_read(open_verified(source, layer)?),
+                tx: Some(tx),
+            };
+            let put = sink.put_blob(layer, &mut tee);
+            // The end of the stream (or of the copy, when it failed) for the checker.
+            drop(tee);
+            let read = checker
+                .join()
+                .unwrap_or_else(|_| Err(OciError::InvalidImage("the layer check panicked".into())));
+            Ok::<_, OciError>((put, read))
+        })?;
+        // A blob that is not what its descriptor says is the first thing wrong with it.
+        put?;
+        let actual = read?;
+        diff_id.verify(&actual, || {
+            format!("diff ID of layer {i} ({})", layer.digest)
+        })?;
+        copied.push(layer.clone());
+    }
+    let copied = finish_copy(image, sink, copied)?;
+    bar.finish();
+    Ok(copied)
+}
+
+/// A reader that hands a copy of what it reads to a channel (while anyone listens).
+struct TeeReader<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            // A checker that stopped (it found something wrong) no longer listens.
+            if let Some(tx) = &self.tx {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The other end of a [`TeeReader`]: its chunks, in order, as a stream.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }

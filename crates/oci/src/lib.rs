@@ -46,4 +46,4 @@ pub use image::{copy_image, validate, BlobSource, Image, ImageSink, Raw};
 pub use name::ImageName;
 pub use platform::Platform;
 pub use progress::Progress;
-pub use store::{Bucket, RefKind, Store, StoredImage};
+pub use store::{Bucket, Pin, RefKind, Store, StoredImage};

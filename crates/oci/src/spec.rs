@@ -241,6 +241,14 @@ pub fn rfc3339(epoch_seconds: i64) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
+/// Seconds since the epoch of an RFC 3339 timestamp (`2024-01-01T00:00:00Z`, any offset,
+/// fractions dropped), as image configs write `created`; `None` when it does not parse.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// `SOURCE_DATE_EPOCH` from the environment, when set to a valid number.
 pub fn source_date_epoch() -> Option<i64> {
     std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
@@ -249,6 +257,16 @@ pub fn source_date_epoch() -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        assert_eq!(parse_rfc3339(&rfc3339(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00.5+01:00"),
+            Some(1_704_067_200)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 
     #[test]
     fn docker_config_round_trips_unknown_fields() {

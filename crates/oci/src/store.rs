@@ -8,6 +8,8 @@
 //! $NBRT_HOME/gc.lock             shared while a process works, exclusive while collecting
 //! $NBRT_HOME/index.lock          exclusive around every change to index.json
 //! $NBRT_HOME/refs/<kind>/<key>   other owners of blobs (the build cache): JSON {"blobs": [...]}
+//! $NBRT_HOME/pins/<key>          images kept whatever their names (a site's registered
+//!                                runtimes): JSON {"holder": "...", "manifest": <descriptor>}
 //! $NBRT_HOME/snapshots/          the builder's unpacked layers
 //! $NBRT_HOME/cache/<bucket>/     caches of other crates (see [`Bucket`])
 //! ```
@@ -83,6 +85,20 @@ struct RefDoc {
     payload: serde_json::Value,
 }
 
+/// An image kept in the store whatever becomes of its names: `gc` keeps it (manifest, config,
+/// layers), [`Store::resolve`] finds it by ID or digest, and `nbrt rm` says who holds it. A
+/// site pins each registered runtime's image under a key of its own.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pin {
+    /// The pin's name under `pins/` (letters, digits, `-`, `_`, `.`), chosen by its holder.
+    #[serde(skip)]
+    pub key: String,
+    /// Who holds it, for people: `runtime "nbrt scipy" of the site at /srv/site.db`.
+    pub holder: String,
+    /// The pinned image's manifest.
+    pub manifest: Descriptor,
+}
+
 /// An image in the store with the names that point at it.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -99,6 +115,8 @@ pub struct GcReport {
     /// Temporary files of processes that died (a killed import's decompressed archive…).
     pub temp_files_removed: usize,
     pub temp_bytes_freed: u64,
+    /// Pins honoured (see [`Pin`]): their images were kept, named or not.
+    pub pins: usize,
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -381,10 +399,33 @@ impl Store {
         Ok(out)
     }
 
+    /// Every named image ([`Store::list`]), then the pinned images ([`Pin`]) that have no
+    /// name left.
+    pub fn list_with_pinned(&self) -> Result<Vec<StoredImage>> {
+        let mut images = self.list()?;
+        for pin in self.pins()? {
+            if images
+                .iter()
+                .any(|i| i.image.digest() == &pin.manifest.digest)
+            {
+                continue;
+            }
+            match self.load_image(&pin.manifest) {
+                Ok(image) => images.push(StoredImage {
+                    image,
+                    names: Vec::new(),
+                }),
+                Err(e) => tracing::debug!("pin {}: {e}", pin.key),
+            }
+        }
+        Ok(images)
+    }
+
     /// Find an image by `name[:tag]`, by `sha256:<hex>` (image ID or manifest digest), or by
     /// a unique prefix of at least 4 hex digits of either.
+    /// Pinned images ([`Pin`]) that lost every name are found by ID or digest too.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage> {
-        let images = self.list()?;
+        let images = self.list_with_pinned()?;
         if let Ok(name) = ImageName::parse(reference) {
             if let Some(found) = images.iter().find(|i| i.names.contains(&name)) {
                 return Ok(found.clone());
@@ -415,20 +456,98 @@ impl Store {
     }
 
     fn ref_path(&self, kind: &str, key: &str) -> Result<PathBuf> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                && !s.starts_with('.')
-        };
-        if !ok(kind) || !ok(key) {
+        if !file_key_ok(kind) || !file_key_ok(key) {
             return Err(OciError::InvalidName {
                 name: format!("{kind}/{key}"),
                 reason: "store references are letters, digits, '-', '_' and '.'".to_string(),
             });
         }
         Ok(self.root.join("refs").join(kind).join(key))
+    }
+
+    fn pin_path(&self, key: &str) -> Result<PathBuf> {
+        if !file_key_ok(key) {
+            return Err(OciError::InvalidName {
+                name: key.to_string(),
+                reason: "pins are named with letters, digits, '-', '_' and '.'".to_string(),
+            });
+        }
+        Ok(self.root.join("pins").join(key))
+    }
+
+    /// Pin `image` (already in the store) under `key` for `holder` (see [`Pin`]), replacing
+    /// what that key pinned before.
+    pub fn pin(&self, key: &str, image: &Image, holder: &str) -> Result<()> {
+        let path = self.pin_path(key)?;
+        self.put_bytes(image.config.bytes())?;
+        self.put_bytes(image.manifest.bytes())?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
+        }
+        let pin = Pin {
+            key: key.to_string(),
+            holder: holder.to_string(),
+            manifest: image.manifest_descriptor(),
+        };
+        self.write_atomic(&path, &to_canonical_vec(&pin, "store pin")?)
+    }
+
+    /// Remove the pin `key`; whether there was one.
+    pub fn unpin(&self, key: &str) -> Result<bool> {
+        let path = self.pin_path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(OciError::Io {
+                context: format!("removing {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+
+    /// Every pin, by key. An unreadable pin file is skipped with a warning (and so does not
+    /// keep its image through `gc`).
+    pub fn pins(&self) -> Result<Vec<Pin>> {
+        let dir = self.root.join("pins");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(OciError::Io {
+                    context: format!("listing {}", dir.display()),
+                    source: e,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let Some(key) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !file_key_ok(&key) {
+                continue;
+            }
+            let parsed = fs::read(e.path())
+                .map_err(|err| err.to_string())
+                .and_then(|b| {
+                    crate::json::parse_bounded::<Pin>(&b, "store pin").map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(pin) => out.push(Pin { key, ..pin }),
+                Err(err) => tracing::warn!("ignoring unreadable store pin {key}: {err}"),
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The pins that hold `image`.
+    pub fn pins_of(&self, image: &Image) -> Result<Vec<Pin>> {
+        Ok(self
+            .pins()?
+            .into_iter()
+            .filter(|p| &p.manifest.digest == image.digest())
+            .collect())
     }
 
     /// Record a reference of kind `K` that keeps `blobs` alive through `gc` (the build cache
@@ -530,9 +649,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Delete every blob no named image or reference uses. Waits until no other nbrt process is working
+    /// Delete every blob no named image, pinned image or reference uses. Waits until no other nbrt process is working
     /// in the store.
     pub fn gc(&self) -> Result<GcReport> {
+        if let Err(std::fs::TryLockError::WouldBlock) = self.gc_lock.try_lock() {
+            // A stopped or hung nbrt holds its shared lock: say why nothing happens.
+            tracing::warn!(
+                "waiting for the other nbrt processes using {} to finish (gc needs the store \
+                 to itself)",
+                self.root.display()
+            );
+        }
         self.gc_lock
             .lock()
             .io_context(|| "waiting for other nbrt processes to finish with the store")?;
@@ -559,6 +686,21 @@ impl Store {
             live.extend(image.layers().iter().map(|l| l.digest.clone()));
         }
         let mut report = GcReport::default();
+        for pin in self.pins()? {
+            // A pin whose image is gone already keeps nothing (and is left for its holder).
+            let Ok(image) = self.load_image(&pin.manifest) else {
+                tracing::warn!(
+                    "pin {} ({}): its image is not in the store",
+                    pin.key,
+                    pin.holder
+                );
+                continue;
+            };
+            live.insert(pin.manifest.digest.clone());
+            live.insert(image.id().clone());
+            live.extend(image.layers().iter().map(|l| l.digest.clone()));
+            report.pins += 1;
+        }
         let dir = self.root.join("blobs/sha256");
         for entry in fs::read_dir(&dir).io_context(|| format!("listing {}", dir.display()))? {
             let entry = entry.io_context(|| format!("listing {}", dir.display()))?;
@@ -609,6 +751,16 @@ impl Store {
             done: false,
         }
     }
+}
+
+/// A name of a file the store keeps for others (a reference's kind or key, a pin's key):
+/// letters, digits, `-`, `_` and `.`, not starting with a dot, at most 128 bytes.
+fn file_key_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !s.starts_with('.')
 }
 
 impl BlobSource for Store {

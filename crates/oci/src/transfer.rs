@@ -12,7 +12,7 @@ use crate::error::{IoContext, OciError, Result};
 use crate::format::archive::{ArchiveKind, ArchiveLayout, ArchiveWriter, TarArchive};
 use crate::format::layout::LayoutDir;
 use crate::format::rootfs;
-use crate::image::{copy_image, validate_within, BlobSource, Image, ImageSink};
+use crate::image::{copy_image, copy_validated, BlobSource, Image, ImageSink};
 use crate::layer::budget::{Budget, Limits};
 use crate::layer::compression::Compression;
 use crate::layer::flatten::{flatten_to_file, flatten_within};
@@ -71,8 +71,7 @@ pub fn import(
         let layout = LayoutDir::open(path)?;
         let (image, name) = layout.image(opts.select.as_deref())?;
         let names = pick_names(opts, name.into_iter().collect(), path)?;
-        validate_within(&image, &layout, &budget)?;
-        let written = copy_into(store, &image, &layout, &names, progress)?;
+        let written = copy_into(store, &image, &layout, &names, &budget, progress)?;
         ("oci-layout", image, names, written)
     } else {
         let archive = TarArchive::open_within(path, &store.tmp(), opts.limits)?;
@@ -111,8 +110,7 @@ pub fn import(
                 let found = archive.image(opts.select.as_deref())?;
                 let names = pick_names(opts, found.names.clone(), path)?;
                 let image = found.image.clone();
-                validate_within(&image, &found, &budget)?;
-                let written = copy_into(store, &image, &found, &names, progress)?;
+                let written = copy_into(store, &image, &found, &names, &budget, progress)?;
                 (source_kind, image, names, written)
             }
         }
@@ -142,15 +140,17 @@ fn pick_names(opts: &ImportOptions, found: Vec<ImageName>, path: &Path) -> Resul
     Ok(found)
 }
 
+/// Copy and check the image in one read of its layers (see [`copy_validated`]).
 fn copy_into(
     store: &Store,
     image: &Image,
     source: &dyn BlobSource,
     names: &[ImageName],
+    budget: &Budget,
     progress: &Progress,
 ) -> Result<usize> {
     let mut sink = store.sink(names.to_vec());
-    Ok(copy_image(image, source, &mut sink, progress)?.len())
+    Ok(copy_validated(image, source, &mut sink, budget, progress)?.len())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -328,6 +328,19 @@ fn whiteouts_and_opaque_directories_apply() {
     assert!(!s.root.join("g").exists());
 }
 
+/// A whiteout of `.` or `..` is refused by its name (the kernel would refuse to remove
+/// either, but the refusal must not rest on that).
+#[test]
+fn whiteouts_of_dot_and_dot_dot_are_refused_by_name() {
+    let s = Scene::new();
+    s.apply(&[dir("a"), file("a/b", b"1")]).unwrap();
+    for name in ["a/.wh..", "a/.wh...", ".wh..", ".wh..."] {
+        assert_unsafe(s.apply(&[file(name, b"")]), "whiteout of . or ..");
+    }
+    assert!(s.root.join("a/b").exists());
+    s.assert_outside_untouched();
+}
+
 #[test]
 fn overlay_mode_records_whiteouts() {
     if !rustix::process::geteuid().is_root() {
@@ -655,6 +668,47 @@ fn gc_keeps_what_names_use_and_removes_the_rest() {
     store.clear_refs::<BuildCache>().unwrap();
     assert_eq!(store.gc().unwrap().blobs_removed, 1);
     assert_eq!(store.get_ref::<BuildCache>("k1").unwrap(), None);
+}
+
+/// A pinned image (a site's registered runtime) outlives its names: `gc` keeps it after its
+/// tag moves to another image, `resolve` still finds it by ID, and the pin says who holds it.
+#[test]
+fn gc_keeps_pinned_images_after_their_names_move() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let old_layer = layer(&store, &[(entry("v1", EntryKind::File, 1), b"1")]);
+    let new_layer = layer(&store, &[(entry("v2", EntryKind::File, 1), b"2")]);
+    let old = image_of(std::slice::from_ref(&old_layer));
+    let new = image_of(std::slice::from_ref(&new_layer));
+    let latest = ImageName::parse("py:latest").unwrap();
+    store.tag(&old, &latest).unwrap();
+    store
+        .pin("site-abc-rt1", &old, "runtime \"py\" of a site")
+        .unwrap();
+    // `nbrt build` moves the tag: the old image has no name left.
+    store.tag(&new, &latest).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!((report.blobs_removed, report.pins), (0, 1));
+    validate(&old, &store).unwrap();
+    let found = store.resolve(&old.id().to_string()).unwrap();
+    assert_eq!(found.image.digest(), old.digest());
+    assert!(found.names.is_empty());
+    let pins = store.pins_of(&old).unwrap();
+    assert_eq!(pins.len(), 1);
+    assert_eq!(
+        (pins[0].key.as_str(), pins[0].holder.as_str()),
+        ("site-abc-rt1", "runtime \"py\" of a site")
+    );
+    assert!(store.pins_of(&new).unwrap().is_empty());
+    // A pin key cannot leave pins/.
+    assert!(store.pin("../x", &old, "h").is_err());
+    // Unpinned, the nameless image goes.
+    assert!(store.unpin("site-abc-rt1").unwrap());
+    assert!(!store.unpin("site-abc-rt1").unwrap());
+    let report = store.gc().unwrap();
+    assert_eq!(report.blobs_removed, 3, "its layer, config and manifest");
+    assert!(store.resolve(&old.id().to_string()).is_err());
+    validate(&new, &store).unwrap();
 }
 
 /// A cheap stand-in for the cargo-fuzz target that runs in every test run: thousands of

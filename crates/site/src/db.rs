@@ -87,6 +87,34 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX sessions_one_active ON sessions(user_id, runtime_id)
         WHERE state IN ('starting', 'ready');
     "#,
+    // 2: tokens expire and are listed (last use); users can be disabled
+    r#"
+    ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 3: whether a runtime's swap was given (else derived from its memory, and derived again
+    // when the memory changes); runtimes before this: given unless it is the derived value
+    r#"
+    ALTER TABLE runtimes ADD COLUMN swap_given INTEGER NOT NULL DEFAULT 1;
+    UPDATE runtimes SET swap_given = 0
+        WHERE max_swap_memory = 2 * max_memory AND max_swap_memory_unit = max_memory_unit;
+    "#,
+    // 4: the audit log (crate::audit): who changed what, with which token (its ID, never
+    // the token); user name and token ID are copied, so records outlive their users
+    r#"
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        user_id INTEGER,
+        user_name TEXT NOT NULL,
+        token_id TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_action ON audit(action);
+    "#,
 ];
 
 pub struct Db {

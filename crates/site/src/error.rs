@@ -17,10 +17,19 @@ pub enum SiteError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// A body field names something that does not exist (a runtime ID): 404, naming the field.
+    #[error("{field}: {message}")]
+    Missing { field: String, message: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A body over the site's limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A body the endpoint does not take in that media type: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Something the site depends on is not ready (a session still starting): 503.
     #[error("{0}")]
     Unavailable(String),
@@ -50,6 +59,17 @@ impl SiteError {
         }
     }
 
+    /// What a `NotFound` for the thing body field `field` names becomes (other errors stay).
+    pub fn missing_as(field: &str, e: SiteError) -> Self {
+        match e {
+            SiteError::NotFound(message) => SiteError::Missing {
+                field: field.to_string(),
+                message,
+            },
+            e => e,
+        }
+    }
+
     pub fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
         SiteError::Conflict {
             field: field.map(str::to_string),
@@ -65,9 +85,11 @@ impl SiteError {
         match self {
             SiteError::Invalid { .. } => StatusCode::BAD_REQUEST,
             SiteError::Conflict { .. } => StatusCode::CONFLICT,
-            SiteError::NotFound(_) => StatusCode::NOT_FOUND,
+            SiteError::NotFound(_) | SiteError::Missing { .. } => StatusCode::NOT_FOUND,
             SiteError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SiteError::Forbidden(_) => StatusCode::FORBIDDEN,
+            SiteError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SiteError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             SiteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             SiteError::Engine(_) => StatusCode::BAD_GATEWAY,
             SiteError::Db(_)
@@ -79,7 +101,7 @@ impl SiteError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            SiteError::Invalid { field, .. } => Some(field),
+            SiteError::Invalid { field, .. } | SiteError::Missing { field, .. } => Some(field),
             SiteError::Conflict { field, .. } => field.as_deref(),
             _ => None,
         }

@@ -1,21 +1,27 @@
 //! `nbrt serve`: the site — runtimes, notebooks, sessions, users.
 //!
-//! One machine, the Docker engine for sessions, SQLite for state. [`Site::open`] opens the
-//! database (creating the admin user on first start), [`Site::reconcile`] adopts the
-//! session containers a previous server left, [`Site::router`] is the HTTP interface (REST
-//! API under `/api`, the proxy under `/user/<name>/<runtime>/`, the web UI at `/`), and
-//! [`Site::spawn_background`] watches the engine (out-of-memory kills, exits) and culls idle
-//! sessions.
+//! SQLite for state; sessions on a [`backend`]: the local Docker engine, or a Docker Swarm.
+//! [`Site::open`] opens the database (creating the admin user on first start) and connects
+//! to the backend, [`Site::reconcile`] adopts the sessions a previous server left,
+//! [`Site::router`] is the HTTP interface (REST API under `/api`, the proxy under
+//! `/user/<name>/<runtime>/`, the web UI at `/`), and [`Site::spawn_background`] watches the
+//! backend (out-of-memory kills, exits) and culls idle sessions.
 //!
 //! | module | its job |
 //! | --- | --- |
 //! | [`api`] | the HTTP routes: request bodies in, JSON out |
+//! | [`arcgis`] | the same runtime operations on ArcGIS Notebook Server's Administrator Directory paths and bodies (`/arcgis/admin/notebooks/runtimes/…`, form-encoded, `f=json`, `token=`) |
+//! | [`access`] | the access log: one event per request |
+//! | [`audit`] | the audit log: who changed what, with which token, in the database |
+//! | [`metrics`] | `GET /metrics` in Prometheus' text format |
 //! | [`auth`] | users, roles, tokens, the admin bootstrap |
 //! | [`db`] | the SQLite file and its migrations |
 //! | [`error`] | [`SiteError`]: one HTTP status per error, the field at fault |
 //! | [`runtime`] | runtimes: the typed input and its validation, the table, manifests, engine checks, factory restore (one file each, see its map) |
 //! | [`notebooks`] | notebooks and migrations between runtimes |
-//! | [`sessions`] | session containers on Docker: start, readiness, stop, adoption after a restart, the engine watcher, the culler; [`sessions::SessionState`] |
+//! | [`session_env`] | what sessions get from the site and their runtime: variables, files, a CA bundle, conda channels (checked, secrets masked) |
+//! | [`sessions`] | sessions, whatever runs them: start, readiness, stop, adoption after a restart, reactions to the backend's events, the culler; [`sessions::SessionState`] |
+//! | [`backend`] | where sessions run: the [`backend::SessionBackend`] interface, Docker and Swarm behind it |
 //! | [`proxy`] | `/user/<name>/<runtime>/` to the session's notebook server (HTTP and websockets) |
 //! | [`server`] | the HTTP server: time-outs for headers, idle keep-alive and request bodies; the connection cap ([`ServerLimits`]) |
 //! | [`openapi`] | the API's OpenAPI document |
@@ -23,15 +29,21 @@
 //!
 //! Container and volume labels are `nbrt_oci::label`'s keys.
 
+pub mod access;
 pub mod api;
+pub mod arcgis;
+pub mod audit;
 pub mod auth;
+pub mod backend;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod notebooks;
 pub mod openapi;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod session_env;
 pub mod sessions;
 pub mod ui;
 
@@ -42,6 +54,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+pub use backend::{BackendKind, SwarmConfig};
 pub use error::{Result, SiteError};
 pub use server::ServerLimits;
 
@@ -52,8 +65,15 @@ pub struct Config {
     pub database: PathBuf,
     /// The image store runtimes' images are looked up in (default: nbrt's store).
     pub store: Option<PathBuf>,
+    /// Where sessions run.
+    pub backend: BackendKind,
+    /// The Docker engine to use (`unix:///path`, `tcp://host:port`; for Swarm, a manager's).
+    /// Default: `DOCKER_HOST`, else the local socket.
+    pub engine: Option<String>,
     /// Docker network for session containers (default: the engine's `bridge`).
     pub network: Option<String>,
+    /// The Swarm backend's registry, network and placement.
+    pub swarm: SwarmConfig,
     /// Cull sessions whose kernels have been idle this long (`None`: never).
     pub cull_idle_timeout: Option<Duration>,
     /// How often kernel activity is checked.
@@ -62,6 +82,12 @@ pub struct Config {
     pub start_timeout: Duration,
     /// The HTTP server's time-outs and connection cap.
     pub limits: ServerLimits,
+    /// How long tokens live.
+    pub tokens: auth::TokenPolicy,
+    /// Serve `GET /metrics` without a token. By default it needs one (any user's), as
+    /// JupyterHub's `/hub/metrics` does: give the scraper a user of its own and a token that
+    /// never expires (`nbrt serve --metrics-public` turns this on).
+    pub metrics_public: bool,
 }
 
 impl Config {
@@ -69,11 +95,16 @@ impl Config {
         Config {
             database: database.into(),
             store: None,
+            backend: BackendKind::Docker,
+            engine: None,
             network: None,
+            swarm: SwarmConfig::default(),
             cull_idle_timeout: Some(Duration::from_secs(1440 * 60)),
             cull_interval: Duration::from_secs(60),
             start_timeout: Duration::from_secs(300),
             limits: ServerLimits::default(),
+            tokens: auth::TokenPolicy::default(),
+            metrics_public: false,
         }
     }
 }
@@ -81,11 +112,16 @@ impl Config {
 pub struct Site {
     pub config: Config,
     pub db: db::Db,
+    /// The Docker engine (for Swarm, the manager the site talks to): runtime checks use it.
     pub docker: Docker,
+    /// What runs sessions.
+    pub backend: Arc<dyn backend::SessionBackend>,
     /// Labels every container of this site carries (`io.nbrt.site=<id>`, `org.nbrt.site`
     /// before): several sites can share an engine without adopting each other's sessions.
     pub site_id: String,
     pub http: proxy::HttpClient,
+    /// The counters and histograms of `GET /metrics`.
+    pub metrics: metrics::Metrics,
     starting: sessions::StartLocks,
 }
 
@@ -107,15 +143,28 @@ impl Site {
                 db.meta("site_id")?.unwrap_or(id)
             }
         };
-        let docker = nbrt_oci::engine::connect()
-            .await
-            .map_err(|e| SiteError::Engine(e.to_string()))?;
+        if config.backend == BackendKind::Kubernetes {
+            return Err(backend::not_built(config.backend));
+        }
+        let docker = backend::connect_engine(config.engine.as_deref()).await?;
+        let backend: Arc<dyn backend::SessionBackend> = match config.backend {
+            BackendKind::Docker => Arc::new(backend::docker::DockerBackend::new(
+                docker.clone(),
+                config.network.clone(),
+            )),
+            BackendKind::Swarm => Arc::new(
+                backend::swarm::SwarmBackend::connect(docker.clone(), &config.swarm).await?,
+            ),
+            BackendKind::Kubernetes => return Err(backend::not_built(config.backend)),
+        };
         let site = Arc::new(Site {
             config,
             db,
             docker,
+            backend,
             site_id,
             http: proxy::client(),
+            metrics: metrics::Metrics::new()?,
             starting: Default::default(),
         });
         let admin = auth::bootstrap_admin(&site)?;
@@ -126,9 +175,13 @@ impl Site {
         api::router(self.clone())
     }
 
-    /// Adopt this site's containers, remove orphans, settle sessions whose containers are gone.
+    /// Adopt this site's containers, remove orphans, settle sessions whose containers are
+    /// gone; pin every runtime's image in the store.
     pub async fn reconcile(self: &Arc<Self>) -> Result<sessions::ReconcileReport> {
-        sessions::reconcile(self).await
+        let report = sessions::reconcile(self).await?;
+        let pinned = runtime::engine::pin_all(self)?;
+        tracing::info!("{pinned} runtime image(s) pinned in the store");
+        Ok(report)
     }
 
     /// The engine watcher (OOM kills, exits) and the idle culler.
@@ -139,7 +192,7 @@ impl Site {
         }
     }
 
-    fn open_store(&self) -> Result<Option<nbrt_oci::Store>> {
+    pub(crate) fn open_store(&self) -> Result<Option<nbrt_oci::Store>> {
         let root = match &self.config.store {
             Some(p) => p.clone(),
             None => nbrt_oci::Store::default_root()?,
@@ -157,15 +210,16 @@ impl Site {
         })
     }
 
-    /// Whether the store holds an image with this ID (config digest).
+    /// Whether the store holds an image with this ID (config digest), named or pinned.
     pub fn store_has_image(&self, image_id: &str) -> Result<bool> {
         let Some(store) = self.open_store()? else {
             return Ok(false);
         };
-        Ok(store
-            .list()?
-            .iter()
-            .any(|i| i.image.id().to_string() == image_id))
+        match store.resolve(image_id) {
+            Ok(found) => Ok(found.image.id().to_string() == image_id),
+            Err(nbrt_oci::OciError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The image ID of a name in the store, if it is there.

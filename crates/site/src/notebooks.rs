@@ -64,7 +64,7 @@ pub fn get(site: &Site, user: &User, id: &str) -> Result<Notebook> {
 fn usable_runtime(site: &Site, user: &User, runtime_id: &str) -> Result<runtime::Runtime> {
     let rt = match runtime::repo::get(&site.db, runtime_id) {
         Ok(rt) => rt,
-        Err(SiteError::NotFound(m)) => return Err(SiteError::invalid("runtimeId", m)),
+        Err(e @ SiteError::NotFound(_)) => return Err(SiteError::missing_as("runtimeId", e)),
         Err(e) => return Err(e),
     };
     if rt.deprecated || rt.disabled {
@@ -85,7 +85,7 @@ fn usable_runtime(site: &Site, user: &User, runtime_id: &str) -> Result<runtime:
 pub fn create(site: &Site, user: &User, name: &str, runtime_id: &str) -> Result<Notebook> {
     let name = name.trim();
     if name.is_empty()
-        || name.len() > 200
+        || name.chars().count() > 200
         || name.contains('/')
         || name.chars().any(char::is_control)
     {
@@ -159,12 +159,8 @@ pub struct Migration {
 
 /// Plan (dry run) or perform the move of every notebook on `from` to `to`.
 pub fn migrate(site: &Site, from: &str, to: &str, dry_run: bool) -> Result<Migration> {
-    let field_err = |field: &str, e: SiteError| match e {
-        SiteError::NotFound(m) => SiteError::invalid(field, m),
-        e => e,
-    };
-    let a = runtime::repo::get(&site.db, from).map_err(|e| field_err("from", e))?;
-    let b = runtime::repo::get(&site.db, to).map_err(|e| field_err("to", e))?;
+    let a = runtime::repo::get(&site.db, from).map_err(|e| SiteError::missing_as("from", e))?;
+    let b = runtime::repo::get(&site.db, to).map_err(|e| SiteError::missing_as("to", e))?;
     if a.id == b.id {
         return Err(SiteError::invalid("to", "the same runtime as `from`"));
     }

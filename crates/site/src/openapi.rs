@@ -34,7 +34,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "post",
         "/api/login",
-        "Set the login cookie from a token (web UI)",
+        "Log in to the web UI: a token of its own, in a cookie",
         false,
         Some("Login"),
         200,
@@ -42,7 +42,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "post",
         "/api/logout",
-        "Clear the login cookie",
+        "Clear the login cookie and revoke the token the request carries",
         false,
         None,
         200,
@@ -65,13 +65,53 @@ pub const OPERATIONS: &[Operation] = &[
         Some("NewToken"),
         201,
     ),
+    (
+        "get",
+        "/api/users/{name}",
+        "One user (administrators, or the user)",
+        false,
+        None,
+        200,
+    ),
+    (
+        "patch",
+        "/api/users/{name}",
+        "Change a user's role, privilege or whether it is disabled (disabling stops its sessions)",
+        true,
+        Some("UserChange"),
+        200,
+    ),
+    (
+        "delete",
+        "/api/users/{name}",
+        "Delete a user with no notebooks and no running sessions",
+        true,
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/api/users/{name}/tokens",
+        "A user's tokens that still work (IDs, labels, times; never the tokens)",
+        false,
+        None,
+        200,
+    ),
+    (
+        "delete",
+        "/api/users/{name}/tokens/{id}",
+        "Revoke a token by its ID (administrators, or the user)",
+        false,
+        None,
+        200,
+    ),
     ("get", "/api/runtimes", "List runtimes", false, None, 200),
     (
         "post",
         "/api/runtimes",
         "Register a runtime",
         true,
-        Some("RuntimeInput"),
+        Some("RuntimeRegistration"),
         201,
     ),
     (
@@ -79,13 +119,13 @@ pub const OPERATIONS: &[Operation] = &[
         "/api/runtimes/register",
         "Register a runtime (ArcGIS's path)",
         true,
-        Some("RuntimeInput"),
+        Some("RuntimeRegistration"),
         201,
     ),
     (
         "post",
         "/api/runtimes/restore",
-        "Restore factory runtimes (the stock stacks in the store)",
+        "Restore factory runtimes (the stock stacks in the store); answers a RestoreReport: what was added, reset (updated) or already as the factory has it (unchanged)",
         true,
         None,
         200,
@@ -94,9 +134,9 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "patch",
         "/api/runtimes/{id}",
-        "Update a runtime (given fields replace stored ones)",
+        "Update a runtime (given fields replace stored ones, the others stay; a swap that was derived follows a new maxMemory, a given one stays)",
         true,
-        Some("RuntimeInput"),
+        Some("RuntimeChange"),
         200,
     ),
     (
@@ -108,11 +148,43 @@ pub const OPERATIONS: &[Operation] = &[
         200,
     ),
     (
+        "get",
+        "/api/site/session-env",
+        "What every session gets: variables, files, CA bundle, conda channels (secrets masked)",
+        true,
+        None,
+        200,
+    ),
+    (
+        "put",
+        "/api/site/session-env",
+        "Replace the site's session environment (masked secrets put back are kept)",
+        true,
+        Some("SessionEnv"),
+        200,
+    ),
+    (
+        "get",
+        "/api/runtimes/{id}/session-env",
+        "A runtime's session environment, and the effective one (the site's with it over)",
+        true,
+        None,
+        200,
+    ),
+    (
+        "put",
+        "/api/runtimes/{id}/session-env",
+        "Replace a runtime's session environment",
+        true,
+        Some("SessionEnv"),
+        200,
+    ),
+    (
         "post",
         "/api/runtimes/{id}/update",
         "Update a runtime (ArcGIS's path)",
         true,
-        Some("RuntimeInput"),
+        Some("RuntimeChange"),
         200,
     ),
     (
@@ -215,7 +287,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "post",
         "/api/sessions",
-        "Start the caller's session on a runtime (or return the running one)",
+        "Start the caller's session on a runtime (or return the running one); 409 for a deprecated or disabled runtime. While its image loads the session is starting with the progress in its message",
         false,
         Some("NewSession"),
         202,
@@ -236,22 +308,161 @@ pub const OPERATIONS: &[Operation] = &[
         None,
         200,
     ),
+    (
+        "get",
+        "/api/audit",
+        "The audit log (AuditRecord), newest first: ?limit= (1 to 1000, default 100), ?before=<the answer's next> for the next page, ?action=, ?user=",
+        true,
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/metrics",
+        "Metrics in Prometheus' text format (a token, any user's, unless the site serves them publicly)",
+        false,
+        None,
+        200,
+    ),
+    // ArcGIS Notebook Server's Administrator Directory operations (crate::arcgis): form or
+    // JSON parameters, f=json|pjson, token= or the bearer token, ArcGIS's reply shapes.
+    (
+        "get",
+        "/arcgis/admin/notebooks/runtimes",
+        "ArcGIS: list runtimes",
+        false,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes",
+        "ArcGIS: list runtimes",
+        false,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/register",
+        "ArcGIS: register a runtime",
+        true,
+        Some("RuntimeRegistration"),
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/restoreFactoryRuntimes",
+        "ArcGIS: restore factory runtimes",
+        true,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/restore",
+        "ArcGIS: restore factory runtimes (the path ArcGIS documents)",
+        true,
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/arcgis/admin/notebooks/runtimes/{id}",
+        "ArcGIS: one runtime",
+        false,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/{id}",
+        "ArcGIS: one runtime",
+        false,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/{id}/update",
+        "ArcGIS: change the fields given",
+        true,
+        Some("RuntimeChange"),
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/{id}/unregister",
+        "ArcGIS: unregister a runtime",
+        true,
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/arcgis/admin/notebooks/runtimes/{id}/manifest",
+        "ArcGIS: a runtime's libraries",
+        false,
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/arcgis/admin/notebooks/runtimes/{id}/manifest",
+        "ArcGIS: a runtime's libraries",
+        false,
+        None,
+        200,
+    ),
 ];
+
+/// Request schemas with no required field: the body may be left out.
+const OPTIONAL_BODIES: &[&str] = &["NewToken", "UserChange", "RuntimeChange", "Deprecate"];
+
+/// Operations that answer in ArcGIS's shape and read form-encoded parameters too.
+fn is_arcgis(path: &str) -> bool {
+    path.starts_with("/arcgis/")
+}
 
 fn schemas() -> Value {
     let unit = json!({"type": "string", "enum": ["g", "m", "k", "b"]});
+    // What `notebooks::check_name` takes.
+    let notebook_name = json!({"type": "string", "minLength": 1, "maxLength": 200,
+        "pattern": "^\\s*[^/\\s\\u0000-\\u001f\\u007f-\\u009f][^/\\u0000-\\u001f\\u007f-\\u009f]*$"});
     json!({
         "Error": {"type": "object", "required": ["error", "status"], "properties": {
             "error": {"type": "string"}, "status": {"type": "integer"},
             "field": {"type": "string", "description": "the input field at fault"}}},
-        "Login": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
-        "NewUser": {"type": "object", "required": ["name"], "properties": {
+        "ArcgisError": {"type": "object", "required": ["status", "messages", "code"], "properties": {
+            "status": {"type": "string", "enum": ["error"]},
+            "messages": {"type": "array", "items": {"type": "string"}, "description": "\"<field>: <what>\" when a field is at fault"},
+            "code": {"type": "integer", "description": "the HTTP status; 499 no token, 498 a token that is not valid (HTTP 401)"}}},
+        "AuditRecord": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "time": {"type": "integer", "description": "ms since the epoch"},
+            "user": {"type": "string", "description": "(site) for the site's own actions"},
+            "tokenId": {"type": ["string", "null"], "description": "the ID of the token the request carried (as token listings show it), never the token"},
+            "action": {"type": "string", "description": "runtime.register, runtime.update, runtime.deprecate, runtime.unregister, runtime.restore, session.start, session.stop, session.cull, user.create, token.create, migration.create, ..."},
+            "target": {"type": ["string", "null"]}, "detail": {}}},
+        "Login": {"type": "object", "additionalProperties": false, "required": ["token"], "properties": {"token": {"type": "string"}}},
+        "NewUser": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
             "name": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"},
             "role": {"type": "string", "enum": ["admin", "author"], "default": "author"},
             "advanced": {"type": "boolean", "default": false, "description": "the advanced-notebooks privilege"}}},
-        "NewToken": {"type": "object", "properties": {"label": {"type": "string"}}},
-        "RuntimeInput": {"type": "object", "additionalProperties": false, "properties": {
-            "name": {"type": "string"},
+        "NewToken": {"type": "object", "additionalProperties": false, "properties": {
+            "label": {"type": ["string", "null"], "maxLength": 100},
+            "expiresIn": {"type": ["integer", "null"], "minimum": 0, "maximum": 315360000,
+                "description": "seconds; null or left out: the site's token lifetime; 0: never (administrators)"}}},
+        "UserChange": {"type": "object", "additionalProperties": false, "properties": {
+            "role": {"type": "string", "enum": ["admin", "author"]},
+            "advanced": {"type": "boolean"},
+            "disabled": {"type": "boolean"}}},
+        "RuntimeRegistration": {"allOf": [{"$ref": "#/components/schemas/RuntimeChange"}],
+            "required": ["name", "imageId"],
+            "description": "Limit fields left out (maxCpu, maxMemory and its unit, maxSwapMemory, sharedMemory, dockerRuntime, requiresAdvancedPrivileges, version) come from the image's [runtime] defaults label; without one, maxCpu, maxMemory and maxMemoryUnit are required (a 400 naming the field)."},
+        "RuntimeChange": {"type": "object", "additionalProperties": false,
+          "description": "Limits past what the engine can give one session (its CPUs and memory; a swarm's largest node's) are refused with a 400 naming the field.",
+          "properties": {
+            "name": {"type": "string", "minLength": 1, "description": format!("{} (runtimeName accepted)", crate::runtime::input::NAME_RULE)},
             "version": {"type": "string"},
             "containerType": {"type": "string", "enum": ["docker"]},
             "imageId": {"type": "string", "description": "full image ID: sha256:<64 hex>, in the store or the engine"},
@@ -259,13 +470,20 @@ fn schemas() -> Value {
             "maxCpu": {"type": "number", "exclusiveMinimum": 0, "description": "cores; maxCPU accepted"},
             "maxMemory": {"type": "number", "exclusiveMinimum": 0},
             "maxMemoryUnit": unit,
-            "maxSwapMemory": {"type": "number", "exclusiveMinimum": 0, "description": "memory + swap; default twice maxMemory"},
+            "maxSwapMemory": {"type": "number", "exclusiveMinimum": 0, "description": "memory + swap; default twice maxMemory (derived again when maxMemory changes, unless given)"},
             "maxSwapMemoryUnit": unit,
             "sharedMemory": {"type": "number", "exclusiveMinimum": 0, "description": "/dev/shm; sharedMemorySize accepted"},
             "sharedMemoryUnit": unit,
             "dockerRuntime": {"type": "string", "description": "an engine runtime, e.g. nvidia"},
             "requiresAdvancedPrivileges": {"type": "boolean"},
-            "manifest": {"description": "conda list --json output or {\"libraries\": [...]}"}}},
+            "manifest": {"type": ["array", "object"], "description": "conda list --json output or {\"libraries\": [...]}, as JSON (a string is refused; on the ArcGIS paths a form field's text is read as JSON); libraries and libraryManifest accepted"},
+            "preloadImage": {"type": "boolean", "default": false, "description": "not stored: put the image where sessions run now (Docker: loaded and tagged nbrt-runtime/<name>:<id>), so the first session does not wait for it"}}},
+        "RestoreReport": {"type": "object", "properties": {
+            "added": {"type": "array", "items": {"$ref": "#/components/schemas/Runtime"}},
+            "updated": {"type": "array", "items": {"$ref": "#/components/schemas/Runtime"}},
+            "unchanged": {"type": "array", "items": {"$ref": "#/components/schemas/Runtime"}},
+            "missing": {"type": "array", "items": {"type": "string"}, "description": "factory stacks the store does not hold"},
+            "skipped": {"type": "array", "items": {"type": "string"}, "description": "factory stacks not restored, with the reason"}}},
         "Runtime": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": ["string", "null"]},
             "containerType": {"type": "string"}, "imageId": {"type": "string"},
@@ -277,26 +495,42 @@ fn schemas() -> Value {
             "deprecated": {"type": "boolean"}, "deprecationDate": {"type": ["integer", "null"]},
             "disabled": {"type": "boolean"}, "isManifestSupported": {"type": "boolean"},
             "libraryCount": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"}}},
-        "Deprecate": {"type": "object", "properties": {"deprecated": {"type": "boolean", "default": true}}},
+        "Deprecate": {"type": "object", "additionalProperties": false, "properties": {"deprecated": {"type": "boolean", "default": true}}},
         "Manifest": {"oneOf": [{"type": "array", "items": {"$ref": "#/components/schemas/Library"}},
-            {"type": "object", "properties": {"libraries": {"type": "array", "items": {"$ref": "#/components/schemas/Library"}}}}]},
+            {"type": "object", "required": ["libraries"], "properties": {"libraries": {"type": "array", "items": {"$ref": "#/components/schemas/Library"}}}}]},
         "Library": {"type": "object", "required": ["name", "version"], "properties": {
-            "name": {"type": "string"}, "version": {"type": "string"}, "channel": {"type": ["string", "null"]},
+            "name": {"type": "string", "minLength": 1, "maxLength": 300}, "version": {"type": "string", "minLength": 1, "maxLength": 300}, "channel": {"type": ["string", "null"]},
             "build_string": {"type": ["string", "null"]}, "build_number": {"type": ["integer", "null"]},
             "base_url": {"type": ["string", "null"]}, "dist_name": {"type": ["string", "null"]},
             "platform": {"type": ["string", "null"]}}},
-        "NewNotebook": {"type": "object", "required": ["name", "runtimeId"], "properties": {
-            "name": {"type": "string"}, "runtimeId": {"type": "string"}}},
-        "NotebookRuntime": {"type": "object", "required": ["runtimeId"], "properties": {"runtimeId": {"type": "string"}}},
-        "NewMigration": {"type": "object", "required": ["from", "to"], "properties": {
+        "NewNotebook": {"type": "object", "additionalProperties": false, "required": ["name", "runtimeId"], "properties": {
+            "name": notebook_name, "runtimeId": {"type": "string"}}},
+        "NotebookRuntime": {"type": "object", "additionalProperties": false, "required": ["runtimeId"], "properties": {"runtimeId": {"type": "string"}}},
+        "NewMigration": {"type": "object", "additionalProperties": false, "required": ["from", "to"], "properties": {
             "from": {"type": "string"}, "to": {"type": "string"}, "dryRun": {"type": "boolean", "default": false}}},
-        "NewSession": {"type": "object", "required": ["runtimeId"], "properties": {
+        "SessionEnv": {"type": "object", "additionalProperties": false,
+            "description": "what sessions get besides the image; a secret is shown as value/content null with set: true, and put back that way it is kept",
+            "properties": {
+            "env": {"type": ["array", "null"], "items": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "value": {"type": ["string", "null"]},
+                "secret": {"type": "boolean", "description": "also implied by names like *PASSWORD*, *TOKEN*, *SECRET*, *_KEY and by URLs with a password"},
+                "set": {"type": "boolean"}}}},
+            "files": {"type": ["array", "null"], "items": {"type": "object", "additionalProperties": false, "required": ["path"], "properties": {
+                "path": {"type": "string", "description": "absolute; not /proc, /sys, /dev, /etc/hosts, /etc/hostname, /etc/resolv.conf"},
+                "content": {"type": ["string", "null"]},
+                "mode": {"type": "string", "default": "0644 (0640 when secret)"},
+                "secret": {"type": "boolean"}, "set": {"type": "boolean"}}}},
+            "caBundle": {"type": ["string", "null"], "description": "PEM certificates, added to the image's CA bundle"},
+            "caCertificates": {"description": "shown: how many certificates caBundle has (an integer; any value is ignored on input)"},
+            "condaChannels": {"type": ["array", "null"], "items": {"type": "string"}}}},
+        "NewSession": {"type": "object", "additionalProperties": false, "required": ["runtimeId"], "properties": {
             "runtimeId": {"type": "string"},
             "wait": {"type": "boolean", "default": false, "description": "answer once the session is ready (or ended)"}}},
         "Session": {"type": "object", "properties": {
             "id": {"type": "string"}, "user": {"type": "string"}, "runtimeId": {"type": "string"},
             "state": {"type": "string", "enum": ["starting", "ready", "stopped", "culled", "oom-killed", "failed"]},
-            "message": {"type": "string"}, "containerName": {"type": "string"},
+            "message": {"type": "string", "description": "while starting, what it waits for (e.g. loading image 40% (120 of 300 MB)); once ended, why"}, "containerName": {"type": "string"},
             "containerId": {"type": ["string", "null"]}, "url": {"type": "string"},
             "created": {"type": "integer"}, "ready": {"type": ["integer", "null"]},
             "ended": {"type": ["integer", "null"]}, "lastActivity": {"type": ["integer", "null"]},
@@ -307,12 +541,17 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, admin, schema, status) in OPERATIONS {
+        let error = if is_arcgis(path) {
+            "ArcgisError"
+        } else {
+            "Error"
+        };
         let mut op = json!({
             "summary": summary,
             "responses": {
                 status.to_string(): {"description": "success"},
                 "default": {"description": "error", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Error"}}}}
+                    "schema": {"$ref": format!("#/components/schemas/{error}")}}}}
             }
         });
         if *admin {
@@ -333,8 +572,22 @@ pub fn document() -> Value {
             op["parameters"] = Value::Array(params);
         }
         if let Some(s) = schema {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {
-                "schema": {"$ref": format!("#/components/schemas/{s}")}}}});
+            let schema = json!({"$ref": format!("#/components/schemas/{s}")});
+            // Bodies whose every field is optional may be left out.
+            let required = !OPTIONAL_BODIES.contains(s);
+            op["requestBody"] = if is_arcgis(path) {
+                json!({"required": required, "content": {
+                    "application/x-www-form-urlencoded": {"schema": schema},
+                    "application/json": {"schema": schema}}})
+            } else {
+                json!({"required": required, "content": {"application/json": {"schema": schema}}})
+            };
+        }
+        if is_arcgis(path) {
+            let mut params = op["parameters"].as_array().cloned().unwrap_or_default();
+            // The token may also come as `token=` (query or form), as ArcGIS clients send it.
+            params.push(json!({"name": "f", "in": "query", "schema": {"type": "string", "enum": ["json", "pjson"], "default": "json"}}));
+            op["parameters"] = Value::Array(params);
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -344,7 +597,7 @@ pub fn document() -> Value {
         "info": {
             "title": "nbrt site",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Runtimes (ArcGIS Notebook Server's fields), notebooks, migrations and sessions on the Docker engine. Notebook servers are reached at /user/<name>/<runtimeId>/ (HTTP and websockets, owner only)."
+            "description": "Runtimes (ArcGIS Notebook Server's fields), notebooks, migrations and sessions on the Docker engine. Notebook servers are reached at /user/<name>/<runtimeId>/ (HTTP and websockets, owner only). The same runtime registry is also served on ArcGIS Notebook Server's Administrator Directory paths under /arcgis/admin/notebooks/runtimes. Every change is in the audit log (/api/audit); /metrics is in Prometheus' text format."
         },
         "components": {
             "schemas": schemas(),

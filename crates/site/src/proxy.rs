@@ -132,10 +132,18 @@ pub async fn redirect_slash(uri: Uri) -> Redirect {
     Redirect::temporary(&format!("{}/", uri.path()))
 }
 
+/// Counted in `nbrt_proxy_requests_total`; the proxy's own 5xx answers (the session not
+/// ready, its server not answering) also in `nbrt_proxy_errors_total`.
 pub async fn handle(State(site): State<Arc<Site>>, req: Request) -> Response<Body> {
-    match forward(site, req).await {
+    site.metrics.proxy_requests.inc();
+    match forward(site.clone(), req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if e.status().is_server_error() {
+                site.metrics.proxy_errors.inc();
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -152,6 +160,7 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
     let (owner, runtime_id) =
         path_parts(&path).ok_or_else(|| SiteError::NotFound(format!("no route {path}")))?;
     let user = auth::authenticate(&site, req.headers())?;
+    crate::access::note_user(req.extensions(), &user.name);
     if user.name != owner {
         // Only the owner reaches a session, administrators included (ArcGIS: "only one
         // user can be assigned any given container").

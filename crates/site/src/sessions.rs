@@ -1,11 +1,8 @@
-//! Sessions: one container per (user, runtime) on the Docker engine, with the runtime's
-//! limits, found again by labels, reached through the proxy, culled when idle. Their states
-//! are [`SessionState`]s.
-//!
-//! Containers and home volumes carry `nbrt_oci::label`'s keys ([`label::SITE`],
-//! [`label::SESSION`], [`label::SESSION_USER`], [`label::SESSION_RUNTIME`]) under their
-//! `io.nbrt.` names; containers an earlier version started carry the `org.nbrt.` names and
-//! are still found (every engine filter looks for both) and read ([`label::Key::get`]).
+//! Sessions: one per (user, runtime), run by the site's [`SessionBackend`] (a container on
+//! Docker, a service on Swarm) with the runtime's limits, found again by labels, reached
+//! through the proxy, culled when idle. Their states are [`SessionState`]s. What is here does
+//! not depend on the engine: the database, readiness (`<prefix>/api` answering), adoption
+//! after a restart, reactions to the backend's events, culling.
 
 pub mod state;
 
@@ -13,16 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
-};
 use futures_util::StreamExt;
-use nbrt_oci::label;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::auth::User;
+use crate::backend::{BackendEvent, Ended, Handle, Limits, Observed, SessionSpec};
 use crate::db::{new_id, now_ms, random_hex};
 use crate::error::{Result, SiteError};
 use crate::runtime::{self, Runtime};
@@ -172,65 +165,10 @@ fn end(site: &Site, id: &str, state: SessionState, message: &str, oom: bool) -> 
             params![id, state, message, now_ms(), oom],
         )
     })?;
+    if n > 0 {
+        site.metrics.session_ended(state);
+    }
     Ok(n > 0)
-}
-
-fn is_404(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-async fn remove_container(site: &Site, name_or_id: &str) -> Result<()> {
-    engine(site).remove(name_or_id).await.map_err(engine_err)
-}
-
-/// The site's Docker engine as `nbrt_oci` speaks to it (the calls it shares with the checks
-/// and the kernel specs).
-fn engine(site: &Site) -> nbrt_oci::Engine {
-    nbrt_oci::Engine::from_client(site.docker.clone())
-}
-
-/// An engine failure is the engine's (502); anything else (the store) is the store's.
-fn engine_err(e: nbrt_oci::OciError) -> SiteError {
-    match e {
-        nbrt_oci::OciError::Engine(m) => SiteError::Engine(m),
-        other => SiteError::Store(other),
-    }
-}
-
-async fn ensure_image(site: &Site, image_id: &str) -> Result<()> {
-    let engine = engine(site);
-    let in_store = match site.open_store()? {
-        Some(store) => store.resolve(image_id).map(|found| (store, found)),
-        None => Err(nbrt_oci::OciError::NotFound(image_id.to_string())),
-    };
-    let (store, found) = match in_store {
-        Ok(found) => found,
-        Err(e) => {
-            if engine.image(image_id).await.map_err(engine_err)?.is_some() {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
-    };
-    let name = nbrt_oci::engine::engine_name(&found.image, &found.names);
-    let ensured = engine
-        .ensure(&store, &found.image, &name)
-        .await
-        .map_err(engine_err)?;
-    if ensured.loaded {
-        tracing::info!("loaded {image_id} from the store into the Docker engine as {name}");
-    }
-    Ok(())
-}
-
-fn home_volume(site: &Site, user: &str) -> String {
-    format!("nbrt-{}-home-{user}", site.site_id)
 }
 
 fn container_name(site: &Site, user: &str, runtime_id: &str) -> String {
@@ -238,77 +176,8 @@ fn container_name(site: &Site, user: &str, runtime_id: &str) -> String {
     format!("nbrt-{}-{user}-{short}", site.site_id)
 }
 
-async fn ensure_volume(site: &Site, user: &str) -> Result<String> {
-    let name = home_volume(site, user);
-    let labels = HashMap::from([
-        (label::SITE.name.to_string(), site.site_id.clone()),
-        (label::SESSION_USER.name.to_string(), user.to_string()),
-    ]);
-    // Creating an existing named volume is a no-op that returns it.
-    site.docker
-        .create_volume(bollard::models::VolumeCreateRequest {
-            name: Some(name.clone()),
-            labels: Some(labels),
-            ..Default::default()
-        })
-        .await
-        .map_err(SiteError::engine)?;
-    Ok(name)
-}
-
-/// The container a session runs in: the runtime's limits, labels, `NB_PREFIX`, the session's
-/// token, the home volume — and nothing from the server's own environment.
-pub fn container_spec(
-    site: &Site,
-    user: &User,
-    rt: &Runtime,
-    session_id: &str,
-    token: &str,
-    volume: &str,
-) -> ContainerCreateBody {
-    let labels = HashMap::from([
-        (label::SITE.name.to_string(), site.site_id.clone()),
-        (label::SESSION.name.to_string(), session_id.to_string()),
-        (label::SESSION_USER.name.to_string(), user.name.clone()),
-        (label::SESSION_RUNTIME.name.to_string(), rt.id.clone()),
-    ]);
-    let env = vec![
-        format!("NB_PREFIX={}", prefix(&user.name, &rt.id)),
-        format!("JUPYTER_TOKEN={token}"),
-        format!("JUPYTER_PORT={PORT}"),
-        "NBRT_AUTH=token".to_string(),
-    ];
-    // A runtime that requires the advanced privilege may use sudo/setuid inside (only users
-    // holding the privilege get here); every other session runs with no-new-privileges.
-    let security_opt = if rt.requires_advanced_privileges {
-        None
-    } else {
-        Some(vec!["no-new-privileges:true".to_string()])
-    };
-    ContainerCreateBody {
-        image: Some(rt.image_id.clone()),
-        env: Some(env),
-        labels: Some(labels),
-        host_config: Some(HostConfig {
-            nano_cpus: Some(rt.nano_cpus()),
-            memory: Some(rt.memory_bytes()),
-            memory_swap: Some(rt.swap_bytes()),
-            shm_size: rt.shm_bytes(),
-            runtime: rt.docker_runtime.clone(),
-            binds: Some(vec![format!("{volume}:{HOME}")]),
-            security_opt,
-            privileged: Some(false),
-            network_mode: Some(
-                site.config
-                    .network
-                    .clone()
-                    .unwrap_or_else(|| "bridge".to_string()),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+/// How long a stopped session's notebook server gets to exit before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn lock_for(site: &Site, user_id: i64, runtime_id: &str) -> Arc<tokio::sync::Mutex<()>> {
     let mut map = site
@@ -325,7 +194,7 @@ fn lock_for(site: &Site, user_id: i64, runtime_id: &str) -> Arc<tokio::sync::Mut
 pub async fn start(site: &Arc<Site>, user: &User, runtime_id: &str, wait: bool) -> Result<Session> {
     let rt = match runtime::repo::get(&site.db, runtime_id) {
         Ok(rt) => rt,
-        Err(SiteError::NotFound(m)) => return Err(SiteError::invalid("runtimeId", m)),
+        Err(e @ SiteError::NotFound(_)) => return Err(SiteError::missing_as("runtimeId", e)),
         Err(e) => return Err(e),
     };
     if rt.disabled {
@@ -340,14 +209,32 @@ pub async fn start(site: &Arc<Site>, user: &User, runtime_id: &str, wait: bool) 
             rt.name, user.name
         )));
     }
+    site.backend.refuse(&Limits::of_runtime(&rt))?;
     let lock = lock_for(site, user.id, &rt.id);
     let guard = lock.lock().await;
-    let session = match active_for(site, user.id, &rt.id)? {
-        Some(s) => s,
-        None => create(site, user, &rt).await?,
+    let (session, task) = match active_for(site, user.id, &rt.id)? {
+        // A running session of a runtime deprecated since keeps going.
+        Some(s) => {
+            let task = tokio::spawn(wait_ready(site.clone(), s.id.clone()));
+            (s, task)
+        }
+        None => {
+            if rt.deprecated {
+                return Err(SiteError::conflict(
+                    Some("runtimeId"),
+                    format!(
+                        "runtime {} is deprecated: it takes no new sessions (running ones keep \
+                         going); use the runtime that replaces it",
+                        rt.name
+                    ),
+                ));
+            }
+            let s = create(site, user, &rt)?;
+            let task = tokio::spawn(launch(site.clone(), s.id.clone(), user.name.clone(), rt));
+            (s, task)
+        }
     };
     drop(guard);
-    let task = tokio::spawn(wait_ready(site.clone(), session.id.clone()));
     if wait {
         task.await
             .map_err(|e| SiteError::Internal(format!("readiness task: {e}")))??;
@@ -355,67 +242,150 @@ pub async fn start(site: &Arc<Site>, user: &User, runtime_id: &str, wait: bool) 
     get(site, &session.id)?.ok_or_else(|| SiteError::NotFound(format!("no session {}", session.id)))
 }
 
-async fn create(site: &Arc<Site>, user: &User, rt: &Runtime) -> Result<Session> {
-    ensure_image(site, &rt.image_id).await?;
-    let volume = ensure_volume(site, &user.name).await?;
+/// The session's record, `starting` while its image and container are made (see [`launch`]).
+fn create(site: &Site, user: &User, rt: &Runtime) -> Result<Session> {
     let id = new_id()?;
     let token = random_hex(24)?;
     let name = container_name(site, &user.name, &rt.id);
     let now = now_ms();
     site.db.with(|c| {
         c.execute(
-            "INSERT INTO sessions (id, user_id, runtime_id, container_name, token, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, user.id, rt.id, name, token, SessionState::Starting, now],
+            "INSERT INTO sessions (id, user_id, runtime_id, container_name, token, state, message,
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                user.id,
+                rt.id,
+                name,
+                token,
+                SessionState::Starting,
+                "preparing the image",
+                now
+            ],
         )
     })?;
-    // A container left by an ended session of the same user and runtime.
-    remove_container(site, &name).await?;
-    let spec = container_spec(site, user, rt, &id, &token, &volume);
-    let created = site
-        .docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            spec,
-        )
-        .await;
-    let container_id = match created {
-        Ok(c) => c.id,
-        Err(e) => {
-            let msg = format!("creating the container failed: {e}");
-            end(site, &id, SessionState::Failed, &msg, false)?;
-            return Err(SiteError::Engine(msg));
-        }
-    };
-    site.db.with(|c| {
-        c.execute(
-            "UPDATE sessions SET container_id = ?2 WHERE id = ?1",
-            params![id, container_id],
-        )
-    })?;
-    if let Err(e) = site.docker.start_container(&container_id, None).await {
-        let msg = format!("starting the container failed: {e}");
-        end(site, &id, SessionState::Failed, &msg, false)?;
-        remove_container(site, &container_id).await.ok();
-        return Err(SiteError::Engine(msg));
-    }
-    tracing::info!(
-        "session {id}: started container {name} for {} on {}",
-        user.name,
-        rt.name
-    );
     get(site, &id)?.ok_or_else(|| SiteError::Internal(format!("session {id} vanished")))
 }
 
-fn container_address(site: &Site, info: &ContainerInspectResponse) -> Option<String> {
-    let net = site.config.network.as_deref().unwrap_or("bridge");
-    let nets = info.network_settings.as_ref()?.networks.as_ref()?;
-    let ep = nets.get(net).or_else(|| nets.values().next())?;
-    let ip = ep.ip_address.as_deref().filter(|ip| !ip.is_empty())?;
-    Some(format!("{ip}:{PORT}"))
+/// What a session shows while its image is on its way (`loading image 40% (120 of 300 MB)`),
+/// from the backend's progress; `None` before any bar knows its size.
+pub fn image_progress_message(bars: &[nbrt_oci::progress::BarState]) -> Option<String> {
+    let bar = bars.iter().rev().find(|b| b.percent().is_some())?;
+    let verb = match bar.label.as_str() {
+        "pushing" => "pushing image to the site registry",
+        _ => "loading image",
+    };
+    let mb = |b: u64| b / (1024 * 1024);
+    Some(format!(
+        "{verb} {}% ({} of {} MB)",
+        bar.percent()?,
+        mb(bar.done),
+        mb(bar.total?)
+    ))
+}
+
+fn set_message(site: &Site, id: &str, message: &str) -> Result<bool> {
+    let n = site.db.with(|c| {
+        c.execute(
+            "UPDATE sessions SET message = ?2 WHERE id = ?1 AND state = ?3",
+            params![id, message, SessionState::Starting],
+        )
+    })?;
+    Ok(n > 0)
+}
+
+/// Bring a new session up: its image where the engine runs it (a load's progress shown in
+/// the session's message), the user's home, the container; then wait until it is ready. A
+/// failure ends the session `failed` with the engine's words, and is returned.
+async fn launch(site: Arc<Site>, id: String, user: String, rt: Runtime) -> Result<()> {
+    match launch_container(&site, &id, &user, &rt).await {
+        Ok(true) => wait_ready(site, id).await,
+        Ok(false) => Ok(()),
+        Err(e) => {
+            let msg = match &e {
+                SiteError::Engine(m) => m.clone(),
+                other => other.to_string(),
+            };
+            tracing::warn!("session {id}: {msg}");
+            end(&site, &id, SessionState::Failed, &msg, false)?;
+            Err(e)
+        }
+    }
+}
+
+/// [`launch`] up to the container's start; `false` when the session was stopped meanwhile.
+async fn launch_container(site: &Arc<Site>, id: &str, user: &str, rt: &Runtime) -> Result<bool> {
+    let store = site.open_store()?;
+    let progress = crate::backend::ImageProgress::watched();
+    let ticker = {
+        let (site, id, progress) = (site.clone(), id.to_string(), progress.clone());
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Some(msg) = image_progress_message(&progress.snapshot()) {
+                    if msg != last && set_message(&site, &id, &msg).is_ok() {
+                        last = msg;
+                    }
+                }
+            }
+        })
+    };
+    let image = site
+        .backend
+        .ensure_image(store.as_ref(), rt, &progress)
+        .await;
+    ticker.abort();
+    let image = image?;
+    drop(store);
+    let home = site.backend.ensure_home(&site.site_id, user).await?;
+    if !set_message(site, id, "starting the container")? {
+        return Ok(false);
+    }
+    let Some(session) = get(site, id)? else {
+        return Ok(false);
+    };
+    let spec = SessionSpec {
+        site_id: site.site_id.clone(),
+        session_id: id.to_string(),
+        name: session.container_name.clone(),
+        user: user.to_string(),
+        runtime: rt.clone(),
+        token: session.token.clone(),
+        image,
+        home,
+        prefix: prefix(user, &rt.id),
+        // The site's and the runtime's session environment (variables and files).
+        session_env: crate::session_env::for_session(site, &rt.id)?,
+    };
+    let handle = site.backend.launch(&spec).await?;
+    site.db.with(|c| {
+        c.execute(
+            "UPDATE sessions SET container_id = ?2 WHERE id = ?1",
+            params![id, handle.0],
+        )
+    })?;
+    // Stopped while it was being made: what was made goes too.
+    if get(site, id)?.is_none_or(|s| !s.is_active()) {
+        site.backend.stop(&handle, STOP_GRACE).await?;
+        return Ok(false);
+    }
+    tracing::info!(
+        "session {id}: started {} on {} for {user} on {}",
+        spec.name,
+        site.backend.kind(),
+        rt.name
+    );
+    Ok(true)
+}
+
+/// The engine's handle of a session: its container (or service) ID, else its name.
+fn handle_of(s: &Session) -> Handle {
+    Handle(
+        s.container_id
+            .clone()
+            .unwrap_or_else(|| s.container_name.clone()),
+    )
 }
 
 fn oom_message(rt: Option<&Runtime>) -> String {
@@ -430,14 +400,8 @@ fn oom_message(rt: Option<&Runtime>) -> String {
 }
 
 /// Settle a session whose container is not running (or was OOM-killed).
-async fn settle_stopped_container(
-    site: &Site,
-    s: &Session,
-    info: &ContainerInspectResponse,
-) -> Result<()> {
-    let state = info.state.as_ref();
-    let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
-    if oom {
+fn settle(site: &Site, s: &Session, ended: &Ended) -> Result<()> {
+    if ended.oom {
         let rt = runtime::repo::get(&site.db, &s.runtime_id).ok();
         end(
             site,
@@ -447,19 +411,7 @@ async fn settle_stopped_container(
             true,
         )?;
     } else {
-        let code = state.and_then(|s| s.exit_code).unwrap_or(-1);
-        let err = state
-            .and_then(|s| s.error.clone())
-            .filter(|e| !e.is_empty())
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        end(
-            site,
-            &s.id,
-            SessionState::Failed,
-            &format!("the container exited with code {code}{err}"),
-            false,
-        )?;
+        end(site, &s.id, SessionState::Failed, &ended.message, false)?;
     }
     Ok(())
 }
@@ -475,6 +427,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
     let deadline = tokio::time::Instant::now() + site.config.start_timeout;
     let mut addr: Option<String> = None;
     let mut inspected: Option<tokio::time::Instant> = None;
+    let mut pending = String::new();
     loop {
         let Some(s) = get(&site, &id)? else {
             return Ok(());
@@ -483,12 +436,17 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
             return Ok(());
         }
         let Some(cid) = s.container_id.clone() else {
-            return Ok(());
+            // Its image and container are still being made (see `launch`), which ends it if
+            // that fails.
+            tokio::time::sleep(READY_INSPECT).await;
+            continue;
         };
+        let handle = Handle(cid);
         if addr.is_none() || inspected.is_none_or(|t| t.elapsed() >= READY_INSPECT) {
-            let info = match site.docker.inspect_container(&cid, None).await {
-                Ok(i) => i,
-                Err(e) if is_404(&e) => {
+            let observed = site.backend.observe(&handle).await?;
+            inspected = Some(tokio::time::Instant::now());
+            addr = match observed {
+                Observed::Gone => {
                     end(
                         &site,
                         &id,
@@ -498,24 +456,27 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
                     )?;
                     return Ok(());
                 }
-                Err(e) => return Err(SiteError::engine(e)),
-            };
-            inspected = Some(tokio::time::Instant::now());
-            let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-            let status = info.state.as_ref().and_then(|s| s.status);
-            if !running
-                && !matches!(
-                    status,
-                    Some(bollard::models::ContainerStateStatusEnum::CREATED)
-                )
-            {
-                settle_stopped_container(&site, &s, &info).await?;
-                return Ok(());
-            }
-            addr = if running {
-                container_address(&site, &info)
-            } else {
-                None
+                Observed::Ended(ended) => {
+                    settle(&site, &s, &ended)?;
+                    if ended.oom {
+                        site.backend.kill(&handle).await?;
+                    }
+                    return Ok(());
+                }
+                Observed::Pending { reason } => {
+                    if reason != pending {
+                        // What the engine is waiting for, shown while the session starts.
+                        site.db.with(|c| {
+                            c.execute(
+                                "UPDATE sessions SET message = ?2 WHERE id = ?1 AND state = ?3",
+                                params![id, reason, SessionState::Starting],
+                            )
+                        })?;
+                        pending = reason;
+                    }
+                    None
+                }
+                Observed::Running { address } => address,
             };
         }
         if let Some(addr) = &addr {
@@ -523,7 +484,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
             if let Ok(code) = crate::proxy::get_status(&site.http, &url, None).await {
                 if code < 500 {
                     let now = now_ms();
-                    site.db.with(|c| {
+                    let changed = site.db.with(|c| {
                         c.execute(
                             "UPDATE sessions SET state = ?4, ready_at = ?2, address = ?3,
                              last_activity = COALESCE(last_activity, ?2), message = ''
@@ -531,19 +492,27 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
                             params![id, now, addr, SessionState::Ready, SessionState::Starting],
                         )
                     })?;
+                    // A first start (an adopted session was ready before: not a start).
+                    if changed > 0 && s.ready.is_none() {
+                        let secs = (now - s.created).max(0) as f64 / 1000.0;
+                        site.metrics.start_seconds.observe(secs);
+                    }
                     tracing::info!("session {id}: ready at {addr}");
                     return Ok(());
                 }
             }
         }
         if tokio::time::Instant::now() > deadline {
-            let msg = format!(
+            let mut msg = format!(
                 "the notebook server did not answer {}/api within {} s",
                 prefix(&s.user, &s.runtime_id),
                 site.config.start_timeout.as_secs()
             );
+            if addr.is_none() && !pending.is_empty() {
+                msg.push_str(&format!(" (still pending: {pending})"));
+            }
             end(&site, &id, SessionState::Failed, &msg, false)?;
-            remove_container(&site, &cid).await.ok();
+            site.backend.stop(&handle, STOP_GRACE).await.ok();
             return Ok(());
         }
         tokio::time::sleep(READY_POLL).await;
@@ -553,16 +522,11 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
 /// Stop a session: its container is removed, its home volume kept.
 pub async fn stop(site: &Site, s: &Session, state: SessionState, message: &str) -> Result<()> {
     end(site, &s.id, state, message, false)?;
-    if let Some(cid) = &s.container_id {
-        remove_container(site, cid).await?;
-    } else {
-        remove_container(site, &s.container_name).await?;
-    }
-    Ok(())
+    site.backend.stop(&handle_of(s), STOP_GRACE).await
 }
 
 /// After an out-of-memory event: record it and stop the whole container.
-async fn handle_oom(site: &Site, session_id: &str, container: &str) -> Result<()> {
+async fn handle_oom(site: &Site, session_id: &str, handle: &Handle) -> Result<()> {
     let Some(s) = get(site, session_id)? else {
         return Ok(());
     };
@@ -575,23 +539,7 @@ async fn handle_oom(site: &Site, session_id: &str, container: &str) -> Result<()
         true,
     )? {
         tracing::warn!("session {}: out of memory, stopping its container", s.id);
-        match site
-            .docker
-            .kill_container(
-                container,
-                Some(KillContainerOptions {
-                    signal: "SIGKILL".into(),
-                }),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_404(&e) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {}
-            Err(e) => return Err(SiteError::engine(e)),
-        }
+        site.backend.kill(handle).await?;
     }
     Ok(())
 }
@@ -607,53 +555,16 @@ pub struct ReconcileReport {
     pub ended: Vec<String>,
 }
 
-/// The engine's label filters for this site's containers, `<key>=<site id>`: one for the
-/// site label's name and one for the name earlier versions wrote. Each is its own query —
-/// a filter listing two labels wants both on one container.
-fn site_label_filters(site: &Site) -> Vec<String> {
-    [Some(label::SITE.name), label::SITE.old]
-        .into_iter()
-        .flatten()
-        .map(|key| format!("{key}={}", site.site_id))
-        .collect()
-}
-
-/// Take over this site's containers after a (re)start — those an earlier version labelled
-/// the old way too.
+/// Take over this site's containers (or services) after a (re)start — those an earlier
+/// version labelled the old way too.
 pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
     let mut report = ReconcileReport::default();
-    let mut containers = Vec::new();
-    let mut listed = std::collections::HashSet::new();
-    for filter in site_label_filters(site) {
-        let found = site
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
-                ..Default::default()
-            }))
-            .await
-            .map_err(SiteError::engine)?;
-        for c in found {
-            if let Some(cid) = c.id.clone() {
-                if listed.insert(cid.clone()) {
-                    containers.push((cid, c));
-                }
-            }
-        }
-    }
     let mut seen = std::collections::HashSet::new();
-    for (cid, c) in containers {
-        let sid = c
-            .labels
-            .as_ref()
-            .and_then(|l| label::SESSION.get(l))
-            .unwrap_or_default()
-            .to_string();
-        let session = if sid.is_empty() {
-            None
-        } else {
-            get(site, &sid)?
+    for owned in site.backend.list_owned(&site.site_id).await? {
+        let cid = owned.handle.0.clone();
+        let session = match &owned.session {
+            Some(sid) => get(site, sid)?,
+            None => None,
         };
         match session {
             Some(s) if s.is_active() && !seen.contains(&s.id) => {
@@ -666,36 +577,36 @@ pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
                         )
                     })?;
                 }
-                let info = match site.docker.inspect_container(&cid, None).await {
-                    Ok(i) => i,
-                    Err(e) if is_404(&e) => continue,
-                    Err(e) => return Err(SiteError::engine(e)),
-                };
-                let st = info.state.as_ref();
-                let running = st.and_then(|s| s.running).unwrap_or(false);
-                let oom = st.and_then(|s| s.oom_killed).unwrap_or(false);
-                if running && oom {
-                    handle_oom(site, &s.id, &cid).await?;
-                    report.ended.push(s.id.clone());
-                } else if running {
-                    // Re-check readiness (the address may be new if the engine restarted).
-                    site.db.with(|db| {
-                        db.execute(
-                            "UPDATE sessions SET state = ?2 WHERE id = ?1 AND state = ?3",
-                            params![s.id, SessionState::Starting, SessionState::Ready],
-                        )
-                    })?;
-                    report.adopted.push(s.id.clone());
-                    tokio::spawn(wait_ready(site.clone(), s.id.clone()));
-                } else {
-                    settle_stopped_container(site, &s, &info).await?;
-                    report.ended.push(s.id.clone());
+                match site.backend.observe(&owned.handle).await? {
+                    Observed::Gone => continue,
+                    Observed::Ended(ended) if ended.oom => {
+                        handle_oom(site, &s.id, &owned.handle).await?;
+                        report.ended.push(s.id.clone());
+                    }
+                    Observed::Ended(ended) => {
+                        settle(site, &s, &ended)?;
+                        report.ended.push(s.id.clone());
+                    }
+                    Observed::Running { .. } | Observed::Pending { .. } => {
+                        // Re-check readiness (the address may be new if the engine restarted).
+                        site.db.with(|db| {
+                            db.execute(
+                                "UPDATE sessions SET state = ?2 WHERE id = ?1 AND state = ?3",
+                                params![s.id, SessionState::Starting, SessionState::Ready],
+                            )
+                        })?;
+                        report.adopted.push(s.id.clone());
+                        tokio::spawn(wait_ready(site.clone(), s.id.clone()));
+                    }
                 }
             }
             _ => {
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-                tracing::info!("removing orphan container {cid} ({state}, session {sid:?})");
-                remove_container(site, &cid).await?;
+                tracing::info!(
+                    "removing orphan {cid} ({}, session {:?})",
+                    owned.status,
+                    owned.session
+                );
+                site.backend.stop(&owned.handle, Duration::ZERO).await?;
                 report.removed_orphans.push(cid);
             }
         }
@@ -715,64 +626,38 @@ pub async fn reconcile(site: &Arc<Site>) -> Result<ReconcileReport> {
     Ok(report)
 }
 
-/// Follow the engine's events for this site's containers: OOM kills and exits.
+/// Follow the backend's events for this site's sessions: OOM kills and ends.
 pub fn spawn_watcher(site: Arc<Site>) {
     tokio::spawn(async move {
-        loop {
-            // One stream per name of the site label (see `site_label_filters`), merged.
-            let streams = site_label_filters(&site).into_iter().map(|filter| {
-                let filters = HashMap::from([
-                    ("type".to_string(), vec!["container".to_string()]),
-                    ("label".to_string(), vec![filter]),
-                    (
-                        "event".to_string(),
-                        vec!["oom".to_string(), "die".to_string()],
-                    ),
-                ]);
-                Box::pin(site.docker.events(Some(EventsOptions {
-                    filters: Some(filters),
-                    ..Default::default()
-                })))
-            });
-            let mut events = futures_util::stream::select_all(streams);
-            while let Some(ev) = events.next().await {
-                let ev = match ev {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        tracing::warn!("engine events: {e}");
-                        break;
-                    }
-                };
-                let Some(actor) = ev.actor else { continue };
-                let Some(cid) = actor.id else { continue };
-                let attrs = actor.attributes.unwrap_or_default();
-                let Some(sid) = label::SESSION.get(&attrs).map(str::to_string) else {
-                    continue;
-                };
-                let result = match ev.action.as_deref() {
-                    Some("oom") => handle_oom(&site, &sid, &cid).await,
-                    Some("die") => on_die(&site, &sid, &cid).await,
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("session {sid}: {e}");
+        let mut events = site.backend.watch(&site.site_id);
+        while let Some(ev) = events.next().await {
+            let (sid, result) = match ev {
+                BackendEvent::Oom { session, handle } => {
+                    let r = handle_oom(&site, &session, &handle).await;
+                    (session, r)
                 }
+                BackendEvent::Ended { session, handle } => {
+                    let r = on_end(&site, &session, &handle).await;
+                    (session, r)
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!("session {sid}: {e}");
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }
 
-async fn on_die(site: &Site, sid: &str, cid: &str) -> Result<()> {
+async fn on_end(site: &Site, sid: &str, handle: &Handle) -> Result<()> {
     let Some(s) = get(site, sid)? else {
         return Ok(());
     };
     if !s.is_active() {
         return Ok(());
     }
-    match site.docker.inspect_container(cid, None).await {
-        Ok(info) => settle_stopped_container(site, &s, &info).await,
-        Err(e) if is_404(&e) => {
+    match site.backend.observe(handle).await? {
+        Observed::Ended(ended) => settle(site, &s, &ended),
+        Observed::Gone => {
             end(
                 site,
                 sid,
@@ -782,7 +667,7 @@ async fn on_die(site: &Site, sid: &str, cid: &str) -> Result<()> {
             )?;
             Ok(())
         }
-        Err(e) => Err(SiteError::engine(e)),
+        Observed::Running { .. } | Observed::Pending { .. } => Ok(()),
     }
 }
 
@@ -855,6 +740,12 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
             );
             stop(site, &s, SessionState::Culled, &msg).await?;
             tracing::info!("session {}: {msg}", s.id);
+            crate::audit::record_site(
+                site,
+                "session.cull",
+                Some(&s.id),
+                serde_json::json!({"user": s.user, "runtimeId": s.runtime_id, "message": msg}),
+            );
             culled.push(s.id.clone());
         }
     }
@@ -877,6 +768,27 @@ pub fn spawn_culler(site: Arc<Site>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_progress_is_a_percentage() {
+        use nbrt_oci::progress::BarState;
+        let bar = |label: &str, done, total| BarState {
+            label: label.into(),
+            done,
+            total,
+        };
+        assert_eq!(image_progress_message(&[]), None);
+        assert_eq!(image_progress_message(&[bar("reading", 5, None)]), None);
+        let mb = 1024 * 1024;
+        assert_eq!(
+            image_progress_message(&[bar("copying", 120 * mb, Some(300 * mb))]).as_deref(),
+            Some("loading image 40% (120 of 300 MB)")
+        );
+        assert_eq!(
+            image_progress_message(&[bar("pushing", 1, Some(4))]).as_deref(),
+            Some("pushing image to the site registry 25% (0 of 0 MB)")
+        );
+    }
 
     #[test]
     fn activity_rule() {

@@ -125,6 +125,117 @@ async fn bad_runtimes_name_the_field_and_store_nothing() {
     assert_eq!(rt["maxMemory"], 512.0);
 }
 
+/// What an operator expects of registration and change: the image's `[runtime]` defaults
+/// fill what a registration leaves out; names and manifests are checked, saying the rule;
+/// limits past what the engine has are refused at registration, naming the field; a PATCH
+/// changes what it names (a given swap stays, a derived one follows the memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_and_changes_as_an_operator_expects() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let image = jupyter_image();
+    // stacks/jupyter/runtime.toml [runtime]: 2 CPUs, 4g, shared memory 1g.
+    let rt = t.register(json!({"name": "bare", "imageId": image})).await;
+    assert_eq!(rt["maxCpu"], 2.0, "{rt}");
+    assert_eq!(
+        (&rt["maxMemory"], &rt["maxMemoryUnit"]),
+        (&json!(4.0), &json!("g"))
+    );
+    assert_eq!(
+        (&rt["maxSwapMemory"], &rt["maxSwapMemoryUnit"]),
+        (&json!(8.0), &json!("g"))
+    );
+    assert_eq!(
+        (&rt["sharedMemory"], &rt["sharedMemoryUnit"]),
+        (&json!(1.0), &json!("g"))
+    );
+    // What the registration gives wins.
+    let mine = t
+        .register(
+            json!({"name": "given", "imageId": image, "maxCpu": 0.5, "maxMemory": 1,
+            "maxMemoryUnit": "g", "sharedMemory": 64, "sharedMemoryUnit": "m"}),
+        )
+        .await;
+    assert_eq!(
+        (&mine["maxCpu"], &mine["maxMemory"]),
+        (&json!(0.5), &json!(1.0))
+    );
+    assert_eq!(mine["sharedMemory"], 64.0);
+
+    let refused = |body: Value, field: &'static str, needle: &'static str| {
+        let t = &t;
+        async move {
+            let a = t
+                .call("POST", "/api/runtimes", Some(&t.admin), Some(body.clone()))
+                .await;
+            assert_eq!(a.status, 400, "{body}: {}", a.text);
+            assert_eq!(a.body["field"], field, "{body}: {}", a.text);
+            let msg = a.body["error"].as_str().unwrap();
+            assert!(msg.contains(needle), "{body}: {msg}");
+        }
+    };
+    let mut b = runtime_body("Bad Name!", &image);
+    refused(b.clone(), "name", "letters, digits, spaces and . _ - ( ) +").await;
+    b["name"] = json!("strings");
+    b["manifest"] = json!(r#"[{"name": "numpy", "version": "2"}]"#);
+    refused(b.clone(), "manifest", "a string is not a manifest").await;
+    b.as_object_mut().unwrap().remove("manifest");
+    b["maxCpu"] = json!(512);
+    refused(b.clone(), "maxCpu", "CPUs").await;
+    b["maxCpu"] = json!(1);
+    b["maxMemory"] = json!(100_000);
+    b["maxMemoryUnit"] = json!("g");
+    refused(b.clone(), "maxMemory", "GiB of memory").await;
+    assert_eq!(runtime_count(&t).await, 2, "nothing stored");
+
+    // PATCH: an explicit swap survives a memory change; a derived one follows it.
+    let explicit = t
+        .register(
+            json!({"name": "explicit", "imageId": image, "maxCpu": 1, "maxMemory": 1,
+            "maxMemoryUnit": "g", "maxSwapMemory": 3, "maxSwapMemoryUnit": "g"}),
+        )
+        .await;
+    let patch = |id: &Value, body: Value| {
+        let t = &t;
+        let path = format!("/api/runtimes/{}", id.as_str().unwrap());
+        async move { t.call("PATCH", &path, Some(&t.admin), Some(body)).await }
+    };
+    let a = patch(&explicit["id"], json!({"maxMemory": 2})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let r = &a.body["notebookRuntime"];
+    assert_eq!(
+        (&r["maxMemory"], &r["maxSwapMemory"]),
+        (&json!(2.0), &json!(3.0)),
+        "{r}"
+    );
+    let a = patch(&mine["id"], json!({"maxMemory": 2})).await;
+    let r = &a.body["notebookRuntime"];
+    assert_eq!(
+        (&r["maxMemory"], &r["maxSwapMemory"]),
+        (&json!(2.0), &json!(4.0)),
+        "{r}"
+    );
+    // Past the engine on a change too, and the record stays as it was.
+    let a = patch(&mine["id"], json!({"maxCpu": 512})).await;
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (400, Some("maxCpu")),
+        "{}",
+        a.text
+    );
+    let a = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{}", mine["id"].as_str().unwrap()),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.body["maxCpu"], 0.5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_life_roles_and_migration() {
     if !docker() {
@@ -245,7 +356,7 @@ async fn runtime_life_roles_and_migration() {
         .await;
     assert_eq!(
         (nope.status, nope.body["field"].as_str()),
-        (400, Some("runtimeId"))
+        (404, Some("runtimeId"))
     );
 
     // Unregister refused while notebooks use it.
@@ -464,7 +575,9 @@ async fn restore_factory_registers_the_stock_stacks() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["missing"], json!([]), "{}", a.text);
     assert_eq!(a.body["skipped"], json!([]), "{}", a.text);
-    let restored = a.body["restored"].as_array().unwrap();
+    assert_eq!(a.body["updated"], json!([]), "{}", a.text);
+    assert_eq!(a.body["unchanged"], json!([]), "{}", a.text);
+    let restored = a.body["added"].as_array().unwrap();
     let names: Vec<&str> = restored
         .iter()
         .map(|r| r["name"].as_str().unwrap())
@@ -554,7 +667,14 @@ async fn restore_factory_registers_the_stock_stacks() {
         .call("POST", "/api/runtimes/restore", Some(&t.admin), None)
         .await;
     assert_eq!(again.status, 200, "{}", again.text);
-    let j2 = &again.body["restored"][0];
+    // It says what it changed: jupyter reset, scipy untouched.
+    assert_eq!(again.body["added"], json!([]), "{}", again.text);
+    assert_eq!(again.body["updated"].as_array().unwrap().len(), 1);
+    let unchanged: Vec<&Value> = again.body["unchanged"].as_array().unwrap().iter().collect();
+    assert_eq!(unchanged.len(), 1, "{}", again.text);
+    assert_eq!(unchanged[0]["name"], "nbrt scipy");
+    assert_eq!(unchanged[0]["updated"], scipy["updated"], "not written");
+    let j2 = &again.body["updated"][0];
     assert_eq!(j2["id"], jid);
     assert_eq!(j2["maxCpu"], 2.0);
     assert_eq!(j2["sharedMemory"], 1.0);
@@ -572,6 +692,13 @@ async fn restore_factory_registers_the_stock_stacks() {
     assert_eq!(mine.body["maxMemory"], 512.0);
     assert_eq!(mine.body["builtin"], false);
     assert_eq!(runtime_count(&t).await, 3);
+    // Nothing to do: nothing is said to be restored.
+    let third = t
+        .call("POST", "/api/runtimes/restore", Some(&t.admin), None)
+        .await;
+    assert_eq!(third.body["added"], json!([]), "{}", third.text);
+    assert_eq!(third.body["updated"], json!([]), "{}", third.text);
+    assert_eq!(third.body["unchanged"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,4 +736,377 @@ async fn openapi_document_matches_the_router() {
     // And the other way: an undocumented path is the router's 404.
     let a = t.call("GET", "/api/nothing", Some(&t.admin), None).await;
     assert_eq!((a.status, &a.body["route"]), (404, &json!(false)));
+}
+
+/// Issue 17's token rules: tokens expire, are listed without being shown, are revoked by their
+/// owner or an admin; logout revokes the token it was called with (the login cookie's own
+/// token, so the typed one keeps working); a disabled user's tokens stop at once; the last
+/// enabled administrator cannot be disabled or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_are_revoked_and_users_are_disabled_or_deleted() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let ann = t.user("ann", "author", false).await;
+    let bob = t.user("bob", "author", false).await;
+    let me = |tok: &str| {
+        let tok = tok.to_string();
+        let t = &t;
+        async move { t.call("GET", "/api/me", Some(&tok), None).await.status }
+    };
+
+    // A token that lives one second works, then does not.
+    let short = t
+        .call(
+            "POST",
+            "/api/users/ann/tokens",
+            Some(&ann),
+            Some(json!({"label": "short", "expiresIn": 1})),
+        )
+        .await;
+    assert_eq!(short.status, 201, "{}", short.text);
+    let short_token = short.body["token"].as_str().unwrap().to_string();
+    assert!(short.body["info"]["expires"].as_i64().is_some());
+    assert_eq!(me(&short_token).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(me(&short_token).await, 401, "an expired token still works");
+
+    // Bad lifetimes name the field; only admins make tokens that never expire.
+    for (body, who) in [
+        (json!({"expiresIn": -5}), &ann),
+        (json!({"expiresIn": "soon"}), &ann),
+        (json!({"expiresIn": 0}), &ann),
+        (json!({"label": "x".repeat(101)}), &ann),
+    ] {
+        let a = t
+            .call(
+                "POST",
+                "/api/users/ann/tokens",
+                Some(who),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{body}: {}", a.text);
+    }
+    let forever = t
+        .call(
+            "POST",
+            "/api/users/ann/tokens",
+            Some(&t.admin),
+            Some(json!({"label": "service", "expiresIn": 0})),
+        )
+        .await;
+    assert_eq!(forever.status, 201, "{}", forever.text);
+    assert_eq!(forever.body["info"]["expires"], Value::Null);
+
+    // The listing shows IDs and labels, marks the caller's token, never shows a token, and
+    // leaves out the expired one. Users see only their own.
+    let list = t
+        .call("GET", "/api/users/ann/tokens", Some(&ann), None)
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let tokens = list.body["tokens"].as_array().unwrap().clone();
+    let labels: Vec<&str> = tokens
+        .iter()
+        .map(|k| k["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(labels.contains(&"initial") && labels.contains(&"service"));
+    assert!(!list.text.contains(&ann) && !list.text.contains("nbrt_"));
+    let initial = tokens.iter().find(|k| k["label"] == "initial").unwrap();
+    assert_eq!(initial["current"], true);
+    assert!(initial["lastUsed"].as_i64().is_some());
+    assert_eq!(
+        t.call("GET", "/api/users/ann/tokens", Some(&bob), None)
+            .await
+            .status,
+        403
+    );
+
+    // Revocation by the owner and by an admin; unknown IDs are 404s.
+    let service_id = tokens.iter().find(|k| k["label"] == "service").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let service = forever.body["token"].as_str().unwrap().to_string();
+    assert_eq!(me(&service).await, 200);
+    let del = t
+        .call(
+            "DELETE",
+            &format!("/api/users/ann/tokens/{service_id}"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 200, "{}", del.text);
+    assert_eq!(me(&service).await, 401, "a revoked token still works");
+    for id in [service_id.as_str(), "not-hex", "00000000000000000000"] {
+        let a = t
+            .call(
+                "DELETE",
+                &format!("/api/users/ann/tokens/{id}"),
+                Some(&ann),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 404, "{id}: {}", a.text);
+    }
+
+    // Login gives the cookie a token of its own; logout revokes it and not the typed one.
+    let login = t
+        .http
+        .post(format!("{}/api/login", t.base))
+        .header("Content-Type", "application/json")
+        .body(json!({"token": ann}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("Max-Age=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert!(!pair.contains(&ann), "the cookie carries the typed token");
+    let with_cookie = |path: &str, method: reqwest::Method| {
+        t.http
+            .request(method, format!("{}{path}", t.base))
+            .header("Cookie", pair.clone())
+    };
+    let me_cookie = with_cookie("/api/me", reqwest::Method::GET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me_cookie.status(), 200);
+    let out = with_cookie("/api/logout", reqwest::Method::POST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    let me_cookie = with_cookie("/api/me", reqwest::Method::GET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me_cookie.status(),
+        401,
+        "logout left the cookie's token valid"
+    );
+    assert_eq!(me(&ann).await, 200, "logout revoked the typed token");
+    // Logout with a bearer token revokes that token.
+    let extra = t
+        .call("POST", "/api/users/bob/tokens", Some(&bob), Some(json!({})))
+        .await;
+    let extra = extra.body["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.call("POST", "/api/logout", Some(&extra), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(me(&extra).await, 401);
+    assert_eq!(me(&bob).await, 200);
+
+    // Disabled users are refused with a 403 that says so; enabling restores them.
+    let dis = t
+        .call(
+            "PATCH",
+            "/api/users/ann",
+            Some(&t.admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(dis.status, 200, "{}", dis.text);
+    assert_eq!(dis.body["user"]["disabled"], true);
+    let refused = t.call("GET", "/api/me", Some(&ann), None).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("disabled"), "{}", refused.text);
+    assert_eq!(
+        t.call(
+            "PATCH",
+            "/api/users/ann",
+            Some(&bob),
+            Some(json!({"disabled": false}))
+        )
+        .await
+        .status,
+        403
+    );
+    for body in [
+        json!({"disabled": "yes"}),
+        json!({"role": "root"}),
+        json!({"name": "x"}),
+    ] {
+        let a = t
+            .call(
+                "PATCH",
+                "/api/users/ann",
+                Some(&t.admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{body}: {}", a.text);
+    }
+    t.call(
+        "PATCH",
+        "/api/users/ann",
+        Some(&t.admin),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(me(&ann).await, 200);
+
+    // The last enabled administrator stays.
+    for (method, body) in [
+        ("PATCH", Some(json!({"disabled": true}))),
+        ("PATCH", Some(json!({"role": "author"}))),
+        ("DELETE", None),
+    ] {
+        let a = t
+            .call(method, "/api/users/admin", Some(&t.admin), body)
+            .await;
+        assert_eq!(a.status, 409, "{method}: {}", a.text);
+    }
+
+    // Deleting a user removes its tokens; the name can be used again.
+    let del = t
+        .call("DELETE", "/api/users/bob", Some(&t.admin), None)
+        .await;
+    assert_eq!(del.status, 200, "{}", del.text);
+    assert_eq!(me(&bob).await, 401);
+    assert_eq!(
+        t.call("GET", "/api/users/bob", Some(&t.admin), None)
+            .await
+            .status,
+        404
+    );
+    let left: i64 = t
+        .site
+        .db
+        .with(|c| c.query_row("SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE u.name = 'bob'", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(left, 0);
+    t.user("bob", "author", false).await;
+}
+
+/// Issue 17, item 10: a body over the limit gets the API's JSON error (it was axum's plain
+/// text), and a state-changing call signed in with the login cookie must declare a JSON body
+/// and come from this site: what another site's form or no-cors fetch can send is refused
+/// even where `SameSite=Strict` is not honoured. Bearer tokens are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_get_json_and_cookie_calls_must_be_json_from_this_site() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let url = |p: &str| format!("{}{p}", t.base);
+
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(33 << 20));
+    // A client of its own: the server closes the connection after a 413 (the rest of the
+    // body unread), which a pooled connection would carry into the next request.
+    let r = reqwest::Client::new()
+        .post(url("/api/users"))
+        .bearer_auth(&t.admin)
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.expect("a JSON 413");
+    assert_eq!(body["status"], 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("32 MiB"),
+        "{body}"
+    );
+
+    // Sign in as the UI does; the cookie is the credential from here on.
+    let r = t
+        .http
+        .post(url("/api/login"))
+        .header("Content-Type", "application/json")
+        .body(json!({"token": t.admin}).to_string())
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a login cookie")
+        .to_string();
+    let host = t.base.trim_start_matches("http://").to_string();
+    let post = |name: &str, content_type: Option<&str>, origin: Option<&str>| {
+        let mut req = t
+            .http
+            .post(url("/api/users"))
+            .header("Cookie", &cookie)
+            .body(json!({"name": name, "role": "author"}).to_string());
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = post("eve1", Some("text/plain"), None).await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("application/json"));
+    let (status, body) = post("eve2", Some("application/x-www-form-urlencoded"), None).await;
+    assert_eq!(status, 415, "{body}");
+    let own = format!("http://{host}");
+    let (status, body) = post(
+        "eve3",
+        Some("application/json"),
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post("eve4", Some("application/json"), Some("null")).await;
+    assert_eq!(status, 403, "{body}");
+    // None of them made a user.
+    let users = t.call("GET", "/api/users", Some(&t.admin), None).await;
+    assert!(!users.text.contains("eve"), "{}", users.text);
+    // What the UI sends works.
+    let (status, body) = post("ann", Some("application/json"), Some(&own)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post("bob", Some("application/json; charset=utf-8"), None).await;
+    assert_eq!(status, 201, "{body}");
+    // Reads are not state changes; a bearer token is not a browser's credential.
+    let r = t
+        .http
+        .get(url("/api/me"))
+        .header("Cookie", &cookie)
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = t
+        .http
+        .post(url("/api/users"))
+        .bearer_auth(&t.admin)
+        .header("Content-Type", "text/plain")
+        .body(json!({"name": "cid", "role": "author"}).to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 201);
 }

@@ -59,10 +59,11 @@ async fn fill(c: &Client, id: &str, value: &str) {
     el.send_keys(value).await.unwrap();
 }
 
+/// Clicks the element once it is there: pages fill their tables from the API after loading,
+/// so an immediate lookup races the fetch.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
+    wait_for(c, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
@@ -257,4 +258,48 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
     assert!(png.len() > 10_000, "a real screenshot");
     let title = c.title().await.unwrap();
     assert!(title.contains("JupyterLab"), "{title}");
+
+    // Deprecated (issue 18): the row offers no "Start session" any more; the session that
+    // runs on it goes on.
+    c.goto(&format!("{}/#runtimes", t.base)).await.unwrap();
+    let row = "tr[data-name='Python (browser)']";
+    click(c, &format!("{row} button.deprecate")).await;
+    wait_for(c, &format!("{row} .tag.deprecated")).await;
+    assert!(
+        c.find(Locator::Css(&format!("{row} button.start")))
+            .await
+            .is_err(),
+        "a deprecated runtime shows no Start session"
+    );
+    let sessions = t.call("GET", "/api/sessions", Some(&t.admin), None).await;
+    assert_eq!(
+        sessions.body["sessions"][0]["state"], "ready",
+        "{}",
+        sessions.text
+    );
+
+    // Tokens and users (issue 17): the login's own token is listed and marked; a new token is
+    // shown once; an admin creates a user and disables it, and the API agrees.
+    c.goto(&format!("{}/#account", t.base)).await.unwrap();
+    wait_for(c, "#tokens-table tbody tr .tag").await;
+    let tokens = text(c, "#tokens-table tbody").await;
+    assert!(
+        tokens.contains("web login") && tokens.contains("initial"),
+        "{tokens}"
+    );
+    fill(c, "token-label", "from the browser").await;
+    click(c, "#token-form button").await;
+    wait_for(c, "#token-new:not(:empty)").await;
+    assert!(text(c, "#token-new").await.contains("nbrt_"));
+    fill(c, "user-name", "carol").await;
+    click(c, "#user-form button").await;
+    wait_for(c, "#user-new:not(:empty)").await;
+    wait_for(c, "button[data-toggle='carol']").await;
+    click(c, "button[data-toggle='carol']").await;
+    wait_for(c, "button[data-toggle='carol'][data-disabled='true']").await;
+    let carol = t
+        .call("GET", "/api/users/carol", Some(&t.admin), None)
+        .await;
+    assert_eq!(carol.body["user"]["disabled"], true, "{}", carol.text);
+    screenshot(c, "site-account.png").await;
 }

@@ -7,11 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use nbrt_oci::label;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const MIB: i64 = 1024 * 1024;
 
@@ -32,72 +31,6 @@ async fn start(t: &TestSite, token: &str, runtime: &str) -> Value {
     let s = &a.body["session"];
     assert_eq!(s["state"], "ready", "{}", a.text);
     s.clone()
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn kernel_ws(t: &TestSite, token: &str, prefix: &str) -> (String, Ws) {
-    let k = t
-        .call(
-            "POST",
-            &format!("{prefix}api/kernels"),
-            Some(token),
-            Some(json!({"name": "python3"})),
-        )
-        .await;
-    assert_eq!(
-        k.status, 201,
-        "starting a kernel through the proxy: {}",
-        k.text
-    );
-    let kid = k.body["id"].as_str().unwrap().to_string();
-    let url = format!(
-        "{}{prefix}api/kernels/{kid}/channels",
-        t.base.replace("http://", "ws://")
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("kernel websocket through the proxy");
-    (kid, ws)
-}
-
-fn execute(code: &str, msg_id: &str) -> Message {
-    Message::text(
-        json!({
-            "header": {"msg_id": msg_id, "username": "test", "session": "s1",
-                       "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": false, "store_history": true,
-                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-        })
-        .to_string(),
-    )
-}
-
-/// Run code and collect its stdout until the kernel goes idle again.
-async fn run_cell(ws: &mut Ws, code: &str, msg_id: &str) -> String {
-    ws.send(execute(code, msg_id)).await.unwrap();
-    let mut out = String::new();
-    while let Some(msg) = ws.next().await {
-        let Ok(Message::Text(text)) = msg else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(&text).unwrap();
-        if v["parent_header"]["msg_id"] != msg_id {
-            continue;
-        }
-        match v["msg_type"].as_str() {
-            Some("stream") => out.push_str(v["content"]["text"].as_str().unwrap_or("")),
-            Some("error") => out.push_str(&format!("ERROR {}", v["content"]["ename"])),
-            Some("status") if v["content"]["execution_state"] == "idle" => break,
-            _ => {}
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,4 +306,215 @@ async fn idle_sessions_are_culled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "a culled session's container is removed");
+}
+
+/// A registered runtime's image is pinned in the store: `nbrt gc` (the store's gc) keeps it
+/// after `nbrt build` moved its tag to a new image, and the pin names the runtime. Loaded
+/// into Docker for a session it carries a tag naming the runtime, so `docker image prune`
+/// leaves it; `preloadImage` loads at registration; unregistering lets gc remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_images_are_pinned_tagged_and_outlive_gc_and_prune() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let store = nbrt_oci::Store::open(t.dir.path().join("store")).unwrap();
+    let mark = format!("pins-{}", t.site.site_id);
+    let latest = nbrt_oci::ImageName::parse("tiny:latest").unwrap();
+    let v1 = tiny_image(&store, &mark, "one");
+    store.tag(&v1, &latest).unwrap();
+    let id1 = v1.id().to_string();
+    let rt = t
+        .register(json!({"name": "Tiny One", "imageId": id1, "maxCpu": 1,
+            "maxMemory": 64, "maxMemoryUnit": "m"}))
+        .await;
+    let rt_id = rt["id"].as_str().unwrap().to_string();
+
+    // `nbrt build` re-tags :latest: the registered image has no name left; gc keeps it.
+    let v2 = tiny_image(&store, &mark, "two");
+    store.tag(&v2, &latest).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!(report.pins, 1, "{report:?}");
+    nbrt_oci::validate(&v1, &store).expect("the pinned image is whole after gc");
+    let pins = store.pins_of(&v1).unwrap();
+    assert_eq!(pins.len(), 1);
+    assert!(
+        pins[0].holder.contains("\"Tiny One\""),
+        "{}",
+        pins[0].holder
+    );
+
+    // A session loads it into Docker under a tag naming the runtime (the tiny image has no
+    // program, so the session itself fails: the load is what is looked at).
+    let a = t
+        .call(
+            "POST",
+            "/api/sessions",
+            Some(&t.admin),
+            Some(json!({"runtimeId": rt_id})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let s = t
+        .wait_session(a.body["session"]["id"].as_str().unwrap(), &t.admin)
+        .await;
+    assert_eq!(s["state"], "failed", "{s}");
+    let tag = format!("nbrt-runtime/tiny-one:{}", &id1[7..19]);
+    let loaded = docker_image(&id1).expect("the site loaded the image into Docker");
+    assert!(
+        loaded["RepoTags"].as_array().unwrap().contains(&json!(tag)),
+        "{loaded}"
+    );
+    let prune = std::process::Command::new("docker")
+        .args(["image", "prune", "-f", "--filter"])
+        .arg(format!("label=io.nbrt.test.mark={mark}"))
+        .output()
+        .unwrap();
+    assert!(prune.status.success());
+    assert!(docker_image(&id1).is_some(), "docker image prune left it");
+
+    // Preloaded at registration.
+    let id2 = v2.id().to_string();
+    let two = t
+        .call(
+            "POST",
+            "/api/runtimes",
+            Some(&t.admin),
+            Some(json!({"name": "Tiny Two", "imageId": id2, "maxCpu": 1,
+                "maxMemory": 64, "maxMemoryUnit": "m", "preloadImage": true})),
+        )
+        .await;
+    assert_eq!(two.status, 201, "{}", two.text);
+    let preloaded = docker_image(&id2).expect("preloaded at registration");
+    assert!(preloaded["RepoTags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(format!("nbrt-runtime/tiny-two:{}", &id2[7..19]))));
+
+    // Unregistered, the nameless image is the store's to collect.
+    let del = t
+        .call(
+            "DELETE",
+            &format!("/api/runtimes/{rt_id}"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 200, "{}", del.text);
+    assert!(store.pins_of(&v1).unwrap().is_empty());
+    store.gc().unwrap();
+    assert!(store.resolve(&id1).is_err());
+    for id in [&id1, &id2] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", id])
+            .output();
+    }
+}
+
+/// A deprecated runtime takes no new sessions (a 409 that says why) while its running ones
+/// keep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deprecated_runtime_keeps_its_sessions_and_takes_no_new_ones() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let ann = t.user("ann", "author", false).await;
+    let bob = t.user("bob", "author", false).await;
+    let rt = t.register(runtime_body("old", &jupyter_image())).await;
+    let rt_id = rt["id"].as_str().unwrap();
+    let s = start(&t, &ann, rt_id).await;
+    let dep = t
+        .call(
+            "POST",
+            &format!("/api/runtimes/{rt_id}/deprecate"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(dep.status, 200, "{}", dep.text);
+    let refused = t
+        .call(
+            "POST",
+            "/api/sessions",
+            Some(&bob),
+            Some(json!({"runtimeId": rt_id})),
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert_eq!(refused.body["field"], "runtimeId");
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("runtime old is deprecated: it takes no new sessions"),
+        "{}",
+        refused.text
+    );
+    // Ann's keeps going: still ready, reachable, and hers when she starts again.
+    let again = start(&t, &ann, rt_id).await;
+    assert_eq!(again["id"], s["id"]);
+    let through = t
+        .call(
+            "GET",
+            &format!("{}api", s["url"].as_str().unwrap()),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(through.status, 200, "{}", through.text);
+}
+
+/// A session whose image the engine lacks is `starting` while the site loads it from the
+/// store, with the load's progress in its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_image_load_shows_its_progress() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let store = nbrt_oci::Store::open(t.dir.path().join("store")).unwrap();
+    let mark = format!("progress-{}", t.site.site_id);
+    let image = image_with_filler(&store, &mark, &mark, 400 * MIB as u64);
+    store
+        .tag(&image, &nbrt_oci::ImageName::parse("big:1").unwrap())
+        .unwrap();
+    let id = image.id().to_string();
+    let rt = t
+        .register(json!({"name": "big", "imageId": id, "maxCpu": 1,
+            "maxMemory": 64, "maxMemoryUnit": "m"}))
+        .await;
+    let a = t
+        .call(
+            "POST",
+            "/api/sessions",
+            Some(&t.admin),
+            Some(json!({"runtimeId": rt["id"]})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let sid = a.body["session"]["id"].as_str().unwrap().to_string();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let s = t
+            .call("GET", &format!("/api/sessions/{sid}"), Some(&t.admin), None)
+            .await;
+        let msg = s.body["session"]["message"].as_str().unwrap().to_string();
+        if seen.last() != Some(&msg) {
+            seen.push(msg);
+        }
+        if s.body["session"]["state"] != "starting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &id])
+        .output();
+    eprintln!("the session's messages while it started: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("loading image ") && m.contains("% (")),
+        "the load's progress was shown: {seen:?}"
+    );
 }

@@ -195,7 +195,8 @@ pub fn python_rootfs() -> Option<std::path::PathBuf> {
 }
 
 /// A tiny HTTP/1.1 server for the files below `root` on 127.0.0.1 (a thread per
-/// connection, for the life of the test process); returns `http://127.0.0.1:<port>`.
+/// connection, for the life of the test process); returns `http://127.0.0.1:<port>`. A
+/// directory is answered with its `index.html` (a PEP 503 simple index is such a tree).
 pub fn serve_dir(root: &std::path::Path) -> String {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
@@ -219,11 +220,19 @@ pub fn serve_dir(root: &std::path::Path) -> String {
                 }
                 let text = String::from_utf8_lossy(&request);
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let file = root.join(path.trim_start_matches('/'));
+                let mut file = root.join(path.trim_start_matches('/'));
+                if file.is_dir() {
+                    file = file.join("index.html");
+                }
                 let response = match (path.contains(".."), std::fs::read(&file)) {
                     (false, Ok(body)) if file.is_file() => {
+                        let kind = match file.extension().and_then(|e| e.to_str()) {
+                            Some("html") => "text/html",
+                            Some("json") => "application/json",
+                            _ => "application/octet-stream",
+                        };
                         let mut r = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         )
                         .into_bytes();

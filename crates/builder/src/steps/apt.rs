@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::lock::{deb_args, dpkg_status, LockSection, StepLock};
 use crate::runtime_file::Apt;
 use crate::steps::{LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
@@ -28,7 +28,12 @@ impl StepKind for Apt {
             deb_args(cx.pins, &self.packages).join(" ")
         );
         let argv = vec!["/bin/sh".into(), "-c".into(), script];
-        Ok(cx.sandboxed(argv, "root", true, log)?.into())
+        match cx.sandboxed(argv, "root", true, log) {
+            Ok(layer) => Ok(layer.into()),
+            Err(BuildError::Sandbox(output)) => Err(crate::lock::lost_pin(cx.rt, cx.pins, &output)
+                .unwrap_or(BuildError::Sandbox(output))),
+            Err(e) => Err(e),
+        }
     }
 
     fn lock(&self, cx: &LockContext<'_>) -> Result<Option<StepLock>> {

@@ -31,6 +31,7 @@ use nbrt_oci::layer::{Compression, LayerInfo};
 use nbrt_oci::spec::{source_date_epoch, Descriptor};
 use nbrt_oci::{Digest, Store};
 use serde::Serialize;
+use std::cell::Cell;
 
 use crate::error::{BuildError, Result};
 use crate::layer_dir::{layer_from_dir, DirLayerOptions};
@@ -41,7 +42,7 @@ use crate::snapshot::{MergedView, Snapshots};
 
 /// One step of a runtime, in build order. Its JSON form is part of the step's cache key.
 /// Bumped when a step's output for the same inputs changes (part of every cache key).
-const CACHE_VERSION: &str = "nbrt-build/4";
+const CACHE_VERSION: &str = "nbrt-build/8";
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -78,17 +79,19 @@ impl Step {
 
     /// The cache key of the step on the layers `parent` (diff IDs, bottom first): the layers
     /// below it, its definition and the content of its inputs (and, for steps whose commands
-    /// see it, the image's environment `env`; in a `--locked` build, the lock's `pins`).
+    /// see it, the image's environment `env`; in a `--locked` build, the lock's `pins`), and
+    /// the runtime's start time `epoch` (see [`crate::epoch`]).
     pub fn cache_key(
         &self,
         parent: &[Digest],
         env: &[String],
         pins: Option<&StepLock>,
         inputs: &[PathBuf],
+        epoch: Option<i64>,
     ) -> Result<String> {
         let mut h = Hasher::new();
         let mut doc = serde_json::json!({ "v": CACHE_VERSION, "parent": parent, "step": self,
-            "sde": source_date_epoch() });
+            "epoch": epoch });
         // Commands in the sandbox see the environment; steps that write files directly do not.
         if self.kind().sees_env() {
             doc["env"] = serde_json::json!(env);
@@ -211,6 +214,13 @@ pub struct RunContext<'a> {
     /// A tree inside `scratch` standing for the image root, for steps that write files
     /// directly; it becomes the layer.
     pub staging: &'a Path,
+    /// The runtime's start time (see [`crate::epoch`]): what commands see as
+    /// `SOURCE_DATE_EPOCH`, and the least the step's time can be.
+    pub epoch: Option<i64>,
+    /// When the step started, by the file system's clock ([`crate::epoch::step_start`]).
+    pub started: i64,
+    /// The step's time, once its layer is written (the start time until then).
+    pub step_epoch: Cell<Option<i64>>,
 }
 
 impl RunContext<'_> {
@@ -244,7 +254,7 @@ impl RunContext<'_> {
         let spec = RunSpec {
             argv,
             user: user.to_string(),
-            env: self.env.to_vec(),
+            env: crate::epoch::command_env(self.env, self.epoch),
             workdir: String::new(),
             network,
             host_ca_bundle: if network {
@@ -254,6 +264,7 @@ impl RunContext<'_> {
             },
         };
         let run = sandbox::run(self.lowers, &spec, self.scratch, log)?;
+        crate::leaks::remove_from_upper(&run.upper_dir())?;
         finish(&run.upper_dir())?;
         self.dir_layer(&run.upper_dir(), true)
     }
@@ -264,14 +275,17 @@ impl RunContext<'_> {
     }
 
     /// A directory as a layer (`overlay_upper`: whiteouts in overlay form), file times
-    /// clamped to `SOURCE_DATE_EPOCH` when it is set.
+    /// clamped to the step's time ([`crate::epoch`]), which this sets.
     pub fn dir_layer(&self, dir: &Path, overlay_upper: bool) -> Result<LayerInfo> {
+        let found = crate::epoch::newest_doc_time(dir, self.started)?;
+        let time = crate::epoch::step_time(self.epoch, found);
+        self.step_epoch.set(time);
         layer_from_dir(
             self.store,
             dir,
             &DirLayerOptions {
                 overlay_upper,
-                clamp_mtime: clamp(),
+                clamp_mtime: crate::epoch::as_clamp(time),
                 compression: Compression::Gzip,
                 exclude: Vec::new(),
             },
@@ -282,7 +296,8 @@ impl RunContext<'_> {
     /// runtime) needs it as a lower, and unpacking thousands of files again costs more
     /// than the step's own work. A failure only means the blob is unpacked when needed.
     pub fn adopt_staging(&self, layer: &LayerInfo) {
-        if let Err(e) = self.snapshots.adopt(&layer.diff_id, self.staging, clamp()) {
+        let clamp = crate::epoch::as_clamp(self.step_epoch.get());
+        if let Err(e) = self.snapshots.adopt(&layer.diff_id, self.staging, clamp) {
             tracing::debug!("the step's tree was not kept as a snapshot: {e}");
         }
     }

@@ -6,6 +6,12 @@
 //! depend on `python`, `python_abi` or `pip` solve and link against it; `conda-meta/pinned`
 //! keeps python at the major.minor it was built with (docker-stacks pins the same way), and
 //! `.condarc` names the channels.
+//!
+//! Users' own packages (`pip install --user`) are visible in it (`include-system-site-packages
+//! = true`, which venvs need for a user site) but never shadow the image's: `_nbrt_site.pth`
+//! moves the user site after the environment's site-packages, and keys it by the runtime
+//! (`NBRT_RUNTIME`) and the Python ABI when nbrt-init has not set `PYTHONUSERBASE` (a
+//! `docker exec`), so another runtime or the next Python never imports them.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -60,13 +66,15 @@ impl StepKind for Python {
             None => "root".to_string(),
         };
         let script = format!(
-            "set -e\numask 0002\n{py} -m venv {prefix}\n\
+            "set -e\numask 0002\n{py} -m venv --system-site-packages {prefix}\n\
              mkdir -p {prefix}/conda-meta\n\
+             {hook}\
              chmod -R g+w {prefix}\n\
              find {prefix} -type d -exec chmod g+s {{}} +\n\
              {prefix}/bin/python -m pip --version\n",
             py = shell_word(&self.interpreter),
             prefix = shell_word(&self.prefix),
+            hook = site_hook_script(&shell_word(&self.prefix)),
         );
         let argv = vec!["/bin/sh".into(), "-c".into(), script];
         let mut said = String::new();
@@ -88,7 +96,7 @@ impl StepKind for Python {
                 .version
                 .clone()
                 .unwrap_or_else(|| format!("{}.*", facts.major_minor()));
-            write_conda_meta(&prefix, &facts, &pin, &self.channels)?;
+            write_conda_meta(&prefix, &facts, &pin, &self.channels, cx.epoch)?;
             said = format!(
                 "python {} at {}: conda-meta records python, python_abi, pip; pinned python {pin}",
                 facts.python, self.prefix
@@ -188,7 +196,13 @@ fn record(name: &str, version: &str, build: &str, depends: &[String]) -> serde_j
 
 /// The records, `pinned`, `history` and `.condarc` of the environment at `prefix` (a
 /// directory on the host: the step's upper directory), owned like the prefix.
-fn write_conda_meta(prefix: &Path, facts: &Facts, pin: &str, channels: &[String]) -> Result<()> {
+fn write_conda_meta(
+    prefix: &Path,
+    facts: &Facts,
+    pin: &str,
+    channels: &[String],
+    epoch: Option<i64>,
+) -> Result<()> {
     let meta = prefix.join("conda-meta");
     let abi = facts.abi_tag();
     let mm = facts.major_minor();
@@ -212,7 +226,7 @@ fn write_conda_meta(prefix: &Path, facts: &Facts, pin: &str, channels: &[String]
     }
     let mut history = format!(
         "==> {} <==\n# cmd: nbrt build (python step)\n",
-        history_time()
+        history_time(epoch)
     );
     for (name, version, build, depends) in &records {
         let dist = format!("{name}-{version}-{build}");
@@ -231,18 +245,78 @@ fn write_conda_meta(prefix: &Path, facts: &Facts, pin: &str, channels: &[String]
     write_owned(&prefix.join(".condarc"), &condarc, facts)
 }
 
-/// The time of the history entry, in conda's format: `SOURCE_DATE_EPOCH` when set, else now.
-fn history_time() -> String {
-    let secs = super::clamp().map_or_else(
-        || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        },
-        |s| s as i64,
-    );
+/// The module `_nbrt_site.pth` runs when Python starts (see the module's documentation).
+/// The key must stay what `nbrt_init::userpkgs::key` makes.
+pub const SITE_HOOK: &str = r#""""The image's packages before the user's (written by nbrt's python step).
+
+Python adds the user site (PYTHONUSERBASE, else ~/.local) before the environment's
+site-packages. This moves it after them, so `pip install --user` never shadows what the
+image has (an older numpy in the home stays behind the image's). When PYTHONUSERBASE is
+not set (nbrt-init sets it in sessions; `docker exec` does not), the user base is keyed by
+the runtime and the Python ABI as nbrt-init keys it:
+~/.local/share/nbrt/<NBRT_RUNTIME>-cp<major><minor>.
+"""
+import os
+import site
+import sys
+
+
+def _key(runtime):
+    ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+    name = "".join(c if c in ok else "_" for c in runtime).lstrip(".")
+    return "%s-cp%d%d" % (name or "_", sys.version_info[0], sys.version_info[1])
+
+
+def _main():
+    enabled = site.ENABLE_USER_SITE
+    if enabled is None:
+        # site.py runs this environment's .pth files before deciding on (and adding) the
+        # user site, which it then appends after them: only the base needs setting.
+        enabled = site.check_enableusersite()
+    if not enabled:
+        return
+    old = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    runtime = os.environ.get("NBRT_RUNTIME", "")
+    if runtime and not os.environ.get("PYTHONUSERBASE"):
+        base = os.path.join(
+            os.path.expanduser("~"), ".local", "share", "nbrt", _key(runtime)
+        )
+        os.environ["PYTHONUSERBASE"] = base
+        site.USER_BASE = base
+        site.USER_SITE = None
+    if old is None:
+        return
+    new = site.getusersitepackages()
+    while old in sys.path:
+        sys.path.remove(old)
+    if new == old:
+        if os.path.isdir(new):
+            sys.path.append(new)
+    elif os.path.isdir(new):
+        site.addsitedir(new)
+
+
+_main()
+"#;
+
+/// Shell lines that write `_nbrt_site.py` into the environment's site-packages, compile it
+/// there (hash-checked bytecode: no file time in it, and nobody's first `python` writes a
+/// root-owned `.pyc` into the image later), then the `.pth` that imports it.
+fn site_hook_script(prefix: &str) -> String {
+    format!(
+        "site=$({prefix}/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))')\n\
+         cat > \"$site/_nbrt_site.py\" <<'NBRT_SITE_HOOK'\n{SITE_HOOK}NBRT_SITE_HOOK\n\
+         {prefix}/bin/python -c 'import py_compile, sys; py_compile.compile(sys.argv[1], \
+         doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)' \
+         \"$site/_nbrt_site.py\"\n\
+         echo 'import _nbrt_site' > \"$site/_nbrt_site.pth\"\n"
+    )
+}
+
+/// The time of the history entry, in conda's format: the build's ([`crate::epoch`]).
+fn history_time(epoch: Option<i64>) -> String {
     // `2026-12-06T02:05:00Z` → `2026-12-06 02:05:00`
-    rfc3339(secs)
+    rfc3339(epoch.unwrap_or(0))
         .replacen('T', " ", 1)
         .trim_end_matches('Z')
         .to_string()
@@ -298,7 +372,14 @@ mod tests {
     fn records_are_what_conda_and_rattler_read() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conda-meta")).unwrap();
-        write_conda_meta(dir.path(), &facts(), "3.13.*", &["conda-forge".into()]).unwrap();
+        write_conda_meta(
+            dir.path(),
+            &facts(),
+            "3.13.*",
+            &["conda-forge".into()],
+            Some(1_700_000_000),
+        )
+        .unwrap();
         let mut names = Vec::new();
         for e in std::fs::read_dir(dir.path().join("conda-meta")).unwrap() {
             let p = e.unwrap().path();
@@ -324,7 +405,10 @@ mod tests {
         let pinned = std::fs::read_to_string(dir.path().join("conda-meta/pinned")).unwrap();
         assert_eq!(pinned, "python 3.13.*\n");
         let history = std::fs::read_to_string(dir.path().join("conda-meta/history")).unwrap();
-        assert!(history.starts_with("==> "), "{history}");
+        assert!(
+            history.starts_with("==> 2023-11-14 22:13:20 <=="),
+            "{history}"
+        );
         assert!(
             history.contains("+debian::python-3.13.5-0_debian\n"),
             "{history}"
@@ -358,12 +442,15 @@ mod tests {
     }
 
     #[test]
+    fn the_site_hook_fits_its_heredoc() {
+        assert!(SITE_HOOK.ends_with('\n'));
+        assert!(!SITE_HOOK.lines().any(|l| l == "NBRT_SITE_HOOK"));
+        assert!(!SITE_HOOK.contains('\0'));
+    }
+
+    #[test]
     fn history_time_is_condas_format() {
-        let t = history_time();
-        assert_eq!(t.len(), "2026-12-06 02:05:00".len(), "{t}");
-        assert_eq!(&t[4..5], "-");
-        assert_eq!(&t[10..11], " ");
-        assert!(!t.ends_with('Z'));
+        assert_eq!(history_time(Some(1_700_000_000)), "2023-11-14 22:13:20");
     }
 
     #[test]

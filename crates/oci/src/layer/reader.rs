@@ -294,6 +294,10 @@ fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Entry>> 
         if hidden.is_empty() {
             return Err(unsafe_entry(&raw_path, "whiteout of nothing"));
         }
+        if hidden == "." || hidden == ".." {
+            // Refused by name, not left to the kernel's refusal to remove `.` or `..`.
+            return Err(unsafe_entry(&raw_path, "whiteout of . or .."));
+        }
         let hidden_path = if parent.is_empty() {
             hidden.to_string()
         } else {

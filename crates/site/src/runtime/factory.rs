@@ -23,10 +23,16 @@ pub const FACTORY: &[(&str, &str)] = &[("jupyter", "nbrt jupyter"), ("scipy", "n
 const FALLBACK_CPU: f64 = 1.0;
 const FALLBACK_MEMORY: &str = "4g";
 
+/// What a restore did, runtime by runtime.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreReport {
-    pub restored: Vec<Runtime>,
+    /// Factory runtimes registered by this restore.
+    pub added: Vec<Runtime>,
+    /// Factory runtimes reset to their factory settings (limits, image, not deprecated).
+    pub updated: Vec<Runtime>,
+    /// Factory runtimes that had their factory settings already: not touched.
+    pub unchanged: Vec<Runtime>,
     /// Tags of factory stacks the store does not hold (build them with `nbrt build stacks/`).
     pub missing: Vec<String>,
     /// Factory stacks present but not restored, with the reason.
@@ -47,15 +53,67 @@ fn parse_size(field: &str, s: &str) -> Result<(f64, Unit)> {
     Ok((positive(field, v)?, unit))
 }
 
-/// A size and its unit as input fields; both null without a size.
-fn size_fields(field: &str, size: Option<&str>) -> Result<(Given<f64>, Given<String>)> {
+/// A size and its unit as input fields; both [`unset`] without a size.
+fn size_fields(field: &str, size: Option<&str>, null: bool) -> Result<(Given<f64>, Given<String>)> {
     match size {
         Some(s) => {
             let (v, u) = parse_size(field, s)?;
             Ok((v.into(), u.as_str().to_string().into()))
         }
-        None => Ok((Given::Null, Given::Null)),
+        None => Ok((unset(null), unset(null))),
     }
+}
+
+/// A field the defaults do not set: null (given, clearing) or absent.
+fn unset<T>(null: bool) -> Given<T> {
+    if null {
+        Given::Null
+    } else {
+        Given::Absent
+    }
+}
+
+/// The image's `[runtime]` defaults label (`nbrt_oci::label::RuntimeDefaults`, the one type
+/// the builder writes it with) and version label as register input: the fields the image
+/// sets, the others [`Given::Absent`]. A label that is not the builder's shape is a 400
+/// naming the label.
+pub fn label_input(labels: &BTreeMap<String, String>) -> Result<RuntimeInput> {
+    let defaults = RuntimeDefaults::from_labels(labels)
+        .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
+        .unwrap_or_default();
+    defaults_input(&defaults, labels, false)
+}
+
+/// The defaults as input; fields they do not set are null when `null`, else absent.
+fn defaults_input(
+    defaults: &RuntimeDefaults,
+    labels: &BTreeMap<String, String>,
+    null: bool,
+) -> Result<RuntimeInput> {
+    let (max_memory, max_memory_unit) =
+        size_fields("maxMemory", defaults.max_memory.as_deref(), null)?;
+    let (max_swap_memory, max_swap_memory_unit) =
+        size_fields("maxSwapMemory", defaults.max_swap.as_deref(), null)?;
+    let (shared_memory, shared_memory_unit) =
+        size_fields("sharedMemory", defaults.shared_memory.as_deref(), null)?;
+    Ok(RuntimeInput {
+        version: labels
+            .get(label::VERSION)
+            .map_or(Given::Absent, |v| v.clone().into()),
+        max_cpu: defaults.max_cpu.map_or(unset(null), Given::Value),
+        max_memory,
+        max_memory_unit,
+        max_swap_memory,
+        max_swap_memory_unit,
+        shared_memory,
+        shared_memory_unit,
+        docker_runtime: defaults
+            .gpu_runtime
+            .clone()
+            .map_or(unset(null), Given::Value),
+        requires_advanced_privileges: defaults.advanced_privileges.into(),
+        ..Default::default()
+    })
 }
 
 /// Register input for a factory stack from its image's `[runtime]` defaults label. Every
@@ -66,31 +124,17 @@ fn factory_input(
     image_id: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<RuntimeInput> {
-    let defaults = RuntimeDefaults::from_labels(labels)
+    let mut defaults = RuntimeDefaults::from_labels(labels)
         .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
         .unwrap_or_default();
-    let memory = defaults.max_memory.as_deref().unwrap_or(FALLBACK_MEMORY);
-    let (max_memory, max_memory_unit) = size_fields("maxMemory", Some(memory))?;
-    let (max_swap_memory, max_swap_memory_unit) =
-        size_fields("maxSwapMemory", defaults.max_swap.as_deref())?;
-    let (shared_memory, shared_memory_unit) =
-        size_fields("sharedMemory", defaults.shared_memory.as_deref())?;
+    defaults.max_cpu = defaults.max_cpu.or(Some(FALLBACK_CPU));
+    defaults.max_memory = defaults
+        .max_memory
+        .or_else(|| Some(FALLBACK_MEMORY.to_string()));
     Ok(RuntimeInput {
         name: name.to_string().into(),
         image_id: image_id.to_string().into(),
-        version: labels
-            .get(label::VERSION)
-            .map_or(Given::Absent, |v| v.clone().into()),
-        max_cpu: defaults.max_cpu.unwrap_or(FALLBACK_CPU).into(),
-        max_memory,
-        max_memory_unit,
-        max_swap_memory,
-        max_swap_memory_unit,
-        shared_memory,
-        shared_memory_unit,
-        docker_runtime: defaults.gpu_runtime.map_or(Given::Null, Given::Value),
-        requires_advanced_privileges: defaults.advanced_privileges.into(),
-        ..Default::default()
+        ..defaults_input(&defaults, labels, true)?
     })
 }
 
@@ -121,7 +165,9 @@ fn factory_image(site: &Site, stack: &str) -> Result<Option<(String, BTreeMap<St
 /// took a factory runtime's name.
 pub async fn restore_factory(site: &Site) -> Result<RestoreReport> {
     let mut report = RestoreReport {
-        restored: Vec::new(),
+        added: Vec::new(),
+        updated: Vec::new(),
+        unchanged: Vec::new(),
         missing: Vec::new(),
         skipped: Vec::new(),
     };
@@ -138,21 +184,27 @@ pub async fn restore_factory(site: &Site) -> Result<RestoreReport> {
                 continue;
             }
         };
-        let rt = match repo::by_name(&site.db, name)? {
+        match repo::by_name(&site.db, name)? {
             Some(current) if !current.builtin => {
                 report.skipped.push(format!(
                     "{tag}: a custom runtime is registered as {name:?}; rename or unregister it"
                 ));
-                continue;
+            }
+            Some(current)
+                if !current.deprecated
+                    && !current.disabled
+                    && input.applied_to(&current).validate()?.same_as(&current) =>
+            {
+                super::engine::pin(site, &current)?;
+                report.unchanged.push(current);
             }
             Some(current) => {
                 update(site, &current, &input).await?;
                 repo::clear_deprecated_and_disabled(&site.db, &current.id)?;
-                repo::get(&site.db, &current.id)?
+                report.updated.push(repo::get(&site.db, &current.id)?);
             }
-            None => register(site, &input, true).await?,
-        };
-        report.restored.push(rt);
+            None => report.added.push(register(site, &input, true).await?),
+        }
     }
     Ok(report)
 }

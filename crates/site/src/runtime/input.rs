@@ -19,6 +19,8 @@ use crate::error::{Result, SiteError};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuntimeInput {
+    /// `runtimeName` too (how scripts for ArcGIS's admin API often call it).
+    #[serde(alias = "runtimeName")]
     pub name: Given<String>,
     pub version: Given<String>,
     /// Only `docker`.
@@ -43,11 +45,16 @@ pub struct RuntimeInput {
     /// An engine runtime (`nvidia`).
     pub docker_runtime: Given<String>,
     pub requires_advanced_privileges: Given<bool>,
-    /// `conda list --json` output or `{"libraries": [...]}`, or either as a JSON string.
-    #[serde(alias = "libraries")]
+    /// `conda list --json` output or `{"libraries": [...]}` (as JSON: a string holding JSON is
+    /// refused; the ArcGIS endpoints read a form field's text as JSON first, see
+    /// `crate::arcgis`). `libraryManifest` is the name of ArcGIS Manager's field.
+    #[serde(alias = "libraries", alias = "libraryManifest")]
     pub manifest: Option<Value>,
     /// ArcGIS's response format: `json` or `pjson` (this API answers JSON only).
     pub f: Given<String>,
+    /// Not stored: put the image where sessions run now (loaded into Docker, pushed to the
+    /// site's registry), so the first session does not wait for it.
+    pub preload_image: Given<bool>,
 
     // The record's own fields (see `Runtime`): shown by the API, ignored on input.
     pub id: Ignored,
@@ -74,6 +81,9 @@ pub struct RuntimeSpec {
     pub max_memory_unit: Unit,
     pub max_swap_memory: f64,
     pub max_swap_memory_unit: Unit,
+    /// Whether `maxSwapMemory` was given; if not, it was derived (twice `maxMemory`) and a
+    /// later change of memory derives it again.
+    pub swap_given: bool,
     pub shared_memory: Option<(f64, Unit)>,
     pub docker_runtime: Option<String>,
     pub requires_advanced: bool,
@@ -81,6 +91,18 @@ pub struct RuntimeSpec {
 }
 
 const DOCKER_MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// The rule runtime names follow, as the error states it.
+pub const NAME_RULE: &str = "a runtime name is 1 to 120 characters: letters, digits, spaces and \
+     . _ - ( ) +, starting with a letter or digit";
+
+/// Whether `name` (trimmed) follows [`NAME_RULE`].
+pub fn name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(char::is_alphanumeric)
+        && name.chars().count() <= 120
+        && chars.all(|c| c.is_alphanumeric() || " ._-()+".contains(c))
+}
 
 impl RuntimeInput {
     /// A request body (a JSON object): unknown fields and fields given twice are refused
@@ -103,8 +125,17 @@ impl RuntimeInput {
             max_cpu: rt.max_cpu.into(),
             max_memory: rt.max_memory.into(),
             max_memory_unit: rt.max_memory_unit.clone().into(),
-            max_swap_memory: rt.max_swap_memory.into(),
-            max_swap_memory_unit: rt.max_swap_memory_unit.clone().into(),
+            // A derived swap is left to be derived again.
+            max_swap_memory: if rt.swap_given {
+                rt.max_swap_memory.into()
+            } else {
+                Given::Absent
+            },
+            max_swap_memory_unit: if rt.swap_given {
+                rt.max_swap_memory_unit.clone().into()
+            } else {
+                Given::Absent
+            },
             shared_memory,
             shared_memory_unit,
             docker_runtime: opt(&rt.docker_runtime),
@@ -114,18 +145,39 @@ impl RuntimeInput {
     }
 
     /// This input as a partial update of `current` (PATCH, ArcGIS's update): every field
-    /// given — `null` included, which clears — replaces the stored one, the others stay; a
-    /// new memory value without a swap value gets the default swap (twice the memory) again.
-    /// The result is validated as a whole.
+    /// given — `null` included, which clears — replaces the stored one, the others stay. A
+    /// swap that was derived (never given) is derived again from the memory; one that was
+    /// given stays. The result is validated as a whole.
     pub fn applied_to(&self, current: &Runtime) -> RuntimeInput {
-        let mut base = RuntimeInput::from_record(current);
-        if (self.max_memory.is_given() || self.max_memory_unit.is_given())
-            && !self.max_swap_memory.is_given()
-        {
-            base.max_swap_memory = Given::Absent;
-            base.max_swap_memory_unit = Given::Absent;
+        let base = RuntimeInput::from_record(current);
+        self.clone().or(base)
+    }
+
+    /// This input, with the fields it leaves out taken from `defaults` (an image's
+    /// `[runtime]` label as input: [`super::factory::label_input`]). A size and its unit come
+    /// as one: neither from the defaults when the input gives either; the swap from the
+    /// defaults only with their memory.
+    pub fn or_defaults(self, mut defaults: RuntimeInput) -> RuntimeInput {
+        if self.max_memory.is_given() || self.max_memory_unit.is_given() {
+            defaults.max_memory = Given::Absent;
+            defaults.max_memory_unit = Given::Absent;
+            defaults.max_swap_memory = Given::Absent;
+            defaults.max_swap_memory_unit = Given::Absent;
         }
-        let p = self.clone();
+        if self.max_swap_memory.is_given() || self.max_swap_memory_unit.is_given() {
+            defaults.max_swap_memory = Given::Absent;
+            defaults.max_swap_memory_unit = Given::Absent;
+        }
+        if self.shared_memory.is_given() || self.shared_memory_unit.is_given() {
+            defaults.shared_memory = Given::Absent;
+            defaults.shared_memory_unit = Given::Absent;
+        }
+        self.or(defaults)
+    }
+
+    /// Each field of this input if given, else `base`'s.
+    fn or(self, base: RuntimeInput) -> RuntimeInput {
+        let p = self;
         RuntimeInput {
             name: p.name.or(base.name),
             version: p.version.or(base.version),
@@ -145,6 +197,7 @@ impl RuntimeInput {
             // The stored libraries are not input: a manifest is replaced only when given.
             manifest: p.manifest,
             f: p.f,
+            preload_image: p.preload_image,
             ..Default::default()
         }
     }
@@ -158,10 +211,10 @@ impl RuntimeInput {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| SiteError::invalid("name", "required"))?;
-        if name.chars().count() > 120 || name.chars().any(char::is_control) {
+        if !name_ok(name) {
             return Err(SiteError::invalid(
                 "name",
-                "at most 120 characters, no control characters",
+                format!("{name:?} is not allowed: {NAME_RULE}"),
             ));
         }
         let version = self.version.get("version")?.cloned();
@@ -219,6 +272,7 @@ impl RuntimeInput {
                 "must be at least 6 MiB (Docker's minimum)",
             ));
         }
+        let swap_given = self.max_swap_memory.get("maxSwapMemory")?.is_some();
         let (max_swap_memory, max_swap_memory_unit) = match (
             self.max_swap_memory.get("maxSwapMemory")?,
             self.max_swap_memory_unit.get("maxSwapMemoryUnit")?,
@@ -287,6 +341,7 @@ impl RuntimeInput {
                 ));
             }
         }
+        self.preload_image.get("preloadImage")?;
         let requires_advanced = self
             .requires_advanced_privileges
             .get("requiresAdvancedPrivileges")?
@@ -294,11 +349,12 @@ impl RuntimeInput {
             .unwrap_or(false);
         let manifest = match &self.manifest {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(Value::String(s)) => {
-                let v: Value = serde_json::from_str(s)
-                    .map_err(|e| SiteError::invalid("manifest", format!("not JSON ({e})")))?;
-                Some(parse_manifest(&v)?)
+            Some(Value::String(_)) => {
+                return Err(SiteError::invalid(
+                    "manifest",
+                    "a string is not a manifest: give `conda list --json` output (an array of \
+                     records) or {\"libraries\": [...]} as JSON, not text holding JSON",
+                ))
             }
             Some(v) => Some(parse_manifest(v)?),
         };
@@ -311,11 +367,27 @@ impl RuntimeInput {
             max_memory_unit,
             max_swap_memory,
             max_swap_memory_unit,
+            swap_given,
             shared_memory,
             docker_runtime,
             requires_advanced,
             manifest,
         })
+    }
+}
+
+impl RuntimeSpec {
+    /// Whether storing this spec would leave `rt` as it is (limits compared as the engine
+    /// gets them; a spec carrying a manifest is a change).
+    pub fn same_as(&self, rt: &Runtime) -> bool {
+        use crate::backend::Limits;
+        Limits::of_spec(self) == Limits::of_runtime(rt)
+            && self.name == rt.name
+            && self.version == rt.version
+            && self.image_id == rt.image_id
+            && self.requires_advanced == rt.requires_advanced_privileges
+            && self.swap_given == rt.swap_given
+            && self.manifest.is_none()
     }
 }
 
@@ -403,6 +475,74 @@ mod tests {
     }
 
     #[test]
+    fn names_follow_the_rule_and_manifests_are_json() {
+        for ok in [
+            "py",
+            "Python 3 Standard",
+            "nbrt scipy",
+            "GPU (beta) 3.1_a-b+c",
+            "Géo",
+        ] {
+            let mut v = good();
+            v["name"] = json!(ok);
+            assert_eq!(validate(v).unwrap().name, ok);
+        }
+        for bad in ["Bad Name!", "-x", "(x)", "a/b", "a\tb", &"x".repeat(121)] {
+            let mut v = good();
+            v["name"] = json!(bad);
+            let err = validate(v).unwrap_err();
+            assert_eq!(err.field(), Some("name"), "{bad}");
+            assert!(err.to_string().contains(NAME_RULE), "{err}");
+        }
+        let mut v = good();
+        v["manifest"] = json!("[{\"name\": \"numpy\", \"version\": \"2\"}]");
+        let err = validate(v).unwrap_err();
+        assert_eq!(err.field(), Some("manifest"));
+        assert!(
+            err.to_string().contains("a string is not a manifest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_defaults_fill_what_registration_leaves_out() {
+        let defaults = |v: Value| {
+            let Value::Object(m) = v else { unreachable!() };
+            RuntimeInput::from_map(m).unwrap()
+        };
+        let label = defaults(json!({"maxCpu": 2, "maxMemory": 8, "maxMemoryUnit": "g",
+            "maxSwapMemory": 10, "maxSwapMemoryUnit": "g", "sharedMemory": 1,
+            "sharedMemoryUnit": "g", "version": "3.1"}));
+        // Only name and image: everything else from the image.
+        let given =
+            defaults(json!({"name": "py", "imageId": format!("sha256:{}", "a".repeat(64))}));
+        let s = given.clone().or_defaults(label.clone()).validate().unwrap();
+        assert_eq!(
+            (s.max_cpu, s.max_memory, s.max_memory_unit),
+            (2.0, 8.0, Unit::G)
+        );
+        assert_eq!((s.max_swap_memory, s.swap_given), (10.0, true));
+        assert_eq!(s.shared_memory, Some((1.0, Unit::G)));
+        assert_eq!(s.version.as_deref(), Some("3.1"));
+        // What the registration gives wins; memory and its swap come as one.
+        let mut given = given;
+        given.max_cpu = 0.5.into();
+        given.max_memory = 512.0.into();
+        given.max_memory_unit = "m".to_string().into();
+        let s = given.or_defaults(label).validate().unwrap();
+        assert_eq!(
+            (s.max_cpu, s.max_memory, s.max_memory_unit),
+            (0.5, 512.0, Unit::M)
+        );
+        assert_eq!(
+            (s.max_swap_memory, s.max_swap_memory_unit),
+            (1024.0, Unit::M)
+        );
+        assert!(!s.swap_given);
+        assert_eq!(s.shared_memory, Some((1.0, Unit::G)));
+    }
+
+    #[test]
     fn variant_spellings() {
         let mut v = good();
         v.as_object_mut().unwrap().remove("maxCpu");
@@ -465,6 +605,7 @@ mod tests {
             max_memory_unit: "g".into(),
             max_swap_memory: 3.0,
             max_swap_memory_unit: "g".into(),
+            swap_given: true,
             shared_memory: Some(64.0),
             shared_memory_unit: Some("m".into()),
             docker_runtime: None,
@@ -496,9 +637,28 @@ mod tests {
         assert_eq!(s.shared_memory, Some((64.0, Unit::M)));
         assert_eq!(s.version.as_deref(), Some("1"));
         assert!(s.requires_advanced);
-        // New memory without swap: swap back to its default.
-        let s = patch(json!({"maxMemory": 4})).unwrap();
+        // New memory without swap: a swap that was given stays...
+        let s = patch(json!({"maxMemory": 2.5})).unwrap();
+        assert_eq!((s.max_swap_memory, s.max_swap_memory_unit), (3.0, Unit::G));
+        assert!(s.swap_given);
+        // ...and is refused, naming it, when it no longer holds the memory.
+        assert_eq!(
+            patch(json!({"maxMemory": 4})).unwrap_err().field(),
+            Some("maxSwapMemory")
+        );
+        // A derived swap is derived again.
+        let mut derived = stored();
+        (derived.max_swap_memory, derived.swap_given) = (4.0, false);
+        let Value::Object(m) = json!({"maxMemory": 4}) else {
+            unreachable!()
+        };
+        let s = RuntimeInput::from_map(m)
+            .unwrap()
+            .applied_to(&derived)
+            .validate()
+            .unwrap();
         assert_eq!((s.max_swap_memory, s.max_swap_memory_unit), (8.0, Unit::G));
+        assert!(!s.swap_given);
         // null clears a field...
         let s = patch(json!({"version": null})).unwrap();
         assert_eq!(s.version, None);

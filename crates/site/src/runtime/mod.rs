@@ -28,19 +28,58 @@ pub use input::{normalize_image_id, RuntimeInput, RuntimeSpec};
 pub use manifest::{diff_libraries, parse_manifest, LibraryDiff};
 pub use record::{Runtime, Unit};
 
+use crate::backend::Limits;
 use crate::error::Result;
 use crate::Site;
 
-/// Register a runtime. The manifest comes from the input, else from the image (see
-/// [`manifest::from_image`]).
+/// Register a runtime: refused (409, naming the field) when the site's backend cannot
+/// enforce its limits, 400 when they are past what the engine can give. Fields the input
+/// leaves out come from the image's `[runtime]` defaults label. The manifest comes from the
+/// input, else from the image (see [`manifest::from_image`]). The image is pinned in the
+/// store ([`engine::pin`]); with `preloadImage`, put where sessions run now.
 pub async fn register(site: &Site, input: &RuntimeInput, builtin: bool) -> Result<Runtime> {
+    let input = with_image_defaults(site, input).await?;
     let mut spec = input.validate()?;
+    site.backend.refuse(&Limits::of_spec(&spec))?;
     engine::check(site, &spec).await?;
+    engine::check_capacity(site, &spec).await?;
     if spec.manifest.is_none() {
         spec.manifest = manifest::from_image(site, &spec.image_id).await?;
     }
     let id = repo::insert(&site.db, &spec, builtin)?;
-    repo::get(&site.db, &id)
+    let rt = repo::get(&site.db, &id)?;
+    if let Err(e) = after_store(site, &rt, &input).await {
+        // Nothing half-done stays: the record goes with its pin.
+        repo::delete(&site.db, &id)?;
+        engine::unpin(site, &id)?;
+        return Err(e);
+    }
+    Ok(rt)
+}
+
+/// The input with what it leaves out taken from its image's `[runtime]` defaults (an image
+/// ID that is not one is left for validation to name).
+async fn with_image_defaults(site: &Site, input: &RuntimeInput) -> Result<RuntimeInput> {
+    let Some(Ok(image_id)) = input
+        .image_id
+        .get("imageId")
+        .ok()
+        .flatten()
+        .map(|s| normalize_image_id(s))
+    else {
+        return Ok(input.clone());
+    };
+    let labels = engine::image_labels(site, &image_id).await?;
+    Ok(input.clone().or_defaults(factory::label_input(&labels)?))
+}
+
+/// What follows a stored registration or update: the image pinned, and preloaded if asked.
+async fn after_store(site: &Site, rt: &Runtime, input: &RuntimeInput) -> Result<()> {
+    engine::pin(site, rt)?;
+    if input.preload_image.get("preloadImage")? == Some(&true) {
+        engine::preload(site, rt).await?;
+    }
+    Ok(())
 }
 
 /// Update the runtime `current` with `patch`: the given fields replace the stored ones (see
@@ -48,9 +87,13 @@ pub async fn register(site: &Site, input: &RuntimeInput, builtin: bool) -> Resul
 /// started afterwards (running ones keep their limits).
 pub async fn update(site: &Site, current: &Runtime, patch: &RuntimeInput) -> Result<Runtime> {
     let mut spec = patch.applied_to(current).validate()?;
+    site.backend.refuse(&Limits::of_spec(&spec))?;
     let image_changed = spec.image_id != current.image_id;
     if image_changed || spec.docker_runtime != current.docker_runtime {
         engine::check(site, &spec).await?;
+    }
+    if Limits::of_spec(&spec) != Limits::of_runtime(current) {
+        engine::check_capacity(site, &spec).await?;
     }
     // A new image brings its own libraries: the given manifest, else the image's, else none
     // (the old image's list would be wrong).
@@ -59,5 +102,13 @@ pub async fn update(site: &Site, current: &Runtime, patch: &RuntimeInput) -> Res
         spec.manifest = manifest::from_image(site, &spec.image_id).await?;
     }
     repo::update(&site.db, &current.id, &spec, replace_manifest)?;
-    repo::get(&site.db, &current.id)
+    let rt = repo::get(&site.db, &current.id)?;
+    after_store(site, &rt, patch).await?;
+    Ok(rt)
+}
+
+/// Unregister a runtime (refused while notebooks or sessions use it) and drop its pin.
+pub fn unregister(site: &Site, id: &str) -> Result<()> {
+    repo::delete(&site.db, id)?;
+    engine::unpin(site, id)
 }

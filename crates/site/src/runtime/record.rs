@@ -61,6 +61,10 @@ pub struct Runtime {
     /// Memory plus swap, like Docker's `--memory-swap`.
     pub max_swap_memory: f64,
     pub max_swap_memory_unit: String,
+    /// Whether `maxSwapMemory` was given (else derived from the memory, and derived again
+    /// when the memory changes).
+    #[serde(skip)]
+    pub swap_given: bool,
     pub shared_memory: Option<f64>,
     pub shared_memory_unit: Option<String>,
     pub docker_runtime: Option<String>,

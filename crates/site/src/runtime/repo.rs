@@ -14,8 +14,8 @@ use crate::sessions::SessionState;
 const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cpu, max_memory,
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
-    manifest IS NOT NULL, created_at, updated_at, COALESCE(json_array_length(manifest), 0)
-    FROM runtimes";
+    manifest IS NOT NULL, created_at, updated_at, COALESCE(json_array_length(manifest), 0),
+    swap_given FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database (SQLite counts its libraries):
 /// listing runtimes must not parse every runtime's library list.
@@ -34,6 +34,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
         max_memory_unit: r.get(7)?,
         max_swap_memory: r.get(8)?,
         max_swap_memory_unit: r.get(9)?,
+        swap_given: r.get(22)?,
         shared_memory: r.get(10)?,
         shared_memory_unit: r.get(11)?,
         use_gpu: docker_runtime.as_deref() == Some("nvidia"),
@@ -128,8 +129,8 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
         tx.execute(
             "INSERT INTO runtimes (id, name, version, container_type, image_id, max_cpu, max_memory,
              max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
-             docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+             docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at, swap_given)
+             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
             params![
                 id,
                 spec.name,
@@ -147,6 +148,7 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
                 builtin,
                 manifest_text(spec),
                 now,
+                spec.swap_given,
             ],
         )?;
         tx.commit()?;
@@ -167,7 +169,8 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
             "UPDATE runtimes SET name = ?2, version = ?3, image_id = ?4, max_cpu = ?5, max_memory = ?6,
              max_memory_unit = ?7, max_swap_memory = ?8, max_swap_memory_unit = ?9, shared_memory = ?10,
              shared_memory_unit = ?11, docker_runtime = ?12, requires_advanced = ?13,
-             manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15 WHERE id = ?1",
+             manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15, swap_given = ?17
+             WHERE id = ?1",
             params![
                 id,
                 spec.name,
@@ -185,6 +188,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 manifest_text(spec),
                 now_ms(),
                 replace_manifest,
+                spec.swap_given,
             ],
         )?;
         tx.commit()?;

@@ -6,9 +6,12 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use nbrt_oci::label;
 use nbrt_site::{Config, Site};
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 pub struct TestSite {
     pub site: Arc<Site>,
@@ -222,4 +225,153 @@ pub fn runtime_body(name: &str, image: &str) -> Value {
     serde_json::json!({
         "name": name, "imageId": image, "maxCpu": 1, "maxMemory": 512, "maxMemoryUnit": "m",
     })
+}
+
+/// A kernel started through the proxy under `prefix` (ending in `/`) and its websocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn kernel_ws(t: &TestSite, token: &str, prefix: &str) -> (String, Ws) {
+    let k = t
+        .call(
+            "POST",
+            &format!("{prefix}api/kernels"),
+            Some(token),
+            Some(json!({"name": "python3"})),
+        )
+        .await;
+    assert_eq!(
+        k.status, 201,
+        "starting a kernel through the proxy: {}",
+        k.text
+    );
+    let kid = k.body["id"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}{prefix}api/kernels/{kid}/channels",
+        t.base.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("kernel websocket through the proxy");
+    (kid, ws)
+}
+
+pub fn execute(code: &str, msg_id: &str) -> Message {
+    Message::text(
+        json!({
+            "header": {"msg_id": msg_id, "username": "test", "session": "s1",
+                       "msg_type": "execute_request", "version": "5.3", "date": "2024-01-01T00:00:00Z"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": false, "store_history": true,
+                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+        })
+        .to_string(),
+    )
+}
+
+/// Run code and collect its stdout until the kernel goes idle again.
+pub async fn run_cell(ws: &mut Ws, code: &str, msg_id: &str) -> String {
+    ws.send(execute(code, msg_id)).await.unwrap();
+    let mut out = String::new();
+    while let Some(msg) = ws.next().await {
+        let Ok(Message::Text(text)) = msg else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["parent_header"]["msg_id"] != msg_id {
+            continue;
+        }
+        match v["msg_type"].as_str() {
+            Some("stream") => out.push_str(v["content"]["text"].as_str().unwrap_or("")),
+            Some("error") => out.push_str(&format!("ERROR {}", v["content"]["ename"])),
+            Some("status") if v["content"]["execution_state"] == "idle" => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A one-file image written into `store` (not runnable: it has no program), labelled
+/// `io.nbrt.test.mark=<mark>` so a test can find (and prune) only its own images; `content`
+/// makes it distinct.
+pub fn tiny_image(store: &nbrt_oci::Store, mark: &str, content: &str) -> nbrt_oci::Image {
+    image_with_filler(store, mark, content, 0)
+}
+
+/// [`tiny_image`] with a file of `filler` zero bytes besides, uncompressed: an image that
+/// takes the engine a while to load.
+pub fn image_with_filler(
+    store: &nbrt_oci::Store,
+    mark: &str,
+    content: &str,
+    filler: u64,
+) -> nbrt_oci::Image {
+    use std::io::Read;
+
+    use nbrt_oci::layer::{Compression, Entry, EntryKind, LayerWriter};
+    use nbrt_oci::spec::{ContainerConfig, ImageConfig, RootFs};
+    let entry = |path: &str, size: u64| Entry {
+        path: path.into(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1,
+        size,
+        xattrs: vec![],
+    };
+    let compression = if filler > 0 {
+        Compression::None
+    } else {
+        Compression::Gzip
+    };
+    let mut w =
+        LayerWriter::new(store.new_blob().expect("blob"), compression, None).expect("layer writer");
+    w.append(
+        &entry("hello", content.len() as u64),
+        &mut content.as_bytes(),
+    )
+    .expect("layer entry");
+    if filler > 0 {
+        w.append(
+            &entry("filler", filler),
+            &mut std::io::repeat(0).take(filler),
+        )
+        .expect("filler entry");
+    }
+    let (info, blob) = w.finish().expect("layer");
+    blob.commit().expect("layer blob");
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: Some(ContainerConfig {
+            labels: Some(std::collections::BTreeMap::from([(
+                "io.nbrt.test.mark".to_string(),
+                mark.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![info.diff_id.clone()],
+        },
+        ..Default::default()
+    };
+    nbrt_oci::Image::assemble(config, vec![info.descriptor()], Default::default()).expect("image")
+}
+
+/// The `docker image inspect` of an image, if the engine has it.
+pub fn docker_image(id: &str) -> Option<Value> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", id])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v[0].clone())
 }

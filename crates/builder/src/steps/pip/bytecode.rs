@@ -18,18 +18,22 @@ use crate::error::{BuildError, IoContext, Result};
 use crate::sandbox::{self, RunSpec};
 use crate::snapshot::MergedView;
 
-/// Compiles the files listed (one image path per line) in the file named by argv[1], in
-/// worker processes; a file that does not compile is reported and skipped, as pip does.
+/// Compiles the files listed (one image path per line) in the file named by argv[1]; a file
+/// that does not compile is reported and skipped, as pip does. Each run of 16 consecutive
+/// files is compiled in a process of its own, forked for it: marshal's output depends on
+/// what the process compiled before (objects' reference counts decide its back-references),
+/// so a pool's workers, which take files as they come free, wrote different bytes from run
+/// to run. The same list gives the same bytes.
 const COMPILE_SCRIPT: &str = r#"
-import concurrent.futures, py_compile, sys
+import multiprocessing, py_compile, sys
 def one(path):
     try:
         py_compile.compile(path, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
     except Exception as e:
         return f"{path}: {e}"
 files = open(sys.argv[1]).read().splitlines()
-with concurrent.futures.ProcessPoolExecutor() as pool:
-    for failed in pool.map(one, files, chunksize=32):
+with multiprocessing.get_context("fork").Pool(maxtasksperchild=1) as pool:
+    for failed in pool.imap(one, files, chunksize=16):
         if failed:
             print("not compiled:", failed, file=sys.stderr)
 "#;
@@ -129,7 +133,8 @@ pub fn compile(
             format!("/{LIST_PATH}"),
         ],
         user: "root".into(),
-        env: Vec::new(),
+        // Set constants' order, which bytecode keeps, follows string hashes.
+        env: crate::epoch::command_env(&[], None),
         workdir: String::new(),
         network: false,
         host_ca_bundle: None,

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nbrt_oci::facts::dist_info;
-use nbrt_oci::spec::source_date_epoch;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +127,7 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
     let unlocked = locked.is_none();
     let req = pip_request(rt, p, locked);
     let cache = reuse.then(|| PieceCache::open(store)).transpose()?;
-    let previous_key = previous_key(rt, p, parent)?;
+    let previous_key = previous_key(rt, p, parent, cx.epoch)?;
     let previous = match (&cache, unlocked) {
         (Some(cache), true) => previous_pieces(store, cache, &previous_key, p),
         _ => Vec::new(),
@@ -154,7 +153,8 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
         .filter(|piece| out.kept.contains(&piece.info.dist_info))
         .collect();
 
-    let clamp = source_date_epoch().map(|s| s.max(0) as u64);
+    // Nothing under /usr/share/doc: the step's time is the runtime's start time.
+    let clamp = crate::epoch::as_clamp(cx.epoch);
     let ctx = pieces::Context::new(
         &p.prefix,
         out.python,
@@ -307,7 +307,12 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
 
 /// The key of the earlier run this step may build on: the runtime, its parent, and the pip
 /// definition but for its package list, with the files it reads.
-fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> {
+fn previous_key(
+    rt: &RuntimeFile,
+    p: &Pip,
+    parent: &[Digest],
+    epoch: Option<i64>,
+) -> Result<String> {
     let mut def = serde_json::to_value(p).map_err(|e| uv::err(e.to_string()))?;
     if let Some(map) = def.as_object_mut() {
         map.remove("packages");
@@ -317,7 +322,7 @@ fn previous_key(rt: &RuntimeFile, p: &Pip, parent: &[Digest]) -> Result<String> 
         "runtime": rt.name,
         "parent": parent,
         "pip": def,
-        "sde": source_date_epoch(),
+        "epoch": epoch,
     });
     let mut h = nbrt_oci::digest::Hasher::new();
     h.update(&nbrt_oci::json::to_canonical_vec(&doc, "pip step key")?);

@@ -1,0 +1,410 @@
+//! Where sessions run: one interface ([`SessionBackend`]) with one implementation per engine.
+//!
+//! The site keeps everything that does not depend on the engine — the database, the proxy,
+//! readiness (`<prefix>/api` answering), culling, migrations — in `sessions.rs`; a backend
+//! only does what the engine must: put the runtime's image where the engine runs it, make
+//! the user's home, launch a session under a deterministic name (idempotently), say what
+//! became of it, watch the engine for ends, stop it and list what the site owns after a
+//! restart. A backend refuses, with a 409 naming the field, limits it cannot enforce
+//! ([`SessionBackend::refuse`]).
+//!
+//! | module | engine |
+//! | --- | --- |
+//! | [`docker`] | one Docker engine: a container per session, a named volume per user |
+//! | [`swarm`] | a Docker Swarm, through a manager: a service per session, images through the site's registry |
+//!
+//! Kubernetes ([`BackendKind::Kubernetes`]) is named but not built yet: choosing it is an
+//! error that says so.
+
+pub mod docker;
+pub mod swarm;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SiteError};
+use crate::runtime::{Runtime, RuntimeSpec};
+
+/// Which engine a site runs its sessions on (`nbrt serve --backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The one Docker engine `DOCKER_HOST` (or the local socket) names.
+    #[default]
+    Docker,
+    /// A Docker Swarm, through one of its managers.
+    Swarm,
+    /// A Kubernetes cluster (not built yet).
+    Kubernetes,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Docker,
+        BackendKind::Swarm,
+        BackendKind::Kubernetes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Swarm => "swarm",
+            BackendKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown session backend {s:?} (known: docker, swarm, kubernetes)")
+            })
+    }
+}
+
+/// How a Swarm backend reaches its cluster and registry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SwarmConfig {
+    /// The site's registry, `host:port`, that every node pulls runtime images from; the site
+    /// pushes them there from its store and launches them by digest.
+    pub registry: Option<String>,
+    /// Plain HTTP to the registry (loopback registries always get it).
+    pub registry_insecure: bool,
+    /// The overlay network sessions are attached to (created, attachable, when missing).
+    pub network: Option<String>,
+    /// Placement constraints every session's service gets (`node.labels.nbrt==yes`).
+    pub constraints: Vec<String>,
+    /// The CPU a session reserves on its node, as a fraction of its limit (0 to 1).
+    pub cpu_reservation: Option<f64>,
+    /// The nodes' own engines, where the site can reach them: their `oom` events tell an
+    /// out-of-memory kill of any process in a session (the manager shows only task exits).
+    pub node_engines: Vec<String>,
+}
+
+/// The limits a runtime asks of the engine, from a registered runtime or one being
+/// registered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub nano_cpus: i64,
+    pub memory: i64,
+    /// Memory plus swap (`maxSwapMemory`).
+    pub memory_swap: i64,
+    pub shm: Option<i64>,
+    pub docker_runtime: Option<String>,
+}
+
+impl Limits {
+    pub fn of_runtime(rt: &Runtime) -> Limits {
+        Limits {
+            nano_cpus: rt.nano_cpus(),
+            memory: rt.memory_bytes(),
+            memory_swap: rt.swap_bytes(),
+            shm: rt.shm_bytes(),
+            docker_runtime: rt.docker_runtime.clone(),
+        }
+    }
+
+    pub fn of_spec(spec: &RuntimeSpec) -> Limits {
+        Limits {
+            nano_cpus: (spec.max_cpu * 1e9).round() as i64,
+            memory: spec.max_memory_unit.bytes(spec.max_memory),
+            memory_swap: spec.max_swap_memory_unit.bytes(spec.max_swap_memory),
+            shm: spec.shared_memory.map(|(v, u)| u.bytes(v)),
+            docker_runtime: spec.docker_runtime.clone(),
+        }
+    }
+}
+
+/// The name a runtime's image carries in the engine that runs its sessions:
+/// `nbrt-runtime/<the runtime's name, lower case, runs of other characters as '-'>:<the first
+/// 12 hex digits of the image ID>`. A tag naming the runtime, so `docker images` says what the
+/// image is for and `docker image prune` (which removes untagged images) leaves it.
+pub fn runtime_image_name(runtime_name: &str, image_id: &str) -> nbrt_oci::ImageName {
+    let mut slug = String::new();
+    for c in runtime_name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.truncate(100);
+    let slug = slug.trim_end_matches('-');
+    let slug = if slug.is_empty() { "runtime" } else { slug };
+    let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+    nbrt_oci::ImageName {
+        repository: format!("nbrt-runtime/{slug}"),
+        tag: hex.chars().take(12).collect(),
+    }
+}
+
+/// What one session can get at most: the engine's CPUs and memory (for a cluster, its
+/// largest node's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub cpus: f64,
+    pub memory: i64,
+}
+
+/// How far a session's image has come on its way to the engine (a load from the store, a
+/// push to the site's registry): what [`SessionBackend::ensure_image`] reports on.
+pub type ImageProgress = nbrt_oci::Progress;
+
+/// What the engine runs: a Docker image ID, or `repository@sha256:…` in the site's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef(pub String);
+
+/// The user's home: a volume, and the node that holds it where volumes are node-local and
+/// the user already has one there (Swarm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeRef {
+    pub volume: String,
+    pub node: Option<String>,
+}
+
+/// How the engine knows a launched session: a container or service ID, or its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle(pub String);
+
+/// Everything a backend needs to launch one session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub site_id: String,
+    pub session_id: String,
+    /// The deterministic name (`nbrt-<site>-<user>-<runtime12>`).
+    pub name: String,
+    pub user: String,
+    pub runtime: Runtime,
+    pub token: String,
+    pub image: ImageRef,
+    pub home: HomeRef,
+    /// `NB_PREFIX`: `/user/<name>/<runtime>`.
+    pub prefix: String,
+    /// What the site and the runtime give every session: variables (in [`SessionSpec::env`])
+    /// and files (written by the backend before the session starts, where it can).
+    pub session_env: crate::session_env::SessionEnv,
+}
+
+impl SessionSpec {
+    /// The notebook server's environment — and nothing from the server's own.
+    pub fn env(&self) -> Vec<String> {
+        let mut env = vec![
+            format!("NB_PREFIX={}", self.prefix),
+            format!("JUPYTER_TOKEN={}", self.token),
+            format!("JUPYTER_PORT={}", crate::sessions::PORT),
+            "NBRT_AUTH=token".to_string(),
+        ];
+        env.extend(self.session_env.container_env());
+        env
+    }
+
+    /// The labels of the session's container (or service): site, session, user, runtime.
+    pub fn labels(&self) -> std::collections::HashMap<String, String> {
+        use nbrt_oci::label;
+        std::collections::HashMap::from([
+            (label::SITE.name.to_string(), self.site_id.clone()),
+            (label::SESSION.name.to_string(), self.session_id.clone()),
+            (label::SESSION_USER.name.to_string(), self.user.clone()),
+            (
+                label::SESSION_RUNTIME.name.to_string(),
+                self.runtime.id.clone(),
+            ),
+        ])
+    }
+}
+
+/// How a session ended, as the engine tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Killed for going past its memory limit (seen, or inferred where the engine shows no
+    /// more: see the backend).
+    pub oom: bool,
+    /// What happened, for the session's message (`the container exited with code 3`).
+    pub message: String,
+}
+
+/// What became of a launched session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Not running yet (created, scheduled, pulling), with the engine's reason.
+    Pending { reason: String },
+    /// Running; `address` (`host:port`) is where the site reaches the notebook server, when
+    /// known.
+    Running { address: Option<String> },
+    /// Not running any more.
+    Ended(Ended),
+    /// The engine knows no such session.
+    Gone,
+}
+
+/// An engine event about a session of this site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendEvent {
+    /// A process in it went past its memory limit.
+    Oom { session: String, handle: Handle },
+    /// It stopped running (exited, failed, removed).
+    Ended { session: String, handle: Handle },
+}
+
+/// Something on the engine that carries this site's label.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub handle: Handle,
+    /// The session label, when it has one.
+    pub session: Option<String>,
+    /// The engine's word for its state, for the log.
+    pub status: String,
+}
+
+/// One engine that runs sessions. Implementations turn the engine's errors into
+/// [`SiteError::Engine`] (502) and keep the engine's words in messages.
+#[async_trait::async_trait]
+pub trait SessionBackend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Refuse a runtime whose limits this engine cannot enforce: a 409 naming the field.
+    fn refuse(&self, limits: &Limits) -> Result<()>;
+
+    /// What one session can get at most, as the engine tells it (registration refuses
+    /// limits past it, naming the field).
+    async fn capacity(&self) -> Result<Capacity>;
+
+    /// Make the runtime's image runnable where sessions run (from `store`, the site's image
+    /// store when it has one), tagged [`runtime_image_name`] where the engine keeps images;
+    /// what to launch. A load or push reports on `progress`.
+    async fn ensure_image(
+        &self,
+        store: Option<&nbrt_oci::Store>,
+        rt: &Runtime,
+        progress: &ImageProgress,
+    ) -> Result<ImageRef>;
+
+    /// Make (or find) the user's home.
+    async fn ensure_home(&self, site_id: &str, user: &str) -> Result<HomeRef>;
+
+    /// Launch a session under `spec.name`, replacing what an ended session left under that
+    /// name. An error's message says what failed (`creating the container failed: …`).
+    async fn launch(&self, spec: &SessionSpec) -> Result<Handle>;
+
+    /// What became of a launched session.
+    async fn observe(&self, handle: &Handle) -> Result<Observed>;
+
+    /// The engine's events for this site's sessions, one stream for the site; it reconnects
+    /// by itself and never ends.
+    fn watch(&self, site_id: &str) -> BoxStream<'static, BackendEvent>;
+
+    /// Stop a session and remove what ran it (its home stays), waiting up to `grace` for it
+    /// to exit. A session the engine no longer knows is stopped.
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<()>;
+
+    /// Kill a session at once (after an out-of-memory kill of one of its processes); what
+    /// ran it may stay until the next [`SessionBackend::stop`] or adoption.
+    async fn kill(&self, handle: &Handle) -> Result<()>;
+
+    /// Everything on the engine that carries this site's label.
+    async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>>;
+}
+
+/// The error for a backend that is named but not built (Kubernetes, for now): a 400 naming
+/// `backend`.
+pub fn not_built(kind: BackendKind) -> SiteError {
+    SiteError::invalid(
+        "backend",
+        format!("the {kind} session backend is not built yet: use docker or swarm"),
+    )
+}
+
+/// Connect to a Docker engine: `address` (`unix:///path`, `tcp://host:port`), else
+/// `DOCKER_HOST` or the local socket.
+pub async fn connect_engine(address: Option<&str>) -> Result<bollard::Docker> {
+    let Some(addr) = address else {
+        return nbrt_oci::engine::connect()
+            .await
+            .map_err(|e| SiteError::Engine(e.to_string()));
+    };
+    let docker = if let Some(path) = addr.strip_prefix("unix://") {
+        bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+    } else if addr.starts_with("tcp://") || addr.starts_with("http://") {
+        bollard::Docker::connect_with_http(addr, 120, bollard::API_DEFAULT_VERSION)
+    } else {
+        return Err(SiteError::invalid(
+            "engine",
+            format!("{addr:?} is not an engine address: give unix:///path or tcp://host:port"),
+        ));
+    };
+    let docker = docker.map_err(|e| SiteError::Engine(format!("cannot connect to {addr}: {e}")))?;
+    docker.negotiate_version().await.map_err(|e| {
+        SiteError::Engine(format!(
+            "no answer from the Docker engine at {addr} ({e}); is it running?"
+        ))
+    })
+}
+
+/// Whether a bollard error is the engine's 404.
+pub(crate) fn is_404(e: &bollard::errors::Error) -> bool {
+    status_of(e) == Some(404)
+}
+
+pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// A stream fed by a task: what [`SessionBackend::watch`] returns.
+pub(crate) fn channel_stream(
+    rx: tokio::sync::mpsc::Receiver<BackendEvent>,
+) -> BoxStream<'static, BackendEvent> {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|ev| (ev, rx))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names() {
+        for k in BackendKind::ALL {
+            assert_eq!(k.as_str().parse::<BackendKind>(), Ok(k));
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::String(k.as_str().into())
+            );
+        }
+        let err = "nomad".parse::<BackendKind>().unwrap_err();
+        assert!(err.contains("docker, swarm, kubernetes"), "{err}");
+    }
+
+    #[test]
+    fn runtime_images_are_tagged_with_the_runtime_name() {
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let name = runtime_image_name("nbrt SciPy (GPU) 3.1", &id);
+        assert_eq!(
+            name.to_string(),
+            "nbrt-runtime/nbrt-scipy-gpu-3-1:abababababab"
+        );
+        // A valid Docker reference whatever the name.
+        assert!(nbrt_oci::ImageName::parse(&name.to_string()).is_ok());
+        assert_eq!(
+            runtime_image_name("!!!", &id).repository,
+            "nbrt-runtime/runtime"
+        );
+    }
+}
