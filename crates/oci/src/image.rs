@@ -488,11 +488,13 @@ pub fn copy_validated(
             bar.inc(layer.size);
             continue;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEE_CHUNKS);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEE_CHUNKS + 2);
         let (put, read) = std::thread::scope(|scope| {
             let checker = scope.spawn(move || {
                 let mut stream = ChannelReader {
                     rx,
+                    spare: spare_tx,
                     chunk: Vec::new(),
                     at: 0,
                 };
@@ -501,6 +503,8 @@ pub fn copy_validated(
             let mut tee = TeeReader {
                 inner: bar.wrap_read(open_verified(source, layer)?),
                 tx: Some(tx),
+                spare: spare_rx,
+                pending: Vec::with_capacity(TEE_CHUNK),
             };
             let put = sink.put_blob(layer, &mut tee);
             // The end of the stream (or of the copy, when it failed) for the checker.
@@ -523,30 +527,68 @@ pub fn copy_validated(
     Ok(copied)
 }
 
-/// A reader that hands a copy of what it reads to a channel (while anyone listens).
+/// What a [`TeeReader`] gathers before handing it over: big enough that the two threads
+/// meet about once per MiB rather than once per read (a copy reads 8 KiB at a time, and a
+/// hand-over per read cost more than the check itself).
+const TEE_CHUNK: usize = 1 << 20;
+/// Chunks in flight between the copy and the check.
+const TEE_CHUNKS: usize = 4;
+
+/// A reader that hands a copy of what it reads to a channel (while anyone listens), in chunks
+/// of [`TEE_CHUNK`] bytes; the rest when it is dropped. Buffers come back through `spare`, so
+/// a layer of any size is copied through a few buffers.
 struct TeeReader<R> {
     inner: R,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl<R> TeeReader<R> {
+    fn hand_over(&mut self) {
+        let next = match self.spare.try_recv() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                buffer
+            }
+            Err(_) => Vec::with_capacity(TEE_CHUNK),
+        };
+        let chunk = std::mem::replace(&mut self.pending, next);
+        // A checker that stopped (it found something wrong) no longer listens.
+        if let Some(tx) = &self.tx {
+            if tx.send(chunk).is_err() {
+                self.tx = None;
+            }
+        }
+    }
 }
 
 impl<R: Read> Read for TeeReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n > 0 {
-            // A checker that stopped (it found something wrong) no longer listens.
-            if let Some(tx) = &self.tx {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    self.tx = None;
-                }
+        if n > 0 && self.tx.is_some() {
+            if !self.pending.is_empty() && self.pending.len() + n > TEE_CHUNK {
+                self.hand_over();
             }
+            self.pending.extend_from_slice(&buf[..n]);
         }
         Ok(n)
     }
 }
 
-/// The other end of a [`TeeReader`]: its chunks, in order, as a stream.
+impl<R> Drop for TeeReader<R> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.hand_over();
+        }
+    }
+}
+
+/// The other end of a [`TeeReader`]: its chunks, in order, as a stream; each chunk read goes
+/// back for reuse.
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    spare: std::sync::mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     at: usize,
 }
@@ -556,7 +598,9 @@ impl Read for ChannelReader {
         while self.at == self.chunk.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.chunk = chunk;
+                    let done = std::mem::replace(&mut self.chunk, chunk);
+                    // Full when the copy has enough: then the buffer is simply dropped.
+                    let _ = self.spare.try_send(done);
                     self.at = 0;
                 }
                 Err(_) => return Ok(0),
