@@ -41,7 +41,7 @@ store="${BENCH_STORE:-$work/store}"
 
 # --- nbrt: base and kernel-py ------------------------------------------------------------------
 t0=$(date +%s.%N)
-"$nbrt" --store "$store" build stacks --only kernel-py >&2
+scripts/build-stacks "$nbrt" --store "$store" build stacks --only kernel-py >&2
 t1=$(date +%s.%N)
 nbrt_build_s=$(printf "%.2f" "$(echo "$t1 - $t0" | bc)")
 base_tag="nbrt-bench/base:$("$nbrt" --store "$store" inspect base:latest --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"].split(":")[1][:12])')"

@@ -28,7 +28,7 @@ if ! "$nbrt" --store "$store" inspect "$image" >/dev/null 2>&1; then
   echo "bench: building the scipy stack into $store (once)" >&2
   NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}" \
   NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}" \
-    "$nbrt" --store "$store" build stacks/ --only scipy >&2
+    scripts/build-stacks "$nbrt" --store "$store" build stacks/ --only scipy >&2
 fi
 # The engine needs the image for the container way; loaded once, outside the timing.
 ref="nbrt-bench/manifest:$(date +%s)"

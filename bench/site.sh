@@ -50,7 +50,7 @@ else
       echo "bench: building stacks/jupyter into $store" >&2
       NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}" \
       NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}" \
-        "$nbrt" --store "$store" build stacks --only jupyter >&2
+        scripts/build-stacks "$nbrt" --store "$store" build stacks --only jupyter >&2
     fi
   fi
   "$nbrt" --store "$store" load jupyter:latest -t nbrt-bench/jupyter:latest >/dev/null

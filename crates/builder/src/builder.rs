@@ -37,9 +37,23 @@ impl RefKind for PathImport {
 pub struct BuildOptions {
     /// Run every step again, ignoring the cache.
     pub no_cache: bool,
-    /// Build exactly what `runtime.lock` records (see [`crate::lock`]); fail when it is
-    /// missing or stale.
-    pub locked: bool,
+    /// How `runtime.lock` is used (see [`crate::lock`]).
+    pub lock: LockMode,
+}
+
+/// How a build uses each runtime's `runtime.lock`, as Cargo uses `Cargo.lock`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// Build what a current lock pins and write the lock again (its parent may have moved);
+    /// resolve anew, and write the lock, only where there is none or the runtime file changed
+    /// since it was written.
+    #[default]
+    Follow,
+    /// Build exactly what the lock pins; fail when it is missing or stale, or was made on
+    /// another parent. Writes nothing (`--locked`).
+    Locked,
+    /// Resolve every package anew and rewrite the lock (`--update-lock`).
+    Update,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,13 +186,16 @@ pub(crate) fn build_runtime(
     let mut reports = Vec::new();
     let mut locks = Vec::new();
     let env = step_env(parent.map(|p| p.config.value()), rt);
-    let lock_in = if opts.locked {
-        let lock = RuntimeLock::read_current(rt)?;
-        lock.check_parent(rt, parent)?;
-        Some(lock)
-    } else {
-        None
+    let lock_in = match opts.lock {
+        LockMode::Locked => {
+            let lock = RuntimeLock::read_current(rt)?;
+            lock.check_parent(rt, parent)?;
+            Some(lock)
+        }
+        LockMode::Follow => lock::follow(rt, parent, log)?,
+        LockMode::Update => None,
     };
+    let write_lock = opts.lock != LockMode::Locked;
     // The runtime's start time and its steps' times (see `crate::epoch`): never the clock.
     let mut start = epoch::start(parent.map(|p| p.config.value()));
     let mut newest = start;
@@ -246,15 +263,28 @@ pub(crate) fn build_runtime(
             layer: entry.layer.digest.clone(),
             seconds: started.elapsed().as_secs_f64(),
         });
+        let (below, step_start) = (diff_ids.len(), start);
         // A bootstrap gives a runtime without a parent its start time.
         start = start.or(entry.epoch);
         newest = newest.max(entry.epoch);
         layers.push(entry.layer.clone());
         diff_ids.push(entry.diff_id.clone());
-        if !opts.locked {
-            locks.extend(step_lock(
-                store, snapshots, rt, &step, &key, &layers, &diff_ids,
-            )?);
+        if write_lock {
+            let derived = step_lock(store, snapshots, rt, &step, &key, &layers, &diff_ids)?;
+            if let (None, Some(derived)) = (&pins, &derived) {
+                // The next build follows the lock written now and asks for exactly these
+                // pins: the layer just resolved is theirs, so it is cached under that key too.
+                let pinned = step.cache_key(
+                    &diff_ids[..below],
+                    &env,
+                    Some(derived),
+                    &kind.inputs(rt)?,
+                    step_start,
+                )?;
+                cache::put(store, &pinned, &entry)?;
+                lock::remember(store, &pinned, derived)?;
+            }
+            locks.extend(derived);
         }
         added.push(AddedLayer {
             diff_id: entry.diff_id,
@@ -283,7 +313,7 @@ pub(crate) fn build_runtime(
         annotations.insert(annotation::BASE_DIGEST.to_string(), p.digest().to_string());
     }
     let image = Image::assemble(config, layers, annotations)?;
-    if !opts.locked {
+    if write_lock {
         lock::write(rt, parent, locks)?;
     }
     crate::record::record_build(store, rt, &image)?;

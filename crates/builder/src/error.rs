@@ -28,6 +28,9 @@ pub enum BuildError {
     /// `runtime.lock` missing, stale or not matching what is built.
     #[error("lock: {0}")]
     Lock(String),
+    /// A lock pins a package its mirror no longer has: only a refresh of the lock helps.
+    #[error("lock: {0}")]
+    LostPin(String),
     #[error("rebase: {0}")]
     Rebase(String),
 }

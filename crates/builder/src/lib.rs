@@ -22,6 +22,7 @@
 //! - `reproducible`: a stack built twice in two scratch stores, and where the images part;
 //! - `gc`: the builder's caches pruned to what the store's images use.
 
+pub mod apt_marks;
 pub mod blocking;
 pub mod builder;
 pub mod builtin;

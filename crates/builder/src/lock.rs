@@ -72,6 +72,9 @@ pub struct Deb {
     pub name: String,
     pub version: String,
     pub arch: String,
+    /// apt marked it automatically installed (see [`crate::apt_marks`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
 }
 
 impl Deb {
@@ -180,15 +183,26 @@ impl RuntimeLock {
     /// The lock of `rt` for a `--locked` build: present, readable, and made from the runtime
     /// file as it is now.
     pub fn read_current(rt: &RuntimeFile) -> Result<Self> {
+        match Self::read(rt)? {
+            LockState::Current(lock) => Ok(lock),
+            LockState::Missing => Err(lock_err(format!(
+                "{} does not exist: run `nbrt build` without --locked once to write it",
+                lock_path(rt).display()
+            ))),
+            LockState::Stale(why) => Err(lock_err(format!(
+                "{} {why}; run `nbrt build` without --locked to update it",
+                lock_path(rt).display()
+            ))),
+        }
+    }
+
+    /// The lock of `rt` as it is on disk: missing, stale (with why), or current. A lock that
+    /// cannot be read, or that locks another runtime, is an error: it is somebody's file.
+    pub fn read(rt: &RuntimeFile) -> Result<LockState> {
         let path = lock_path(rt);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(lock_err(format!(
-                    "{} does not exist: run `nbrt build` without --locked once to write it",
-                    path.display()
-                )))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Missing),
             Err(e) => {
                 return Err(BuildError::Io {
                     context: format!("reading {}", path.display()),
@@ -207,13 +221,15 @@ impl RuntimeLock {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(1);
-            lock_err(format!("{}:{line}: {}", path.display(), e.message()))
+            lock_err(format!(
+                "{}:{line}: {} (mend it, or rewrite it with --update-lock)",
+                path.display(),
+                e.message()
+            ))
         })?;
         if lock.version != LOCK_VERSION {
-            return Err(lock_err(format!(
-                "{}: lock version {} (this nbrt reads version {LOCK_VERSION}); run `nbrt build` \
-                 without --locked to write it again",
-                path.display(),
+            return Ok(LockState::Stale(format!(
+                "is lock version {} (this nbrt reads version {LOCK_VERSION})",
                 lock.version
             )));
         }
@@ -226,22 +242,18 @@ impl RuntimeLock {
             )));
         }
         if lock.inputs != inputs_digest(rt)? {
-            return Err(lock_err(format!(
-                "{} is stale: {} (or a requirements file it names) changed since the lock was \
-                 written; run `nbrt build` without --locked to update it",
-                path.display(),
+            return Ok(LockState::Stale(format!(
+                "is stale: {} (or a requirements file it names) changed since the lock was \
+                 written",
                 rt.path.display()
             )));
         }
         if lock.parent.as_ref().map(|p| p.from.as_str()) != Some(from_text(rt).as_str())
             && rt.bootstrap.is_none()
         {
-            return Err(lock_err(format!(
-                "{} was made for another `from`",
-                path.display()
-            )));
+            return Ok(LockState::Stale("was made for another `from`".to_string()));
         }
-        Ok(lock)
+        Ok(LockState::Current(lock))
     }
 
     /// The pins the lock holds in one section.
@@ -273,6 +285,66 @@ impl RuntimeLock {
     }
 }
 
+/// A runtime's lock as found on disk.
+#[derive(Debug)]
+pub enum LockState {
+    Missing,
+    /// Made from another version of the runtime file (or another lock format): why.
+    Stale(String),
+    Current(RuntimeLock),
+}
+
+/// The pins of a default build (see [`crate::builder::LockMode::Follow`]): a current lock's,
+/// else none (the build resolves anew and writes the lock), each case said in `log`. A lock
+/// made on another parent still pins this build's packages; the new parent is said, and the
+/// lock written after the build records it.
+pub fn follow(
+    rt: &RuntimeFile,
+    parent: Option<&Image>,
+    log: &mut dyn std::io::Write,
+) -> Result<Option<RuntimeLock>> {
+    let path = lock_path(rt);
+    match RuntimeLock::read(rt)? {
+        LockState::Missing => {
+            writeln!(
+                log,
+                "{}: no lock yet; resolving packages, writing {}",
+                rt.name,
+                path.display()
+            )
+            .ok();
+            Ok(None)
+        }
+        LockState::Stale(why) => {
+            writeln!(
+                log,
+                "{}: {} {why}; resolving packages again",
+                rt.name,
+                path.display()
+            )
+            .ok();
+            Ok(None)
+        }
+        LockState::Current(lock) => {
+            if let (Some(locked), Some(parent)) = (&lock.parent, parent) {
+                if locked.digest != parent.digest().to_string() {
+                    writeln!(
+                        log,
+                        "{}: {} is now {} (the lock was made on {}); building the locked \
+                         packages on it",
+                        rt.name,
+                        locked.from,
+                        parent.digest(),
+                        locked.digest
+                    )
+                    .ok();
+                }
+            }
+            Ok(Some(lock))
+        }
+    }
+}
+
 /// Write the lock of a runtime built from `steps`' contributions (atomically; unchanged
 /// bytes are not rewritten).
 pub fn write(rt: &RuntimeFile, parent: Option<&Image>, steps: Vec<StepLock>) -> Result<PathBuf> {
@@ -298,12 +370,14 @@ pub fn write(rt: &RuntimeFile, parent: Option<&Image>, steps: Vec<StepLock>) -> 
         }
     }
     let body = toml::to_string(&lock).map_err(|e| lock_err(format!("writing the lock: {e}")))?;
+    let file = rt
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let text = format!(
-        "# Written by `nbrt build` for {}; `nbrt build --locked` builds exactly this.\n{body}",
-        rt.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        "# Written by `nbrt build` for {file}. Builds install what this pins until {file}\n\
+         # changes; `nbrt build --update-lock` refreshes it.\n{body}"
     );
     let path = lock_path(rt);
     if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
@@ -355,7 +429,7 @@ pub fn lost_pin(rt: &RuntimeFile, pins: Option<&StepLock>, stderr: &str) -> Opti
         .iter()
         .map(|d| format!("{} {}", d.name, d.version))
         .collect();
-    Some(lock_err(format!(
+    Some(BuildError::LostPin(format!(
         "{} pins {}, which the Debian mirror no longer has (Debian keeps only the current \
          version of a package); refresh the lock: `nbrt build <stack> --only {} --update-lock` \
          resolves the packages again and rewrites it",
@@ -371,7 +445,15 @@ pub(crate) fn dpkg_status(view: &MergedView) -> Result<BTreeMap<String, Deb>> {
     let found = dpkg::installed(view)
         .into_result()
         .map_err(|e| lock_err(format!("reading the Debian packages: {e}")))?;
-    Ok(debs(found))
+    let mut debs = debs(found);
+    let marks = view
+        .read(crate::apt_marks::PATH)?
+        .map(|b| crate::apt_marks::parse(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    for d in debs.values_mut() {
+        d.auto = marks.contains_key(&d.name);
+    }
+    Ok(debs)
 }
 
 /// [`dpkg_status`] of one status file's text.
@@ -395,6 +477,7 @@ fn debs(found: impl IntoIterator<Item = dpkg::DebPackage>) -> BTreeMap<String, D
                     name: p.name,
                     version: p.version,
                     arch,
+                    auto: false,
                 },
             )
         })
@@ -453,6 +536,7 @@ mod tests {
                 name: "tree".into(),
                 version: "2.1.0-1".into(),
                 arch: "amd64".into(),
+                auto: false,
             }],
             conda: Vec::new(),
             pip: vec![LockedWheel {

@@ -369,7 +369,12 @@ pub fn rebase(
         &snapshots,
         &rt,
         Some(&new_base),
-        &BuildOptions::default(),
+        // A rebase resolves the steps it runs again for the new base (its Python may have
+        // moved), and writes the lock of what it built.
+        &BuildOptions {
+            lock: builder::LockMode::Update,
+            ..Default::default()
+        },
         &moved,
         log,
     )?;

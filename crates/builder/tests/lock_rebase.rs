@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{build, can_build, docker_run, write};
-use nbrt_build::builder::BuildOptions;
+use nbrt_build::builder::{BuildOptions, LockMode};
 use nbrt_build::lock::RuntimeLock;
 use nbrt_build::rebase::{rebase, Action, RebaseOptions};
 use nbrt_oci::spec::annotation;
@@ -67,7 +67,7 @@ fn needs_uv() -> bool {
 
 fn locked() -> BuildOptions {
     BuildOptions {
-        locked: true,
+        lock: LockMode::Locked,
         ..Default::default()
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use nbrt_build::builder::{build_stack, BuildOptions};
+use nbrt_build::builder::{build_stack, BuildOptions, LockMode};
 use nbrt_build::rebase::{Action, RebaseOptions};
 use nbrt_build::reproducible::{check_reproducible, CheckReport, Difference};
 use nbrt_build::stack::Stack;
@@ -40,12 +40,13 @@ pub struct BuildArgs {
     /// Run every step again instead of taking layers from the cache
     #[arg(long)]
     no_cache: bool,
-    /// Build exactly what each runtime's runtime.lock records (written by every other build);
-    /// fail when a lock is missing or older than its runtime file
+    /// Build exactly what each runtime's runtime.lock records and write nothing; fail when a
+    /// lock is missing, older than its runtime file, or made on another parent. (Without it,
+    /// a build follows a current lock and resolves anew only where the runtime file changed.)
     #[arg(long, conflicts_with = "update_lock")]
     locked: bool,
-    /// Resolve packages again and rewrite each runtime's runtime.lock, as every build without
-    /// --locked does (the refresh of a lock whose pins the package mirrors no longer have)
+    /// Resolve every package again and rewrite each runtime's runtime.lock (the refresh of
+    /// a lock whose pins the package mirrors no longer have; exit status 3 says so)
     #[arg(long)]
     update_lock: bool,
     /// Build twice, each in a scratch store of its own from a copy of the stack at another
@@ -261,7 +262,11 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
     let stack = Stack::load(&stack_path, &store)?;
     let opts = BuildOptions {
         no_cache: a.no_cache,
-        locked: a.locked,
+        lock: match (a.locked, a.update_lock) {
+            (true, _) => LockMode::Locked,
+            (false, true) => LockMode::Update,
+            (false, false) => LockMode::Follow,
+        },
     };
     let mut log: Box<dyn std::io::Write> = if a.json {
         Box::new(std::io::stderr())

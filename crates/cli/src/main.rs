@@ -161,7 +161,23 @@ fn main() -> ExitCode {
         Err(e) if output::is_closed_pipe(&e) => output::exit_on_closed_pipe(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 3 when a lock pins what its mirror no longer has (a script's cue to refresh the lock with
+/// `--update-lock`); 1 for every other failure.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let lost_pin = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<nbrt_build::BuildError>(),
+            Some(nbrt_build::BuildError::LostPin(_))
+        )
+    });
+    if lost_pin {
+        ExitCode::from(3)
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -2,8 +2,9 @@
 //! (no `SOURCE_DATE_EPOCH`), from two checkouts at two paths into two stores, on a "second
 //! machine" with a clock three days ahead (faketime) and a hostname of its own (a UTS
 //! namespace); `--check-reproducible` names the file that makes two builds differ; and a
-//! lock pinning a Debian version the mirror no longer has fails with the package's name and
-//! the refresh command, leaving the store as it was.
+//! lock pinning a Debian version the mirror no longer has fails (exit status 3, with or
+//! without `--locked`) with the package's name and the refresh command, leaving the store and
+//! the lock as they were, and `--update-lock` refreshes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,7 +222,7 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 #[test]
-fn a_lock_pinning_a_version_the_mirror_lost_names_it_and_the_refresh() {
+fn a_lock_pinning_a_version_the_mirror_lost_names_it_and_the_refresh_mends_it() {
     if !nbrt_testkit::require("mmdebstrap", &["--version"], "mmdebstrap") {
         return;
     }
@@ -254,18 +255,55 @@ packages = ["tree"]
     ok(common::nbrt(&store, &["images"]), "nbrt images");
     let before = listing(&store);
     let stack = tmp.path().join("stack");
-    let out = common::nbrt(&store, &["build", "--locked", stack.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let lock_before = std::fs::read_to_string(dir.join("runtime.lock")).unwrap();
+    // A plain build follows the lock as `--locked` does: neither builds another version.
+    for flags in [&[][..], &["--locked"][..]] {
+        let mut args = vec!["build"];
+        args.extend_from_slice(flags);
+        args.push(stack.to_str().unwrap());
+        let out = common::nbrt(&store, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "nbrt {args:?}: exit 3: {stderr}"
+        );
+        assert!(
+            stderr.contains("tree 0.0.1-nbrt-long-gone")
+                && stderr.contains("no longer has")
+                && stderr.contains("--update-lock"),
+            "{stderr}"
+        );
+        assert_eq!(
+            listing(&store),
+            before,
+            "the failed build changed the store"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("runtime.lock")).unwrap(),
+            lock_before,
+            "a failed build rewrote the lock"
+        );
+    }
+    // The refresh the error names resolves again and pins the version the mirror has.
+    let out = common::nbrt(&store, &["build", "--update-lock", stack.to_str().unwrap()]);
+    ok(out, "nbrt build --update-lock");
+    let lock = std::fs::read_to_string(dir.join("runtime.lock")).unwrap();
+    let tree = lock
+        .split("[[bootstrap]]")
+        .find(|section| section.contains("name = \"tree\""))
+        .unwrap_or_else(|| panic!("no tree in the refreshed lock:\n{lock}"));
     assert!(
-        stderr.contains("tree 0.0.1-nbrt-long-gone")
-            && stderr.contains("no longer has")
-            && stderr.contains("--update-lock"),
-        "{stderr}"
+        !tree.contains("nbrt-long-gone") && tree.contains("version = "),
+        "{tree}"
     );
-    assert_eq!(
-        listing(&store),
-        before,
-        "the failed build changed the store"
+    // And the refreshed lock is followed: a plain build runs nothing again.
+    let out = common::nbrt(&store, &["build", "--json", stack.to_str().unwrap()]);
+    let reports: Value = serde_json::from_str(&ok(out, "nbrt build (following the lock)")).unwrap();
+    assert!(
+        reports[0]["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["cached"] == true)),
+        "{reports}"
     );
 }

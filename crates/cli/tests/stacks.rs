@@ -15,10 +15,6 @@ use serde_json::Value;
 mod common;
 use common::{nbrt, ok};
 
-fn stacks_dir() -> PathBuf {
-    nbrt_testkit::repo_dir().join("stacks")
-}
-
 fn can_build() -> bool {
     nbrt_testkit::require("mmdebstrap", &["--version"], "mmdebstrap")
         && nbrt_testkit::require("runc", &["--version"], "runc")
@@ -31,6 +27,8 @@ fn can_build() -> bool {
 /// never dropped, so a temporary directory would stay behind after every run).
 struct Built {
     store: PathBuf,
+    /// The copy of `stacks/` built (see [`nbrt_testkit::copy_of_stacks`]).
+    stacks: PathBuf,
     reports: Value,
 }
 
@@ -50,22 +48,39 @@ fn built() -> Option<&'static Built> {
             let socket = dir.join("docker.sock");
             let trap = UnixListener::bind(&socket).unwrap();
             trap.set_nonblocking(true).unwrap();
-            let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
-                .arg("--store")
-                .arg(&store)
-                .args(["build", "--json"])
-                .arg(stacks_dir())
-                .envs(nbrt_testkit::builtin_envs())
-                .env("DOCKER_HOST", format!("unix://{}", socket.display()))
-                .output()
-                .unwrap();
+            let stacks = nbrt_testkit::copy_of_stacks(&dir.join("stacks"));
+            let build = |extra: &[&str]| {
+                Command::new(env!("CARGO_BIN_EXE_nbrt"))
+                    .arg("--store")
+                    .arg(&store)
+                    .args(["build", "--json"])
+                    .args(extra)
+                    .arg(&stacks)
+                    .envs(nbrt_testkit::builtin_envs())
+                    .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+                    .output()
+                    .unwrap()
+            };
+            let mut out = build(&[]);
+            if out.status.code() == Some(3) {
+                eprintln!(
+                    "{}: {}",
+                    nbrt_testkit::LOCKS_REFRESHED,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                out = build(&["--update-lock"]);
+            }
             let stdout = ok(out, "nbrt build stacks/");
             assert!(
                 trap.accept().is_err(),
                 "nbrt build connected to DOCKER_HOST: builds must not need a Docker daemon"
             );
             let reports: Value = serde_json::from_str(&stdout).unwrap();
-            Some(Built { store, reports })
+            Some(Built {
+                store,
+                stacks,
+                reports,
+            })
         })
         .as_ref()
 }
@@ -282,10 +297,7 @@ fn rebuild_with_nothing_changed_takes_every_step_from_the_cache() {
     let Some(b) = built() else { return };
     let started = Instant::now();
     let out = ok(
-        nbrt(
-            &b.store,
-            &["build", "--json", stacks_dir().to_str().unwrap()],
-        ),
+        nbrt(&b.store, &["build", "--json", b.stacks.to_str().unwrap()]),
         "second nbrt build",
     );
     let seconds = started.elapsed().as_secs_f64();

@@ -99,6 +99,31 @@ pub fn repo_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A copy of the repository's `stacks/` (runtime files and their committed locks) at `dest`,
+/// emptied first. Tests build the copy, so a lock refreshed on the way (the Debian mirror
+/// moved past a pin) never rewrites the checkout's committed locks.
+pub fn copy_of_stacks(dest: &std::path::Path) -> std::path::PathBuf {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest)
+            .unwrap_or_else(|e| panic!("emptying {}: {e}", dest.display()));
+    }
+    std::fs::create_dir_all(dest).unwrap_or_else(|e| panic!("creating {}: {e}", dest.display()));
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(repo_dir().join("stacks/."))
+        .arg(dest)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "copying stacks/ to {}", dest.display());
+    dest.to_path_buf()
+}
+
+/// What a test says when the committed locks pin Debian packages the mirror has replaced
+/// and the build refreshes the copy's locks (as `scripts/demo` does).
+pub const LOCKS_REFRESHED: &str = "the committed stock locks pin Debian packages the mirror no \
+     longer has; building a copy of stacks/ with --update-lock (refresh the committed locks: \
+     nbrt build stacks/ --update-lock)";
+
 /// The static nbrt-init that stock images carry: `$NBRT_INIT_STATIC_BIN`, else built once
 /// per test process by `crates/init/build-static.sh`. Builds put it in images through
 /// `NBRT_INIT_BIN` (see `nbrt_build::builtin`).

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use nbrt_build::builder::{build_stack, BuildOptions};
+use nbrt_build::builder::{build_stack, BuildOptions, LockMode};
 use nbrt_build::stack::Stack;
+use nbrt_build::BuildError;
 use nbrt_oci::{ImageName, Progress, Store};
 
 /// Whether this machine can build images (mmdebstrap, runc, uv, root). Fails with what to
@@ -51,15 +52,21 @@ pub fn build_into(store: &Path, stack: &Path, only: Option<&str>) -> Store {
     let s = Store::open(store).expect("opening the fixture store");
     let st = Stack::load(stack, &s).unwrap_or_else(|e| panic!("loading {}: {e}", stack.display()));
     let mut log = Vec::new();
-    build_stack(
-        &s,
-        &st,
-        only,
-        &BuildOptions::default(),
-        &Progress::hidden(),
-        &mut log,
-    )
-    .unwrap_or_else(|e| {
+    let mut build = |lock| {
+        let opts = BuildOptions {
+            lock,
+            ..Default::default()
+        };
+        build_stack(&s, &st, only, &opts, &Progress::hidden(), &mut log)
+    };
+    let built = match build(LockMode::Follow) {
+        Err(BuildError::LostPin(why)) => {
+            eprintln!("{}: {why}", crate::LOCKS_REFRESHED);
+            build(LockMode::Update)
+        }
+        other => other,
+    };
+    built.unwrap_or_else(|e| {
         panic!(
             "building {}: {e}\n{}",
             stack.display(),
@@ -78,7 +85,12 @@ pub fn store_with(name: &str) -> Option<Store> {
     }
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.contains(name) {
-        build_into(&store_dir(), &crate::repo_dir().join("stacks"), Some(name));
+        // A copy of its own per process (removed after): processes never share one.
+        let stacks = crate::copy_of_stacks(
+            &crate::fixture_dir().join(format!("stacks-src-{}", std::process::id())),
+        );
+        build_into(&store_dir(), &stacks, Some(name));
+        let _ = fs::remove_dir_all(&stacks);
         built.insert(name.to_string());
     }
     Some(Store::open(store_dir()).expect("opening the fixture store"))

@@ -1,9 +1,13 @@
 //! The apt step: Debian packages installed by apt-get in the sandbox, over the image, with
-//! the network. Its lock entry is every package it added or changed.
+//! the network. Its lock entry is every package it added or changed; apt's marks of
+//! automatic packages are settled as [`crate::apt_marks`] says.
 
+use std::fs;
 use std::io::Write;
+use std::path::Path;
 
-use crate::error::{BuildError, Result};
+use crate::apt_marks;
+use crate::error::{BuildError, IoContext, Result};
 use crate::lock::{deb_args, dpkg_status, LockSection, StepLock};
 use crate::runtime_file::Apt;
 use crate::steps::{LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
@@ -28,7 +32,20 @@ impl StepKind for Apt {
             deb_args(cx.pins, &self.packages).join(" ")
         );
         let argv = vec!["/bin/sh".into(), "-c".into(), script];
-        match cx.sandboxed(argv, "root", true, log) {
+        let pins = match cx.pins {
+            Some(StepLock::Apt(debs)) => Some(debs.as_slice()),
+            _ => None,
+        };
+        let settle_marks = |upper: &Path| {
+            let file = upper.join(apt_marks::PATH);
+            match fs::read_to_string(&file) {
+                Ok(text) => fs::write(&file, apt_marks::settle(&text, pins))
+                    .io_context(|| format!("writing {}", file.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).io_context(|| format!("reading {}", file.display())),
+            }
+        };
+        match cx.sandboxed_with(argv, "root", true, log, settle_marks) {
             Ok(layer) => Ok(layer.into()),
             Err(BuildError::Sandbox(output)) => Err(crate::lock::lost_pin(cx.rt, cx.pins, &output)
                 .unwrap_or(BuildError::Sandbox(output))),

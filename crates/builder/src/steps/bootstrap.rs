@@ -2,7 +2,8 @@
 //! `from`. Its lock entry is every package dpkg then records. Its time (see
 //! [`crate::epoch`]) is the newest time of the packages' documentation in it; the host's
 //! resolv.conf and hostname that mmdebstrap copies in are left out, and password ages in
-//! `/etc/shadow` count from that time instead of the clock.
+//! `/etc/shadow` count from that time instead of the clock; apt's marks of automatic
+//! packages are settled as [`crate::apt_marks`] says.
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +15,7 @@ use nbrt_oci::layer::reader::read_layer;
 use nbrt_oci::layer::{Compression, EntryKind, LayerWriter};
 use nbrt_oci::Progress;
 
+use crate::apt_marks;
 use crate::epoch;
 use crate::error::{BuildError, IoContext, Result};
 use crate::lock::{deb_args, dpkg_status, LockSection, StepLock};
@@ -71,6 +73,10 @@ impl StepKind for Bootstrap {
         let time = epoch::step_time(cx.epoch, rootfs_time(&tar, cx.started)?);
         cx.step_epoch.set(time);
         let file = fs::File::open(&tar).io_context(|| "reading the bootstrap tar")?;
+        let pins = match cx.pins {
+            Some(StepLock::Bootstrap(debs)) => Some(debs.as_slice()),
+            _ => None,
+        };
         let bar = Progress::hidden().spinner("bootstrap");
         let mut writer = LayerWriter::new(
             cx.store.new_blob()?,
@@ -83,6 +89,17 @@ impl StepKind for Bootstrap {
             |entry, data| {
                 let path = entry.path.trim_start_matches("./");
                 match (time, path) {
+                    (_, apt_marks::PATH) => {
+                        let mut text = String::new();
+                        data.read_to_string(&mut text).map_err(|e| OciError::Io {
+                            context: format!("reading /{path} of the bootstrap"),
+                            source: e,
+                        })?;
+                        let text = apt_marks::settle(&text, pins);
+                        let mut e = entry.clone();
+                        e.size = text.len() as u64;
+                        writer.append(&e, &mut text.as_bytes())
+                    }
                     // Password ages count days from the clock of the build.
                     (Some(t), "etc/shadow" | "etc/shadow-") => {
                         let mut text = String::new();
