@@ -31,6 +31,10 @@ pub struct BuildArgs {
     /// Dockerfile mode: a build argument K=V (repeatable)
     #[arg(long = "build-arg", value_name = "K=V")]
     build_arg: Vec<String>,
+    /// Dockerfile mode: a secret for `RUN --mount=type=secret`: id=ID,src=PATH or
+    /// id=ID,env=VAR, as docker build takes it (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    secret: Vec<String>,
     /// Dockerfile mode: build this stage (default: the last)
     #[arg(long, value_name = "STAGE")]
     target: Option<String>,
@@ -212,6 +216,11 @@ fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
         );
     }
     let build_args = parse_build_args(&a.build_arg);
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in &a.secret {
+        let (id, value) = nbrt_dockerfile::parse_secret(spec)?;
+        secrets.insert(id, value);
+    }
     let tags = a
         .tag
         .iter()
@@ -225,6 +234,7 @@ fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
         build_args,
         target: a.target.clone(),
         no_cache: a.no_cache,
+        secrets,
     };
     let mut log: Box<dyn std::io::Write> = if a.json {
         Box::new(std::io::stderr())
@@ -255,8 +265,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
     let Some(stack_path) = a.stack.clone() else {
         anyhow::bail!("give a stack directory, a runtime file, or a Dockerfile with -f");
     };
-    if !a.build_arg.is_empty() || a.target.is_some() {
-        anyhow::bail!("--build-arg and --target are for Dockerfiles (-f)");
+    if !a.build_arg.is_empty() || !a.secret.is_empty() || a.target.is_some() {
+        anyhow::bail!("--build-arg, --secret and --target are for Dockerfiles (-f)");
     }
     let store = ctx.store()?;
     let stack = Stack::load(&stack_path, &store)?;

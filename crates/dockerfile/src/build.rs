@@ -52,6 +52,67 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// Run every step again instead of taking layers from the cache.
     pub no_cache: bool,
+    /// Build secrets by id (`--secret id=…`), for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// A build secret's value. Never printed (its `Debug` shows the size only), never part of
+/// a cache key or a layer.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// A `--secret` option as docker build takes it: `id=X,src=PATH` (or `source=`),
+/// `id=X,env=VAR`, with an optional `type=file|env`; with neither source, the environment
+/// variable named by the id. Returns the id and the value (a file is read now).
+pub fn parse_secret(spec: &str) -> Result<(String, Secret)> {
+    let usage = |m: String| DockerfileError::Usage(format!("--secret {spec:?}: {m}"));
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in spec.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| usage(format!("{field:?} is not KEY=VALUE")))?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" => kind = Some(v.to_string()),
+            other => return Err(usage(format!("unknown key {other:?} (id, src, env, type)"))),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| usage("an id is required: id=NAME,src=PATH or id=NAME,env=VAR".into()))?;
+    match kind.as_deref() {
+        None | Some("file") | Some("env") => {}
+        Some(other) => return Err(usage(format!("unknown type {other:?} (file or env)"))),
+    }
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .map(|v| Secret(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()))
+            .ok_or_else(|| usage(format!("the environment variable {var} is not set")))
+    };
+    let value = match (src, env, kind.as_deref()) {
+        (Some(_), Some(_), _) => return Err(usage("give src or env, not both".into())),
+        (Some(path), None, Some("env")) | (None, Some(path), Some("env")) => from_env(&path)?,
+        (Some(path), None, _) => Secret(
+            fs::read(&path).map_err(|e| usage(format!("reading the secret file {path}: {e}")))?,
+        ),
+        (None, Some(var), _) => from_env(&var)?,
+        (None, None, _) => from_env(&id)?,
+    };
+    Ok((id, value))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1123,6 +1184,18 @@ impl Builder<'_> {
         for m in f.get("mount").cloned().unwrap_or_default() {
             let m = self.expand(inst, &m, &scope)?;
             let mut spec = self.mount_spec(inst, &m, stages, index)?;
+            if spec.kind == "secret" && spec.required {
+                let id = spec.id.clone().unwrap_or_default();
+                if !self.opts.secrets.contains_key(&id) {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "secret {id:?} not found: the mount is required; give it with \
+                             `nbrt build --secret id={id},src=PATH` (or id={id},env=VAR)"
+                        ),
+                    ));
+                }
+            }
             if let Some(MountFrom::Image(name)) = &spec.from {
                 spec.from = Some(MountFrom::Loaded(Box::new(self.base_image(inst, name)?)));
             }
@@ -1174,7 +1247,48 @@ impl Builder<'_> {
         }
         let scratch = StepDir::new(&self.store.tmp())?;
         let mut extra = Vec::new();
+        let mut secrets: Option<SecretFiles> = None;
+        let mut secret_targets = Vec::new();
+        let mut env = env;
         for (i, m) in mounts.iter().enumerate() {
+            if m.kind == "secret" {
+                // A secret that was not given (and is not required) is left out, as BuildKit
+                // leaves it.
+                let Some(value) = m.id.as_ref().and_then(|id| self.opts.secrets.get(id)) else {
+                    continue;
+                };
+                if let Some(var) = &m.env {
+                    let text = std::str::from_utf8(&value.0).map_err(|_| {
+                        self.err(
+                            inst,
+                            format!("secret {var}: not UTF-8, cannot be a variable"),
+                        )
+                    })?;
+                    env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(var.as_str()));
+                    env.push(format!("{var}={text}"));
+                }
+                if m.target.is_empty() {
+                    continue;
+                }
+                let target = join_path("/", &m.target);
+                let files = match &mut secrets {
+                    Some(f) => f,
+                    None => secrets.insert(SecretFiles::new(scratch.path())?),
+                };
+                let file = files.write(
+                    i,
+                    value,
+                    m.mode.unwrap_or(0o400),
+                    (m.uid.unwrap_or(0), m.gid.unwrap_or(0)),
+                )?;
+                extra.push(ExtraMount {
+                    destination: target.clone(),
+                    source: Some(file),
+                    writable: false,
+                });
+                secret_targets.push(target);
+                continue;
+            }
             extra.push(self.mount_source(inst, m, scratch.path(), i)?);
         }
         let spec = RunSpec {
@@ -1187,6 +1301,8 @@ impl Builder<'_> {
         };
         let run = sandbox::run_with_mounts(&lowers, &spec, &extra, scratch.path(), self.log)
             .map_err(|e| self.err(inst, e.to_string()))?;
+        drop(secrets);
+        remove_secret_stubs(&run.upper_dir(), &view, &secret_targets)?;
         self.commit(st, &key, &run.upper_dir(), true, created_by)?;
         Ok(false)
     }
@@ -1205,12 +1321,30 @@ impl Builder<'_> {
             from: None,
             readwrite: false,
             id: None,
+            required: false,
+            mode: None,
+            uid: None,
+            gid: None,
+            env: None,
         };
+        let number = |k: &str, v: &str, radix: u32| {
+            u32::from_str_radix(v, radix)
+                .map_err(|_| self.err(inst, format!("--mount: {k}={v:?} is not a number")))
+        };
+        let mut target_given = false;
         for field in text.split(',') {
             let (k, v) = field.split_once('=').unwrap_or((field, "true"));
             match k {
+                "target" | "dst" | "destination" => {
+                    m.target = v.to_string();
+                    target_given = true;
+                }
+                "required" => m.required = v != "false",
+                "mode" => m.mode = Some(number(k, v, 8)?),
+                "uid" => m.uid = Some(number(k, v, 10)?),
+                "gid" => m.gid = Some(number(k, v, 10)?),
+                "env" => m.env = Some(v.to_string()),
                 "type" => m.kind = v.to_string(),
-                "target" | "dst" | "destination" => m.target = v.to_string(),
                 "source" | "src" => m.source = v.to_string(),
                 "from" => {
                     m.from = Some(match self.stage_ref(stages, v, index) {
@@ -1221,18 +1355,44 @@ impl Builder<'_> {
                 "rw" | "readwrite" => m.readwrite = v != "false",
                 "ro" | "readonly" => m.readwrite = v == "false",
                 "id" => m.id = Some(v.to_string()),
-                "sharing" | "mode" | "uid" | "gid" | "size" | "required" => {}
+                "sharing" | "size" => {}
                 other => return Err(self.err(inst, format!("--mount: unknown option {other:?}"))),
             }
         }
-        if !matches!(m.kind.as_str(), "bind" | "cache" | "tmpfs") {
-            return Err(self.err(
-                inst,
-                format!(
-                    "--mount=type={}: nbrt supports bind, cache and tmpfs",
-                    m.kind
-                ),
-            ));
+        match m.kind.as_str() {
+            "bind" | "cache" | "tmpfs" => {}
+            "secret" => {
+                // BuildKit: the id defaults to the target's file name, the target to
+                // /run/secrets/<id>; with `env=` and no target the secret is only a variable.
+                if m.id.is_none() && target_given {
+                    m.id = m.target.rsplit('/').next().map(str::to_string);
+                }
+                let Some(id) = m.id.clone().filter(|i| !i.is_empty()) else {
+                    return Err(
+                        self.err(inst, "--mount=type=secret: an id or a target is required")
+                    );
+                };
+                if !target_given && m.env.is_none() {
+                    m.target = format!("/run/secrets/{id}");
+                }
+                if m.env.is_some() && !target_given {
+                    return Ok(m);
+                }
+            }
+            "ssh" => {
+                return Err(self.err(
+                    inst,
+                    "--mount=type=ssh is not supported: nbrt forwards no SSH agent into builds \
+                     (a key can reach a RUN as a build secret: --mount=type=secret with \
+                     nbrt build --secret)",
+                ))
+            }
+            other => {
+                return Err(self.err(
+                    inst,
+                    format!("--mount=type={other}: nbrt supports bind, cache, tmpfs and secret"),
+                ))
+            }
         }
         if m.target.is_empty() {
             return Err(self.err(inst, "--mount: a target is required"));
@@ -1258,6 +1418,9 @@ impl Builder<'_> {
                 }
                 json!({"context": hex(h), "path": m.source})
             }
+            // BuildKit keys a secret by its id and where it goes, never by its value.
+            ("secret", _) => json!({"id": m.id, "mode": m.mode, "uid": m.uid, "gid": m.gid,
+                                    "env": m.env, "required": m.required}),
             _ => json!(m.id.clone().unwrap_or_else(|| m.target.clone())),
         };
         Ok(json!({"type": m.kind, "target": m.target, "source": source, "rw": m.readwrite}))
@@ -1712,6 +1875,65 @@ async fn fetch(url: &str, disk: &Path) -> std::result::Result<(u64, String), Str
     Ok((size, hex(h)))
 }
 
+/// Where a RUN's secrets are written for their bind mounts: a private directory on a tmpfs
+/// (`/dev/shm`) when the host has one, else in the step's scratch directory; removed when
+/// the step ends.
+struct SecretFiles(tempfile::TempDir);
+
+impl SecretFiles {
+    fn new(scratch: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("nbrt-secrets-")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix("secrets-")
+                    .tempdir_in(scratch)
+            })
+            .io_context(|| "creating a directory for the build secrets")?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+            .io_context(|| format!("setting the mode of {}", dir.path().display()))?;
+        Ok(SecretFiles(dir))
+    }
+
+    /// The secret as a file of `mode` owned by `uid:gid`.
+    fn write(
+        &self,
+        i: usize,
+        value: &Secret,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<PathBuf> {
+        let path = self.0.path().join(format!("secret-{i}"));
+        fs::write(&path, &value.0).io_context(|| format!("writing {}", path.display()))?;
+        lchown(&path, uid, gid)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+            .io_context(|| format!("setting the mode of {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// The empty files runc made as mount points for secret files, taken out of the step's
+/// changes (BuildKit leaves no trace of the file; a directory made for it stays).
+fn remove_secret_stubs(upper: &Path, view: &MergedView, targets: &[String]) -> Result<()> {
+    for t in targets {
+        let plain = clean(t).trim_start_matches('/').to_string();
+        let resolved = view.resolve_lenient(t).unwrap_or_else(|_| plain.clone());
+        for rel in [plain, resolved] {
+            if rel.is_empty() || view.symlink_metadata(&rel).ok().flatten().is_some() {
+                continue;
+            }
+            let p = upper.join(&rel);
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                if m.is_file() && m.len() == 0 {
+                    fs::remove_file(&p).io_context(|| format!("removing {}", p.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum MountFrom {
     Stage(usize),
@@ -1728,6 +1950,14 @@ struct MountSpec {
     from: Option<MountFrom>,
     readwrite: bool,
     id: Option<String>,
+    /// Secret mounts: fail when the secret was not given (default: skip the mount).
+    required: bool,
+    /// Secret mounts: the file's mode (default 0400) and owner (default 0:0).
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    /// Secret mounts: also (or only, without a target) an environment variable.
+    env: Option<String>,
 }
 
 fn inst_args(inst: &Instruction) -> String {

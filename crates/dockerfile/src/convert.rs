@@ -6,9 +6,11 @@
 //! the step would now run ahead of (a COPY, another RUN). Such a line becomes `[apt]`,
 //! `[conda]` or `[pip]` (with their locks and one-package-more rebuilds); every other RUN
 //! stays a `[[run]]` with its environment, working directory, user and shell made explicit,
-//! and the report says why for each. What a runtime file cannot say at all (several stages,
-//! `RUN --mount`, `VOLUME`, `ONBUILD`, a COPY after a RUN, `ADD` of archives and URLs) is an
-//! error naming its line: the conversion never builds a different image silently.
+//! and the report says why for each. A COPY after a RUN stays in order as a `[[run]]` that
+//! writes the file (its content inlined), since `[[files]]` would run before the earlier
+//! RUN. What a runtime file cannot say at all (several stages, `RUN --mount`, `VOLUME`,
+//! `ONBUILD`, `ADD` of archives and URLs) is an error naming its line: the conversion never
+//! builds a different image silently.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -877,13 +879,29 @@ pub fn convert(store: Option<&Store>, opts: &ConvertOptions) -> Result<Conversio
                 let (file_entries, why) =
                     copy_files(inst, *add, flags, sources, dest, &st, &context, &x, &relative, &err)?;
                 if st.phase > Phase::Files {
-                    return Err(err(
-                        inst,
-                        format!(
-                            "a runtime file copies its files before its run steps, and line {} comes before this line; move the COPY above it if that line does not need it, or build with `nbrt build -f`",
+                    // [[files]] would run before the [[run]] of an earlier line: the copy
+                    // stays in order as a [[run]] that writes the file.
+                    let mut body = vec!["set -e".to_string(), "umask 022".to_string()];
+                    for (dest, ctx_rel, _, mode, owner) in &file_entries {
+                        body.push(copy_command(inst, &context.join(ctx_rel), dest, mode, owner.as_deref(), &err)?);
+                    }
+                    pending_runs.push(PendingRun {
+                        line: inst.line,
+                        env: st.env.clone(),
+                        args: st.args.clone(),
+                        workdir: "/".into(),
+                        body: body.join("\n"),
+                        user: "root".into(),
+                        network: false,
+                    });
+                    note(
+                        "[[run]]".into(),
+                        Some(format!(
+                            "a runtime file copies its [[files]] before its [[run]] steps, and line {} (a RUN) comes before this line: kept in order as a [[run]] that writes the file, its content inlined from the context (convert again after changing it)",
                             st.phase_line
-                        ),
-                    ));
+                        )),
+                    );
+                    continue;
                 }
                 st.phase = Phase::Files;
                 st.phase_line = inst.line;
@@ -1049,6 +1067,65 @@ fn workdir_command(path: &str, user: &str) -> String {
         sh_quote(&u),
         g
     )
+}
+
+/// The largest context file a COPY after a RUN inlines into its [[run]].
+const INLINE_LIMIT: u64 = 64 << 10;
+
+/// The shell commands that do what COPY does for one context file at `dest`: missing parent
+/// directories made 0755 and owned as BuildKit makes them, the content written (inlined as
+/// a printf format of octal escapes, so any bytes survive), then owner and mode. A `dest`
+/// that is an existing directory gets the file inside it, as COPY puts it.
+fn copy_command(
+    inst: &Instruction,
+    disk: &Path,
+    dest: &str,
+    mode: &str,
+    owner: Option<&str>,
+    err: &dyn Fn(&Instruction, String) -> DockerfileError,
+) -> Result<String> {
+    let size = fs::metadata(disk).map(|m| m.len()).unwrap_or(0);
+    if size > INLINE_LIMIT {
+        return Err(err(
+            inst,
+            format!(
+                "{}: a COPY after a RUN becomes a [[run]] with the file inlined, and this file is larger than {} KiB; move the COPY above the RUN lines if they do not need it, or build with `nbrt build -f`",
+                disk.display(),
+                INLINE_LIMIT >> 10
+            ),
+        ));
+    }
+    let data = fs::read(disk).io_context(|| format!("reading {}", disk.display()))?;
+    let mut format = String::with_capacity(data.len() * 2);
+    for b in data {
+        match b {
+            b'%' => format.push_str("%%"),
+            b'\\' => format.push_str("\\\\"),
+            b'\'' => format.push_str("\\047"),
+            b'\n' => format.push_str("\\n"),
+            0x20..=0x7e => format.push(b as char),
+            _ => format.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    let owner = owner.unwrap_or("0:0");
+    let (parent, name) = dest.rsplit_once('/').unwrap_or(("", dest));
+    let mut lines = Vec::new();
+    if !parent.is_empty() {
+        lines.push(workdir_command(parent, owner));
+    }
+    let chown = match owner.split_once(':') {
+        Some(_) => owner.to_string(),
+        None if owner.chars().all(|c| c.is_ascii_digit()) => format!("{owner}:{owner}"),
+        None => format!("{owner}:"),
+    };
+    lines.push(format!(
+        "t={}\n[ -d \"$t\" ] && t=\"$t\"/{}\nprintf '{format}' > \"$t\"\nchown {} \"$t\"\nchmod {} \"$t\"",
+        sh_quote(dest),
+        sh_quote(name),
+        sh_quote(&chown),
+        sh_quote(mode),
+    ));
+    Ok(lines.join("\n"))
 }
 
 /// Where `pip install` would install in the image: the environment whose `bin` holds the
@@ -1533,10 +1610,62 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_after_a_run_stays_in_order() {
+        let (c, rt) = conv(
+            "FROM a\nCOPY first /first\nRUN mkdir /opt/app\nCOPY --chown=1000:100 --chmod=750 f /opt/app/new/\n",
+            &[("first", "1"), ("f", "it's 100% \\ real\n")],
+        )
+        .unwrap();
+        // The COPY before the RUN is a [[files]]; the one after it a [[run]] after the RUN's.
+        assert_eq!(rt.files.len(), 1, "{}", c.runtime);
+        assert_eq!(rt.run.len(), 2, "{}", c.runtime);
+        assert_eq!(rt.run[0].command, "mkdir /opt/app");
+        let copy = &rt.run[1];
+        assert_eq!(copy.user, "root");
+        assert!(!copy.network);
+        assert!(
+            copy.command
+                .contains("printf 'it\\047s 100%% \\\\ real\\n' > \"$t\""),
+            "{}",
+            copy.command
+        );
+        assert!(copy
+            .command
+            .contains("chown 1000:100 \"$t\"\nchmod 750 \"$t\""));
+        assert!(
+            why(&c, 4)
+                .contains("line 3 (a RUN) comes before this line: kept in order as a [[run]]"),
+            "{}",
+            why(&c, 4)
+        );
+        // What the printf writes is the file, byte for byte.
+        let dir = tempfile::tempdir().unwrap();
+        let printf = copy
+            .command
+            .lines()
+            .find(|l| l.starts_with("printf "))
+            .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(printf)
+            .env("t", dir.path().join("f"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("f")).unwrap(),
+            "it's 100% \\ real\n"
+        );
+    }
+
+    #[test]
     fn what_a_runtime_file_cannot_say_is_an_error() {
         for (df, msg) in [
             ("FROM a AS x\nFROM b\n", "Dockerfile:2: FROM b: a runtime file has one parent"),
-            ("FROM a\nRUN true\nCOPY f /f\n", "Dockerfile:3: COPY f /f: a runtime file copies its files before its run steps, and line 2"),
             ("FROM a\nVOLUME /data\n", "Dockerfile:2:"),
             ("FROM a\nRUN --mount=type=cache,target=/c true\n", "Dockerfile:2:"),
             ("FROM a\nCOPY d /d\n", "Dockerfile:2: COPY d /d: d: [[files]] copies regular files"),

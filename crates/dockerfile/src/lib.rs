@@ -19,5 +19,5 @@ pub mod ignore;
 pub mod parse;
 pub mod words;
 
-pub use build::{build, BuildOptions, BuildReport};
+pub use build::{build, parse_secret, BuildOptions, BuildReport, Secret};
 pub use error::{DockerfileError, Result};

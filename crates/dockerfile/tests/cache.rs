@@ -113,6 +113,7 @@ fn no_cache_runs_everything() {
         context: ctx.path().to_path_buf(),
         tags: vec![nbrt_oci::ImageName::parse("nbrt-cache/nocache:test").unwrap()],
         no_cache: true,
+        secrets: Default::default(),
         ..Default::default()
     };
     let report = nbrt_dockerfile::build(

@@ -198,3 +198,35 @@ fn onbuild_triggers_in_the_base_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_required_secret_not_given() {
+    let Some(e) = fails(
+        "FROM {BASE}\nRUN true\nRUN --mount=type=secret,id=token,required=true cat /run/secrets/token\n",
+        &[],
+    ) else {
+        return;
+    };
+    assert!(
+        e.starts_with(
+            "Dockerfile:3: RUN --mount=type=secret,id=token,required=true cat /run/secrets/token: \
+             secret \"token\" not found"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("--secret id=token,src=PATH"), "{e}");
+}
+
+#[test]
+fn ssh_mounts_are_refused_with_their_line() {
+    let Some(e) = fails(
+        "FROM {BASE}\nRUN --mount=type=ssh git clone git@example.com:x\n",
+        &[],
+    ) else {
+        return;
+    };
+    assert!(
+        e.starts_with("Dockerfile:2: RUN --mount=type=ssh git clone git@example.com:x: --mount=type=ssh is not supported"),
+        "{e}"
+    );
+}

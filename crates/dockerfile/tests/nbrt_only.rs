@@ -115,3 +115,162 @@ fn copy_heredocs_and_add_urls() {
     assert!(err.starts_with("Dockerfile:10: ADD --checksum"), "{err}");
     assert!(err.contains("not the --checksum"), "{err}");
 }
+
+/// `RUN --mount=type=secret,env=VAR` (BuildKit 0.13's form; Debian's BuildKit refuses the
+/// key): the secret as a variable of that RUN only, with or without a file; a secret not
+/// given leaves the variable unset.
+#[test]
+fn run_mount_secret_as_a_variable() {
+    let Some(fix) = common::fixture() else { return };
+    let df = format!(
+        "FROM {}\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN echo \"${{#TOKEN}}\" > /len && test ! -e /run/secrets/tok\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN,target=/tok.txt [ \"$(cat /tok.txt)\" = \"$TOKEN\" ] && echo same > /same\n\
+         RUN --mount=type=secret,id=absent,env=ABSENT echo \"${{ABSENT-unset}}\" > /absent\n\
+         RUN echo \"${{TOKEN-unset}}\" > /after\n",
+        fix.base
+    );
+    let ctx = common::context(&df, &[]);
+    let (_, image) = common::nbrt_build_with_secrets(
+        &fix.store,
+        ctx.path(),
+        "nbrt-only/secret-env:test",
+        &[],
+        None,
+        &[("tok", b"twelve chars")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let flat = nbrt_oci::layer::flatten::flatten(
+        &image,
+        &fix.store,
+        Vec::new(),
+        &nbrt_oci::Progress::hidden(),
+    )
+    .unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(flat.as_slice());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if ["len", "same", "absent", "after", "tok.txt"].contains(&path.as_str()) {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            files.insert(path, text);
+        }
+    }
+    assert_eq!(files["len"], "12\n");
+    assert_eq!(files["same"], "same\n");
+    assert_eq!(files["absent"], "unset\n");
+    assert_eq!(files["after"], "unset\n");
+    assert!(
+        !files.contains_key("tok.txt"),
+        "the mount point of a file secret goes"
+    );
+    assert!(!flat.windows(12).any(|w| w == b"twelve chars"));
+}
+
+/// `nbrt convert` of a COPY after a RUN: the copy stays after the RUN (a [[run]] writing
+/// the file, not a [[files]] that would run first), and the converted runtime file builds
+/// the same files as `nbrt build -f` (content, mode, owners, new directories).
+#[test]
+fn convert_keeps_a_copy_after_a_run_in_order() {
+    let Some(fix) = common::fixture() else { return };
+    let df = format!(
+        "FROM {}\n\
+         RUN mkdir -p /opt/app && echo old > /opt/app/conf\n\
+         COPY --chmod=640 conf /opt/app/conf\n\
+         COPY --chown=1000:100 data.bin /opt/app/data/\n\
+         RUN cat /opt/app/conf > /opt/app/seen\n",
+        fix.base
+    );
+    let bytes: Vec<u8> = (0..=255u8)
+        .chain(b"it's 100% \\ done\n".iter().copied())
+        .collect();
+    let ctx = common::context(
+        &df,
+        &[("conf", b"new\n", 0o644), ("data.bin", &bytes, 0o600)],
+    );
+    let (_, from_dockerfile) = common::nbrt_build(
+        &fix.store,
+        ctx.path(),
+        "nbrt-only/convert-order:df",
+        &[],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let conversion = nbrt_dockerfile::convert::convert(
+        Some(&fix.store),
+        &nbrt_dockerfile::convert::ConvertOptions {
+            dockerfile: ctx.path().join("Dockerfile"),
+            context: ctx.path().to_path_buf(),
+            output_dir: ctx.path().to_path_buf(),
+            name: "nbrt-only-convert-order".into(),
+            build_args: Default::default(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let why = |line: usize| {
+        conversion
+            .notes
+            .iter()
+            .find(|n| n.line == line)
+            .map(|n| format!("{} {:?}", n.became, n.why))
+            .unwrap_or_default()
+    };
+    assert!(
+        why(3).starts_with("[[run]]") && why(3).contains("kept in order"),
+        "{}",
+        why(3)
+    );
+    assert!(why(4).starts_with("[[run]]"), "{}", why(4));
+    let runtime_file = ctx.path().join("runtime.toml");
+    std::fs::write(&runtime_file, &conversion.runtime).unwrap();
+    let stack = nbrt_build::stack::Stack::load(&runtime_file, &fix.store)
+        .unwrap_or_else(|e| panic!("{e}\n{}", conversion.runtime));
+    let mut log = Vec::new();
+    nbrt_build::builder::build_stack(
+        &fix.store,
+        &stack,
+        None,
+        &nbrt_build::builder::BuildOptions::default(),
+        &nbrt_oci::Progress::hidden(),
+        &mut log,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            conversion.runtime,
+            String::from_utf8_lossy(&log)
+        )
+    });
+    let from_runtime_file = fix.store.resolve("nbrt-only-convert-order").unwrap().image;
+    let a = common::tree(&fix.store, &from_dockerfile);
+    let b = common::tree(&fix.store, &from_runtime_file);
+    for p in [
+        "opt/app",
+        "opt/app/conf",
+        "opt/app/data",
+        "opt/app/data/data.bin",
+        "opt/app/seen",
+    ] {
+        assert_eq!(a.get(p), b.get(p), "{p}\n{}", conversion.runtime);
+    }
+    assert_eq!(
+        a["opt/app/seen"].content, a["opt/app/conf"].content,
+        "the RUN after the COPY saw it"
+    );
+    assert_eq!(
+        (
+            a["opt/app/data"].mode,
+            a["opt/app/data"].uid,
+            a["opt/app/data"].gid
+        ),
+        (0o755, 1000, 100)
+    );
+}

@@ -406,3 +406,79 @@ fn add_from_a_url() {
         &[],
     );
 }
+
+/// `RUN --mount=type=secret` against `docker build --secret` (Debian's BuildKit has it
+/// offline): the default target `/run/secrets/<id>` (0400 root), `target`, `mode`, `uid`,
+/// `gid`, a read-only tmpfs; a secret not given is left out; nothing of it in a layer (the
+/// `/run/secrets` directory made for the mount stays, as in BuildKit); the cache keys the
+/// id, not the value.
+#[test]
+fn run_mount_secret() {
+    let Some(fix) = common::docker_fixture() else {
+        return;
+    };
+    const VALUE: &[u8] = b"s3cr3t-value-for-the-oracle";
+    let df = format!(
+        "FROM {}\n\
+         RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -c1-16 > /got \\\n\
+          && stat -c '%a %u %g %s %n' /run/secrets /run/secrets/tok > /stat \\\n\
+          && (echo x > /run/secrets/tok) 2>/dev/null || echo read-only > /ro\n\
+         RUN --mount=type=secret,id=tok,target=/etc/app.conf,mode=0440,uid=1000,gid=100 \\\n\
+          stat -c '%a %u %g %s' /etc/app.conf > /stat2 && grep -c s3cr3t /etc/app.conf > /got2\n\
+         RUN --mount=type=secret,id=absent ls -A /run/secrets > /absent\n\
+         RUN --mount=type=secret,id=tok,required=true wc -c < /run/secrets/tok > /size\n",
+        fix.base
+    );
+    let ctx = common::context(&df, &[]);
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("tok");
+    std::fs::write(&secret_file, VALUE).unwrap();
+    let ours = common::nbrt_build_with_secrets(
+        &fix.store,
+        ctx.path(),
+        "nbrt-oracle/secret:nbrt",
+        &[],
+        None,
+        &[("tok", VALUE)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let theirs = common::buildkit_build_with(
+        &fix.store,
+        ctx.path(),
+        "nbrt-oracle/secret:buildkit",
+        &[],
+        None,
+        &["--secret", &format!("id=tok,src={}", secret_file.display())],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let diffs = common::differences(&fix.store, &ours.1, &theirs);
+    assert!(
+        diffs.is_empty(),
+        "nbrt and BuildKit differ:\n{}",
+        diffs.join("\n")
+    );
+    let tree = common::tree(&fix.store, &ours.1);
+    assert!(tree.contains_key("run/secrets") && !tree.contains_key("run/secrets/tok"));
+    assert!(!tree.contains_key("etc/app.conf"));
+    // No layer holds the value.
+    let flat = nbrt_oci::layer::flatten::flatten(
+        &ours.1,
+        &fix.store,
+        Vec::new(),
+        &nbrt_oci::Progress::hidden(),
+    )
+    .unwrap();
+    assert!(!flat.windows(VALUE.len()).any(|w| w == VALUE));
+    // Another value keeps the cache (BuildKit keys the id).
+    let again = common::nbrt_build_with_secrets(
+        &fix.store,
+        ctx.path(),
+        "nbrt-oracle/secret:nbrt",
+        &[],
+        None,
+        &[("tok", b"another value")],
+    )
+    .unwrap();
+    assert!(again.0.ran().is_empty(), "{:?}", again.0.steps);
+    assert_eq!(again.1.digest(), ours.1.digest());
+}

@@ -26,6 +26,7 @@ fn two_builds_with_source_date_epoch_are_identical() {
             context: ctx.path().to_path_buf(),
             tags: vec![nbrt_oci::ImageName::parse("nbrt-repro/app:test").unwrap()],
             no_cache,
+            secrets: Default::default(),
             ..Default::default()
         };
         nbrt_dockerfile::build(

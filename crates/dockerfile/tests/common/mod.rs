@@ -123,6 +123,18 @@ pub fn nbrt_build(
     args: &[(&str, &str)],
     target: Option<&str>,
 ) -> Result<(BuildReport, Image), String> {
+    nbrt_build_with_secrets(store, ctx, tag, args, target, &[])
+}
+
+/// [`nbrt_build`] with build secrets (`--secret id=…`).
+pub fn nbrt_build_with_secrets(
+    store: &Store,
+    ctx: &Path,
+    tag: &str,
+    args: &[(&str, &str)],
+    target: Option<&str>,
+    secrets: &[(&str, &[u8])],
+) -> Result<(BuildReport, Image), String> {
     let opts = BuildOptions {
         dockerfile: ctx.join("Dockerfile"),
         context: ctx.to_path_buf(),
@@ -133,6 +145,10 @@ pub fn nbrt_build(
             .collect(),
         target: target.map(str::to_string),
         no_cache: false,
+        secrets: secrets
+            .iter()
+            .map(|(id, v)| (id.to_string(), nbrt_dockerfile::Secret::new(*v)))
+            .collect(),
     };
     let mut log = Vec::new();
     match nbrt_dockerfile::build(store, &opts, &Progress::hidden(), &mut log) {
@@ -152,9 +168,22 @@ pub fn buildkit_build(
     args: &[(&str, &str)],
     target: Option<&str>,
 ) -> Result<Image, String> {
+    buildkit_build_with(store, ctx, tag, args, target, &[])
+}
+
+/// [`buildkit_build`] with more `docker build` options (`--network host`, `--secret …`).
+pub fn buildkit_build_with(
+    store: &Store,
+    ctx: &Path,
+    tag: &str,
+    args: &[(&str, &str)],
+    target: Option<&str>,
+    flags: &[&str],
+) -> Result<Image, String> {
     let mut cmd = Command::new(DOCKER);
     cmd.env("DOCKER_BUILDKIT", "1")
-        .args(["build", "-q", "-t", tag]);
+        .args(["build", "-q", "-t", tag])
+        .args(flags);
     for (k, v) in args {
         cmd.args(["--build-arg", &format!("{k}={v}")]);
     }
@@ -401,4 +430,94 @@ pub fn layer_entries(store: &Store, image: &Image, from_top: usize) -> Vec<Strin
     .unwrap();
     out.sort();
     out
+}
+
+/// The file system the layers above the first `skip` ones make, times left out: what a
+/// build on a shared base added, changed (`Whiteout` entries for what it deleted, `Opaque`
+/// for directories it replaced), without reading the base's layers.
+pub fn upper_tree(store: &Store, image: &Image, skip: usize) -> BTreeMap<String, Entry> {
+    use nbrt_oci::layer::compression::{decompress, Compression};
+    use nbrt_oci::layer::EntryKind;
+    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+    for desc in &image.layers()[skip..] {
+        let blob = nbrt_oci::image::open_verified(store, desc).unwrap();
+        let reader = decompress(
+            blob,
+            Compression::from_media_type(&desc.media_type).unwrap(),
+        )
+        .unwrap();
+        let mut layer: Vec<(String, Entry)> = Vec::new();
+        nbrt_oci::layer::reader::for_each_entry(reader, |e, data| {
+            let (kind, content) = match &e.kind {
+                EntryKind::File => {
+                    let mut bytes = Vec::new();
+                    data.read_to_end(&mut bytes).unwrap();
+                    ("File".to_string(), hex::encode(Sha256::digest(&bytes)))
+                }
+                EntryKind::Symlink(t) => ("Symlink".to_string(), t.clone()),
+                EntryKind::Hardlink(t) => ("Link".to_string(), t.clone()),
+                other => (format!("{other:?}"), String::new()),
+            };
+            let marker = matches!(e.kind, EntryKind::Whiteout | EntryKind::Opaque);
+            layer.push((
+                e.path.trim_end_matches('/').to_string(),
+                Entry {
+                    kind,
+                    mode: if marker { 0 } else { e.mode & 0o7777 },
+                    uid: if marker { 0 } else { e.uid },
+                    gid: if marker { 0 } else { e.gid },
+                    content,
+                },
+            ));
+            Ok(())
+        })
+        .unwrap();
+        for (path, entry) in layer {
+            let under = format!("{path}/");
+            match entry.kind.as_str() {
+                "Whiteout" => out.retain(|p, _| p != &path && !p.starts_with(&under)),
+                "Opaque" => out.retain(|p, _| !p.starts_with(&under)),
+                _ => {}
+            }
+            let key = if entry.kind == "Opaque" {
+                format!("{path}/.opaque")
+            } else {
+                path
+            };
+            out.insert(key, entry);
+        }
+    }
+    out
+}
+
+/// [`differences`] for two images on the same base of `skip` layers: the layers above it
+/// and the configs.
+pub fn differences_above(store: &Store, ours: &Image, theirs: &Image, skip: usize) -> Vec<String> {
+    let a = upper_tree(store, ours, skip);
+    let b = upper_tree(store, theirs, skip);
+    let mut diffs = Vec::new();
+    for (p, e) in &a {
+        match b.get(p) {
+            None => diffs.push(format!("only nbrt: {p} {e:?}")),
+            Some(f) if f != e => {
+                diffs.push(format!("differs: {p}\n  nbrt     {e:?}\n  buildkit {f:?}"))
+            }
+            _ => {}
+        }
+    }
+    for (p, f) in &b {
+        if !a.contains_key(p) {
+            diffs.push(format!("only buildkit: {p} {f:?}"));
+        }
+    }
+    let ca = config_fields(ours);
+    let cb = config_fields(theirs);
+    if ca != cb {
+        diffs.push(format!(
+            "config:\n  nbrt     {}\n  buildkit {}",
+            serde_json::to_string(&ca).unwrap(),
+            serde_json::to_string(&cb).unwrap()
+        ));
+    }
+    diffs
 }
