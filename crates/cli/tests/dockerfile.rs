@@ -110,6 +110,48 @@ fn build_from_a_dockerfile() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Bad.Dockerfile:2:"), "{err}");
 
+    // --secret, from a variable and from a file: the RUN sees it, the image does not.
+    std::fs::write(
+        c.join("Secret.Dockerfile"),
+        "FROM minbase:test\nRUN --mount=type=secret,id=a --mount=type=secret,id=b,target=/b \\\n    \
+         cat /run/secrets/a /b | wc -c > /n\n",
+    )
+    .unwrap();
+    let secret_file = c.join("b.secret");
+    std::fs::write(&secret_file, "from a file").unwrap();
+    let sdf = c.join("Secret.Dockerfile").to_string_lossy().into_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_nbrt"))
+        .arg("--store")
+        .arg(s)
+        .args([
+            "build",
+            "-f",
+            &sdf,
+            &ctx_str,
+            "-t",
+            "app:secret",
+            "--secret",
+            "id=a,env=NBRT_TEST_SECRET",
+        ])
+        .arg("--secret")
+        .arg(format!("id=b,src={}", secret_file.display()))
+        .env("NBRT_TEST_SECRET", "from a variable")
+        .output()
+        .unwrap();
+    ok(out, "build --secret");
+    let out = nbrt(
+        s,
+        &[
+            "build", "-f", &sdf, &ctx_str, "-t", "app:bad", "--secret", "a",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--secret \"a\": \"a\" is not KEY=VALUE"),
+        "{err}"
+    );
+
     // Without a name, Dockerfile mode asks for one.
     let out = nbrt(s, &["build", &ctx_str]);
     assert!(!out.status.success());

@@ -36,7 +36,7 @@ use crate::parse::{self, Cmd, Flags, Heredoc, Instruction, Op};
 use crate::words::{expand, expand_raw, split_words};
 
 /// Bumped when a step's layer for the same inputs changes (part of every cache key).
-const CACHE_VERSION: &str = "nbrt-dockerfile/1";
+const CACHE_VERSION: &str = "nbrt-dockerfile/2";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -1730,7 +1730,10 @@ impl Builder<'_> {
             for it in &sel.items {
                 let rel = join_rel(&base_rel, &it.dest);
                 let abs = staging.join(&rel);
-                let existing = if it.kind == Kind::Dir {
+                // The destination directory keeps its owner, mode and time; a directory
+                // inside the copy that exists already takes the copy's, as a new one (as
+                // BuildKit copies them).
+                let existing = if it.kind == Kind::Dir && it.dest.is_empty() {
                     view.symlink_metadata(&rel)?.filter(|m| m.is_dir())
                 } else {
                     None

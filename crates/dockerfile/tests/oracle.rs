@@ -482,3 +482,18 @@ fn run_mount_secret() {
     assert!(again.0.ran().is_empty(), "{:?}", again.0.steps);
     assert_eq!(again.1.digest(), ours.1.digest());
 }
+
+/// A directory inside a COPY that the image has already takes the copied directory's mode
+/// and the copy's owner; the destination directory itself keeps its own.
+#[test]
+fn copy_over_existing_subdirectories() {
+    same_as_buildkit(
+        "copy-existing",
+        "FROM {BASE}\n\
+         RUN mkdir -p /dst/sub /dst/other && chmod 700 /dst/other && chmod 750 /dst\n\
+         COPY --chown=1000:100 tree/ /dst\n\
+         COPY --chmod=711 tree/ /dst\n",
+        &[("tree/sub/f", b"x", 0o644), ("tree/other/g", b"y", 0o600)],
+        &[],
+    );
+}

@@ -192,7 +192,7 @@ fn same_as_buildkit_on(
         base_image.diff_ids(),
         "{row}: BuildKit built on the same base layers"
     );
-    let diffs = common::differences_above(store, &ours, &theirs, skip);
+    let diffs = common::differences_above(store, &ours, &theirs, &base_image);
     assert!(
         diffs.is_empty(),
         "{row}: nbrt and BuildKit differ:\n{}",
@@ -266,8 +266,9 @@ fn run_in_docker(store: &Store, image: &Image, repo: &str, script: &str) -> Stri
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -304,7 +305,7 @@ fn seed_000_graphviz() {
         "nbrt-test/seed000-graphviz",
         "dot -V 2>&1; conda list --json | python -c \
          'import json,sys; print([p[\"version\"] for p in json.load(sys.stdin) if p[\"name\"] == \"graphviz\"])'; \
-         ls /opt/conda/pkgs 2>/dev/null | grep -c graphviz",
+         ls /opt/conda/pkgs 2>/dev/null | grep graphviz | wc -l",
     );
     assert_eq!(
         out, "dot - graphviz version 2.50.0 (0)\n['2.50.0']\n0\n",

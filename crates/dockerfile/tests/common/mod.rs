@@ -452,6 +452,7 @@ pub fn upper_tree(store: &Store, image: &Image, skip: usize) -> BTreeMap<String,
                 EntryKind::File => {
                     let mut bytes = Vec::new();
                     data.read_to_end(&mut bytes).unwrap();
+                    untimed(&e.path, &mut bytes);
                     ("File".to_string(), hex::encode(Sha256::digest(&bytes)))
                 }
                 EntryKind::Symlink(t) => ("Symlink".to_string(), t.clone()),
@@ -490,11 +491,57 @@ pub fn upper_tree(store: &Store, image: &Image, skip: usize) -> BTreeMap<String,
     out
 }
 
-/// [`differences`] for two images on the same base of `skip` layers: the layers above it
-/// and the configs.
-pub fn differences_above(store: &Store, ours: &Image, theirs: &Image, skip: usize) -> Vec<String> {
-    let a = upper_tree(store, ours, skip);
-    let b = upper_tree(store, theirs, skip);
+/// The times package tools write into files, taken out: the `==> time <==` lines of
+/// conda's `conda-meta/history` and the source time in a timestamp-checked `.pyc` header
+/// (pip compiles what it installs; the time is the install's).
+fn untimed(path: &str, bytes: &mut Vec<u8>) {
+    if path.ends_with("conda-meta/history") {
+        let text = String::from_utf8_lossy(bytes);
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !(l.starts_with("==> ") && l.ends_with(" <==")))
+            .collect();
+        *bytes = kept.join("\n").into_bytes();
+    } else if path.ends_with(".pyc") && bytes.len() >= 16 && bytes[4..8] == [0, 0, 0, 0] {
+        bytes[8..12].fill(0);
+    }
+}
+
+/// [`differences`] for two images on `base` (its layers are the first of both): the layers
+/// above it and the configs. A directory entry only one side's layers carry, the same as
+/// the base's, is no difference (BuildKit's RUN layers carry `etc/` for their mount points).
+pub fn differences_above(store: &Store, ours: &Image, theirs: &Image, base: &Image) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let skip = base.layers().len();
+    let mut a = upper_tree(store, ours, skip);
+    let mut b = upper_tree(store, theirs, skip);
+    let layers: Vec<_> = base.layers().iter().zip(base.diff_ids()).collect();
+    let lowers = nbrt_build::snapshot::Snapshots::open(store)
+        .unwrap()
+        .ensure_all(store, &layers)
+        .unwrap();
+    let view = nbrt_build::snapshot::MergedView::new(lowers);
+    let same_as_base = |p: &str, e: &Entry| {
+        e.kind == "Dir"
+            && view.symlink_metadata(p).ok().flatten().is_some_and(|m| {
+                m.is_dir()
+                    && m.mode() & 0o7777 == e.mode
+                    && u64::from(m.uid()) == e.uid
+                    && u64::from(m.gid()) == e.gid
+            })
+    };
+    let only_a: Vec<String> = a.keys().filter(|p| !b.contains_key(*p)).cloned().collect();
+    let only_b: Vec<String> = b.keys().filter(|p| !a.contains_key(*p)).cloned().collect();
+    for p in only_a {
+        if same_as_base(&p, &a[&p]) {
+            a.remove(&p);
+        }
+    }
+    for p in only_b {
+        if same_as_base(&p, &b[&p]) {
+            b.remove(&p);
+        }
+    }
     let mut diffs = Vec::new();
     for (p, e) in &a {
         match b.get(p) {
