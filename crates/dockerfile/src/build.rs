@@ -1249,7 +1249,6 @@ impl Builder<'_> {
         let mut extra = Vec::new();
         let mut secrets: Option<SecretFiles> = None;
         let mut secret_targets = Vec::new();
-        let mut env = env;
         for (i, m) in mounts.iter().enumerate() {
             if m.kind == "secret" {
                 // A secret that was not given (and is not required) is left out, as BuildKit
