@@ -270,6 +270,7 @@ pub fn tree(store: &Store, image: &Image) -> BTreeMap<String, Entry> {
         let content = if h.entry_type().is_file() {
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
+            untimed(&path, &mut data);
             hex::encode(Sha256::digest(&data))
         } else {
             h.link_name()
@@ -491,11 +492,26 @@ pub fn upper_tree(store: &Store, image: &Image, skip: usize) -> BTreeMap<String,
     out
 }
 
-/// The times package tools write into files, taken out: the `==> time <==` lines of
-/// conda's `conda-meta/history` and the source time in a timestamp-checked `.pyc` header
-/// (pip compiles what it installs; the time is the install's).
+/// The times tools write into files, taken out: the day of the last password change in
+/// `/etc/shadow` (useradd's; two builds on either side of midnight differ), the
+/// `==> time <==` lines of conda's `conda-meta/history` and the source time in a
+/// timestamp-checked `.pyc` header (pip compiles what it installs; the time is the
+/// install's).
 fn untimed(path: &str, bytes: &mut Vec<u8>) {
-    if path.ends_with("conda-meta/history") {
+    if path == "etc/shadow" || path == "etc/shadow-" {
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(':').collect();
+                if f.len() > 2 {
+                    f[2] = "";
+                }
+                f.join(":")
+            })
+            .collect();
+        *bytes = lines.join("\n").into_bytes();
+    } else if path.ends_with("conda-meta/history") {
         let text = String::from_utf8_lossy(bytes);
         let kept: Vec<&str> = text
             .lines()
