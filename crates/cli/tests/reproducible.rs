@@ -68,20 +68,10 @@ chmod 0750 /opt/app/data
 /// `nbrt --store STORE build STACK --json`, optionally on the "second machine": another
 /// hostname (unshare -u) and a clock three days ahead (faketime).
 fn build(store: &Path, stack: &Path, second_machine: bool) -> Value {
-    let nbrt = env!("CARGO_BIN_EXE_nbrt");
     let mut cmd = if second_machine {
-        let mut c = Command::new("unshare");
-        c.args(["-u", "sh", "-c"]).arg(
-            "hostname nbrt-other-machine && [ \"$(hostname)\" = nbrt-other-machine ] && \
-             exec faketime -f +3d \"$@\"",
-        );
-        c.arg("sh").arg(nbrt);
-        // libfaketime also shifts the times stat reports of every file (tar's, dpkg's,
-        // nbrt's), which a machine with another clock does not do: only the clock moves.
-        c.env("NO_FAKE_STAT", "1");
-        c
+        common::nbrt_on_second_machine()
     } else {
-        Command::new(nbrt)
+        Command::new(env!("CARGO_BIN_EXE_nbrt"))
     };
     cmd.arg("--store")
         .arg(store)

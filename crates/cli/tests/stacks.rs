@@ -316,6 +316,69 @@ fn rebuild_with_nothing_changed_takes_every_step_from_the_cache() {
     eprintln!("cached rebuild of stacks/ (3 runtimes, whole nbrt process): {seconds:.3} s");
 }
 
+/// Issue 19's bar for the stock images: base and jupyter built again from the same locks in
+/// a second store, from a checkout at another path, on a "second machine" (another hostname,
+/// a clock three days ahead), with nothing set, give the same image IDs and manifest
+/// digests, and a creation date that is the packages' (not 1970, not the clock's).
+#[test]
+fn base_and_jupyter_are_the_same_images_when_built_on_a_second_machine() {
+    let Some(b) = built() else { return };
+    if !nbrt_testkit::require("faketime", &["-f", "+3d", "true"], "faketime")
+        || !nbrt_testkit::require("unshare", &["--version"], "util-linux")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("another/checkout/stacks");
+    std::fs::create_dir_all(&checkout).unwrap();
+    // The fixture's copy: its locks are the committed ones (or their refresh, when Debian
+    // moved since the commit), which is what both builds must follow.
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(b.stacks.join("."))
+        .arg(&checkout)
+        .status()
+        .unwrap();
+    assert!(status.success(), "copying the stack");
+    let store = tmp.path().join("store");
+    let out = common::nbrt_on_second_machine()
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "--locked", "--json", "--only", "jupyter"])
+        .arg(&checkout)
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_str(&ok(out, "nbrt build on the second machine")).unwrap();
+    for name in ["base", "jupyter"] {
+        assert_eq!(
+            report(&b.reports, name)["id"],
+            report(&again, name)["id"],
+            "{name}: another image on the second machine (nbrt build --check-reproducible \
+             says where)"
+        );
+        // The manifest names layers by their compressed bytes: those must agree too.
+        assert_eq!(
+            report(&b.reports, name)["digest"],
+            report(&again, name)["digest"],
+            "{name}: the same image, compressed differently on the second machine"
+        );
+        let created = |store: &Path| {
+            let out = nbrt(store, &["inspect", name, "--json"]);
+            let v: Value = serde_json::from_str(&ok(out, "nbrt inspect")).unwrap();
+            v["config"]["created"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (first, second) = (created(&b.store), created(&store));
+        assert_eq!(first, second, "{name}: created");
+        assert!(
+            first.as_str() > "2024" && first.as_str() < "2100",
+            "{name}: created {first} is not a package date"
+        );
+    }
+}
+
 #[test]
 fn seed_000_extension_adds_a_pip_package_and_an_offline_conda_package() {
     let Some(b) = built() else { return };

@@ -36,7 +36,7 @@ use crate::parse::{self, Cmd, Flags, Heredoc, Instruction, Op};
 use crate::words::{expand, expand_raw, split_words};
 
 /// Bumped when a step's layer for the same inputs changes (part of every cache key).
-const CACHE_VERSION: &str = "nbrt-dockerfile/2";
+const CACHE_VERSION: &str = "nbrt-dockerfile/3";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {

@@ -42,7 +42,7 @@ use crate::snapshot::{MergedView, Snapshots};
 
 /// One step of a runtime, in build order. Its JSON form is part of the step's cache key.
 /// Bumped when a step's output for the same inputs changes (part of every cache key).
-const CACHE_VERSION: &str = "nbrt-build/9";
+const CACHE_VERSION: &str = "nbrt-build/10";
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -31,3 +31,21 @@ pub fn ok(out: Output, what: &str) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `nbrt` as on a second machine: a hostname of its own (a UTS namespace, `unshare -u`) and a
+/// clock three days ahead (faketime), with the static builtins and no `SOURCE_DATE_EPOCH`.
+/// Needs root, util-linux and faketime.
+pub fn nbrt_on_second_machine() -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-u", "sh", "-c"]).arg(
+        "hostname nbrt-other-machine && [ \"$(hostname)\" = nbrt-other-machine ] && \
+         exec faketime -f +3d \"$@\"",
+    );
+    c.arg("sh").arg(env!("CARGO_BIN_EXE_nbrt"));
+    // libfaketime also shifts the times stat reports of every file (tar's, dpkg's, nbrt's),
+    // which a machine with another clock does not do: only the clock moves.
+    c.env("NO_FAKE_STAT", "1");
+    c.envs(nbrt_testkit::builtin_envs());
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}

@@ -83,8 +83,55 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// A compressing writer; `finish` flushes the trailer and returns the inner writer.
 pub enum Compressor<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(Chunked<flate2::write::GzEncoder<W>>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+/// What [`Chunked`] hands on per write.
+const CHUNK: usize = 128 << 10;
+
+/// A writer that hands `inner` exactly [`CHUNK`] bytes per write (the rest at `finish`). The
+/// gzip encoder's output at nbrt's level depends on how its input is split (zlib-rs' fast
+/// deflate ends blocks at write boundaries), and the split would otherwise follow the read
+/// sizes of whatever feeds the layer, which differ between machines: a layer's compressed
+/// bytes, and so the manifest digest, must depend on its tar alone.
+pub struct Chunked<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> Chunked<W> {
+    fn new(inner: W) -> Self {
+        Chunked {
+            inner,
+            pending: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// The last bytes handed on; the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        if !self.pending.is_empty() {
+            self.inner.write_all(&self.pending)?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Chunked<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == CHUNK {
+            self.inner.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(n)
+    }
+
+    /// Only what is whole is handed on: a flush must not change the split either.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl<W: Write> Compressor<W> {
@@ -92,9 +139,9 @@ impl<W: Write> Compressor<W> {
         Ok(match compression {
             Compression::None => Self::None(w),
             // GzBuilder writes mtime 0 and no file name: the bytes depend only on the input.
-            Compression::Gzip => {
-                Self::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::new(GZIP_LEVEL)))
-            }
+            Compression::Gzip => Self::Gzip(Chunked::new(
+                flate2::GzBuilder::new().write(w, flate2::Compression::new(GZIP_LEVEL)),
+            )),
             Compression::Zstd => Self::Zstd(
                 zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)
                     .io_context(|| "starting zstd encoder")?,
@@ -105,7 +152,7 @@ impl<W: Write> Compressor<W> {
     pub fn finish(self) -> std::io::Result<W> {
         match self {
             Self::None(w) => Ok(w),
-            Self::Gzip(e) => e.finish(),
+            Self::Gzip(e) => e.finish()?.finish(),
             Self::Zstd(e) => e.finish(),
         }
     }
@@ -124,6 +171,50 @@ impl<W: Write> Write for Compressor<W> {
             Self::None(w) => w.flush(),
             Self::Gzip(e) => e.flush(),
             Self::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod chunking_tests {
+    use super::*;
+
+    /// The same bytes written in chunks of `sizes` (cycled), compressed.
+    fn compressed(data: &[u8], compression: Compression, sizes: &[usize]) -> Vec<u8> {
+        let mut c = Compressor::new(Vec::new(), compression).unwrap();
+        let (mut at, mut i) = (0, 0);
+        while at < data.len() {
+            let n = sizes[i % sizes.len()].min(data.len() - at);
+            c.write_all(&data[at..at + n]).unwrap();
+            at += n;
+            i += 1;
+        }
+        c.finish().unwrap()
+    }
+
+    /// A layer's compressed bytes (its digest in the manifest) depend only on its tar, not on
+    /// how the writer was fed: two machines feed it in different read sizes.
+    #[test]
+    fn compressed_bytes_do_not_depend_on_write_sizes() {
+        let mut data = Vec::new();
+        let mut x: u64 = 1;
+        while data.len() < 3 << 20 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Compressible but not trivially: words from a small alphabet.
+            let word = (x >> 40) % 512;
+            data.extend_from_slice(format!("w{word} ").as_bytes());
+        }
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let one = compressed(&data, compression, &[data.len()]);
+            let small = compressed(&data, compression, &[512, 8192, 37, 100_000]);
+            let big = compressed(&data, compression, &[65536]);
+            assert_eq!(
+                one, small,
+                "{compression:?}: 512/8192/37/100000-byte writes"
+            );
+            assert_eq!(one, big, "{compression:?}: 64 KiB writes");
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::snapshot::{exclusively, PruneReport};
 use nbrt_oci::fsutil::{open_locked, LockMode};
 
 /// Changes whenever the bytes a piece holds for the same inputs would change.
-const PIECES_VERSION: &str = "nbrt-pip-pieces/2";
+const PIECES_VERSION: &str = "nbrt-pip-pieces/3";
 
 /// What every piece of one step depends on besides its distribution: the interpreter (its
 /// bytecode), the environment's path and owner, and the mtime clamp.
