@@ -207,7 +207,8 @@ pub(crate) fn build_runtime(
             .as_ref()
             .zip(kind.lock_section())
             .map(|(l, s)| l.section(s));
-        let key = step.cache_key(&diff_ids, &env, pins.as_ref(), &kind.inputs(rt)?, start)?;
+        let inputs = kind.inputs(rt)?;
+        let key = step.cache_key(&diff_ids, &env, pins.as_ref(), &inputs, start)?;
         let cached = if opts.no_cache || moved.contains_key(&index) {
             None
         } else {
@@ -274,13 +275,8 @@ pub(crate) fn build_runtime(
             if let (None, Some(derived)) = (&pins, &derived) {
                 // The next build follows the lock written now and asks for exactly these
                 // pins: the layer just resolved is theirs, so it is cached under that key too.
-                let pinned = step.cache_key(
-                    &diff_ids[..below],
-                    &env,
-                    Some(derived),
-                    &kind.inputs(rt)?,
-                    step_start,
-                )?;
+                let pinned =
+                    step.cache_key(&diff_ids[..below], &env, Some(derived), &inputs, step_start)?;
                 cache::put(store, &pinned, &entry)?;
                 lock::remember(store, &pinned, derived)?;
             }

@@ -139,32 +139,12 @@ fn copy_stack(stack: &Stack, stack_path: &Path, dir: &Path) -> Result<PathBuf> {
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "stack".into());
     let to = dir.join(name);
-    copy_dir(&stack.dir, &to)?;
+    crate::steps::user::copy_tree(&stack.dir, &to)?;
     Ok(if stack_path.is_file() {
         to.join(stack_path.file_name().unwrap_or_default())
     } else {
         to
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to).io_context(|| format!("creating {}", to.display()))?;
-    for entry in fs::read_dir(from).io_context(|| format!("listing {}", from.display()))? {
-        let entry = entry.io_context(|| format!("listing {}", from.display()))?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let meta =
-            fs::symlink_metadata(&src).io_context(|| format!("reading {}", src.display()))?;
-        if meta.is_dir() {
-            copy_dir(&src, &dst)?;
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(&src).io_context(|| format!("reading {}", src.display()))?;
-            std::os::unix::fs::symlink(target, &dst)
-                .io_context(|| format!("creating {}", dst.display()))?;
-        } else if meta.is_file() {
-            fs::copy(&src, &dst).io_context(|| format!("copying {}", src.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// The images of the user's store that runtimes of the stack build on, copied into `to`
