@@ -7,15 +7,15 @@
 //! `[conda]` or `[pip]` (with their locks and one-package-more rebuilds); every other RUN
 //! stays a `[[run]]` with its environment, working directory, user and shell made explicit,
 //! and the report says why for each. A COPY after a RUN stays in order as a `[[run]]` that
-//! writes the file (its content inlined), since `[[files]]` would run before the earlier
-//! RUN. What a runtime file cannot say at all (several stages, `RUN --mount`, `VOLUME`,
+//! writes what it copies (file contents inlined), since `[[files]]` would run before the
+//! earlier RUN. What a runtime file cannot say at all (several stages, `RUN --mount`, `VOLUME`,
 //! `ONBUILD`, `ADD` of archives and URLs) is an error naming its line: the conversion never
 //! builds a different image silently.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nbrt_build::snapshot::{MergedView, Node, Snapshots};
 use nbrt_oci::spec::Descriptor;
@@ -706,6 +706,7 @@ pub fn convert(store: Option<&Store>, opts: &ConvertOptions) -> Result<Conversio
         .io_context(|| format!("creating {}", opts.output_dir.display()))?;
     let output_dir = fs::canonicalize(&opts.output_dir)
         .io_context(|| format!("finding {}", opts.output_dir.display()))?;
+    let context_fs = crate::context::Context::open(&context)?;
     // A context path as the runtime file names it (relative to its directory).
     let relative = |ctx_rel: &str| -> Option<String> {
         let abs = context.join(ctx_rel);
@@ -876,40 +877,37 @@ pub fn convert(store: Option<&Store>, opts: &ConvertOptions) -> Result<Conversio
                 return Err(err(inst, "a COPY heredoc has no [[files]] form (write the file into the context and COPY it)".into()))
             }
             Op::Copy { add, flags, sources, dest, .. } => {
-                let (file_entries, why) =
-                    copy_files(inst, *add, flags, sources, dest, &st, &context, &x, &relative, &err)?;
+                let (planned, owner) =
+                    plan_copy(inst, *add, flags, sources, dest, &st, &context_fs, &base, &x, &err)?;
                 if st.phase > Phase::Files {
                     // [[files]] would run before the [[run]] of an earlier line: the copy
-                    // stays in order as a [[run]] that writes the file.
-                    let mut body = vec!["set -e".to_string(), "umask 022".to_string()];
-                    for (dest, ctx_rel, _, mode, owner) in &file_entries {
-                        body.push(copy_command(inst, &context.join(ctx_rel), dest, mode, owner.as_deref(), &err)?);
-                    }
+                    // stays in order as a [[run]] that writes its entries.
                     pending_runs.push(PendingRun {
                         line: inst.line,
                         env: st.env.clone(),
                         args: st.args.clone(),
                         workdir: "/".into(),
-                        body: body.join("\n"),
+                        body: copy_script(inst, &planned, &owner, &err)?,
                         user: "root".into(),
                         network: false,
                     });
                     note(
                         "[[run]]".into(),
                         Some(format!(
-                            "a runtime file copies its [[files]] before its [[run]] steps, and line {} (a RUN) comes before this line: kept in order as a [[run]] that writes the file, its content inlined from the context (convert again after changing it)",
+                            "a runtime file copies its [[files]] before its [[run]] steps, and line {} (a RUN) comes before this line: kept in order as a [[run]] that writes what it copies, file contents inlined from the context (convert again after changing them)",
                             st.phase_line
                         )),
                     );
                     continue;
                 }
+                let file_entries = files_entries(inst, &planned, &owner, &base, &relative, &err)?;
                 st.phase = Phase::Files;
                 st.phase_line = inst.line;
                 for (dest, ctx_rel, src, mode, owner) in file_entries {
                     st.copied.insert(dest.clone(), ctx_rel);
                     out.files.push((inst.line, dest, src, mode, owner));
                 }
-                note("[[files]]".into(), why);
+                note("[[files]]".into(), Some(FILES_DIRECTORIES.into()));
             }
             Op::Run { flags, cmd } => {
                 let mut network = true;
@@ -1069,65 +1067,6 @@ fn workdir_command(path: &str, user: &str) -> String {
     )
 }
 
-/// The largest context file a COPY after a RUN inlines into its [[run]].
-const INLINE_LIMIT: u64 = 64 << 10;
-
-/// The shell commands that do what COPY does for one context file at `dest`: missing parent
-/// directories made 0755 and owned as BuildKit makes them, the content written (inlined as
-/// a printf format of octal escapes, so any bytes survive), then owner and mode. A `dest`
-/// that is an existing directory gets the file inside it, as COPY puts it.
-fn copy_command(
-    inst: &Instruction,
-    disk: &Path,
-    dest: &str,
-    mode: &str,
-    owner: Option<&str>,
-    err: &dyn Fn(&Instruction, String) -> DockerfileError,
-) -> Result<String> {
-    let size = fs::metadata(disk).map(|m| m.len()).unwrap_or(0);
-    if size > INLINE_LIMIT {
-        return Err(err(
-            inst,
-            format!(
-                "{}: a COPY after a RUN becomes a [[run]] with the file inlined, and this file is larger than {} KiB; move the COPY above the RUN lines if they do not need it, or build with `nbrt build -f`",
-                disk.display(),
-                INLINE_LIMIT >> 10
-            ),
-        ));
-    }
-    let data = fs::read(disk).io_context(|| format!("reading {}", disk.display()))?;
-    let mut format = String::with_capacity(data.len() * 2);
-    for b in data {
-        match b {
-            b'%' => format.push_str("%%"),
-            b'\\' => format.push_str("\\\\"),
-            b'\'' => format.push_str("\\047"),
-            b'\n' => format.push_str("\\n"),
-            0x20..=0x7e => format.push(b as char),
-            _ => format.push_str(&format!("\\{b:03o}")),
-        }
-    }
-    let owner = owner.unwrap_or("0:0");
-    let (parent, name) = dest.rsplit_once('/').unwrap_or(("", dest));
-    let mut lines = Vec::new();
-    if !parent.is_empty() {
-        lines.push(workdir_command(parent, owner));
-    }
-    let chown = match owner.split_once(':') {
-        Some(_) => owner.to_string(),
-        None if owner.chars().all(|c| c.is_ascii_digit()) => format!("{owner}:{owner}"),
-        None => format!("{owner}:"),
-    };
-    lines.push(format!(
-        "t={}\n[ -d \"$t\" ] && t=\"$t\"/{}\nprintf '{format}' > \"$t\"\nchown {} \"$t\"\nchmod {} \"$t\"",
-        sh_quote(dest),
-        sh_quote(name),
-        sh_quote(&chown),
-        sh_quote(mode),
-    ));
-    Ok(lines.join("\n"))
-}
-
 /// Where `pip install` would install in the image: the environment whose `bin` holds the
 /// first `pip` on PATH.
 fn pip_prefix(p: &Package, st: &St, base: &Base) -> std::result::Result<String, String> {
@@ -1243,23 +1182,46 @@ fn add_package(
     }
 }
 
-type FileEntry = (String, String, String, String, Option<String>);
+/// One entry a COPY writes into the image, as the conversion plans it.
+struct Planned {
+    /// Where it goes (absolute).
+    path: String,
+    /// A single file copied to a destination without a trailing `/`: the name it takes
+    /// when that destination turns out to be a directory of the image.
+    into_dir_named: Option<String>,
+    kind: PlannedKind,
+    /// Octal, as chmod takes it.
+    mode: String,
+    /// The destination directory of a directory copy: one the image has keeps its owner and
+    /// mode, as BuildKit keeps them.
+    top: bool,
+}
 
-/// A COPY (or ADD of plain files) as `[[files]]` entries: (image path, context path, source
-/// as the runtime file names it, mode, owner).
+enum PlannedKind {
+    /// A context file: its path in the context, and where its bytes are.
+    File(String, PathBuf),
+    Dir,
+    Link(String),
+}
+
+/// A COPY (or ADD of plain files) from the context, planned entry by entry as BuildKit
+/// copies it: globs and `.dockerignore` applied, a directory source copied by its
+/// contents, a single file into a destination directory under its own name. Returns the
+/// entries and the owner they take (`--chown`, else root).
 #[allow(clippy::too_many_arguments)]
-fn copy_files(
+fn plan_copy(
     inst: &Instruction,
     add: bool,
     flags: &parse::Flags,
     sources: &[String],
     dest: &str,
     st: &St,
-    context: &Path,
+    context: &crate::context::Context,
+    base: &Base,
     x: &dyn Fn(&str) -> Result<String>,
-    relative: &dyn Fn(&str) -> Option<String>,
     err: &dyn Fn(&Instruction, String) -> DockerfileError,
-) -> Result<(Vec<FileEntry>, Option<String>)> {
+) -> Result<(Vec<Planned>, String)> {
+    use crate::context::{expand_source, select, Kind, SourceError};
     let mut chown = None;
     let mut chmod = None;
     for (k, v) in flags {
@@ -1278,8 +1240,7 @@ fn copy_files(
     }
     let dest_word = x(dest)?;
     let dest_abs = join_path(&st.workdir, &dest_word);
-    let into_dir = dest_word.ends_with('/') || sources.len() > 1;
-    let mut entries = Vec::new();
+    let mut selections = Vec::new();
     for s in sources {
         let s = x(s)?;
         if s.contains("://") {
@@ -1288,47 +1249,209 @@ fn copy_files(
                 format!("{s}: ADD from a URL has no [[files]] form"),
             ));
         }
-        let rel = clean(&s).trim_start_matches('/').to_string();
-        if rel.is_empty() || rel == ".." || rel.starts_with("../") || crate::ignore::has_glob(&rel)
-        {
-            return Err(err(inst, format!("{s}: [[files]] copies single files (not globs, directories or the whole context)")));
-        }
-        let disk = context.join(&rel);
-        let meta = fs::symlink_metadata(&disk)
-            .map_err(|_| err(inst, format!("{s}: not found in the build context")))?;
-        if !meta.is_file() {
-            return Err(err(
+        let paths = expand_source(context, &s).map_err(|e| {
+            err(
                 inst,
-                format!("{s}: [[files]] copies regular files (this is a directory or a link)"),
-            ));
-        }
-        if add && crate::build::is_archive(&disk) {
-            return Err(err(
-                inst,
-                format!("{s}: ADD unpacks this archive, which [[files]] does not"),
-            ));
-        }
-        let source = relative(&rel).ok_or_else(|| {
-            err(inst, format!("{s}: the runtime file must be written inside the build context, above its copied files (-o CONTEXT/runtime.toml)"))
+                match e {
+                    SourceError::OutsideContext => {
+                        format!("{s}: the source is outside the build context")
+                    }
+                    SourceError::NotFound => format!(
+                        "{s}: not found in the build context (or excluded by .dockerignore)"
+                    ),
+                },
+            )
         })?;
-        let name = rel.rsplit('/').next().unwrap_or_default();
-        let target = if into_dir {
-            join_path(&dest_abs, name)
-        } else {
-            dest_abs.clone()
-        };
-        use std::os::unix::fs::PermissionsExt;
-        let mode = match &chmod {
-            Some(m) => m.clone(),
-            None => format!("{:04o}", meta.permissions().mode() & 0o7777),
-        };
-        let owner = Some(chown.clone().unwrap_or_else(|| "0:0".into()));
-        entries.push((target, rel, source, mode, owner));
+        for p in paths {
+            let sel = select(context, &p)?;
+            if add
+                && !sel.is_dir
+                && sel
+                    .items
+                    .first()
+                    .is_some_and(|i| i.kind == Kind::File && crate::build::is_archive(&i.disk))
+            {
+                return Err(err(
+                    inst,
+                    format!("{p}: ADD unpacks this archive, which [[files]] does not"),
+                ));
+            }
+            selections.push(sel);
+        }
     }
-    Ok((
-        entries,
-        Some("directories the copy creates take their parent directory's owner and mode (BuildKit: 0755, the --chown owner)".into()),
-    ))
+    let many = selections.len() > 1;
+    if many && !dest_word.ends_with('/') && base.is_dir(&dest_abs) != Some(true) {
+        return Err(err(
+            inst,
+            "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
+        ));
+    }
+    let into_dir = dest_word.ends_with('/')
+        || many
+        || base.is_dir(&dest_abs) == Some(true)
+        || selections.iter().any(|s| s.is_dir);
+    let mode_of = |m: u32| chmod.clone().unwrap_or_else(|| format!("{m:04o}"));
+    let mut planned = Vec::new();
+    for sel in &selections {
+        for it in &sel.items {
+            let path = if sel.is_dir {
+                join_path(&dest_abs, &it.dest)
+            } else if into_dir {
+                join_path(&dest_abs, &sel.name)
+            } else {
+                dest_abs.clone()
+            };
+            let kind = match &it.kind {
+                Kind::File => PlannedKind::File(it.src.clone(), it.disk.clone()),
+                Kind::Dir => PlannedKind::Dir,
+                Kind::Symlink(t) => PlannedKind::Link(t.clone()),
+            };
+            planned.push(Planned {
+                into_dir_named: (!sel.is_dir && !into_dir).then(|| sel.name.clone()),
+                top: sel.is_dir && it.dest.is_empty(),
+                mode: mode_of(it.mode),
+                kind,
+                path,
+            });
+        }
+    }
+    Ok((planned, chown.unwrap_or_else(|| "0:0".into())))
+}
+
+/// What `[[files]]` says of directories it makes, against what BuildKit makes.
+const FILES_DIRECTORIES: &str = "directories the copy creates take their parent directory's owner and mode (BuildKit: the source directory's mode, or 0755 above it, and the --chown owner)";
+
+/// (image path, context path, source as the runtime file names it, mode, owner).
+type FileEntry = (String, String, String, String, Option<String>);
+
+/// A planned copy as `[[files]]` entries. Links and empty directories have no `[[files]]`
+/// form.
+fn files_entries(
+    inst: &Instruction,
+    planned: &[Planned],
+    owner: &str,
+    base: &Base,
+    relative: &dyn Fn(&str) -> Option<String>,
+    err: &dyn Fn(&Instruction, String) -> DockerfileError,
+) -> Result<Vec<FileEntry>> {
+    let mut entries = Vec::new();
+    for p in planned {
+        match &p.kind {
+            PlannedKind::File(rel, _) => {
+                let source = relative(rel).ok_or_else(|| {
+                    err(inst, format!("{rel}: the runtime file must be written inside the build context, above its copied files (-o CONTEXT/runtime.toml)"))
+                })?;
+                let path = match &p.into_dir_named {
+                    Some(name) if base.is_dir(&p.path) == Some(true) => join_path(&p.path, name),
+                    _ => p.path.clone(),
+                };
+                entries.push((path, rel.clone(), source, p.mode.clone(), Some(owner.to_string())));
+            }
+            PlannedKind::Link(target) => {
+                return Err(err(
+                    inst,
+                    format!("{} (a link to {target}): [[files]] copies regular files; move the COPY below a RUN line to keep it as a [[run]], or build with `nbrt build -f`", p.path),
+                ))
+            }
+            PlannedKind::Dir => {
+                let prefix = format!("{}/", p.path.trim_end_matches('/'));
+                let holds_a_file = planned
+                    .iter()
+                    .any(|q| matches!(q.kind, PlannedKind::File(..)) && q.path.starts_with(&prefix));
+                if !holds_a_file {
+                    return Err(err(
+                        inst,
+                        format!("{}: an empty directory has no [[files]] form; move the COPY below a RUN line to keep it as a [[run]], or build with `nbrt build -f`", p.path),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// The largest total of context files a COPY after a RUN inlines into its [[run]].
+const INLINE_LIMIT: u64 = 256 << 10;
+
+/// The shell commands that do what a planned COPY does, for a [[run]] that keeps it after
+/// the RUN lines before it: missing parent directories made 0755 and owned as BuildKit
+/// makes them, directories with the copy's mode and owner (the destination of a directory
+/// copy keeps its own when the image has it), file contents inlined as printf formats of
+/// octal escapes (any bytes survive), links as they are.
+fn copy_script(
+    inst: &Instruction,
+    planned: &[Planned],
+    owner: &str,
+    err: &dyn Fn(&Instruction, String) -> DockerfileError,
+) -> Result<String> {
+    let chown = match owner.split_once(':') {
+        Some(_) => owner.to_string(),
+        None if owner.chars().all(|c| c.is_ascii_digit()) => format!("{owner}:{owner}"),
+        None => format!("{owner}:"),
+    };
+    let mut total = 0u64;
+    let mut lines = vec!["set -e".to_string(), "umask 022".to_string()];
+    if let Some(first) = planned.first() {
+        let parent = first.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        if !parent.is_empty() {
+            lines.push(workdir_command(parent, owner));
+        }
+    }
+    for p in planned {
+        let t = sh_quote(&p.path);
+        match &p.kind {
+            PlannedKind::Dir if p.top => lines.push(format!(
+                "[ -d {t} ] || {{ mkdir {t} && chown {} {t} && chmod {} {t}; }}",
+                sh_quote(&chown),
+                sh_quote(&p.mode)
+            )),
+            PlannedKind::Dir => lines.push(format!(
+                "[ -d {t} ] || mkdir {t}\nchown {} {t}\nchmod {} {t}",
+                sh_quote(&chown),
+                sh_quote(&p.mode)
+            )),
+            PlannedKind::Link(target) => lines.push(format!(
+                "rm -rf {t}\nln -s {} {t}\nchown -h {} {t}",
+                sh_quote(target),
+                sh_quote(&chown)
+            )),
+            PlannedKind::File(_, disk) => {
+                let data = fs::read(disk).io_context(|| format!("reading {}", disk.display()))?;
+                total += data.len() as u64;
+                if total > INLINE_LIMIT {
+                    return Err(err(
+                        inst,
+                        format!(
+                            "{}: a COPY after a RUN becomes a [[run]] with its files inlined, and they come to more than {} KiB; move the COPY above the RUN lines if they do not need it, or build with `nbrt build -f`",
+                            disk.display(),
+                            INLINE_LIMIT >> 10
+                        ),
+                    ));
+                }
+                let mut format = String::with_capacity(data.len() * 2);
+                for b in data {
+                    match b {
+                        b'%' => format.push_str("%%"),
+                        b'\\' => format.push_str("\\\\"),
+                        b'\'' => format.push_str("\\047"),
+                        b'\n' => format.push_str("\\n"),
+                        0x20..=0x7e => format.push(b as char),
+                        _ => format.push_str(&format!("\\{b:03o}")),
+                    }
+                }
+                let into = match &p.into_dir_named {
+                    Some(name) => format!("\n[ -d \"$t\" ] && t=\"$t\"/{}", sh_quote(name)),
+                    None => String::new(),
+                };
+                lines.push(format!(
+                    "t={t}{into}\nrm -f \"$t\"\nprintf '{format}' > \"$t\"\nchown {} \"$t\"\nchmod {} \"$t\"",
+                    sh_quote(&chown),
+                    sh_quote(&p.mode),
+                ));
+            }
+        }
+    }
+    Ok(lines.join("\n"))
 }
 
 /// The base image's environment and file system, when the store has it.
@@ -1668,7 +1791,8 @@ mod tests {
             ("FROM a AS x\nFROM b\n", "Dockerfile:2: FROM b: a runtime file has one parent"),
             ("FROM a\nVOLUME /data\n", "Dockerfile:2:"),
             ("FROM a\nRUN --mount=type=cache,target=/c true\n", "Dockerfile:2:"),
-            ("FROM a\nCOPY d /d\n", "Dockerfile:2: COPY d /d: d: [[files]] copies regular files"),
+            ("FROM a\nCOPY ../f /f\n", "Dockerfile:2: COPY ../f /f: ../f: the source is outside the build context"),
+            ("FROM a\nCOPY f d /x\n", "Dockerfile:2: COPY f d /x: When using COPY with more than one source file"),
             ("FROM a\nUSER root  # switch\n", "Dockerfile:2: USER root  # switch: \"root  # switch\": a comment after an instruction is part of it"),
         ] {
             let e = conv(df, &[("f", "x"), ("d/x", "y")]).unwrap_err().to_string();

@@ -274,3 +274,156 @@ fn convert_keeps_a_copy_after_a_run_in_order() {
         (0o755, 1000, 100)
     );
 }
+
+/// `nbrt convert` of directory and glob sources, before a RUN (as `[[files]]`, one entry
+/// per file) and after one (in order, as a `[[run]]` writing every entry: subdirectories,
+/// an empty directory, a link, `.dockerignore` applied): the runtime file's image has the
+/// same entries as `nbrt build -f`'s (content, mode, owners, link targets). A link or an
+/// empty directory copied before any RUN has no `[[files]]` form and is refused by line.
+#[test]
+fn convert_copies_directories_and_globs_in_order() {
+    let Some(fix) = common::fixture() else { return };
+    let df = format!(
+        "FROM {}\n\
+         COPY conf.d/ /etc/app/\n\
+         COPY *.cfg /etc/app/cfgs/\n\
+         RUN mkdir -p /opt/app && echo old > /opt/app/x\n\
+         COPY --chown=1000:100 tree /opt/app/tree\n\
+         COPY --chmod=600 *.txt /opt/app/\n\
+         RUN find /opt/app | sort > /opt/listing\n",
+        fix.base
+    );
+    let ctx = common::context(
+        &df,
+        &[
+            ("conf.d/a.conf", b"a\n", 0o644),
+            ("conf.d/sub/b.conf", b"b\n", 0o600),
+            ("one.cfg", b"1\n", 0o644),
+            ("two.cfg", b"2\n", 0o755),
+            ("tree/top", b"top\n", 0o644),
+            ("tree/deep/er/file", b"deep\n", 0o640),
+            ("tree/link", b"->deep/er/file", 0),
+            ("tree/secret.key", b"no\n", 0o600),
+            ("x.txt", b"x\n", 0o644),
+            ("y.txt", b"y\n", 0o644),
+            (".dockerignore", b"tree/secret.key\n", 0o644),
+        ],
+    );
+    std::fs::create_dir_all(ctx.path().join("tree/empty")).unwrap();
+    let (_, from_dockerfile) = common::nbrt_build(
+        &fix.store,
+        ctx.path(),
+        "nbrt-only/convert-dirs:df",
+        &[],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let options = nbrt_dockerfile::convert::ConvertOptions {
+        dockerfile: ctx.path().join("Dockerfile"),
+        context: ctx.path().to_path_buf(),
+        output_dir: ctx.path().to_path_buf(),
+        name: "nbrt-only-convert-dirs".into(),
+        build_args: Default::default(),
+    };
+    let conversion = nbrt_dockerfile::convert::convert(Some(&fix.store), &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let became = |line: usize| {
+        conversion
+            .notes
+            .iter()
+            .find(|n| n.line == line)
+            .map(|n| n.became.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (became(2), became(3), became(5), became(6)),
+        (
+            "[[files]]".into(),
+            "[[files]]".into(),
+            "[[run]]".into(),
+            "[[run]]".into()
+        ),
+        "{}",
+        conversion.runtime
+    );
+    assert!(
+        !conversion.runtime.contains("secret.key"),
+        "{}",
+        conversion.runtime
+    );
+    let runtime_file = ctx.path().join("runtime.toml");
+    std::fs::write(&runtime_file, &conversion.runtime).unwrap();
+    let stack = nbrt_build::stack::Stack::load(&runtime_file, &fix.store)
+        .unwrap_or_else(|e| panic!("{e}\n{}", conversion.runtime));
+    let mut log = Vec::new();
+    nbrt_build::builder::build_stack(
+        &fix.store,
+        &stack,
+        None,
+        &nbrt_build::builder::BuildOptions::default(),
+        &nbrt_oci::Progress::hidden(),
+        &mut log,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            conversion.runtime,
+            String::from_utf8_lossy(&log)
+        )
+    });
+    let from_runtime_file = fix.store.resolve("nbrt-only-convert-dirs").unwrap().image;
+    let a = common::tree(&fix.store, &from_dockerfile);
+    let b = common::tree(&fix.store, &from_runtime_file);
+    let under = |t: &std::collections::BTreeMap<String, common::Entry>| -> Vec<String> {
+        t.keys()
+            .filter(|p| p.starts_with("etc/app") || p.starts_with("opt/"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(under(&a), under(&b), "{}", conversion.runtime);
+    for p in under(&a) {
+        assert_eq!(a.get(&p), b.get(&p), "{p}\n{}", conversion.runtime);
+    }
+    for p in [
+        "etc/app/sub/b.conf",
+        "etc/app/cfgs/two.cfg",
+        "opt/app/tree/deep/er/file",
+        "opt/app/tree/empty",
+        "opt/app/tree/link",
+        "opt/app/y.txt",
+    ] {
+        assert!(a.contains_key(p), "{p} missing: {:?}", under(&a));
+    }
+    assert!(!a.contains_key("opt/app/tree/secret.key"));
+    assert_eq!(a["opt/app/tree/link"].content, "deep/er/file");
+    assert_eq!(
+        (a["opt/app/tree/deep"].uid, a["opt/app/tree/deep"].gid),
+        (1000, 100)
+    );
+    assert_eq!(a["opt/app/y.txt"].mode, 0o600);
+
+    // Before any RUN, an empty directory and a link have no [[files]] form: refused, by line.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nCOPY tree /opt/tree\n", fix.base),
+    )
+    .unwrap();
+    let refused = || {
+        nbrt_dockerfile::convert::convert(Some(&fix.store), &options)
+            .map(|c| c.runtime)
+            .unwrap_err()
+            .to_string()
+    };
+    let empty = refused();
+    assert!(
+        empty.starts_with("Dockerfile:2:")
+            && empty.contains("/opt/tree/empty: an empty directory has no [[files]] form"),
+        "{empty}"
+    );
+    std::fs::remove_dir(ctx.path().join("tree/empty")).unwrap();
+    let link = refused();
+    assert!(
+        link.starts_with("Dockerfile:2:") && link.contains("(a link to deep/er/file)"),
+        "{link}"
+    );
+}
