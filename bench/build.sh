@@ -28,12 +28,8 @@ runs="${RUNS:-2}"
 work="${BENCH_WORK:-$root/target/bench-build}"
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p "$work" bench/results
-if [ -n "${NBRT_BIN:-}" ]; then
-  nbrt="$NBRT_BIN"
-else
-  cargo build --release --quiet -p nbrt-cli
-  nbrt="$root/target/release/nbrt"
-fi
+. bench/lib.sh
+bench_nbrt
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
 export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 times="$work/times.tsv"

@@ -21,22 +21,13 @@ root=$PWD
 runs="${RUNS:-10}"
 work="${BENCH_WORK:-$root/target/bench-conda}"
 mkdir -p "$work" bench/results
-if [ -n "${NBRT_BIN:-}" ]; then
-  nbrt="$NBRT_BIN"
-else
-  cargo build --release --quiet -p nbrt-cli
-  nbrt="$root/target/release/nbrt"
-fi
+. bench/lib.sh
+bench_nbrt
 store="${BENCH_STORE:-$work/store}"
 image="${BENCH_IMAGE:-scipy:latest}"
-if ! "$nbrt" --store "$store" inspect "$image" >/dev/null 2>&1; then
-  echo "bench: building the scipy stack into $store (once)" >&2
-  NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}" \
-  NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}" \
-    scripts/build-stacks "$nbrt" --store "$store" build stacks/ --only scipy >&2
-fi
+bench_stack "$store" "$image" scipy
 "$nbrt" --store "$store" load "$image" >/dev/null
-image_id=$("$nbrt" --store "$store" inspect "$image" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+image_id=$(bench_image_id "$store" "$image")
 
 # One small package, both ways: a noarch conda package depending on python (as real ones
 # do) in a channel, and a py3-none-any wheel in a simple index; the same module in each.

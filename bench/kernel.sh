@@ -29,12 +29,8 @@ work="${BENCH_WORK:-$root/target/bench-kernel}"
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p "$work" bench/results
 # NBRT_BIN: an nbrt binary to use (the launch time measured is the image's, not nbrt's).
-if [ -n "${NBRT_BIN:-}" ]; then
-  nbrt="$NBRT_BIN"
-else
-  cargo build --release --quiet -p nbrt-cli
-  nbrt="$root/target/release/nbrt"
-fi
+. bench/lib.sh
+bench_nbrt
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
 export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 store="${BENCH_STORE:-$work/store}"

@@ -16,25 +16,16 @@ root=$PWD
 runs="${RUNS:-10}"
 work="${BENCH_WORK:-$root/target/bench-manifest}"
 mkdir -p "$work" bench/results
-if [ -n "${NBRT_BIN:-}" ]; then
-  nbrt="$NBRT_BIN"
-else
-  cargo build --release --quiet -p nbrt-cli
-  nbrt="$root/target/release/nbrt"
-fi
+. bench/lib.sh
+bench_nbrt
 store="${BENCH_STORE:-$work/store}"
 image="${BENCH_IMAGE:-scipy:latest}"
-if ! "$nbrt" --store "$store" inspect "$image" >/dev/null 2>&1; then
-  echo "bench: building the scipy stack into $store (once)" >&2
-  NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}" \
-  NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}" \
-    scripts/build-stacks "$nbrt" --store "$store" build stacks/ --only scipy >&2
-fi
+bench_stack "$store" "$image" scipy
 # The engine needs the image for the container way; loaded once, outside the timing.
 ref="nbrt-bench/manifest:$(date +%s)"
 "$nbrt" --store "$store" load "$image" --tag "$ref" >/dev/null 2>&1 \
   || "$nbrt" --store "$store" load "$image" >/dev/null
-ref_id=$("$nbrt" --store "$store" inspect "$image" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+ref_id=$(bench_image_id "$store" "$image")
 # Warm: the first run indexes the layers and caches the indexes.
 "$nbrt" --store "$store" manifest "$image" >/dev/null
 packages=$("$nbrt" --store "$store" manifest "$image" --no-debian | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')

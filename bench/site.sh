@@ -27,12 +27,8 @@ mkdir -p "$work" bench/results
 command -v wrk >/dev/null || { echo "bench: wrk is missing (scripts/setup installs it)" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "bench: no Docker engine (run scripts/setup)" >&2; exit 1; }
 # NBRT_BIN: an nbrt binary to use instead of building target/release/nbrt.
-if [ -n "${NBRT_BIN:-}" ]; then
-  nbrt="$NBRT_BIN"
-else
-  cargo build --release --quiet -p nbrt-cli
-  nbrt="$root/target/release/nbrt"
-fi
+. bench/lib.sh
+bench_nbrt
 
 store="${NBRT_BENCH_STORE:-}"
 if [ -n "${NBRT_BENCH_IMAGE:-}" ]; then
@@ -47,10 +43,7 @@ else
       store="$fixture"
     else
       store="$work/store"
-      echo "bench: building stacks/jupyter into $store" >&2
-      NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}" \
-      NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}" \
-        scripts/build-stacks "$nbrt" --store "$store" build stacks --only jupyter >&2
+      bench_stack "$store" jupyter:latest jupyter
     fi
   fi
   "$nbrt" --store "$store" load jupyter:latest -t nbrt-bench/jupyter:latest >/dev/null

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use nbrt_inspect::check::{self, Profile, Report, Status};
-use nbrt_inspect::manifest::{self, Libraries, Selection};
+use nbrt_inspect::manifest::{self, Libraries, Manifest, Selection};
 use nbrt_inspect::sbom::{self, Subject};
 
 use crate::images::{progress, Context};
@@ -14,11 +14,12 @@ use crate::output::{json, table};
 pub struct ManifestArgs {
     /// Image name, ID or digest
     image: String,
-    /// conda (`conda list --json` records), arcgis (`{"libraries": [...]}`), table,
-    /// spdx-json or cyclonedx-json
+    /// conda (`conda list --json` records of the conda and Python packages), arcgis
+    /// (`{"libraries": [...]}`), json (nbrt's manifest: those libraries, and the Debian
+    /// packages in a list apart), table, spdx-json or cyclonedx-json
     #[arg(long, default_value = "conda")]
     format: String,
-    /// Leave out Debian packages (what `conda list` in the image would show)
+    /// Leave out Debian packages (json, table and SBOMs; conda and arcgis never list them)
     #[arg(long)]
     no_debian: bool,
     /// Leave out Python distributions conda did not install
@@ -47,11 +48,16 @@ pub fn manifest(ctx: &Context, a: ManifestArgs) -> Result<()> {
         created: found.image.config.value().created.as_deref(),
     };
     let kept: Vec<_> = pkgs.into_iter().filter(|p| sel.keeps(p)).collect();
+    let mut one = Manifest::of(&kept);
+    if a.no_debian {
+        one.debian = None;
+    }
     match a.format.as_str() {
-        "conda" => print_compact(&manifest::records(&kept, sel)),
+        "conda" => print_compact(&one.libraries),
         "arcgis" => print_compact(&Libraries {
-            libraries: manifest::records(&kept, sel),
+            libraries: one.libraries,
         }),
+        "json" => print_compact(&one),
         "table" => {
             table(manifest::TABLE_HEADER, &manifest::table_rows(&kept, sel));
             Ok(())
@@ -59,7 +65,7 @@ pub fn manifest(ctx: &Context, a: ManifestArgs) -> Result<()> {
         "spdx-json" => json(&sbom::spdx(&subject, &kept)),
         "cyclonedx-json" => json(&sbom::cyclonedx(&subject, &kept)),
         other => {
-            bail!("unknown format {other:?}: use conda, arcgis, table, spdx-json or cyclonedx-json")
+            bail!("unknown format {other:?}: use conda, arcgis, json, table, spdx-json or cyclonedx-json")
         }
     }
 }

@@ -642,8 +642,8 @@ fn static_binary_in_docker_as_a_non_root_user() {
         ]
     );
 
-    // nbrt manifest of the container's file system gives the same records (Debian's left out,
-    // as `--no-debian` does).
+    // nbrt's manifest of the container's file system has the same libraries (its Debian
+    // packages are a list apart).
     let exported = files.path().join("rootfs.tar");
     let out = docker(&["export", "-o", exported.to_str().unwrap(), &c.0]);
     assert!(out.status.success(), "{}", text(&out));
@@ -657,14 +657,7 @@ fn static_binary_in_docker_as_a_non_root_user() {
             .unwrap();
     let packages =
         nbrt_inspect::image_packages(&store, &image, &nbrt_oci::Progress::hidden()).unwrap();
-    let manifest = nbrt_inspect::manifest::records(
-        &packages,
-        nbrt_inspect::manifest::Selection {
-            conda: true,
-            pypi: true,
-            debian: false,
-        },
-    );
+    let manifest = nbrt_inspect::manifest::Manifest::of(&packages).libraries;
     assert_eq!(serde_json::to_value(&manifest).unwrap(), records);
 
     let export = ok(c.user(&[

@@ -422,7 +422,8 @@ impl Store {
     }
 
     /// Find an image by `name[:tag]`, by `sha256:<hex>` (image ID or manifest digest), or by
-    /// a unique prefix of at least 4 hex digits of either.
+    /// a unique prefix of at least 4 hex digits of either. An ID that several manifests
+    /// share (one image compressed two ways) finds one of them, a named one first.
     /// Pinned images ([`Pin`]) that lost every name are found by ID or digest too.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage> {
         let images = self.list_with_pinned()?;
@@ -441,9 +442,20 @@ impl Store {
                     i.image.id().hex().starts_with(&hex) || i.image.digest().hex().starts_with(&hex)
                 })
                 .collect();
+            // One image ID can have several manifests (the same config and layers,
+            // compressed differently): the same image as Docker names it, so an ID finds
+            // one of them, a named one first.
+            let one_id = matches
+                .first()
+                .map(|f| f.image.id())
+                .filter(|id| matches.iter().all(|i| i.image.id() == *id));
             match matches.as_slice() {
                 [one] => return Ok((*one).clone()),
                 [] => {}
+                [first, ..] if one_id.is_some() => {
+                    let named = matches.iter().find(|i| !i.names.is_empty());
+                    return Ok((*named.unwrap_or(first)).clone());
+                }
                 _ => {
                     return Err(OciError::InvalidName {
                         name: reference.to_string(),

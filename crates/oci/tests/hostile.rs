@@ -747,3 +747,43 @@ fn reader_survives_mutated_layers() {
         });
     }
 }
+
+/// One image ID, two manifests (the same config and layers, the manifests differing as they
+/// do when a layer was compressed on another machine): the ID finds one of them, the named
+/// one first, where it used to be "matches 2 images; give more digits" for a full ID.
+#[test]
+fn an_id_shared_by_two_manifests_finds_the_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let l = layer(&store, &[(entry("f", EntryKind::File, 1), b"f")]);
+    let first = image_of(std::slice::from_ref(&l));
+    let second = Image::assemble(
+        first.config.value().clone(),
+        vec![l.descriptor()],
+        BTreeMap::from([("org.example.other".to_string(), "manifest".to_string())]),
+    )
+    .unwrap();
+    assert_eq!(first.id(), second.id());
+    assert_ne!(first.digest(), second.digest());
+    store.pin("unnamed", &first, "a test").unwrap();
+    store
+        .tag(&second, &ImageName::parse("named:1").unwrap())
+        .unwrap();
+    let by_id = store.resolve(&first.id().to_string()).unwrap();
+    assert_eq!(by_id.image.digest(), second.digest(), "the named one");
+    assert_eq!(
+        store
+            .resolve(&first.digest().to_string())
+            .unwrap()
+            .image
+            .digest(),
+        first.digest()
+    );
+    let other = image_of(&[layer(&store, &[(entry("g", EntryKind::File, 1), b"g")])]);
+    store
+        .tag(&other, &ImageName::parse("other:1").unwrap())
+        .unwrap();
+    // A short prefix still finds the one image it names.
+    let short = &other.id().hex()[..12];
+    assert_eq!(store.resolve(short).unwrap().image.id(), other.id());
+}

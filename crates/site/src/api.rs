@@ -686,9 +686,7 @@ async fn unregister_runtime(
 }
 
 async fn get_manifest(State(site): S, _user: User, Path(id): Path<String>) -> Result<Json<Value>> {
-    Ok(Json(
-        json!({"libraries": runtime::repo::stored_manifest(&site.db, &id)?}),
-    ))
+    Ok(Json(json!(runtime::repo::stored_manifest(&site.db, &id)?)))
 }
 
 async fn put_manifest(
@@ -700,14 +698,14 @@ async fn put_manifest(
     user.require_admin()?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| SiteError::invalid("manifest", format!("not JSON: {e}")))?;
-    let libs = runtime::parse_manifest(&v)?;
-    let rt = runtime::repo::set_manifest(&site.db, &id, &libs)?;
+    let manifest = runtime::parse_manifest(&v)?;
+    let rt = runtime::repo::set_manifest(&site.db, &id, &manifest)?;
     audit::record(
         &site,
         &user,
         "runtime.manifest",
         Some(&rt.id),
-        json!({"name": rt.name, "libraries": libs.len()}),
+        json!({"name": rt.name, "libraries": manifest.libraries.len()}),
     );
     Ok(Json(json!({"status": "success", "notebookRuntime": rt})))
 }

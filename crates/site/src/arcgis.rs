@@ -374,7 +374,7 @@ async fn unregister(
 async fn manifest(State(site): State<Arc<Site>>, Path(id): Path<String>, req: Request) -> Response {
     handle(site, req, |site, call| async move {
         no_fields(&call)?;
-        let libraries = runtime::repo::stored_manifest(&site.db, &id)?;
+        let libraries = runtime::repo::stored_manifest(&site.db, &id)?.libraries;
         Ok((StatusCode::OK, json!({"libraries": libraries})))
     })
     .await

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::auth::User;
 use crate::db::{new_id, now_ms};
 use crate::error::{Result, SiteError};
-use crate::runtime::{self, LibraryDiff};
+use crate::runtime::{self, ManifestDiff};
 use crate::Site;
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,7 +150,7 @@ pub struct Migration {
     pub to: String,
     pub dry_run: bool,
     pub notebooks: Vec<String>,
-    pub library_diff: LibraryDiff,
+    pub library_diff: ManifestDiff,
     /// Owners of moved notebooks who lack the privilege the target runtime requires.
     pub blocked_owners: Vec<String>,
     pub created: Option<i64>,
@@ -170,10 +170,8 @@ pub fn migrate(site: &Site, from: &str, to: &str, dry_run: bool) -> Result<Migra
             format!("runtime {} is disabled", b.name),
         ));
     }
-    let library_diff = runtime::diff_libraries(
-        &runtime::repo::stored_manifest(&site.db, from)?,
-        &runtime::repo::stored_manifest(&site.db, to)?,
-    );
+    let library_diff = runtime::repo::stored_manifest(&site.db, from)?
+        .diff(&runtime::repo::stored_manifest(&site.db, to)?);
     let (notebooks, blocked_owners) = site.db.with(|c| {
         let mut st = c.prepare(
             "SELECT n.id, u.name, u.role, u.advanced FROM notebooks n JOIN users u ON u.id = n.owner_id
@@ -273,8 +271,8 @@ fn to_migration(
         runtime::repo::stored_manifest(&site.db, &from),
         runtime::repo::stored_manifest(&site.db, &to),
     ) {
-        (Ok(a), Ok(b)) => runtime::diff_libraries(&a, &b),
-        _ => LibraryDiff::default(),
+        (Ok(a), Ok(b)) => a.diff(&b),
+        _ => ManifestDiff::default(),
     };
     Migration {
         id: Some(id),

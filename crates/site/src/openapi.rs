@@ -206,7 +206,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/api/runtimes/{id}/manifest",
-        "The runtime's libraries as {\"libraries\": [...]}",
+        "The runtime's manifest: {\"libraries\": [...], \"debian\": [...]} (debian when known)",
         false,
         None,
         200,
@@ -214,7 +214,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "put",
         "/api/runtimes/{id}/manifest",
-        "Upload a manifest (`conda list --json` or {\"libraries\": [...]})",
+        "Upload a manifest (`conda list --json`, {\"libraries\": [...]} or nbrt's manifest)",
         true,
         Some("Manifest"),
         200,
@@ -496,13 +496,20 @@ fn schemas() -> Value {
             "disabled": {"type": "boolean"}, "isManifestSupported": {"type": "boolean"},
             "libraryCount": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"}}},
         "Deprecate": {"type": "object", "additionalProperties": false, "properties": {"deprecated": {"type": "boolean", "default": true}}},
-        "Manifest": {"oneOf": [{"type": "array", "items": {"$ref": "#/components/schemas/Library"}},
-            {"type": "object", "required": ["libraries"], "properties": {"libraries": {"type": "array", "items": {"$ref": "#/components/schemas/Library"}}}}]},
+        "Manifest": {"description": "conda list --json output, ArcGIS's {\"libraries\": [...]}, or nbrt's manifest (with the Debian packages apart); records on channel debian go to the Debian list",
+            "oneOf": [{"type": "array", "maxItems": 20000, "items": {"$ref": "#/components/schemas/Library"}},
+            {"type": "object", "required": ["libraries"], "properties": {
+                "libraries": {"type": "array", "maxItems": 20000, "items": {"$ref": "#/components/schemas/Library"}},
+                "debian": {"type": ["array", "null"], "maxItems": 20000, "items": {"$ref": "#/components/schemas/DebianPackage"}}}}]},
         "Library": {"type": "object", "required": ["name", "version"], "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 300}, "version": {"type": "string", "minLength": 1, "maxLength": 300}, "channel": {"type": ["string", "null"]},
-            "build_string": {"type": ["string", "null"]}, "build_number": {"type": ["integer", "null"]},
-            "base_url": {"type": ["string", "null"]}, "dist_name": {"type": ["string", "null"]},
-            "platform": {"type": ["string", "null"]}}},
+            "name": {"type": "string", "minLength": 1, "maxLength": 300}, "version": {"type": "string", "minLength": 1, "maxLength": 300},
+            "channel": {"type": ["string", "null"], "maxLength": 300},
+            "build_string": {"type": ["string", "null"], "maxLength": 300}, "build_number": {"type": ["integer", "null"], "minimum": 0},
+            "base_url": {"type": ["string", "null"], "maxLength": 300}, "dist_name": {"type": ["string", "null"], "maxLength": 300},
+            "platform": {"type": ["string", "null"], "maxLength": 300}}},
+        "DebianPackage": {"type": "object", "required": ["name", "version"], "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 300}, "version": {"type": "string", "maxLength": 300},
+            "architecture": {"type": ["string", "null"], "maxLength": 300}}},
         "NewNotebook": {"type": "object", "additionalProperties": false, "required": ["name", "runtimeId"], "properties": {
             "name": notebook_name, "runtimeId": {"type": "string"}}},
         "NotebookRuntime": {"type": "object", "additionalProperties": false, "required": ["runtimeId"], "properties": {"runtimeId": {"type": "string"}}},

@@ -556,6 +556,111 @@ async fn restore_factory_with_an_empty_store_says_what_is_missing() {
     assert_eq!(runtime_count(&t).await, 0);
 }
 
+/// One manifest definition: the same image registered three times — with the manifest
+/// ArcGIS's recipe makes (`conda list --json` run in a container of the image), with what
+/// `nbrt manifest --format arcgis` printed before Debian packages had their own list, and
+/// with none (the site reads the image) — gives migrations with no library changes and no
+/// Debian package reported removed; the site-read one lists Debian packages apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_made_in_different_ways_agree() {
+    if !docker() {
+        return;
+    }
+    let Some(store) = nbrt_testkit::stock::store_with("jupyter") else {
+        return;
+    };
+    let image = jupyter_image();
+    let t = start_site(|c| c.store = Some(nbrt_testkit::stock::store_dir())).await;
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/opt/conda/bin/conda",
+            &image,
+            "list",
+            "--json",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conda_list: Value = serde_json::from_slice(&out.stdout).expect("conda list --json");
+    let libraries = conda_list.as_array().map(|a| a.len() as u64);
+    let found = store.resolve("jupyter:latest").expect("stock jupyter");
+    let (_, packages) =
+        nbrt_inspect::read_image(&store, &found.image, &nbrt_oci::Progress::hidden()).unwrap();
+    let with_debian = nbrt_inspect::manifest::records(&packages, Default::default());
+    let debian_count = packages
+        .iter()
+        .filter(|p| p.source == nbrt_inspect::packages::Source::Debian)
+        .count();
+    assert!(debian_count > 50, "{debian_count}");
+
+    let mut ids = Vec::new();
+    for (name, manifest) in [
+        ("From Conda List", Some(conda_list.clone())),
+        (
+            "From Old Manifest",
+            Some(json!({ "libraries": with_debian })),
+        ),
+        ("Read By The Site", None),
+    ] {
+        let mut body = runtime_body(name, &image);
+        if let Some(m) = manifest {
+            body["manifest"] = m;
+        }
+        let r = t.register(body).await;
+        assert_eq!(r["libraryCount"].as_u64(), libraries, "{name}: {r}");
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let manifest_of = |i: usize| {
+        let path = format!("/api/runtimes/{}/manifest", ids[i]);
+        let t = &t;
+        async move {
+            let a = t.call("GET", &path, Some(&t.admin), None).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            a.body
+        }
+    };
+    let read = manifest_of(2).await;
+    assert_eq!(read["libraries"], conda_list);
+    assert_eq!(read["debian"].as_array().map(Vec::len), Some(debian_count));
+    // The legacy upload's Debian records moved to their own list.
+    let old = manifest_of(1).await;
+    assert_eq!(old["libraries"], conda_list);
+    assert_eq!(old["debian"], read["debian"]);
+    assert!(manifest_of(0).await["debian"].is_null());
+    for (from, to) in [(0, 2), (2, 0), (1, 2), (0, 1)] {
+        let dry = t
+            .call(
+                "POST",
+                "/api/migrations",
+                Some(&t.admin),
+                Some(json!({"from": ids[from], "to": ids[to], "dryRun": true})),
+            )
+            .await;
+        assert_eq!(dry.status, 200, "{}", dry.text);
+        let d = &dry.body["migration"]["libraryDiff"];
+        assert_eq!(
+            (&d["added"], &d["removed"], &d["changed"]),
+            (&json!([]), &json!([]), &json!([])),
+            "{from} → {to}: {d}"
+        );
+        assert_eq!(d["unchanged"].as_u64(), libraries);
+        // conda list knows no Debian packages: they are not compared, never "removed".
+        if from == 0 || to == 0 {
+            assert!(d["debian"].is_null(), "{d}");
+        } else {
+            assert_eq!(d["debian"]["removed"], json!([]), "{d}");
+            assert_eq!(d["debian"]["unchanged"].as_u64(), Some(debian_count as u64));
+        }
+    }
+}
+
 /// The stock stacks built by nbrt into a store (`nbrt_testkit::stock`): restore registers
 /// the ones that serve notebooks with their stacks' `[runtime]` limits and the libraries read
 /// from the images, and a second restore resets what an admin changed.

@@ -583,11 +583,7 @@ fn hub_versions(f: &Facts) -> R {
 }
 
 fn manifest(f: &Facts) -> R {
-    let n = f
-        .packages
-        .iter()
-        .filter(|p| p.source != crate::packages::Source::Debian)
-        .count();
+    let n = crate::manifest::Manifest::of(f.packages).libraries.len();
     if n > 0 {
         R::pass(
             "manifest",

@@ -21,7 +21,7 @@ pub fn packages(view: &View) -> Vec<Package> {
             source: Source::Debian,
             name: p.name,
             version: p.version,
-            build_string: "deb_0".to_string(),
+            build_string: crate::manifest::DEBIAN_BUILD.to_string(),
             build_number: 0,
             channel: "debian".to_string(),
             base_url: None,

@@ -87,7 +87,7 @@ pub struct RuntimeSpec {
     pub shared_memory: Option<(f64, Unit)>,
     pub docker_runtime: Option<String>,
     pub requires_advanced: bool,
-    pub manifest: Option<Vec<Value>>,
+    pub manifest: Option<nbrt_inspect::manifest::Manifest>,
 }
 
 const DOCKER_MIN_MEMORY: i64 = 6 * 1024 * 1024;
@@ -590,7 +590,7 @@ mod tests {
         let s = validate(v).unwrap();
         assert!(s.requires_advanced);
         assert_eq!(s.max_swap_memory, 4.0);
-        assert_eq!(s.manifest.map(|m| m.len()), Some(1));
+        assert_eq!(s.manifest.map(|m| m.libraries.len()), Some(1));
     }
 
     fn stored() -> Runtime {

@@ -25,7 +25,7 @@ pub mod repo;
 pub use factory::{restore_factory, RestoreReport, FACTORY};
 pub use fields::Given;
 pub use input::{normalize_image_id, RuntimeInput, RuntimeSpec};
-pub use manifest::{diff_libraries, parse_manifest, LibraryDiff};
+pub use manifest::{parse_manifest, ManifestDiff};
 pub use record::{Runtime, Unit};
 
 use crate::backend::Limits;

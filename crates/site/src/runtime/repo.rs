@@ -2,8 +2,9 @@
 //! input is validated ([`super::RuntimeInput::validate`]) and checked against the engine
 //! before it gets here.
 
+use nbrt_inspect::manifest::Manifest;
 use rusqlite::{params, OptionalExtension};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::input::RuntimeSpec;
 use super::record::Runtime;
@@ -14,11 +15,15 @@ use crate::sessions::SessionState;
 const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cpu, max_memory,
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
-    manifest IS NOT NULL, created_at, updated_at, COALESCE(json_array_length(manifest), 0),
+    manifest IS NOT NULL, created_at, updated_at,
+    COALESCE(CASE json_type(manifest) WHEN 'array' THEN json_array_length(manifest)
+             ELSE json_array_length(manifest, '$.libraries') END, 0),
     swap_given FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database (SQLite counts its libraries):
-/// listing runtimes must not parse every runtime's library list.
+/// listing runtimes must not parse every runtime's library list. A manifest is stored as
+/// nbrt's manifest JSON (`{"libraries": [...], "debian": [...]}`); rows written before
+/// Debian packages had a list hold the bare array of libraries.
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
     let has_manifest: bool = r.get(18)?;
     let library_count: i64 = r.get(21)?;
@@ -75,19 +80,22 @@ pub fn by_name(db: &Db, name: &str) -> Result<Option<Runtime>> {
     })
 }
 
-/// The stored library list (empty when the runtime has none).
-pub fn stored_manifest(db: &Db, id: &str) -> Result<Vec<Value>> {
+/// The stored manifest (empty when the runtime has none).
+pub fn stored_manifest(db: &Db, id: &str) -> Result<Manifest> {
     let m: Option<Option<String>> = db.with(|c| {
         c.query_row("SELECT manifest FROM runtimes WHERE id = ?1", [id], |r| {
             r.get(0)
         })
         .optional()
     })?;
+    let bad = |e: String| SiteError::Internal(format!("stored manifest of {id}: {e}"));
     match m {
         None => Err(SiteError::NotFound(format!("no runtime with id {id}"))),
-        Some(None) => Ok(Vec::new()),
-        Some(Some(s)) => serde_json::from_str(&s)
-            .map_err(|e| SiteError::Internal(format!("stored manifest of {id}: {e}"))),
+        Some(None) => Ok(Manifest::default()),
+        Some(Some(s)) => {
+            let v: Value = serde_json::from_str(&s).map_err(|e| bad(e.to_string()))?;
+            Manifest::normalise(&v).map_err(|e| bad(e.0))
+        }
     }
 }
 
@@ -112,9 +120,7 @@ fn name_conflict(name: &str) -> SiteError {
 }
 
 fn manifest_text(spec: &RuntimeSpec) -> Option<String> {
-    spec.manifest
-        .as_ref()
-        .map(|m| Value::Array(m.clone()).to_string())
+    spec.manifest.as_ref().map(|m| json!(m).to_string())
 }
 
 /// Store a new runtime; its ID. A taken name is a 409.
@@ -196,12 +202,12 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
     })
 }
 
-pub fn set_manifest(db: &Db, id: &str, libraries: &[Value]) -> Result<Runtime> {
+pub fn set_manifest(db: &Db, id: &str, manifest: &Manifest) -> Result<Runtime> {
     get(db, id)?;
     db.with(|c| {
         c.execute(
             "UPDATE runtimes SET manifest = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, Value::Array(libraries.to_vec()).to_string(), now_ms()],
+            params![id, json!(manifest).to_string(), now_ms()],
         )
     })?;
     get(db, id)
