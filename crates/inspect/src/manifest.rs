@@ -81,6 +81,8 @@ pub const DEBIAN_BUILD: &str = "deb_0";
 
 /// The most records a manifest may hold (libraries and Debian packages each).
 pub const MAX_RECORDS: usize = 20_000;
+/// The largest build number a record may have (JSON's largest exact integer).
+const MAX_BUILD_NUMBER: f64 = 9_007_199_254_740_991.0;
 /// The longest string field a record may have.
 const MAX_FIELD: usize = 300;
 
@@ -174,8 +176,14 @@ impl Manifest {
             }
             let build_number = match obj.get("build_number") {
                 None | Some(Value::Null) => 0,
+                // JSON has one number type: 3.0 is the integer 3 (as JSON Schema says).
                 Some(n) => n
                     .as_u64()
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && (0.0..=MAX_BUILD_NUMBER).contains(f))
+                            .map(|f| f as u64)
+                    })
                     .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
                     .ok_or_else(|| {
                         bad(format!(
@@ -508,10 +516,12 @@ mod tests {
         let m = Manifest::normalise(&serde_json::json!({"libraries": [
             {"name": "absl-py", "version": "0.6.1", "build_string": "py36_0",
              "channel": "defaults", "base_url": null, "platform": null, "build_number": "0"},
+            {"name": "six", "version": "1.16", "build_number": 3.0},
             {"name": "Jupyter_Server", "version": "2.14"}
         ]}))
         .unwrap();
         assert_eq!(m.libraries[0].dist_name, "absl-py-0.6.1-py36_0");
+        assert_eq!(m.libraries[2].build_number, 3);
         assert_eq!(m.debian, None);
         let other = Manifest::normalise(&serde_json::json!([
             {"name": "jupyter-server", "version": "2.15"},
@@ -523,7 +533,7 @@ mod tests {
         assert_eq!(d.libraries.unchanged, 1);
         assert_eq!(d.libraries.changed[0].name, "Jupyter_Server");
         assert_eq!(d.libraries.added[0].name, "numpy");
-        assert!(d.libraries.removed.is_empty());
+        assert_eq!(d.libraries.removed[0].name, "six");
         // Neither lists Debian packages: not compared.
         assert_eq!(d.debian, None);
         let json = serde_json::to_value(&d).unwrap();

@@ -504,7 +504,7 @@ fn schemas() -> Value {
         "Library": {"type": "object", "required": ["name", "version"], "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 300}, "version": {"type": "string", "minLength": 1, "maxLength": 300},
             "channel": {"type": ["string", "null"], "maxLength": 300},
-            "build_string": {"type": ["string", "null"], "maxLength": 300}, "build_number": {"type": ["integer", "null"], "minimum": 0},
+            "build_string": {"type": ["string", "null"], "maxLength": 300}, "build_number": {"type": ["integer", "null"], "minimum": 0, "maximum": 9007199254740991_u64},
             "base_url": {"type": ["string", "null"], "maxLength": 300}, "dist_name": {"type": ["string", "null"], "maxLength": 300},
             "platform": {"type": ["string", "null"], "maxLength": 300}}},
         "DebianPackage": {"type": "object", "required": ["name", "version"], "properties": {
