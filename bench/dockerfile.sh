@@ -107,18 +107,27 @@ bench() {
   local name=$1 dir=$2 write=$3 file=$4 tag="bench/$1:latest"
   nb() { "$nbrt" --store "$store" build -f "$dir/Dockerfile" "$dir" -t "$tag" "$@"; }
   dk() { DOCKER_BUILDKIT=1 $docker build -q -t "$tag" "$@" "$dir"; }
+  # both SCENARIO ARGS…: each builder once, in turn; who goes first alternates by run, so
+  # neither always meets a cold network path (downloads) or a warm page cache first.
+  both() {
+    local s=$1
+    shift
+    if [ $((r % 2)) = 1 ]; then
+      add "$name $s nbrt" "$(timed nb "$@")"
+      add "$name $s buildkit" "$(timed dk "$@")"
+    else
+      add "$name $s buildkit" "$(timed dk "$@")"
+      add "$name $s nbrt" "$(timed nb "$@")"
+    fi
+  }
   $write start
   for r in $(seq 1 "$runs"); do
-    add "$name cold nbrt" "$(timed nb --no-cache)"
-    add "$name cold buildkit" "$(timed dk --no-cache)"
-    add "$name no change nbrt" "$(timed nb)"
-    add "$name no change buildkit" "$(timed dk)"
+    both cold --no-cache
+    both "no change"
     $write "run-$r-$RANDOM"
-    add "$name RUN changed nbrt" "$(timed nb)"
-    add "$name RUN changed buildkit" "$(timed dk)"
+    both "RUN changed"
     printf '# v%s %s\n' "$r" "$RANDOM" >>"$dir/$file"
-    add "$name file changed nbrt" "$(timed nb)"
-    add "$name file changed buildkit" "$(timed dk)"
+    both "file changed"
   done
   $docker rmi -f "$tag" >/dev/null 2>&1 || true
 }
