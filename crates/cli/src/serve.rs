@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// JupyterHub's /hub/metrics does)
     #[arg(long)]
     metrics_public: bool,
+    /// Register the stock stacks the store holds (jupyter, scipy) as factory runtimes at
+    /// start, as ArcGIS's "Restore Factory Runtimes" does
+    #[arg(long)]
+    restore_factory: bool,
+    /// On Ctrl-C or SIGTERM, stop every running session before exiting (by default they keep
+    /// running and the next start adopts them)
+    #[arg(long)]
+    stop_sessions_on_exit: bool,
     /// Print the start report as JSON
     #[arg(long)]
     json: bool,
@@ -141,30 +149,65 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
     };
     config.metrics_public = a.metrics_public;
     let json = a.json;
-    nbrt_site::serve(config, a.listen, |addr, admin, report| {
+    let options = nbrt_site::ServeOptions {
+        restore_factory: a.restore_factory,
+        stop_sessions_on_exit: a.stop_sessions_on_exit,
+    };
+    let stopped = nbrt_site::serve(config, a.listen, options, |started| {
+        let nbrt_site::Started {
+            addr,
+            admin,
+            reconcile: report,
+            factory,
+        } = started;
         if json {
             let v = serde_json::json!({
                 "listen": addr.to_string(),
                 "database": database.display().to_string(),
                 "adminToken": admin,
                 "reconcile": report,
+                "factory": factory,
             });
             outln!("{v}");
-        } else {
-            outln!("nbrt serve: http://{addr}/ (database {})", database.display());
-            if let Some(t) = admin {
-                outln!("created the admin user; its token, shown only this once:\n  {t}");
-            }
+            return;
+        }
+        outln!("nbrt serve: http://{addr}/ (database {})", database.display());
+        if let Some(t) = &admin {
+            outln!("created the admin user; its token, shown only this once:\n  {t}");
+        }
+        outln!(
+            "sessions: {} adopted, {} ended while the server was down, {} orphan container(s) removed",
+            report.adopted.len(),
+            report.ended.len(),
+            report.removed_orphans.len()
+        );
+        if let Some(f) = factory {
+            let names = |rs: &[nbrt_site::runtime::Runtime]| {
+                rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            };
             outln!(
-                "sessions: {} adopted, {} ended while the server was down, {} orphan container(s) removed",
-                report.adopted.len(),
-                report.ended.len(),
-                report.removed_orphans.len()
+                "factory runtimes: {} added, {} reset, {} unchanged [{}]{}",
+                f.added.len(),
+                f.updated.len(),
+                f.unchanged.len(),
+                names(&[f.added.as_slice(), f.updated.as_slice(), f.unchanged.as_slice()].concat()),
+                if f.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not in the store: {}", f.missing.join(", "))
+                }
             );
+        }
+        if admin.is_some() {
+            outln!("open http://{addr}/ and log in with that token");
         }
     })
     .await
-    .context("nbrt serve")
+    .context("nbrt serve")?;
+    if !stopped.is_empty() {
+        outln!("nbrt serve: stopped {} session(s)", stopped.len());
+    }
+    Ok(())
 }
 
 fn parse_backend(s: &str) -> Result<BackendKind, String> {

@@ -237,11 +237,35 @@ impl Site {
 
 /// Run a site until the process is stopped: open, reconcile, watch, serve on `listen`.
 /// `on_ready` gets the bound address and the admin token of a new database.
+/// What `nbrt serve` does besides serving.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Register the stock stacks the store holds as factory runtimes when the site starts
+    /// (ArcGIS's "Restore Factory Runtimes", done once at start).
+    pub restore_factory: bool,
+    /// On Ctrl-C (SIGINT) or SIGTERM, stop every running session before exiting. Without
+    /// it they keep running and the next start adopts them.
+    pub stop_sessions_on_exit: bool,
+}
+
+/// What the site says once it listens.
+pub struct Started<'a> {
+    pub addr: SocketAddr,
+    /// The admin user's token, when this start created the database.
+    pub admin: Option<String>,
+    pub reconcile: &'a sessions::ReconcileReport,
+    /// What the factory restore did, when [`ServeOptions::restore_factory`] asked for it.
+    pub factory: Option<&'a runtime::factory::RestoreReport>,
+}
+
+/// Open the site, serve it on `listen` until SIGINT or SIGTERM, then stop (and its sessions,
+/// when `options` says so). Returns the sessions stopped on the way out.
 pub async fn serve(
     config: Config,
     listen: SocketAddr,
-    on_ready: impl FnOnce(SocketAddr, Option<String>, &sessions::ReconcileReport),
-) -> Result<()> {
+    options: ServeOptions,
+    on_ready: impl FnOnce(Started<'_>),
+) -> Result<Vec<String>> {
     let (site, admin) = Site::open(config).await?;
     let report = site.reconcile().await?;
     site.spawn_background();
@@ -255,7 +279,55 @@ pub async fn serve(
         context: "reading the bound address".into(),
         source,
     })?;
-    on_ready(addr, admin, &report);
-    server::serve(listener, site.router(), site.config.limits.clone()).await;
-    Ok(())
+    let factory = match options.restore_factory {
+        true => Some(runtime::factory::restore_factory(&site).await?),
+        false => None,
+    };
+    on_ready(Started {
+        addr,
+        admin,
+        reconcile: &report,
+        factory: factory.as_ref(),
+    });
+    tokio::select! {
+        _ = server::serve(listener, site.router(), site.config.limits.clone()) => {}
+        signal = shutdown_signal() => tracing::info!("{signal}: the site stops"),
+    }
+    if !options.stop_sessions_on_exit {
+        return Ok(Vec::new());
+    }
+    let mut stopped = Vec::new();
+    for s in sessions::list(&site, None, false)? {
+        if !s.is_active() {
+            continue;
+        }
+        match sessions::stop(
+            &site,
+            &s,
+            sessions::SessionState::Stopped,
+            "the site stopped",
+        )
+        .await
+        {
+            Ok(()) => stopped.push(s.id.clone()),
+            Err(e) => tracing::warn!("stopping session {}: {e}", s.id),
+        }
+    }
+    Ok(stopped)
+}
+
+/// The first of SIGINT and SIGTERM, by name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // Without signal handlers the process ends as it always did, by the signal.
+        _ => std::future::pending().await,
+    }
 }

@@ -28,12 +28,16 @@ async fn server_process() {
     nbrt_site::serve(
         cfg,
         "127.0.0.1:0".parse().unwrap(),
-        |addr, admin, report| {
-            println!("LISTEN {addr}");
-            if let Some(t) = admin {
+        Default::default(),
+        |started| {
+            println!("LISTEN {}", started.addr);
+            if let Some(t) = started.admin {
                 println!("ADMIN {t}");
             }
-            println!("REPORT {}", serde_json::to_string(report).unwrap());
+            println!(
+                "REPORT {}",
+                serde_json::to_string(started.reconcile).unwrap()
+            );
             println!("READY");
         },
     )
