@@ -174,6 +174,7 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
         outln!("nbrt serve: http://{addr}/ (database {})", database.display());
         if let Some(t) = &admin {
             outln!("created the admin user; its token, shown only this once:\n  {t}");
+            outln!("open http://{addr}/ and log in with that token");
         }
         outln!(
             "sessions: {} adopted, {} ended while the server was down, {} orphan container(s) removed",
@@ -197,9 +198,6 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
                     format!("; not in the store: {}", f.missing.join(", "))
                 }
             );
-        }
-        if admin.is_some() {
-            outln!("open http://{addr}/ and log in with that token");
         }
     })
     .await
