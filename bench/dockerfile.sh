@@ -153,3 +153,6 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR
 } | tee "$out"
 $docker rmi -f bench/minbase:bookworm bench/jupyter:latest >/dev/null 2>&1 || true
 $docker builder prune -af >/dev/null 2>&1 || true
+# Every cold build left a layer of its own in the bench store: keep only what is named.
+"$nbrt" --store "$store" rm bench/kubeflow:latest bench/scipy:latest >/dev/null 2>&1 || true
+"$nbrt" --store "$store" gc >/dev/null || true

@@ -8,12 +8,14 @@ import platform
 import re
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 PEER_LABEL = "org.nbrt.bench=site"
 
@@ -117,6 +119,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--wrk-connections", type=int, default=8)
+    ap.add_argument("--runtimes", type=int, default=1000)
+    ap.add_argument("--session-records", type=int, default=200)
     a = ap.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -154,23 +158,36 @@ def main():
             print(f"run {i + 1}: nbrt {nbrt_t[-1]:.3f} s, docker run {docker_t[-1]:.3f} s",
                   file=sys.stderr)
 
-        # API latency: 30 runtimes, two users with a running session each.
-        for n in range(29):
+        # API latency: --runtimes runtimes, --session-records session records (the ended ones
+        # of the timing above, topped up with copies of one written into the database), two
+        # users with a running session each.
+        t0 = time.monotonic()
+        for n in range(a.runtimes - 1):
             s, b = api.call("POST", "/api/runtimes", {
                 "name": f"bench {n}", "imageId": a.image, "maxCpu": 1,
                 "maxMemory": 2, "maxMemoryUnit": "g"})
             assert s == 201, b
+        register_s = time.monotonic() - t0
+        print(f"registered {a.runtimes - 1} runtimes in {register_s:.1f} s", file=sys.stderr)
+        con = sqlite3.connect(db, timeout=30)
+        user_id, runtime_id, token, t = con.execute(
+            "SELECT user_id, runtime_id, token, created_at FROM sessions "
+            "WHERE ended_at IS NOT NULL LIMIT 1").fetchone()
+        have = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        with con:
+            for i in range(max(0, a.session_records - 2 - have)):
+                con.execute(
+                    "INSERT INTO sessions (id, user_id, runtime_id, container_name, token, state, "
+                    "message, created_at, ready_at, ended_at) VALUES (?, ?, ?, ?, ?, 'stopped', "
+                    "'bench record', ?, ?, ?)",
+                    (str(uuid.uuid4()), user_id, runtime_id, f"nbrt-bench-record-{i}", token,
+                     t, t, t))
+        con.close()
         sessions = []
-        for user in ("ann", "bob"):
-            s, b = api.call("POST", "/api/users", {"name": user, "role": "author"})
-            assert s == 201, b
-            u = Api(api.base, b["token"])
-            s, b = u.call("POST", "/api/sessions", {"runtimeId": rt, "wait": True})
-            assert b["session"]["state"] == "ready", b
-            sessions.append((u, b["session"]))
         lat = {}
+        records = a.session_records
         for path, token in (("/api/health", None), ("/api/runtimes", api.token),
-                            ("/api/sessions", api.token)):
+                            ("/api/sessions", api.token), ("/api/sessions?all=true", api.token)):
             lat[path] = wrk(api.base + path, token, a.wrk_seconds, a.wrk_connections)
             print(f"{path}: {lat[path]}", file=sys.stderr)
         for u, s in sessions:
@@ -185,7 +202,6 @@ def main():
         if ids:
             sh("docker", "rm", "-f", *ids, check=False)
         # The site's home volumes and the peer's.
-        import sqlite3
         site_id = sqlite3.connect(db).execute(
             "SELECT value FROM meta WHERE key = 'site_id'").fetchone()[0]
         vols = sh("docker", "volume", "ls", "-q", "--filter", f"label=org.nbrt.site={site_id}",
@@ -230,8 +246,10 @@ def main():
         "## API latency under wrk",
         "",
         f"`wrk -t1 -c{a.wrk_connections} -d{a.wrk_seconds}s --latency` on loopback, with the "
-        "admin's bearer token; 30 runtimes registered, 2 sessions running (plus the ended ones "
-        "above). wrk and the server share the machine's CPUs.",
+        f"admin's bearer token; {a.runtimes} runtimes registered (taking {register_s:.1f} s "
+        f"through the API), {records} session records of which 2 running "
+        "(`/api/sessions` lists the running ones, `?all=true` every record). wrk and the "
+        "server share the machine's CPUs.",
         "",
         "| endpoint | p50 (ms) | p99 (ms) | requests/s | non-2xx |",
         "|---|---:|---:|---:|---:|",
