@@ -27,6 +27,18 @@ bench_stack() {
     scripts/build-stacks "$nbrt" --store "$1" build stacks/ --only "$3" >&2
 }
 
+# bench_jupyter_store WORK: sets $store to the test fixture store
+# (target/nbrt-fixtures/stock-store) when it holds jupyter:latest, else to WORK/store with
+# the stock jupyter stack built into it.
+bench_jupyter_store() {
+  store="$root/target/nbrt-fixtures/stock-store"
+  if [ -f "$store/index.json" ] && "$nbrt" --store "$store" inspect jupyter:latest >/dev/null 2>&1; then
+    return 0
+  fi
+  store="$1/store"
+  bench_stack "$store" jupyter:latest jupyter
+}
+
 # bench_image_id STORE IMAGE: the image's full ID (sha256:…).
 bench_image_id() {
   "$nbrt" --store "$1" inspect "$2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'

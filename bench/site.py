@@ -96,6 +96,15 @@ def docker_start(image, limits, n):
     return t1 - t0
 
 
+def machine():
+    """`2 CPUs (model), 23 GiB RAM, Docker 20.10.24`: the machine a result was measured on."""
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), platform.processor())
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    version = sh("docker", "info", "--format", "{{.ServerVersion}}")
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem_gib:.0f} GiB RAM, Docker {version}"
+
+
 def wrk(url, token, seconds, connections):
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if token:
@@ -211,16 +220,11 @@ def main():
     load_after = os.getloadavg()[0]
     med_n, med_d = statistics.median(nbrt_t), statistics.median(docker_t)
     ratio = med_n / med_d
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.processor())
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    docker_version = sh("docker", "info", "--format", "{{.ServerVersion}}")
     fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)
     lines = [
         f"# nbrt serve benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem_gib:.0f} GiB RAM, Docker {docker_version}, "
-        f"loopback. One run of `bench/site.sh` (RUNS={a.runs}); nbrt binary "
+        f"Machine: {machine()}, loopback. One run of `bench/site.sh` (RUNS={a.runs}); nbrt binary "
         f"`{os.path.relpath(a.nbrt)}`.",
         f"Load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end: "
         "anything else running on the machine shows up in the spread of the runs.",

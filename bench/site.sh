@@ -38,13 +38,7 @@ if [ -n "${NBRT_BENCH_IMAGE:-}" ]; then
   image_note="Docker image $NBRT_BENCH_IMAGE"
 else
   if [ -z "$store" ]; then
-    fixture="$root/target/nbrt-fixtures/stock-store"
-    if [ -f "$fixture/index.json" ] && "$nbrt" --store "$fixture" inspect jupyter:latest >/dev/null 2>&1; then
-      store="$fixture"
-    else
-      store="$work/store"
-      bench_stack "$store" jupyter:latest jupyter
-    fi
+    bench_jupyter_store "$work"
   fi
   "$nbrt" --store "$store" load jupyter:latest -t nbrt-bench/jupyter:latest >/dev/null
   image=$(docker image inspect --format '{{.Id}}' nbrt-bench/jupyter:latest)

@@ -815,6 +815,45 @@ async fn system_bundle(docker: &bollard::Docker, container: &str) -> Option<Vec<
     None
 }
 
+/// The system CA bundle of a stored image, read without running it (for engines where the
+/// site cannot read a created container, Swarm): the merged view of the image's layers says
+/// which layer holds [`SYSTEM_BUNDLE`] (symlinks followed), and that one layer is read for
+/// its bytes. `None` when the image has no such file.
+pub fn system_bundle_in_store(store: &nbrt_oci::Store, image_id: &str) -> Result<Option<Vec<u8>>> {
+    use nbrt_oci::layer::{reader::for_each_entry, Compression, EntryKind};
+    let image = store.resolve(image_id)?.image;
+    let view = nbrt_inspect::view::View::open(store, &image, &nbrt_oci::Progress::hidden())
+        .map_err(|e| SiteError::Internal(format!("reading the layers of {image_id}: {e}")))?;
+    let Some((path, located)) = view.lookup(SYSTEM_BUNDLE) else {
+        return Ok(None);
+    };
+    let Some(layer) = image.layers().get(located.layer) else {
+        return Ok(None);
+    };
+    let io = |source| SiteError::Io {
+        context: format!("reading layer {} of {image_id}", layer.digest),
+        source,
+    };
+    let blob = std::fs::File::open(store.blob_path(&layer.digest)).map_err(io)?;
+    let compression = Compression::from_media_type(&layer.media_type)?;
+    let tar = nbrt_oci::layer::compression::decompress(std::io::BufReader::new(blob), compression)?;
+    let mut found = None;
+    for_each_entry(tar, |entry, data| {
+        // The last entry of the path in the layer wins; hard links are not followed.
+        if entry.path == path && entry.kind == EntryKind::File && entry.size <= 64 << 20 {
+            let mut bytes = Vec::with_capacity(entry.size as usize);
+            data.read_to_end(&mut bytes)
+                .map_err(|source| nbrt_oci::OciError::Io {
+                    context: format!("reading {path}"),
+                    source,
+                })?;
+            found = Some(bytes);
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// Write the document's files into a created (not yet started) container.
 pub async fn write_files(
     docker: &bollard::Docker,

@@ -1,13 +1,15 @@
-//! Sessions on the real Docker engine: limits in `docker inspect` and enforced (a cell run
-//! through Jupyter's kernel API past maxMemory gets the session OOM-killed), isolation
-//! between users through the API and the proxy (HTTP and websockets), idle culling.
+//! Sessions on the real Docker engine: the backends' conformance suite
+//! (`conformance/mod.rs`) run on it; then what is the Docker backend's own: limits, labels
+//! and environment in `docker inspect`, isolation between users through the API and the
+//! proxy (HTTP and websockets), image pins and tags, deprecation, load progress, adoption of
+//! containers an earlier version labelled.
 
 mod common;
+mod conformance;
 
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
 use nbrt_oci::label;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -34,7 +36,19 @@ async fn start(t: &TestSite, token: &str, runtime: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_are_applied_and_memory_is_enforced() {
+async fn the_docker_backend_conforms() {
+    conformance::run(conformance::Fixture::Docker).await;
+}
+
+/// The conformance suite's site, in a process of its own (see `conformance::SiteProcess`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the conformance suite as its site process"]
+async fn conformance_site() {
+    conformance::site_process(conformance::Fixture::Docker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_labels_and_environment_of_a_container() {
     if !docker() {
         return;
     }
@@ -51,9 +65,6 @@ async fn limits_are_applied_and_memory_is_enforced() {
         .await;
     let rt_id = rt["id"].as_str().unwrap();
     let s = start(&t, &ann, rt_id).await;
-    // Starting again returns the same session.
-    let again = start(&t, &ann, rt_id).await;
-    assert_eq!(again["id"], s["id"]);
 
     let info = docker_inspect(s["containerId"].as_str().unwrap());
     let hc = &info["HostConfig"];
@@ -98,7 +109,7 @@ async fn limits_are_applied_and_memory_is_enforced() {
         .unwrap();
     assert_eq!(direct.status().as_u16(), 403);
 
-    // Run cells through Jupyter's REST + websocket API, through the site's proxy.
+    // /dev/shm has the runtime's size.
     let url = format!("{prefix}/");
     let (_kid, mut ws) = kernel_ws(&t, &ann, &url).await;
     assert_eq!(run_cell(&mut ws, "print(6 * 7)", "m1").await, "42\n");
@@ -109,41 +120,6 @@ async fn limits_are_applied_and_memory_is_enforced() {
     )
     .await;
     assert_eq!(shm.trim(), (128 * MIB).to_string());
-    // Past maxMemory: the allocation touches every page.
-    ws.send(execute(
-        "x = b'x' * (600 * 1024 * 1024)\nprint(len(x))",
-        "m3",
-    ))
-    .await
-    .unwrap();
-
-    let ended = t
-        .wait_session_state(s["id"].as_str().unwrap(), &ann, "ready")
-        .await;
-    assert_eq!(ended["state"], "oom-killed", "{ended}");
-    assert_eq!(ended["oomKilled"], true);
-    assert!(
-        ended["message"].as_str().unwrap().contains("out of memory"),
-        "{ended}"
-    );
-    // The state is recorded first, then the container killed: give the kill its moment.
-    let mut info = docker_inspect(s["containerId"].as_str().unwrap());
-    for _ in 0..100 {
-        if info["State"]["Running"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        info = docker_inspect(s["containerId"].as_str().unwrap());
-    }
-    assert_eq!(info["State"]["Running"], false, "{}", info["State"]);
-    assert_eq!(info["State"]["OOMKilled"], true, "{}", info["State"]);
-    // The proxy no longer reaches it.
-    assert_eq!(
-        t.call("GET", &format!("{prefix}/api"), Some(&ann), None)
-            .await
-            .status,
-        404
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,47 +241,6 @@ async fn only_the_owner_reaches_a_session() {
         .output()
         .unwrap();
     assert!(vol.status.success(), "the home volume outlives the session");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_sessions_are_culled() {
-    if !docker() {
-        return;
-    }
-    let t = start_site(|c| {
-        c.cull_idle_timeout = Some(Duration::from_secs(4));
-        c.cull_interval = Duration::from_secs(1);
-    })
-    .await;
-    let ann = t.user("ann", "author", false).await;
-    let rt = t.register(runtime_body("py", &jupyter_image())).await;
-    let rt_id = rt["id"].as_str().unwrap();
-    let s = start(&t, &ann, rt_id).await;
-    let ended = t
-        .wait_session_state(s["id"].as_str().unwrap(), &ann, "ready")
-        .await;
-    assert_eq!(ended["state"], "culled", "{ended}");
-    assert!(
-        ended["message"]
-            .as_str()
-            .unwrap()
-            .contains("no kernel activity"),
-        "{ended}"
-    );
-    // The state is recorded first, then the container removed: give the removal its moment.
-    let mut gone = false;
-    for _ in 0..100 {
-        let out = std::process::Command::new("docker")
-            .args(["inspect", s["containerId"].as_str().unwrap()])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "a culled session's container is removed");
 }
 
 /// A registered runtime's image is pinned in the store: `nbrt gc` (the store's gc) keeps it
@@ -517,4 +452,118 @@ async fn a_sessions_image_load_shows_its_progress() {
             .any(|m| m.starts_with("loading image ") && m.contains("% (")),
         "the load's progress was shown: {seen:?}"
     );
+}
+
+/// A session container an earlier version started carries `org.nbrt.site`, `org.nbrt.session`,
+/// `org.nbrt.user` and `org.nbrt.runtime`: a site killed and started again on that database
+/// adopts it like its own, and its engine watcher still sees it exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_containers_labelled_by_earlier_versions() {
+    use conformance::{Ctx, Fixture, SiteProcess};
+    use std::process::Command;
+    if !docker() {
+        return;
+    }
+    let Some(images) = conformance::images() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("site.db");
+    let mut first = SiteProcess::spawn(&db, &images.store, None);
+    let site_id = first.site_id.clone();
+    let cx = Ctx {
+        fx: Fixture::Docker,
+        base: first.base.clone(),
+        admin: first.admin.clone().expect("admin token on first start"),
+        http: reqwest::Client::new(),
+    };
+    let ann = cx.user("ann").await;
+    let rt_id = cx.register(runtime_body("py", &images.jupyter)).await;
+    let s = cx.start(&ann, &rt_id, true).await;
+    assert_eq!(s["state"], "ready", "{s}");
+    let sid = s["id"].as_str().unwrap().to_string();
+    let cid = s["containerId"].as_str().unwrap().to_string();
+    first.kill();
+
+    // The same container as an earlier version would have started it: same name, image,
+    // environment (the session's token) and home volume, the old label names.
+    let info = docker_inspect(&cid);
+    let name = info["Name"].as_str().unwrap().trim_start_matches('/');
+    let mut args: Vec<String> = ["run", "-d", "--name", name]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for l in [
+        format!("org.nbrt.site={site_id}"),
+        format!("org.nbrt.session={sid}"),
+        "org.nbrt.user=ann".to_string(),
+        format!("org.nbrt.runtime={rt_id}"),
+    ] {
+        args.extend(["--label".to_string(), l]);
+    }
+    for e in info["Config"]["Env"].as_array().unwrap() {
+        args.extend(["-e".to_string(), e.as_str().unwrap().to_string()]);
+    }
+    for b in info["HostConfig"]["Binds"].as_array().unwrap() {
+        args.extend(["-v".to_string(), b.as_str().unwrap().to_string()]);
+    }
+    args.push(info["Config"]["Image"].as_str().unwrap().to_string());
+    let rm = Command::new("docker")
+        .args(["rm", "-f", &cid])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let old = Command::new("docker").args(&args).output().unwrap();
+    assert!(
+        old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let old = String::from_utf8_lossy(&old.stdout).trim().to_string();
+    let old_labelled = || {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--no-trunc", "--filter"])
+            .arg(format!("label=org.nbrt.site={site_id}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(old_labelled(), old);
+
+    let second = SiteProcess::spawn(&db, &images.store, None);
+    let cx = Ctx {
+        base: second.base.clone(),
+        ..cx
+    };
+    assert_eq!(second.report["adopted"], json!([sid]), "{}", second.report);
+    assert_eq!(second.report["removedOrphans"], json!([]));
+    assert_eq!(second.report["ended"], json!([]));
+    let s2 = cx.wait_leaves(&sid, &ann, &["starting"]).await;
+    assert_eq!(s2["state"], "ready", "{s2}");
+    assert_eq!(s2["containerId"], old.as_str());
+    let api = cx
+        .call("GET", &format!("/user/ann/{rt_id}/api"), &ann, None)
+        .await;
+    assert_eq!(api.status, 200, "{}", api.text);
+    // Starting again returns the adopted session, not a second container.
+    let again = cx.start(&ann, &rt_id, true).await;
+    assert_eq!(again["id"], sid.as_str());
+    assert_eq!(old_labelled(), old);
+    assert_eq!(Fixture::Docker.owned(&site_id), Vec::<String>::new());
+
+    // The engine watcher follows the old label too: the container's exit ends the session.
+    let kill = Command::new("docker")
+        .args(["kill", &old])
+        .output()
+        .unwrap();
+    assert!(kill.status.success());
+    let ended = cx.wait_leaves(&sid, &ann, &["ready"]).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(
+        ended["message"].as_str().unwrap().contains("exited"),
+        "{ended}"
+    );
+    drop(second);
+    let _ = Command::new("docker").args(["rm", "-f", &old]).output();
+    Fixture::Docker.cleanup(&site_id);
 }

@@ -20,12 +20,21 @@
 //!   pinned there (`node.id==…`); the pin is a Swarm config object
 //!   (`nbrt-<site>-home-<user hash>`, labelled with the node), so it lives in the cluster and
 //!   survives the site. A shared volume driver would lift the pin (not done here).
+//! - **Session files** (the CA bundle, the conda channels, the site's and the runtime's
+//!   files: [`crate::session_env`]): each file is a Swarm config — a secret when it is secret —
+//!   named by its content's digest (`nbrt-<site>-file-<24 hex>`, `nbrt-<site>-secret-<24 hex>`),
+//!   mounted at its path (owner root, group 100, its mode). The swarm hands them to whichever
+//!   node runs the task. The combined CA bundle is the image's own
+//!   (`/etc/ssl/certs/ca-certificates.crt`, read from the site's store) followed by the site's.
+//!   When a session's service is removed, the site's configs and secrets no service refers to
+//!   any more are removed too.
 //! - **Ends**: the manager shows a task's state, exit code and error, not the worker's
 //!   `OOMKilled`: a task that failed with exit code 137 (SIGKILL) that the site did not kill
 //!   is taken for an out-of-memory kill. One poll of the site's services and tasks per
 //!   second is the site's event watch (the engine's event stream has no task events).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,11 +43,15 @@ use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigProtocolEnum,
     EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Limit, Mount,
     MountTmpfsOptions, MountType, NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
-use bollard::query_parameters::{ListConfigsOptions, ListServicesOptions, ListTasksOptions};
+use bollard::query_parameters::{
+    ListConfigsOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
+};
 use bollard::Docker;
 use futures_util::stream::BoxStream;
 use nbrt_oci::label;
@@ -50,6 +63,7 @@ use super::{
 };
 use crate::error::{Result, SiteError};
 use crate::runtime::Runtime;
+use crate::session_env::SessionEnv;
 use crate::sessions::{HOME, PORT};
 
 /// The overlay network sessions join when the configuration names none.
@@ -63,6 +77,10 @@ const WATCH_POLL: Duration = Duration::from_secs(1);
 /// Labels of nbrt's own on services: the home volume and the node it was pinned to.
 const HOME_LABEL: &str = "io.nbrt.home";
 const HOME_NODE_LABEL: &str = "io.nbrt.home-node";
+/// The label of the configs and secrets that hold session files: their content's SHA-256.
+const FILE_LABEL: &str = "io.nbrt.session-file";
+/// What a Swarm config or secret holds at most (swarmkit's limit).
+pub const MAX_FILE_OBJECT: usize = 500 * 1024;
 
 pub struct SwarmBackend {
     docker: Docker,
@@ -77,6 +95,77 @@ pub struct SwarmBackend {
     nodes: Mutex<HashMap<String, String>>,
     /// The nodes' engines the site reaches (`oom` events).
     node_engines: Vec<Docker>,
+    /// The site's image store, as the first [`SessionBackend::ensure_image`] named it: where
+    /// an image's own CA bundle is read.
+    store_root: Mutex<Option<PathBuf>>,
+    /// Runtime image ID → its system CA bundle (`None`: it has none).
+    bundles: tokio::sync::Mutex<HashMap<String, Option<Vec<u8>>>>,
+    /// Held while session files are made and a service refers to them, and while unused
+    /// ones are removed: a removal never takes a file a launch is about to use.
+    files_lock: tokio::sync::Mutex<()>,
+}
+
+/// One session file as the swarm mounts it (see the module's notes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileObject {
+    /// `nbrt-<site>-file-<24 hex of its SHA-256>` (`-secret-` for a secret).
+    pub name: String,
+    pub path: String,
+    pub mode: u32,
+    /// Kept as a Swarm secret (encrypted in the swarm's store, never shown by inspect).
+    pub secret: bool,
+    pub data: Vec<u8>,
+    /// The SHA-256 of `data`, hex.
+    pub digest: String,
+}
+
+/// A session file and the ID of the config or secret that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountedFile {
+    pub file: FileObject,
+    pub id: String,
+}
+
+/// The files a session gets (`env`'s, and the CA bundle combined with the image's
+/// `system_bundle`) as Swarm objects; a 409 naming `files` for one the swarm cannot hold.
+pub fn file_objects(
+    site_id: &str,
+    env: &SessionEnv,
+    system_bundle: Option<&[u8]>,
+) -> Result<Vec<FileObject>> {
+    let secret: HashSet<&str> = env
+        .files
+        .iter()
+        .filter(|f| f.secret)
+        .map(|f| f.path.as_str())
+        .collect();
+    env.files_to_write(system_bundle)
+        .into_iter()
+        .map(|(path, data, mode)| {
+            if data.len() > MAX_FILE_OBJECT {
+                return Err(SiteError::conflict(
+                    Some("files"),
+                    format!(
+                        "{path} is {} bytes: a Swarm config or secret holds at most {} KB; \
+                         make it smaller or use the docker backend",
+                        data.len(),
+                        MAX_FILE_OBJECT / 1024
+                    ),
+                ));
+            }
+            let secret = secret.contains(path.as_str());
+            let digest = hex::encode(sha2::Sha256::digest(&data));
+            let kind = if secret { "secret" } else { "file" };
+            Ok(FileObject {
+                name: format!("nbrt-{site_id}-{kind}-{}", &digest[..24]),
+                path,
+                mode,
+                secret,
+                data,
+                digest,
+            })
+        })
+        .collect()
 }
 
 impl SwarmBackend {
@@ -122,12 +211,193 @@ impl SwarmBackend {
             pushed: Default::default(),
             nodes: Default::default(),
             node_engines,
+            store_root: Mutex::new(None),
+            bundles: Default::default(),
+            files_lock: Default::default(),
         })
     }
 
     /// The service that runs a session (see the module's notes).
-    pub fn service_spec(&self, spec: &SessionSpec) -> ServiceSpec {
-        service_spec(spec, &self.network, &self.constraints, self.cpu_reservation)
+    pub fn service_spec(&self, spec: &SessionSpec, files: &[MountedFile]) -> ServiceSpec {
+        service_spec(
+            spec,
+            files,
+            &self.network,
+            &self.constraints,
+            self.cpu_reservation,
+        )
+    }
+
+    /// The system CA bundle of a runtime's image, from the site's store (once per image).
+    async fn system_bundle(&self, image_id: &str) -> Result<Option<Vec<u8>>> {
+        let mut bundles = self.bundles.lock().await;
+        if let Some(b) = bundles.get(image_id) {
+            return Ok(b.clone());
+        }
+        let root = self
+            .store_root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(root) = root else {
+            return Ok(None);
+        };
+        let id = image_id.to_string();
+        let bundle = tokio::task::spawn_blocking(move || {
+            let store = nbrt_oci::Store::open(root)?;
+            crate::session_env::system_bundle_in_store(&store, &id)
+        })
+        .await
+        .map_err(|e| SiteError::Internal(format!("reading the CA bundle of {image_id}: {e}")))??;
+        bundles.insert(image_id.to_string(), bundle.clone());
+        Ok(bundle)
+    }
+
+    /// The config (or secret) named `name`, if the swarm has it.
+    async fn find_file_object(&self, secret: bool, name: &str) -> Result<Option<String>> {
+        let filters = Some(HashMap::from([(
+            "name".to_string(),
+            vec![name.to_string()],
+        )]));
+        let found: Vec<(Option<String>, Option<String>)> = if secret {
+            let list = self
+                .docker
+                .list_secrets(Some(ListSecretsOptions { filters }));
+            list.await
+                .map_err(SiteError::engine)?
+                .into_iter()
+                .map(|o| (o.id, o.spec.and_then(|s| s.name)))
+                .collect()
+        } else {
+            let list = self
+                .docker
+                .list_configs(Some(ListConfigsOptions { filters }));
+            list.await
+                .map_err(SiteError::engine)?
+                .into_iter()
+                .map(|o| (o.id, o.spec.and_then(|s| s.name)))
+                .collect()
+        };
+        // The engine's name filter matches prefixes too.
+        Ok(found
+            .into_iter()
+            .find(|(_, n)| n.as_deref() == Some(name))
+            .and_then(|(id, _)| id))
+    }
+
+    /// Make (or find) the configs and secrets of a session's files.
+    async fn ensure_files(
+        &self,
+        site_id: &str,
+        files: Vec<FileObject>,
+    ) -> Result<Vec<MountedFile>> {
+        let mut mounted = Vec::with_capacity(files.len());
+        for file in files {
+            if let Some(id) = self.find_file_object(file.secret, &file.name).await? {
+                mounted.push(MountedFile { file, id });
+                continue;
+            }
+            let labels = Some(HashMap::from([
+                (label::SITE.name.to_string(), site_id.to_string()),
+                (FILE_LABEL.to_string(), file.digest.clone()),
+            ]));
+            let data = Some(base64::engine::general_purpose::STANDARD.encode(&file.data));
+            let name = Some(file.name.clone());
+            let created = if file.secret {
+                let spec = SecretSpec {
+                    name,
+                    labels,
+                    data,
+                    ..Default::default()
+                };
+                self.docker.create_secret(spec).await
+            } else {
+                let spec = ConfigSpec {
+                    name,
+                    labels,
+                    data,
+                    ..Default::default()
+                };
+                self.docker.create_config(spec).await
+            };
+            let id = match created {
+                Ok(r) => r.id,
+                // Made meanwhile by another launch of this site.
+                Err(e) if status_of(&e) == Some(409) => self
+                    .find_file_object(file.secret, &file.name)
+                    .await?
+                    .ok_or_else(|| SiteError::engine(e))?,
+                Err(e) => {
+                    return Err(SiteError::Engine(format!(
+                        "storing the session file {} in the swarm failed: {}",
+                        file.path,
+                        engine_message(&e)
+                    )))
+                }
+            };
+            mounted.push(MountedFile { file, id });
+        }
+        Ok(mounted)
+    }
+
+    /// Remove the site's session-file configs and secrets that no service of the site refers
+    /// to any more.
+    async fn remove_unused_files(&self, site_id: &str) -> Result<()> {
+        let _files = self.files_lock.lock().await;
+        let mut used = HashSet::new();
+        for s in site_services(&self.docker, site_id).await? {
+            let Some(c) = s.spec.and_then(|s| s.task_template?.container_spec) else {
+                continue;
+            };
+            used.extend(c.configs.into_iter().flatten().filter_map(|r| r.config_id));
+            used.extend(c.secrets.into_iter().flatten().filter_map(|r| r.secret_id));
+        }
+        let filters = Some(HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}={site_id}", label::SITE.name),
+                FILE_LABEL.to_string(),
+            ],
+        )]));
+        let configs = self
+            .docker
+            .list_configs(Some(ListConfigsOptions {
+                filters: filters.clone(),
+            }))
+            .await
+            .map_err(SiteError::engine)?;
+        let secrets = self
+            .docker
+            .list_secrets(Some(ListSecretsOptions { filters }))
+            .await
+            .map_err(SiteError::engine)?;
+        let unused = configs
+            .into_iter()
+            .filter_map(|c| c.id)
+            .map(|id| (false, id))
+            .chain(
+                secrets
+                    .into_iter()
+                    .filter_map(|c| c.id)
+                    .map(|id| (true, id)),
+            )
+            .filter(|(_, id)| !used.contains(id));
+        for (secret, id) in unused {
+            let removed = if secret {
+                self.docker.delete_secret(&id).await
+            } else {
+                self.docker.delete_config(&id).await
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if is_404(&e) => {}
+                // Still in use by a service of another site or made by hand: kept.
+                Err(e) => {
+                    tracing::warn!("swarm: keeping session file {id}: {}", engine_message(&e))
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn node_address(&self, node_id: &str) -> Result<Option<String>> {
@@ -248,9 +518,21 @@ pub fn home_pin_name(site_id: &str, user: &str) -> String {
     format!("nbrt-{site_id}-home-{}", &hex::encode(h)[..12])
 }
 
+/// Where a session file is mounted: at its path, owner root, group 100 (the notebook users'),
+/// its mode — as the docker backend writes them.
+fn file_target(f: &MountedFile) -> TaskSpecContainerSpecFile {
+    TaskSpecContainerSpecFile {
+        name: Some(f.file.path.clone()),
+        uid: Some("0".into()),
+        gid: Some("100".into()),
+        mode: Some(f.file.mode),
+    }
+}
+
 /// The service for one session: see the module's notes.
 pub fn service_spec(
     spec: &SessionSpec,
+    files: &[MountedFile],
     network: &str,
     constraints: &[String],
     cpu_reservation: f64,
@@ -292,6 +574,30 @@ pub fn service_spec(
         placement.push(format!("node.id=={node}"));
     }
     let nano_cpus = rt.nano_cpus();
+    let mut configs = Vec::new();
+    let mut secrets = Vec::new();
+    for f in files {
+        let target = file_target(f);
+        if f.file.secret {
+            secrets.push(TaskSpecContainerSpecSecrets {
+                file: Some(target),
+                secret_id: Some(f.id.clone()),
+                secret_name: Some(f.file.name.clone()),
+            });
+        } else {
+            configs.push(TaskSpecContainerSpecConfigs {
+                file: Some(TaskSpecContainerSpecFile1 {
+                    name: target.name,
+                    uid: target.uid,
+                    gid: target.gid,
+                    mode: target.mode,
+                }),
+                config_id: Some(f.id.clone()),
+                config_name: Some(f.file.name.clone()),
+                ..Default::default()
+            });
+        }
+    }
     ServiceSpec {
         name: Some(spec.name.clone()),
         labels: Some(service_labels),
@@ -301,6 +607,8 @@ pub fn service_spec(
                 labels: Some(labels),
                 env: Some(spec.env()),
                 mounts: Some(mounts),
+                configs: (!configs.is_empty()).then_some(configs),
+                secrets: (!secrets.is_empty()).then_some(secrets),
                 stop_grace_period: Some(STOP_GRACE.as_nanos() as i64),
                 // Engines before swarmkit's 2023 privileges work ignore it (see docs/backends.md).
                 privileges: (!rt.requires_advanced_privileges).then(|| {
@@ -486,6 +794,10 @@ impl SessionBackend for SwarmBackend {
         rt: &Runtime,
         progress: &super::ImageProgress,
     ) -> Result<ImageRef> {
+        if let Some(store) = store {
+            *self.store_root.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(store.root().to_path_buf());
+        }
         let mut pushed = self.pushed.lock().await;
         if let Some(r) = pushed.get(&rt.image_id) {
             return Ok(ImageRef(r.clone()));
@@ -572,6 +884,13 @@ impl SessionBackend for SwarmBackend {
     }
 
     async fn launch(&self, spec: &SessionSpec) -> Result<Handle> {
+        let system_bundle = match &spec.session_env.ca_bundle {
+            Some(_) => self.system_bundle(&spec.runtime.image_id).await?,
+            None => None,
+        };
+        let files = file_objects(&spec.site_id, &spec.session_env, system_bundle.as_deref())?;
+        let _files = self.files_lock.lock().await;
+        let files = self.ensure_files(&spec.site_id, files).await?;
         // A service left by an ended session of the same user and runtime.
         match self.docker.delete_service(&spec.name).await {
             Ok(()) => {}
@@ -580,7 +899,7 @@ impl SessionBackend for SwarmBackend {
         }
         let created = self
             .docker
-            .create_service(self.service_spec(spec), None)
+            .create_service(self.service_spec(spec, &files), None)
             .await
             .map_err(|e| {
                 SiteError::Engine(format!(
@@ -699,12 +1018,26 @@ impl SessionBackend for SwarmBackend {
     }
 
     async fn stop(&self, handle: &Handle, _grace: Duration) -> Result<()> {
+        let site = match self.docker.inspect_service(&handle.0, None).await {
+            Ok(s) => s
+                .spec
+                .and_then(|s| s.labels)
+                .and_then(|l| label::SITE.get(&l).map(str::to_string)),
+            Err(e) if is_404(&e) => return Ok(()),
+            Err(e) => return Err(SiteError::engine(e)),
+        };
         // Removing the service stops its task with the service's stop grace period.
         match self.docker.delete_service(&handle.0).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_404(&e) => Ok(()),
-            Err(e) => Err(SiteError::engine(e)),
+            Ok(()) => {}
+            Err(e) if is_404(&e) => {}
+            Err(e) => return Err(SiteError::engine(e)),
         }
+        if let Some(site) = site {
+            if let Err(e) = self.remove_unused_files(&site).await {
+                tracing::warn!("swarm: removing unused session files: {e}");
+            }
+        }
+        Ok(())
     }
 
     async fn kill(&self, handle: &Handle) -> Result<()> {

@@ -96,6 +96,32 @@ pub struct Answer {
     pub text: String,
 }
 
+/// One request to the site at `base` (`http://host:port`), with a bearer token and a JSON
+/// body when given.
+pub async fn call_at(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = http.request(method.parse().expect("method"), format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, body, text }
+}
+
 impl TestSite {
     pub async fn call(
         &self,
@@ -104,23 +130,7 @@ impl TestSite {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self.http.request(
-            method.parse().expect("method"),
-            format!("{}{path}", self.base),
-        );
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        if let Some(b) = body {
-            req = req
-                .header("Content-Type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text }
+        call_at(&self.http, &self.base, method, path, token, body).await
     }
 
     pub async fn user(&self, name: &str, role: &str, advanced: bool) -> String {
@@ -232,14 +242,25 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn kernel_ws(t: &TestSite, token: &str, prefix: &str) -> (String, Ws) {
-    let k = t
-        .call(
-            "POST",
-            &format!("{prefix}api/kernels"),
-            Some(token),
-            Some(json!({"name": "python3"})),
-        )
-        .await;
+    kernel_ws_at(&t.http, &t.base, token, prefix).await
+}
+
+/// [`kernel_ws`] on the site at `base`.
+pub async fn kernel_ws_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    prefix: &str,
+) -> (String, Ws) {
+    let k = call_at(
+        http,
+        base,
+        "POST",
+        &format!("{prefix}api/kernels"),
+        Some(token),
+        Some(json!({"name": "python3"})),
+    )
+    .await;
     assert_eq!(
         k.status, 201,
         "starting a kernel through the proxy: {}",
@@ -248,7 +269,7 @@ pub async fn kernel_ws(t: &TestSite, token: &str, prefix: &str) -> (String, Ws) 
     let kid = k.body["id"].as_str().unwrap().to_string();
     let url = format!(
         "{}{prefix}api/kernels/{kid}/channels",
-        t.base.replace("http://", "ws://")
+        base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
