@@ -1,8 +1,10 @@
 //! The web UI in a real browser (Debian chromium driven through chromedriver): log in,
 //! register a runtime (bad values first: the form names the field, both for what it checks
 //! itself and for what only the server knows, and nothing is stored), look a library up in
-//! the manifest viewer, start a session, and see JupyterLab load through the site's proxy.
-//! Screenshots are kept in target/test-artifacts/.
+//! the manifest viewer, start a session, and see JupyterLab load through the site's proxy;
+//! then the operator's actions: deprecate, edit a runtime, page through a manifest, stop a
+//! runtime's sessions, every page at 1280 and 800 pixels, tokens and users. Screenshots are
+//! kept in target/test-artifacts/.
 
 mod common;
 
@@ -277,6 +279,127 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
         "{}",
         sessions.text
     );
+
+    // Runtime edit (issue 18): a bad value lands by its field and changes nothing; a good one
+    // is saved, and only it changes.
+    click(c, &format!("{row} button.edit")).await;
+    wait_for(c, "#edit-section:not([hidden])").await;
+    fill(c, "e-maxCpu", "-1").await;
+    click(c, "#edit-submit").await;
+    wait_for(c, "#edit-error:not(:empty)").await;
+    let by_field = text(c, "#edit-form .field-error[data-for='maxCpu']").await;
+    assert!(by_field.contains("greater than zero"), "{by_field}");
+    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(rt.body["runtimes"][0]["maxCpu"], 1.0, "nothing saved");
+    fill(c, "e-maxCpu", "2").await;
+    click(c, "#edit-submit").await;
+    wait_for(c, "#edit-section[hidden]").await;
+    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    let rt = &rt.body["runtimes"][0];
+    assert_eq!(
+        (&rt["maxCpu"], &rt["maxMemory"], &rt["maxSwapMemory"]),
+        (&json!(2.0), &json!(1.0), &json!(2.0)),
+        "only the CPU changed: {rt}"
+    );
+
+    // The manifest a page at a time.
+    let libraries: Vec<_> = (0..120)
+        .map(|i| json!({"name": format!("lib{i:03}"), "version": "1.0"}))
+        .collect();
+    let id = rt["id"].as_str().unwrap().to_string();
+    let put = t
+        .call(
+            "PUT",
+            &format!("/api/runtimes/{id}/manifest"),
+            Some(&t.admin),
+            Some(json!(libraries)),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    c.refresh().await.unwrap();
+    wait_for(c, "#manifest-table tbody tr").await;
+    let page_is = |want: &'static str| async move {
+        for _ in 0..100 {
+            if text(c, "#manifest-page").await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the manifest pager never said {want}: {}",
+            text(c, "#manifest-page").await
+        );
+    };
+    page_is("1–50 of 120").await;
+    click(c, "#manifest-next").await;
+    page_is("51–100 of 120").await;
+    assert!(text(c, "#manifest-table tbody").await.contains("lib050"));
+
+    // Stop every session of the runtime.
+    click(c, &format!("{row} button.stop-all")).await;
+    // The confirmation comes once the page has fetched the runtime's sessions.
+    let mut confirmed = Err(None);
+    for _ in 0..100 {
+        match c.accept_alert().await {
+            Ok(()) => {
+                confirmed = Ok(());
+                break;
+            }
+            Err(e) => confirmed = Err(Some(e)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    confirmed.unwrap_or_else(|e| panic!("no confirmation to stop the sessions: {e:?}"));
+    let mut said = String::new();
+    for _ in 0..600 {
+        said = text(c, "#runtimes-ok").await;
+        if said.starts_with("stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(said.starts_with("stopped 1 session"), "{said}");
+    let active = t.call("GET", "/api/sessions", Some(&t.admin), None).await;
+    assert_eq!(active.body["sessions"], json!([]), "{}", active.text);
+
+    // Every page at 1280 and 800 pixels: nothing wider than the window (wide tables scroll
+    // in their own box); the screenshots are kept to look at.
+    for width in [1280u32, 800] {
+        c.set_window_size(width, 1000).await.unwrap();
+        for page in [
+            "runtimes",
+            "sessions",
+            "notebooks",
+            "migration",
+            "sessionenv",
+            "account",
+        ] {
+            c.goto(&format!("{}/#{page}", t.base)).await.unwrap();
+            wait_for(c, &format!("#page-{page}:not([hidden])")).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let fits = c
+                .execute(
+                    "return [document.documentElement.scrollWidth, window.innerWidth]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let (scroll, inner) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+            assert!(
+                scroll <= inner,
+                "#{page} at {width} px: {scroll} px wide in {inner}"
+            );
+            if page == "runtimes" {
+                let edit = c.find(Locator::Id("edit-section")).await.unwrap();
+                assert!(
+                    !edit.is_displayed().await.unwrap(),
+                    "the edit form shows only when asked"
+                );
+            }
+            screenshot(c, &format!("site-{width}-{page}.png")).await;
+        }
+    }
+    c.set_window_size(1400, 1000).await.unwrap();
 
     // Tokens and users (issue 17): the login's own token is listed and marked; a new token is
     // shown once; an admin creates a user and disables it, and the API agrees.
