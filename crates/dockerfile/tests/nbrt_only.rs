@@ -229,27 +229,8 @@ fn convert_keeps_a_copy_after_a_run_in_order() {
         why(3)
     );
     assert!(why(4).starts_with("[[run]]"), "{}", why(4));
-    let runtime_file = ctx.path().join("runtime.toml");
-    std::fs::write(&runtime_file, &conversion.runtime).unwrap();
-    let stack = nbrt_build::stack::Stack::load(&runtime_file, &fix.store)
-        .unwrap_or_else(|e| panic!("{e}\n{}", conversion.runtime));
-    let mut log = Vec::new();
-    nbrt_build::builder::build_stack(
-        &fix.store,
-        &stack,
-        None,
-        &nbrt_build::builder::BuildOptions::default(),
-        &nbrt_oci::Progress::hidden(),
-        &mut log,
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{}\n{}",
-            conversion.runtime,
-            String::from_utf8_lossy(&log)
-        )
-    });
-    let from_runtime_file = fix.store.resolve("nbrt-only-convert-order").unwrap().image;
+    let from_runtime_file =
+        build_converted(&fix, ctx.path(), &conversion, "nbrt-only-convert-order");
     let a = common::tree(&fix.store, &from_dockerfile);
     let b = common::tree(&fix.store, &from_runtime_file);
     for p in [
@@ -351,27 +332,8 @@ fn convert_copies_directories_and_globs_in_order() {
         "{}",
         conversion.runtime
     );
-    let runtime_file = ctx.path().join("runtime.toml");
-    std::fs::write(&runtime_file, &conversion.runtime).unwrap();
-    let stack = nbrt_build::stack::Stack::load(&runtime_file, &fix.store)
-        .unwrap_or_else(|e| panic!("{e}\n{}", conversion.runtime));
-    let mut log = Vec::new();
-    nbrt_build::builder::build_stack(
-        &fix.store,
-        &stack,
-        None,
-        &nbrt_build::builder::BuildOptions::default(),
-        &nbrt_oci::Progress::hidden(),
-        &mut log,
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{}\n{}",
-            conversion.runtime,
-            String::from_utf8_lossy(&log)
-        )
-    });
-    let from_runtime_file = fix.store.resolve("nbrt-only-convert-dirs").unwrap().image;
+    let from_runtime_file =
+        build_converted(&fix, ctx.path(), &conversion, "nbrt-only-convert-dirs");
     let a = common::tree(&fix.store, &from_dockerfile);
     let b = common::tree(&fix.store, &from_runtime_file);
     let under = |t: &std::collections::BTreeMap<String, common::Entry>| -> Vec<String> {
@@ -426,4 +388,35 @@ fn convert_copies_directories_and_globs_in_order() {
         link.starts_with("Dockerfile:2:") && link.contains("(a link to deep/er/file)"),
         "{link}"
     );
+}
+
+/// The converted runtime file written into the context and built by the runtime-file
+/// builder; the image it tags `name`.
+fn build_converted(
+    fix: &common::Fixture,
+    ctx: &std::path::Path,
+    conversion: &nbrt_dockerfile::convert::Conversion,
+    name: &str,
+) -> nbrt_oci::Image {
+    let runtime_file = ctx.join("runtime.toml");
+    std::fs::write(&runtime_file, &conversion.runtime).unwrap();
+    let stack = nbrt_build::stack::Stack::load(&runtime_file, &fix.store)
+        .unwrap_or_else(|e| panic!("{e}\n{}", conversion.runtime));
+    let mut log = Vec::new();
+    nbrt_build::builder::build_stack(
+        &fix.store,
+        &stack,
+        None,
+        &nbrt_build::builder::BuildOptions::default(),
+        &nbrt_oci::Progress::hidden(),
+        &mut log,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            conversion.runtime,
+            String::from_utf8_lossy(&log)
+        )
+    });
+    fix.store.resolve(name).unwrap().image
 }
