@@ -230,7 +230,7 @@ fn convert_keeps_a_copy_after_a_run_in_order() {
     );
     assert!(why(4).starts_with("[[run]]"), "{}", why(4));
     let from_runtime_file =
-        build_converted(&fix, ctx.path(), &conversion, "nbrt-only-convert-order");
+        build_converted(fix, ctx.path(), &conversion, "nbrt-only-convert-order");
     let a = common::tree(&fix.store, &from_dockerfile);
     let b = common::tree(&fix.store, &from_runtime_file);
     for p in [
@@ -332,8 +332,7 @@ fn convert_copies_directories_and_globs_in_order() {
         "{}",
         conversion.runtime
     );
-    let from_runtime_file =
-        build_converted(&fix, ctx.path(), &conversion, "nbrt-only-convert-dirs");
+    let from_runtime_file = build_converted(fix, ctx.path(), &conversion, "nbrt-only-convert-dirs");
     let a = common::tree(&fix.store, &from_dockerfile);
     let b = common::tree(&fix.store, &from_runtime_file);
     let under = |t: &std::collections::BTreeMap<String, common::Entry>| -> Vec<String> {
