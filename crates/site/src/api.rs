@@ -841,7 +841,15 @@ async fn list_sessions(
 ) -> Result<Json<Value>> {
     let owner = if user.is_admin() { None } else { Some(user.id) };
     let list = sessions::list(&site, owner, q.all.unwrap_or(false))?;
+    let list: Vec<Value> = list.iter().map(|s| session_json(&site, s)).collect();
     Ok(Json(json!({"sessions": list})))
+}
+
+/// A session as the API shows it: its record and when the culler would stop it (`cullAt`).
+fn session_json(site: &Site, s: &sessions::Session) -> Value {
+    let mut v = json!(s);
+    v["cullAt"] = json!(sessions::cull_at(site, s));
+    v
 }
 
 async fn start_session(
@@ -869,9 +877,8 @@ async fn start_session(
 }
 
 async fn get_session(State(site): S, user: User, Path(id): Path<String>) -> Result<Json<Value>> {
-    Ok(Json(
-        json!({"session": sessions::get_visible(&site, &user, &id)?}),
-    ))
+    let s = sessions::get_visible(&site, &user, &id)?;
+    Ok(Json(json!({"session": session_json(&site, &s)})))
 }
 
 async fn stop_session(
@@ -897,7 +904,6 @@ async fn stop_session(
             json!({"user": s.user, "runtimeId": s.runtime_id}),
         );
     }
-    Ok(Json(
-        json!({"session": sessions::get_visible(&site, &user, &id)?}),
-    ))
+    let s = sessions::get_visible(&site, &user, &id)?;
+    Ok(Json(json!({"session": session_json(&site, &s)})))
 }

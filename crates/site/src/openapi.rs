@@ -541,6 +541,7 @@ fn schemas() -> Value {
             "containerId": {"type": ["string", "null"]}, "url": {"type": "string"},
             "created": {"type": "integer"}, "ready": {"type": ["integer", "null"]},
             "ended": {"type": ["integer", "null"]}, "lastActivity": {"type": ["integer", "null"]},
+            "cullAt": {"type": ["integer", "null"], "description": "when the culler stops it if its kernels stay idle (ms since the epoch); null when culling is off or it is not ready"},
             "oomKilled": {"type": "boolean"}}}
     })
 }

@@ -701,6 +701,17 @@ fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// Check every ready session's kernels and stop those idle past the threshold.
+/// When the culler stops `s` if its kernels stay idle: its last kernel activity (else the
+/// time it became ready) plus the idle limit. `None` when culling is off or `s` is not
+/// ready. The culler checks every `cull_interval`, so it may come up to that much later.
+pub fn cull_at(site: &Site, s: &Session) -> Option<i64> {
+    let idle = site.config.cull_idle_timeout?;
+    if s.state != SessionState::Ready {
+        return None;
+    }
+    Some(s.last_activity.or(s.ready)? + idle.as_millis() as i64)
+}
+
 pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
     let Some(idle) = site.config.cull_idle_timeout else {
         return Ok(Vec::new());
@@ -729,10 +740,16 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
                 }
             }
         }
-        let last = get(site, &s.id)?
+        let fresh = get(site, &s.id)?;
+        let last = fresh
+            .as_ref()
             .and_then(|s| s.last_activity.or(s.ready))
             .unwrap_or(now);
-        if now - last > idle.as_millis() as i64 {
+        if fresh
+            .as_ref()
+            .and_then(|f| cull_at(site, f))
+            .is_some_and(|due| now > due)
+        {
             let msg = format!(
                 "culled: no kernel activity for {} s (threshold {} s)",
                 (now - last) / 1000,

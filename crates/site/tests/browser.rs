@@ -242,6 +242,8 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
         }
     };
     let href = open.attr("href").await.unwrap().expect("the open link");
+    let cull = text(c, "tr[data-state='ready'] td[data-label='culled at']").await;
+    assert_ne!(cull, "—", "a ready session shows when it would be culled");
     screenshot(c, "site-sessions.png").await;
 
     // JupyterLab through the proxy (cookie login; the proxy sends the session's token).
