@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// JupyterHub's /hub/metrics does)
     #[arg(long)]
     metrics_public: bool,
+    /// Let administrators open other users' sessions with their own credential (each first
+    /// access to a session is in the audit log as session.admin-access); off by default, as
+    /// JupyterHub's admin_access
+    #[arg(long)]
+    admin_access: bool,
     /// Register the stock stacks the store holds (jupyter, scipy) as factory runtimes at
     /// start, as ArcGIS's "Restore Factory Runtimes" does
     #[arg(long)]
@@ -148,6 +153,7 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
         login_lifetime: Duration::from_secs(a.login_lifetime_hours.max(1).saturating_mul(3600)),
     };
     config.metrics_public = a.metrics_public;
+    config.admin_access = a.admin_access;
     let json = a.json;
     let options = nbrt_site::ServeOptions {
         restore_factory: a.restore_factory,

@@ -270,8 +270,14 @@ async fn logout(State(site): S, headers: HeaderMap) -> Result<Response> {
     Ok(resp)
 }
 
-async fn me(user: User) -> Json<User> {
-    Json(user)
+/// The calling user; for administrators also whether the site lets them open other users'
+/// sessions (`adminAccess`).
+async fn me(State(site): S, user: User) -> Json<Value> {
+    let mut v = json!(user);
+    if user.is_admin() {
+        v["adminAccess"] = json!(site.config.admin_access);
+    }
+    Json(v)
 }
 
 // ---- users ----

@@ -88,6 +88,10 @@ pub struct Config {
     /// JupyterHub's `/hub/metrics` does: give the scraper a user of its own and a token that
     /// never expires (`nbrt serve --metrics-public` turns this on).
     pub metrics_public: bool,
+    /// Administrators may open other users' sessions through the proxy, with their own
+    /// credential; each first access of an administrator to a session is audited
+    /// (`session.admin-access`). Off by default, as JupyterHub's `admin_access` is.
+    pub admin_access: bool,
 }
 
 impl Config {
@@ -105,12 +109,15 @@ impl Config {
             limits: ServerLimits::default(),
             tokens: auth::TokenPolicy::default(),
             metrics_public: false,
+            admin_access: false,
         }
     }
 }
 
 pub struct Site {
     pub config: Config,
+    /// (administrator, session) pairs already audited as admin access.
+    pub admin_accesses: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     pub db: db::Db,
     /// The Docker engine (for Swarm, the manager the site talks to): runtime checks use it.
     pub docker: Docker,
@@ -159,6 +166,7 @@ impl Site {
         };
         let site = Arc::new(Site {
             config,
+            admin_accesses: Default::default(),
             db,
             docker,
             backend,

@@ -1,5 +1,6 @@
 //! `/user/<name>/<runtime>/…` → the session's notebook server: HTTP requests and websocket
-//! upgrades, for the session's owner only. The site's own credentials (the `nbrt_token`
+//! upgrades, for the session's owner only (and administrators when the site allows admin
+//! access, audited). The site's own credentials (the `nbrt_token`
 //! cookie, the Authorization header) never reach the container; the session's Jupyter token
 //! is sent instead.
 
@@ -147,6 +148,24 @@ pub async fn handle(State(site): State<Arc<Site>>, req: Request) -> Response<Bod
     }
 }
 
+/// An administrator opening another user's session: audited once per administrator and
+/// session (every request of a notebook page would drown the log).
+fn note_admin_access(site: &Site, user: &auth::User, session: &sessions::Session) {
+    let first = match site.admin_accesses.lock() {
+        Ok(mut seen) => seen.insert((user.name.clone(), session.id.clone())),
+        Err(_) => true,
+    };
+    if first {
+        crate::audit::record(
+            site,
+            user,
+            "session.admin-access",
+            Some(&session.id),
+            serde_json::json!({"owner": session.user, "runtimeId": session.runtime_id}),
+        );
+    }
+}
+
 fn path_parts(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/user/")?;
     let mut it = rest.splitn(3, '/');
@@ -161,12 +180,18 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
         path_parts(&path).ok_or_else(|| SiteError::NotFound(format!("no route {path}")))?;
     let user = auth::authenticate(&site, req.headers())?;
     crate::access::note_user(req.extensions(), &user.name);
-    if user.name != owner {
-        // Only the owner reaches a session, administrators included (ArcGIS: "only one
-        // user can be assigned any given container").
+    let admin_access = user.name != owner && user.is_admin() && site.config.admin_access;
+    if user.name != owner && !admin_access {
+        // Only the owner reaches a session (ArcGIS: "only one user can be assigned any given
+        // container"); administrators too, unless the site allows admin access.
         return Err(SiteError::Forbidden(format!(
-            "{path} belongs to {owner}; {} may not open it",
-            user.name
+            "{path} belongs to {owner}; {} may not open it{}",
+            user.name,
+            if user.is_admin() {
+                " (the site runs without --admin-access)"
+            } else {
+                ""
+            }
         )));
     }
     let session = sessions::active_by_path(&site, owner, runtime_id)?.ok_or_else(|| {
@@ -174,6 +199,9 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
             "{owner} has no session on runtime {runtime_id}: start one first"
         ))
     })?;
+    if admin_access {
+        note_admin_access(&site, &user, &session);
+    }
     let addr = match (session.state, &session.address) {
         (SessionState::Ready, Some(a)) => a.clone(),
         _ => {

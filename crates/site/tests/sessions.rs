@@ -567,3 +567,57 @@ async fn a_restart_adopts_containers_labelled_by_earlier_versions() {
     let _ = Command::new("docker").args(["rm", "-f", &old]).output();
     Fixture::Docker.cleanup(&site_id);
 }
+
+/// Admin access (off by default, as JupyterHub's): with it on, an administrator opens another
+/// user's session through the proxy with the administrator's own credential, HTTP and
+/// websocket, and the first access to that session is audited once; an author still may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_access_opens_a_users_session_and_is_audited_once() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|c| c.admin_access = true).await;
+    let me = t.call("GET", "/api/me", Some(&t.admin), None).await;
+    assert_eq!(me.body["adminAccess"], true, "{}", me.text);
+    let ann = t.user("ann", "author", false).await;
+    let bob = t.user("bob", "author", false).await;
+    let rt = t.register(runtime_body("py", &jupyter_image())).await;
+    let rt_id = rt["id"].as_str().unwrap();
+    let s = start(&t, &ann, rt_id).await;
+    let sid = s["id"].as_str().unwrap();
+    let prefix = format!("/user/ann/{rt_id}");
+    for path in ["api", "api/kernels", "api/contents"] {
+        let a = t
+            .call("GET", &format!("{prefix}/{path}"), Some(&t.admin), None)
+            .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+    }
+    let (_, mut ws) = kernel_ws(&t, &t.admin, &format!("{prefix}/")).await;
+    assert_eq!(run_cell(&mut ws, "print(6 * 7)", "a1").await, "42\n");
+    assert_eq!(
+        t.call("GET", &format!("{prefix}/api"), Some(&bob), None)
+            .await
+            .status,
+        403,
+        "an author still may not"
+    );
+    let audit = t
+        .call(
+            "GET",
+            "/api/audit?action=session.admin-access",
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    let records: Vec<&Value> = audit.body["records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", audit.text))
+        .iter()
+        .filter(|r| r["action"] == "session.admin-access")
+        .collect();
+    assert_eq!(records.len(), 1, "{}", audit.text);
+    assert_eq!(records[0]["target"], sid);
+    assert_eq!(records[0]["user"], "admin");
+    assert_eq!(records[0]["detail"]["owner"], "ann");
+}
