@@ -116,6 +116,29 @@ pub(crate) fn site_label_filters(site_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// How much of a failed container's output its session's message keeps.
+const LAST_LINES: usize = 10;
+const LAST_OUTPUT_BYTES: usize = 1500;
+
+impl DockerBackend {
+    /// The container's last lines of output, for the message of a session that ended:
+    /// `"; last output: …"`, or nothing when it printed nothing.
+    async fn last_output(&self, container: &str) -> String {
+        let engine = nbrt_oci::Engine::from_client(self.docker.clone());
+        let out = engine.logs(container, LAST_LINES).await;
+        let out = out.trim();
+        if out.is_empty() {
+            return String::new();
+        }
+        // The end matters most: keep the last bytes, cut at a character boundary.
+        let mut start = out.len().saturating_sub(LAST_OUTPUT_BYTES);
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("; last output:\n{}", &out[start..])
+    }
+}
+
 /// A stopped container's end: OOM-killed, or its exit code and the engine's error.
 fn ended(info: &ContainerInspectResponse) -> Ended {
     let state = info.state.as_ref();
@@ -342,7 +365,11 @@ impl SessionBackend for DockerBackend {
                 reason: "created".into(),
             }
         } else {
-            Observed::Ended(ended(&info))
+            let mut end = ended(&info);
+            if !end.oom {
+                end.message.push_str(&self.last_output(&handle.0).await);
+            }
+            Observed::Ended(end)
         })
     }
 

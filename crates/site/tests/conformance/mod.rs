@@ -799,6 +799,13 @@ pub async fn a_crashing_image_fails_with_its_reason(cx: &Ctx, token: &str, runti
         text(&ended, "message").contains("exited with code 3"),
         "{ended}"
     );
+    if cx.fx == Fixture::Docker {
+        // The container's last output is in the message (the UI shows it).
+        assert!(
+            text(&ended, "message").contains("crasher: no notebook server today"),
+            "{ended}"
+        );
+    }
     assert!(
         took < CRASH_DEADLINE,
         "a crashing image took {took:?} to fail (deadline {CRASH_DEADLINE:?})"
