@@ -41,10 +41,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigProtocolEnum,
-    EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Limit, Mount,
-    MountTmpfsOptions, MountType, NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject,
-    SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
+    EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit,
+    Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig, NetworkCreateRequest,
+    ResourceObject, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
     TaskSpecContainerSpecFile1, TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets,
     TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
@@ -607,6 +607,13 @@ pub fn service_spec(
                 labels: Some(labels),
                 env: Some(spec.env()),
                 mounts: Some(mounts),
+                // The site's readiness (`<prefix>/api`) stands for the image's HEALTHCHECK:
+                // Swarm would hold the task in `starting` until a first healthy check (15 s
+                // into the stock images) and kill it when unhealthy (see docs/backends.md).
+                health_check: Some(HealthConfig {
+                    test: Some(vec!["NONE".to_string()]),
+                    ..Default::default()
+                }),
                 configs: (!configs.is_empty()).then_some(configs),
                 secrets: (!secrets.is_empty()).then_some(secrets),
                 stop_grace_period: Some(STOP_GRACE.as_nanos() as i64),

@@ -162,6 +162,11 @@ impl Fixture {
         );
         assert!(image.contains("@sha256:"), "{image}");
         assert_eq!(task["RestartPolicy"]["Condition"], "none", "{task}");
+        // The site's readiness stands for the image's HEALTHCHECK (Swarm would gate on it).
+        assert_eq!(
+            task["ContainerSpec"]["Healthcheck"]["Test"],
+            json!(["NONE"])
+        );
         assert_eq!(info["Spec"]["EndpointSpec"]["Mode"], "dnsrr", "{info}");
         assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], memory, "{task}");
         assert_eq!(task["Resources"]["Limits"]["NanoCPUs"], 1_000_000_000_i64);
