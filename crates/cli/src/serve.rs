@@ -1,5 +1,5 @@
-//! `nbrt serve`: the site (runtimes, notebooks, sessions on a backend — the Docker engine or
-//! a Docker Swarm —, web UI). The backend's settings come from flags, else from the file
+//! `nbrt serve`: the site (runtimes, notebooks, sessions on a backend — the Docker engine, a
+//! Docker Swarm or a Kubernetes cluster —, web UI). The backend's settings come from flags, else from the file
 //! `--config` names.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use nbrt_site::{BackendKind, ServerLimits, SwarmConfig};
+use nbrt_site::{BackendKind, KubernetesConfig, ServerLimits, SwarmConfig};
 use serde::Deserialize;
 
 use crate::images::Context;
@@ -22,12 +22,12 @@ pub struct ServeArgs {
     /// The site's SQLite database (created on first start; default: site.db in the store's parent directory)
     #[arg(long, value_name = "PATH")]
     database: Option<PathBuf>,
-    /// A TOML file with the backend's settings (`backend`, `engine`, `network`, `[swarm]`);
-    /// flags given on the command line win over it
+    /// A TOML file with the backend's settings (`backend`, `engine`, `network`, `[swarm]`,
+    /// `[kubernetes]`); flags given on the command line win over it
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Where sessions run: docker (the one engine), swarm (a Docker Swarm, through a manager)
-    /// or kubernetes (not built yet) [default: docker]
+    /// or kubernetes (a cluster, through its API server) [default: docker]
     #[arg(long, value_name = "BACKEND", value_parser = parse_backend)]
     backend: Option<BackendKind>,
     /// The Docker engine (for swarm: a manager), unix:///PATH or tcp://HOST:PORT [default:
@@ -38,12 +38,21 @@ pub struct ServeArgs {
     /// network (default: nbrt-sessions, created when missing)
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
-    /// swarm: the site's registry (HOST:PORT) every node pulls runtime images from
+    /// swarm, kubernetes: the site's registry (HOST:PORT) every node pulls runtime images from
     #[arg(long, value_name = "HOST:PORT")]
     registry: Option<String>,
-    /// swarm: speak plain HTTP to the registry (loopback registries always get it)
+    /// swarm, kubernetes: speak plain HTTP to the registry (loopback registries always get it)
     #[arg(long)]
     registry_insecure: bool,
+    /// kubernetes: the kubeconfig file [default: KUBECONFIG, ~/.kube/config, else in-cluster]
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// kubernetes: the kubeconfig context [default: its current context]
+    #[arg(long, value_name = "NAME")]
+    kube_context: Option<String>,
+    /// kubernetes: the namespace sessions run in [default: the context's, else default]
+    #[arg(long, value_name = "NAME")]
+    namespace: Option<String>,
     /// swarm: a placement constraint for every session (repeatable), e.g. node.role==worker
     #[arg(long, value_name = "EXPR")]
     constraint: Vec<String>,
@@ -121,6 +130,13 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
     config.engine = a.engine.or(file.engine);
     config.network = a.network.or(file.network);
     let sw = file.swarm.unwrap_or_default();
+    let mut kube = file.kubernetes.unwrap_or_default();
+    kube.registry = a.registry.clone().or(kube.registry);
+    kube.registry_insecure |= a.registry_insecure;
+    kube.kubeconfig = a.kubeconfig.or(kube.kubeconfig);
+    kube.context = a.kube_context.or(kube.context);
+    kube.namespace = a.namespace.or(kube.namespace);
+    config.kubernetes = kube;
     config.swarm = SwarmConfig {
         registry: a.registry.or(sw.registry),
         registry_insecure: a.registry_insecure || sw.registry_insecure.unwrap_or(false),
@@ -230,6 +246,20 @@ fn parse_backend(s: &str) -> Result<BackendKind, String> {
 /// constraints = ["node.role==worker"]
 /// cpu-reservation = 0.25                   # of each session's CPU limit
 /// node-engines = ["tcp://node1:2375"]      # for out-of-memory events
+/// [kubernetes]                             # see docs/backends.md for every key
+/// kubeconfig = "/etc/nbrt/kubeconfig"
+/// namespace = "notebooks"
+/// registry = "registry.example:5000"
+/// storage-class = "standard"
+/// home-size = "10Gi"
+/// node-selector = { "nbrt.io/sessions" = "yes" }
+/// tolerations = [{ key = "gpu", operator = "Exists", effect = "NoSchedule" }]
+/// image-pull-secrets = ["site-registry"]
+/// service = false
+/// site-pod-labels = { "app.kubernetes.io/name" = "nbrt-serve" }
+/// site-cidrs = ["10.0.0.5/32"]
+/// cpu-request = 0.25
+/// gpus = 1
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -238,6 +268,7 @@ struct ServeFile {
     engine: Option<String>,
     network: Option<String>,
     swarm: Option<SwarmFile>,
+    kubernetes: Option<KubernetesConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -282,6 +282,17 @@ fn launch_scripts_pass_only_declared_variables() {
             let c = &doc["spec"]["containers"][0];
             assert_eq!(c["imagePullPolicy"], "IfNotPresent");
             assert_eq!(doc["spec"]["securityContext"]["runAsUser"], 1000);
+            // The conventions shared with the site's session pods (nbrt_oci::pod).
+            assert_eq!(doc["spec"]["restartPolicy"], "Never");
+            assert_eq!(
+                doc["spec"]["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+            assert_eq!(
+                doc["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+                "false"
+            );
             assert_eq!(doc["metadata"]["labels"]["component"], "kernel");
             c["env"]
                 .as_array()

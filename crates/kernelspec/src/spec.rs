@@ -14,14 +14,11 @@ use crate::error::{io, KernelspecError, Result};
 
 // Each launch script is one file for the kernel spec directory: the shared part (arguments,
 // the kernel's environment) followed by its provisioner's part.
-const LAUNCH_DOCKER: &str = concat!(
-    include_str!("scripts/launch_common.py"),
-    include_str!("scripts/launch_docker.py")
-);
-const LAUNCH_KUBERNETES: &str = concat!(
-    include_str!("scripts/launch_common.py"),
-    include_str!("scripts/launch_kubernetes.py")
-);
+const LAUNCH_DOCKER: &str = include_str!("scripts/launch_docker.py");
+// The Kubernetes part reads the pod conventions it shares with `nbrt serve --backend
+// kubernetes` from `POD_CONVENTIONS`, written between the two from `nbrt_oci::pod`.
+const LAUNCH_COMMON: &str = include_str!("scripts/launch_common.py");
+const LAUNCH_KUBERNETES: &str = include_str!("scripts/launch_kubernetes.py");
 
 /// The ipykernel class a Python kernel spec names unless told otherwise.
 pub const DEFAULT_CLASS: &str = "ipykernel.ipkernel.IPythonKernel";
@@ -43,10 +40,22 @@ impl Provisioner {
     }
 
     /// The launch script's file name and text.
-    pub fn script(self) -> (&'static str, &'static str) {
+    pub fn script(self) -> (&'static str, String) {
         match self {
-            Provisioner::Docker => ("launch_docker.py", LAUNCH_DOCKER),
-            Provisioner::Kubernetes => ("launch_kubernetes.py", LAUNCH_KUBERNETES),
+            Provisioner::Docker => (
+                "launch_docker.py",
+                format!("{LAUNCH_COMMON}{LAUNCH_DOCKER}"),
+            ),
+            Provisioner::Kubernetes => {
+                // A JSON string is a Python string literal too.
+                let conventions = nbrt_oci::pod::conventions_json().to_string();
+                let literal = serde_json::to_string(&conventions).unwrap_or_default();
+                let text = format!(
+                    "{LAUNCH_COMMON}\n# nbrt_oci::pod: the conventions of every pod nbrt describes.\n\
+                     POD_CONVENTIONS = json.loads({literal})\n\n{LAUNCH_KUBERNETES}"
+                );
+                ("launch_kubernetes.py", text)
+            }
         }
     }
 
@@ -366,6 +375,40 @@ mod tests {
             "kubernetes-provisioner"
         );
         assert!(doc["metadata"].get("supported_encryption").is_none());
+    }
+
+    #[test]
+    fn kubernetes_script_carries_the_shared_pod_conventions() {
+        let (_, text) = Provisioner::Kubernetes.script();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("POD_CONVENTIONS = json.loads("))
+            .and_then(|l| l.strip_suffix(')'))
+            .expect("a POD_CONVENTIONS line");
+        let inner: String = serde_json::from_str(line).unwrap();
+        let value: Value = serde_json::from_str(&inner).unwrap();
+        assert_eq!(value, nbrt_oci::pod::conventions_json());
+        // Defined before the Kubernetes part uses it, after the imports.
+        let (defined, used) = (
+            text.find("POD_CONVENTIONS =").unwrap(),
+            text.find("POD_CONVENTIONS[").unwrap(),
+        );
+        assert!(text.find("import json").unwrap() < defined && defined < used);
+        // Python reads it (where there is a python3).
+        let tmp = std::env::temp_dir().join(format!("nbrt-ks-k8s-{}.py", std::process::id()));
+        fs::write(&tmp, &text).unwrap();
+        if let Ok(out) = std::process::Command::new("python3")
+            .args(["-m", "py_compile"])
+            .arg(&tmp)
+            .output()
+        {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        fs::remove_file(&tmp).ok();
     }
 
     #[test]

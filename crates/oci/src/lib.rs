@@ -31,6 +31,7 @@ pub mod label;
 pub mod layer;
 pub mod name;
 pub mod platform;
+pub mod pod;
 pub mod progress;
 pub mod registry;
 pub mod spec;

@@ -1,6 +1,7 @@
 //! `nbrt serve`: the site — runtimes, notebooks, sessions, users.
 //!
-//! SQLite for state; sessions on a [`backend`]: the local Docker engine, or a Docker Swarm.
+//! SQLite for state; sessions on a [`backend`]: the local Docker engine, a Docker Swarm or a
+//! Kubernetes cluster.
 //! [`Site::open`] opens the database (creating the admin user on first start) and connects
 //! to the backend, [`Site::reconcile`] adopts the sessions a previous server left,
 //! [`Site::router`] is the HTTP interface (REST API under `/api`, the proxy under
@@ -21,7 +22,7 @@
 //! | [`notebooks`] | notebooks and migrations between runtimes |
 //! | [`session_env`] | what sessions get from the site and their runtime: variables, files, a CA bundle, conda channels (checked, secrets masked) |
 //! | [`sessions`] | sessions, whatever runs them: start, readiness, stop, adoption after a restart, reactions to the backend's events, the culler; [`sessions::SessionState`] |
-//! | [`backend`] | where sessions run: the [`backend::SessionBackend`] interface, Docker and Swarm behind it |
+//! | [`backend`] | where sessions run: the [`backend::SessionBackend`] interface, Docker, Swarm and Kubernetes behind it |
 //! | [`proxy`] | `/user/<name>/<runtime>/` to the session's notebook server (HTTP and websockets) |
 //! | [`server`] | the HTTP server: time-outs for headers, idle keep-alive and request bodies; the connection cap ([`ServerLimits`]) |
 //! | [`openapi`] | the API's OpenAPI document |
@@ -54,7 +55,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-pub use backend::{BackendKind, SwarmConfig};
+pub use backend::{BackendKind, KubernetesConfig, SwarmConfig};
 pub use error::{Result, SiteError};
 pub use server::ServerLimits;
 
@@ -74,6 +75,8 @@ pub struct Config {
     pub network: Option<String>,
     /// The Swarm backend's registry, network and placement.
     pub swarm: SwarmConfig,
+    /// The Kubernetes backend's cluster, namespace, registry and what it puts on pods.
+    pub kubernetes: KubernetesConfig,
     /// Cull sessions whose kernels have been idle this long (`None`: never).
     pub cull_idle_timeout: Option<Duration>,
     /// How often kernel activity is checked.
@@ -103,6 +106,7 @@ impl Config {
             engine: None,
             network: None,
             swarm: SwarmConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             cull_idle_timeout: Some(Duration::from_secs(1440 * 60)),
             cull_interval: Duration::from_secs(60),
             start_timeout: Duration::from_secs(300),
@@ -150,10 +154,13 @@ impl Site {
                 db.meta("site_id")?.unwrap_or(id)
             }
         };
-        if config.backend == BackendKind::Kubernetes {
-            return Err(backend::not_built(config.backend));
-        }
-        let docker = backend::connect_engine(config.engine.as_deref()).await?;
+        let docker = if config.backend == BackendKind::Kubernetes && config.engine.is_none() {
+            // A cluster's site may have no Docker engine: a client that connects only when
+            // used (registration's look at an image missing from the store).
+            bollard::Docker::connect_with_local_defaults().map_err(SiteError::engine)?
+        } else {
+            backend::connect_engine(config.engine.as_deref()).await?
+        };
         let backend: Arc<dyn backend::SessionBackend> = match config.backend {
             BackendKind::Docker => Arc::new(backend::docker::DockerBackend::new(
                 docker.clone(),
@@ -162,7 +169,10 @@ impl Site {
             BackendKind::Swarm => Arc::new(
                 backend::swarm::SwarmBackend::connect(docker.clone(), &config.swarm).await?,
             ),
-            BackendKind::Kubernetes => return Err(backend::not_built(config.backend)),
+            BackendKind::Kubernetes => Arc::new(
+                backend::kubernetes::KubernetesBackend::connect(&config.kubernetes, &site_id)
+                    .await?,
+            ),
         };
         let site = Arc::new(Site {
             config,

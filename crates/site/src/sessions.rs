@@ -399,9 +399,18 @@ fn oom_message(rt: Option<&Runtime>) -> String {
     }
 }
 
+/// The state a session ends in, from what the backend tells of its end.
+pub fn state_of(ended: &Ended) -> SessionState {
+    if ended.oom {
+        SessionState::OomKilled
+    } else {
+        SessionState::Failed
+    }
+}
+
 /// Settle a session whose container is not running (or was OOM-killed).
 fn settle(site: &Site, s: &Session, ended: &Ended) -> Result<()> {
-    if ended.oom {
+    if state_of(ended) == SessionState::OomKilled {
         let rt = runtime::repo::get(&site.db, &s.runtime_id).ok();
         end(
             site,

@@ -2,7 +2,10 @@
 # described here (no template): labels kernel_id / component=kernel / app as the provisioner
 # expects, the kernel user from KERNEL_UID/KERNEL_GID, resources from KERNEL_CPUS,
 # KERNEL_MEMORY, KERNEL_GPUS (requests) and their *_LIMIT forms, volumes from KERNEL_VOLUMES
-# and KERNEL_VOLUME_MOUNTS (YAML or JSON lists), and the spec's image pull policy.
+# and KERNEL_VOLUME_MOUNTS (YAML or JSON lists), and the spec's image pull policy. What every
+# pod of nbrt's has (user, group, seccomp, restart policy, no privilege escalation, the
+# autoscaler annotation, the GPU resource's name) is POD_CONVENTIONS, the same as session
+# pods of `nbrt serve --backend kubernetes`.
 
 POD_VARS = ("KERNEL_NAMESPACE", "KERNEL_POD_NAME")
 PULL_POLICY = {"never": "Never", "missing": "IfNotPresent", "always": "Always"}
@@ -40,7 +43,7 @@ def pod(args, environ):
         "env": [{"name": k, "value": v} for k, v in sorted(kernel_env(args, environ, POD_VARS).items())],
     }
     requests, limits = {}, {}
-    for var, key in (("CPUS", "cpu"), ("MEMORY", "memory"), ("GPUS", "nvidia.com/gpu")):
+    for var, key in (("CPUS", "cpu"), ("MEMORY", "memory"), ("GPUS", POD_CONVENTIONS["gpuResource"])):
         if environ.get(f"KERNEL_{var}"):
             requests[key] = environ[f"KERNEL_{var}"]
         if environ.get(f"KERNEL_{var}_LIMIT"):
@@ -52,15 +55,21 @@ def pod(args, environ):
     mounts = structured(environ, "KERNEL_VOLUME_MOUNTS")
     if mounts:
         container["volumeMounts"] = mounts
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": POD_CONVENTIONS["dropCapabilities"]},
+    }
     security = {}
     for var, key in (("KERNEL_UID", "runAsUser"), ("KERNEL_GID", "runAsGroup")):
-        value = environ.get(var, "1000" if var == "KERNEL_UID" else "100")
+        value = environ.get(var, str(POD_CONVENTIONS[key]))
         if not value.isdigit():
             sys.exit(f"error: {var} {value!r} must be a number")
         security[key] = int(value)
     security["fsGroup"] = security["runAsGroup"]
+    security["fsGroupChangePolicy"] = POD_CONVENTIONS["fsGroupChangePolicy"]
+    security["seccompProfile"] = {"type": POD_CONVENTIONS["seccompProfile"]}
     spec = {
-        "restartPolicy": "Never",
+        "restartPolicy": POD_CONVENTIONS["restartPolicy"],
         "serviceAccountName": environ.get("KERNEL_SERVICE_ACCOUNT_NAME", "default"),
         "securityContext": security,
         "containers": [container],
@@ -80,7 +89,7 @@ def pod(args, environ):
                 "app": environ.get("GP_APP_NAME", "gateway-provisioners"),
                 "source": "nbrt-kernelspec",
             },
-            "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+            "annotations": dict(POD_CONVENTIONS["annotations"]),
         },
         "spec": spec,
     }

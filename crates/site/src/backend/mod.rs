@@ -12,11 +12,10 @@
 //! | --- | --- |
 //! | [`docker`] | one Docker engine: a container per session, a named volume per user |
 //! | [`swarm`] | a Docker Swarm, through a manager: a service per session, images through the site's registry |
-//!
-//! Kubernetes ([`BackendKind::Kubernetes`]) is named but not built yet: choosing it is an
-//! error that says so.
+//! | [`kubernetes`] | a Kubernetes cluster: a bare pod per session, a claim per user, images through the site's registry |
 
 pub mod docker;
+pub mod kubernetes;
 pub mod swarm;
 
 use std::fmt;
@@ -38,7 +37,7 @@ pub enum BackendKind {
     Docker,
     /// A Docker Swarm, through one of its managers.
     Swarm,
-    /// A Kubernetes cluster (not built yet).
+    /// A Kubernetes cluster, through its API server.
     Kubernetes,
 }
 
@@ -95,6 +94,55 @@ pub struct SwarmConfig {
     pub node_engines: Vec<String>,
 }
 
+/// How a Kubernetes backend reaches its cluster and what it puts on the objects it makes
+/// (`nbrt serve --backend kubernetes`, the `[kubernetes]` table of `--config`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesConfig {
+    /// A kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, else the in-cluster
+    /// service account).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context (default: its current one).
+    pub context: Option<String>,
+    /// The namespace sessions run in (default: the context's, else `default`).
+    pub namespace: Option<String>,
+    /// The site's registry, `host:port`, that nodes pull runtime images from.
+    pub registry: Option<String>,
+    /// Plain HTTP to the registry (loopback registries always get it).
+    #[serde(default)]
+    pub registry_insecure: bool,
+    /// The storage class of home claims (default: the cluster's default class).
+    pub storage_class: Option<String>,
+    /// The size of a new home claim (a Kubernetes quantity; default 10Gi).
+    pub home_size: Option<String>,
+    /// Labels a node must have to run sessions (`nodeSelector`).
+    #[serde(default)]
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Taints sessions tolerate, as Kubernetes writes them (`key`, `operator`, `value`,
+    /// `effect`, `tolerationSeconds`).
+    #[serde(default)]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Secrets (in the namespace) nodes use to pull from the registry.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    /// A ClusterIP Service per session; the site then reaches sessions by the Service's DNS
+    /// name rather than the pod's address.
+    #[serde(default)]
+    pub service: bool,
+    /// The labels of the site's own pod, when it runs in the cluster: the NetworkPolicy
+    /// admits them to session ports.
+    #[serde(default)]
+    pub site_pod_labels: std::collections::BTreeMap<String, String>,
+    /// The site's addresses (CIDRs), when it runs outside the cluster: the NetworkPolicy
+    /// admits them to session ports.
+    #[serde(default)]
+    pub site_cidrs: Vec<String>,
+    /// The CPU a session requests, as a fraction of its limit (0 to 1; default 0.25).
+    pub cpu_request: Option<f64>,
+    /// The GPUs a GPU runtime's session gets (default 1).
+    pub gpus: Option<u32>,
+}
+
 /// The limits a runtime asks of the engine, from a registered runtime or one being
 /// registered.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +151,8 @@ pub struct Limits {
     pub memory: i64,
     /// Memory plus swap (`maxSwapMemory`).
     pub memory_swap: i64,
+    /// Whether `maxSwapMemory` was given, or derived (twice the memory, Docker's default).
+    pub swap_given: bool,
     pub shm: Option<i64>,
     pub docker_runtime: Option<String>,
 }
@@ -113,6 +163,7 @@ impl Limits {
             nano_cpus: rt.nano_cpus(),
             memory: rt.memory_bytes(),
             memory_swap: rt.swap_bytes(),
+            swap_given: rt.swap_given,
             shm: rt.shm_bytes(),
             docker_runtime: rt.docker_runtime.clone(),
         }
@@ -123,6 +174,7 @@ impl Limits {
             nano_cpus: (spec.max_cpu * 1e9).round() as i64,
             memory: spec.max_memory_unit.bytes(spec.max_memory),
             memory_swap: spec.max_swap_memory_unit.bytes(spec.max_swap_memory),
+            swap_given: spec.swap_given,
             shm: spec.shared_memory.map(|(v, u)| u.bytes(v)),
             docker_runtime: spec.docker_runtime.clone(),
         }
@@ -319,13 +371,83 @@ pub trait SessionBackend: Send + Sync {
     async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>>;
 }
 
-/// The error for a backend that is named but not built (Kubernetes, for now): a 400 naming
-/// `backend`.
-pub fn not_built(kind: BackendKind) -> SiteError {
-    SiteError::invalid(
-        "backend",
-        format!("the {kind} session backend is not built yet: use docker or swarm"),
-    )
+/// Runtime image ID → what was pushed for it (`repository@sha256:…`): a backend that ships
+/// images through the site's registry pushes each once.
+pub(crate) type Pushed = tokio::sync::Mutex<std::collections::HashMap<String, String>>;
+
+/// Push the runtime's image from the site's store to `registry` (`host:port`) as
+/// `registry/nbrt/<name>:<tag>`, once per image; what to launch, pinned by digest. The
+/// backends whose nodes pull (Swarm, Kubernetes) share it.
+pub(crate) async fn push_to_registry(
+    kind: BackendKind,
+    pushed: &Pushed,
+    registry: &str,
+    insecure: bool,
+    store: Option<&nbrt_oci::Store>,
+    rt: &Runtime,
+    progress: &ImageProgress,
+) -> Result<ImageRef> {
+    let mut pushed = pushed.lock().await;
+    if let Some(r) = pushed.get(&rt.image_id) {
+        return Ok(ImageRef(r.clone()));
+    }
+    let found = match store {
+        Some(store) => store.resolve(&rt.image_id).map(|f| Some((store, f))),
+        None => Ok(None),
+    };
+    let (store, found) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(nbrt_oci::OciError::NotFound(_)) => {
+            return Err(SiteError::conflict(
+                Some("runtimeId"),
+                format!(
+                    "the {kind} backend ships runtime images from the site's image store to \
+                     its registry, and the store has no image {}: nbrt pull or nbrt import \
+                     it into the store",
+                    rt.image_id
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name = nbrt_oci::engine::engine_name(&found.image, &found.names);
+    let last = name
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or("runtime")
+        .to_string();
+    let repository = format!("{registry}/nbrt/{last}");
+    let target = format!("{repository}:{}", name.tag);
+    let opts = nbrt_oci::registry::RegistryOptions {
+        insecure,
+        docker_config: None,
+    };
+    // The push's future is not `Send` (its blob stream borrows across awaits): it runs on
+    // a blocking thread of its own, on this runtime.
+    let root = store.root().to_path_buf();
+    let image = found.image.clone();
+    let to = target.clone();
+    let rt_handle = tokio::runtime::Handle::current();
+    let progress = progress.clone();
+    let pushed_report = tokio::task::spawn_blocking(move || {
+        let store = nbrt_oci::Store::open(root)?;
+        rt_handle.block_on(nbrt_oci::registry::push(
+            &store, &image, &to, &opts, &progress,
+        ))
+    })
+    .await
+    .map_err(|e| SiteError::Internal(format!("pushing {}: {e}", rt.image_id)))?;
+    let report = pushed_report
+        .map_err(|e| SiteError::Engine(format!("pushing {} to {target}: {e}", rt.image_id)))?;
+    let pinned = format!("{repository}@{}", report.manifest_digest);
+    tracing::info!(
+        "{kind}: {} is {pinned} ({} blob(s) uploaded)",
+        rt.image_id,
+        report.uploaded.len()
+    );
+    pushed.insert(rt.image_id.clone(), pinned.clone());
+    Ok(ImageRef(pinned))
 }
 
 /// Connect to a Docker engine: `address` (`unix:///path`, `tcp://host:port`), else

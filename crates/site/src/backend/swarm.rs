@@ -90,7 +90,7 @@ pub struct SwarmBackend {
     constraints: Vec<String>,
     cpu_reservation: f64,
     /// Runtime image ID → what was pushed (`repo@digest`), so a start pushes once per image.
-    pushed: tokio::sync::Mutex<HashMap<String, String>>,
+    pushed: super::Pushed,
     /// Node ID → its address, as the manager reports it.
     nodes: Mutex<HashMap<String, String>>,
     /// The nodes' engines the site reaches (`oom` events).
@@ -805,67 +805,16 @@ impl SessionBackend for SwarmBackend {
             *self.store_root.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(store.root().to_path_buf());
         }
-        let mut pushed = self.pushed.lock().await;
-        if let Some(r) = pushed.get(&rt.image_id) {
-            return Ok(ImageRef(r.clone()));
-        }
-        let found = match store {
-            Some(store) => store.resolve(&rt.image_id).map(|f| Some((store, f))),
-            None => Ok(None),
-        };
-        let (store, found) = match found {
-            Ok(Some(found)) => found,
-            Ok(None) | Err(nbrt_oci::OciError::NotFound(_)) => {
-                return Err(SiteError::conflict(
-                    Some("runtimeId"),
-                    format!(
-                        "the swarm backend ships runtime images from the site's image store to \
-                         its registry, and the store has no image {}: nbrt pull or nbrt import \
-                         it into the store",
-                        rt.image_id
-                    ),
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let name = nbrt_oci::engine::engine_name(&found.image, &found.names);
-        let last = name
-            .repository
-            .rsplit('/')
-            .next()
-            .unwrap_or("runtime")
-            .to_string();
-        let repository = format!("{}/nbrt/{last}", self.registry);
-        let target = format!("{repository}:{}", name.tag);
-        let opts = nbrt_oci::registry::RegistryOptions {
-            insecure: self.insecure,
-            docker_config: None,
-        };
-        // The push's future is not `Send` (its blob stream borrows across awaits): it runs on
-        // a blocking thread of its own, on this runtime.
-        let root = store.root().to_path_buf();
-        let image = found.image.clone();
-        let to = target.clone();
-        let rt_handle = tokio::runtime::Handle::current();
-        let progress = progress.clone();
-        let pushed_report = tokio::task::spawn_blocking(move || {
-            let store = nbrt_oci::Store::open(root)?;
-            rt_handle.block_on(nbrt_oci::registry::push(
-                &store, &image, &to, &opts, &progress,
-            ))
-        })
+        super::push_to_registry(
+            BackendKind::Swarm,
+            &self.pushed,
+            &self.registry,
+            self.insecure,
+            store,
+            rt,
+            progress,
+        )
         .await
-        .map_err(|e| SiteError::Internal(format!("pushing {}: {e}", rt.image_id)))?;
-        let report = pushed_report
-            .map_err(|e| SiteError::Engine(format!("pushing {} to {target}: {e}", rt.image_id)))?;
-        let pinned = format!("{repository}@{}", report.manifest_digest);
-        tracing::info!(
-            "swarm: {} is {pinned} ({} blob(s) uploaded)",
-            rt.image_id,
-            report.uploaded.len()
-        );
-        pushed.insert(rt.image_id.clone(), pinned.clone());
-        Ok(ImageRef(pinned))
     }
 
     async fn ensure_home(&self, site_id: &str, user: &str) -> Result<HomeRef> {
