@@ -89,9 +89,10 @@ impl tower_service::Service<Request<kube::client::Body>> for ScriptedApi {
         let (n, t) = (self.pods, self.template.clone());
         let resp = if !watch {
             // The list: every pod running.
-            let head = stream::iter([format!(
-                r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{"resourceVersion":"1"}},"items":["#
-            )]);
+            let head = stream::iter([
+                r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":["#
+                    .to_string(),
+            ]);
             let items = stream::iter(0..n).map(move |i| {
                 let sep = if i == 0 { "" } else { "," };
                 format!("{sep}{}", pod(&t, i, RUNNING))
