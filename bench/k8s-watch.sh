@@ -9,7 +9,9 @@
 # Runs the example built in the dev profile, as the tests build it: dependencies (kube,
 # serde_json, hyper, tokio) at opt-level 3 as the workspace sets, nbrt-site's own code not
 # optimized. RUNS (default 3) runs per size; sizes 0 (no pods: the process's floor), 500 and
-# PODS (default 5000). Output: bench/results/k8s-watch-<date>.{json,md}.
+# PODS (default 5000), the list in the pages the watcher asks for (limit=500, as an API server
+# pages it), and PODS again with the list in one page (as an API server answering from its
+# watch cache with resourceVersion=0 may). Output: bench/results/k8s-watch-<date>.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
@@ -20,9 +22,10 @@ bin="${CARGO_TARGET_DIR:-target}/debug/examples/k8s_watch"
 stamp=$(date -u +%Y%m%d-%H%M%S)
 out="bench/results/k8s-watch-$stamp"
 : >"$out.json"
-for n in 0 500 "$PODS"; do
+for args in 0 500 "$PODS" "$PODS --unpaged"; do
   for _ in $(seq "$RUNS"); do
-    "$bin" "$n" | tee -a "$out.json"
+    # shellcheck disable=SC2086
+    "$bin" $args | tee -a "$out.json"
   done
 done
 python3 - "$out.json" "$out.md" "$(nproc)" <<'PY'
@@ -30,7 +33,7 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {}
 for r in rows:
-    by.setdefault(r["pods"], []).append(r)
+    by.setdefault((r["pods"], r["listPages"]), []).append(r)
 md = ["# Kubernetes watch: the site's memory and CPU with scripted watch events", "",
       f"One run of bench/k8s-watch.sh on this machine ({sys.argv[3]} cores, shared). The API server",
       "is scripted (no cluster here): the watcher lists N running session pods, then gets, per pod,",
@@ -38,13 +41,14 @@ md = ["# Kubernetes watch: the site's memory and CPU with scripted watch events"
       "every end once. Peak RSS is the process's VmHWM; CPU is user + system of the whole watch.",
       "Dev profile (dependencies at opt-level 3, nbrt-site's code not optimized). Medians of "
       f"{len(next(iter(by.values())))} runs.", "",
-      "| pods | watch events | peak RSS (MiB) | RSS before (MiB) | CPU user (s) | CPU sys (s) | wall (s) | ends told |",
-      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-for n in sorted(by):
-    rs = by[n]
+      "| pods | list pages | watch events | peak RSS (MiB) | RSS before (MiB) | CPU user (s) | CPU sys (s) | wall (s) | ends told |",
+      "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for key in sorted(by):
+    n, pages = key
+    rs = by[key]
     med = lambda k: statistics.median(r[k] for r in rs)
     told = rs[0]["told"]["oomKilled"] + rs[0]["told"]["ended"]
-    md.append(f"| {n} | {rs[0]['watchEvents']} | {med('peakRssKiB')/1024:.1f} | {med('rssBeforeKiB')/1024:.1f} | "
+    md.append(f"| {n} | {pages} | {rs[0]['watchEvents']} | {med('peakRssKiB')/1024:.1f} | {med('rssBeforeKiB')/1024:.1f} | "
               f"{med('cpuUserS'):.2f} | {med('cpuSystemS'):.2f} | {med('wallS'):.2f} | {told} |")
 open(sys.argv[2], "w").write("\n".join(md) + "\n")
 print("\n".join(md))

@@ -1,11 +1,12 @@
 //! Benchmark (issue 16): the site's memory and CPU while its one Kubernetes watch takes
 //! `N` pods' worth of events, from a scripted API server (no cluster can be had where this
-//! was written). The API answers the watcher's list with `N` running session pods, then its
+//! was written). The API answers the watcher's list with `N` running session pods (in the
+//! pages the watcher asks for, as an API server does), then its
 //! watch with, for each pod, the event that ends it (half out of memory, half failed) and its
 //! deletion; later watches wait forever. The site's own stream
 //! ([`KubernetesBackend::watch`]) is read until it has told every pod's end.
 //!
-//! `cargo run -p nbrt-site --example k8s_watch -- [N]` prints one JSON line: peak RSS
+//! `cargo run -p nbrt-site --example k8s_watch -- [N] [--unpaged]` prints one JSON line: peak RSS
 //! (`VmHWM`) and RSS before the watch, CPU (user, system) and wall time of the whole watch.
 //! Bodies are made as they are sent, so the figures are the site's, not the script's.
 
@@ -63,6 +64,9 @@ fn pod(template: &str, i: usize, status: &str) -> String {
 #[derive(Clone)]
 struct ScriptedApi {
     pods: usize,
+    /// Answer the list in one page whatever its `limit` (an API server serving the list from
+    /// its watch cache, `resourceVersion=0`, may).
+    unpaged: bool,
     template: Arc<String>,
     watches: Arc<AtomicUsize>,
 }
@@ -88,13 +92,28 @@ impl tower_service::Service<Request<kube::client::Body>> for ScriptedApi {
         let watch = req.uri().query().unwrap_or("").contains("watch=true");
         let (n, t) = (self.pods, self.template.clone());
         let resp = if !watch {
-            // The list: every pod running.
-            let head = stream::iter([
-                r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":["#
-                    .to_string(),
-            ]);
-            let items = stream::iter(0..n).map(move |i| {
-                let sep = if i == 0 { "" } else { "," };
+            // The list, every pod running, in pages as the API server gives them (`limit`,
+            // `continue`: the watcher asks for 500 at a time).
+            let query = req.uri().query().unwrap_or("");
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let from = param("continue").unwrap_or(0).min(n);
+            let limit = if self.unpaged { None } else { param("limit") };
+            let to = limit.map_or(n, |l| (from + l).min(n));
+            let more = if to < n {
+                format!(r#","continue":"{to}""#)
+            } else {
+                String::new()
+            };
+            let head = stream::iter([format!(
+                r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{"resourceVersion":"1"{more}}},"items":["#
+            )]);
+            let items = stream::iter(from..to).map(move |i| {
+                let sep = if i == from { "" } else { "," };
                 format!("{sep}{}", pod(&t, i, RUNNING))
             });
             body(
@@ -151,8 +170,10 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
+    let unpaged = std::env::args().any(|a| a == "--unpaged");
     let api = ScriptedApi {
         pods,
+        unpaged,
         template: Arc::new(pod_template()),
         watches: Arc::new(AtomicUsize::new(0)),
     };
@@ -177,6 +198,7 @@ async fn main() {
         "{}",
         serde_json::json!({
             "pods": pods,
+            "listPages": if unpaged { "one" } else { "as asked (limit)" },
             "watchEvents": pods * 2,
             "listedPods": pods,
             "told": {"oomKilled": oom, "ended": ended},
