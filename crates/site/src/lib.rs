@@ -210,6 +210,12 @@ impl Site {
         }
     }
 
+    /// Whether the site has a Docker engine to look at (images not in the store, Docker
+    /// runtimes): not on a Kubernetes site, unless `engine` names one.
+    pub fn has_docker_engine(&self) -> bool {
+        self.config.backend != BackendKind::Kubernetes || self.config.engine.is_some()
+    }
+
     pub(crate) fn open_store(&self) -> Result<Option<nbrt_oci::Store>> {
         let root = match &self.config.store {
             Some(p) => p.clone(),

@@ -698,6 +698,30 @@ fn pod_json(phase: &str, status_extra: Value) -> Value {
     pod
 }
 
+/// What launch does once the pod is made: the Secret applied again, owned by the new pod
+/// (the fixture pod's uid), and the Service.
+fn owned_after_create(name: &str) -> Vec<scripted::Step> {
+    let ns = format!("/api/v1/namespaces/{NAMESPACE}");
+    let secret = k8s::secret_name(name);
+    vec![
+        scripted::Step {
+            sends: Some("00000000-0000-4000-8000-00000000000a".into()),
+            ..step(
+                "PATCH",
+                format!("{ns}/secrets/{secret}"),
+                200,
+                json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": secret}}),
+            )
+        },
+        step(
+            "PATCH",
+            format!("{ns}/services/{name}"),
+            200,
+            json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name}}),
+        ),
+    ]
+}
+
 fn pod_name() -> String {
     object_name(&fixture_spec("alice", fixture_runtime()).name)
 }
@@ -760,21 +784,10 @@ async fn kubernetes_without_a_cluster_nbrt_reacts_to_created_pod_and_reused_clai
             json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": secret}}),
         ),
         step("POST", pods_path(), 201, created.clone()),
-        scripted::Step {
-            sends: Some("00000000-0000-4000-8000-00000000000a".into()),
-            ..step(
-                "PATCH",
-                format!("{ns}/secrets/{secret}"),
-                200,
-                json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": secret}}),
-            )
-        },
-        step(
-            "PATCH",
-            format!("{ns}/services/{name}"),
-            200,
-            json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name}}),
-        ),
+    ]
+    .into_iter()
+    .chain(owned_after_create(&name))
+    .chain([
         // observe: scheduled and pulling, then running.
         step(
             "GET",
@@ -794,7 +807,8 @@ async fn kubernetes_without_a_cluster_nbrt_reacts_to_created_pod_and_reused_clai
             200,
             pod_json("Running", json!({"podIP": "10.42.0.7"})),
         ),
-    ]);
+    ])
+    .collect());
     let b = scripted::backend(client);
     let home = b.ensure_home(SITE, "alice").await.unwrap();
     assert_eq!(home.volume, claim);
@@ -828,57 +842,47 @@ async fn kubernetes_without_a_cluster_nbrt_reacts_to_conflict_by_replacing_the_s
     let mut stale = pod_json("Failed", json!({}));
     stale["metadata"]["uid"] = json!("00000000-0000-4000-8000-0000000000ff");
     let fresh = pod_json("Pending", json!({}));
-    let (client, task) = scripted::client(vec![
-        step(
-            "PATCH",
-            format!("{ns}/secrets/{secret}"),
-            200,
-            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": secret}}),
-        ),
-        step(
-            "POST",
-            pods_path(),
-            409,
-            status(
-                409,
-                "AlreadyExists",
-                &format!("pods \"{name}\" already exists"),
-            ),
-        ),
-        step("GET", format!("{}/{name}", pods_path()), 200, stale.clone()),
-        // Deleted at once: the replacement waits for it.
-        scripted::Step {
-            sends: Some("\"gracePeriodSeconds\":0".into()),
-            ..step(
-                "DELETE",
-                format!("{}/{name}", pods_path()),
-                200,
-                stale.clone(),
-            )
-        },
-        step(
-            "GET",
-            format!("{}/{name}", pods_path()),
-            404,
-            status(404, "NotFound", "pods not found"),
-        ),
-        step("POST", pods_path(), 201, fresh),
-        scripted::Step {
-            sends: Some("00000000-0000-4000-8000-00000000000a".into()),
-            ..step(
+    let (client, task) = scripted::client(
+        vec![
+            step(
                 "PATCH",
                 format!("{ns}/secrets/{secret}"),
                 200,
                 json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": secret}}),
-            )
-        },
-        step(
-            "PATCH",
-            format!("{ns}/services/{name}"),
-            200,
-            json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name}}),
-        ),
-    ]);
+            ),
+            step(
+                "POST",
+                pods_path(),
+                409,
+                status(
+                    409,
+                    "AlreadyExists",
+                    &format!("pods \"{name}\" already exists"),
+                ),
+            ),
+            step("GET", format!("{}/{name}", pods_path()), 200, stale.clone()),
+            // Deleted at once: the replacement waits for it.
+            scripted::Step {
+                sends: Some("\"gracePeriodSeconds\":0".into()),
+                ..step(
+                    "DELETE",
+                    format!("{}/{name}", pods_path()),
+                    200,
+                    stale.clone(),
+                )
+            },
+            step(
+                "GET",
+                format!("{}/{name}", pods_path()),
+                404,
+                status(404, "NotFound", "pods not found"),
+            ),
+            step("POST", pods_path(), 201, fresh),
+        ]
+        .into_iter()
+        .chain(owned_after_create(&name))
+        .collect(),
+    );
     let handle = scripted::backend(client).launch(&spec).await.unwrap();
     assert_eq!(handle, Handle(name));
     let seen = task.await.unwrap();
@@ -1236,7 +1240,6 @@ async fn kubernetes_real_cluster_start_ready_limits_shm_token_isolation_stop() {
     let mut b = real_cluster::spec(&c, "bob");
     let (ha, _addr_a) = real_cluster::start(&c, &mut a).await;
     let (hb, addr_b) = real_cluster::start(&c, &mut b).await;
-    // A second launch under the same name replaces the first (idempotent by name).
     // cgroup v2 limits equal the runtime's.
     let cpu_max = real_cluster::exec(&c, &ha.0, "cat /sys/fs/cgroup/cpu.max");
     assert_eq!(cpu_max, "50000 100000");

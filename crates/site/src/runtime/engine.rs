@@ -89,6 +89,9 @@ pub async fn image_labels(site: &Site, image_id: &str) -> Result<BTreeMap<String
             Err(e) => return Err(e.into()),
         }
     }
+    if !site.has_docker_engine() {
+        return Ok(BTreeMap::new());
+    }
     let engine = nbrt_oci::Engine::from_client(site.docker.clone());
     match engine.image(image_id).await {
         Ok(Some(found)) if found.id == image_id => Ok(found.labels),
@@ -147,6 +150,9 @@ pub async fn image_exists(site: &Site, image_id: &str) -> Result<bool> {
     if site.store_has_image(image_id)? {
         return Ok(true);
     }
+    if !site.has_docker_engine() {
+        return Ok(false);
+    }
     match site.docker.inspect_image(image_id).await {
         Ok(i) => Ok(i.id.as_deref() == Some(image_id)),
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -167,7 +173,8 @@ pub async fn check(site: &Site, spec: &RuntimeSpec) -> Result<()> {
             ),
         ));
     }
-    if let Some(rt) = &spec.docker_runtime {
+    // On a cluster the Docker runtime names a RuntimeClass, which nodes define.
+    if let (Some(rt), true) = (&spec.docker_runtime, site.has_docker_engine()) {
         let info = site.docker.info().await.map_err(SiteError::engine)?;
         let known = info.runtimes.unwrap_or_default();
         if !known.contains_key(rt) {
