@@ -15,13 +15,11 @@ use crate::sessions::SessionState;
 const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cpu, max_memory,
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
-    manifest IS NOT NULL, created_at, updated_at,
-    COALESCE(CASE json_type(manifest) WHEN 'array' THEN json_array_length(manifest)
-             ELSE json_array_length(manifest, '$.libraries') END, 0),
+    manifest IS NOT NULL, created_at, updated_at, library_count,
     swap_given FROM runtimes";
 
-/// A runtime row. The manifest itself stays in the database (SQLite counts its libraries):
-/// listing runtimes must not parse every runtime's library list. A manifest is stored as
+/// A runtime row. The manifest itself stays in the database and its library count is a
+/// column of its own: listing runtimes must not parse every runtime's manifest. A manifest is stored as
 /// nbrt's manifest JSON (`{"libraries": [...], "debian": [...]}`); rows written before
 /// Debian packages had a list hold the bare array of libraries.
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
@@ -123,6 +121,12 @@ fn manifest_text(spec: &RuntimeSpec) -> Option<String> {
     spec.manifest.as_ref().map(|m| json!(m).to_string())
 }
 
+fn library_count(spec: &RuntimeSpec) -> i64 {
+    spec.manifest
+        .as_ref()
+        .map_or(0, |m| m.libraries.len() as i64)
+}
+
 /// Store a new runtime; its ID. A taken name is a 409.
 pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
     let id = new_id()?;
@@ -135,8 +139,9 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
         tx.execute(
             "INSERT INTO runtimes (id, name, version, container_type, image_id, max_cpu, max_memory,
              max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
-             docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at, swap_given)
-             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
+             docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at, swap_given,
+             library_count)
+             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
             params![
                 id,
                 spec.name,
@@ -155,6 +160,7 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
                 manifest_text(spec),
                 now,
                 spec.swap_given,
+                library_count(spec),
             ],
         )?;
         tx.commit()?;
@@ -175,7 +181,8 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
             "UPDATE runtimes SET name = ?2, version = ?3, image_id = ?4, max_cpu = ?5, max_memory = ?6,
              max_memory_unit = ?7, max_swap_memory = ?8, max_swap_memory_unit = ?9, shared_memory = ?10,
              shared_memory_unit = ?11, docker_runtime = ?12, requires_advanced = ?13,
-             manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15, swap_given = ?17
+             manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15, swap_given = ?17,
+             library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END
              WHERE id = ?1",
             params![
                 id,
@@ -195,6 +202,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 now_ms(),
                 replace_manifest,
                 spec.swap_given,
+                library_count(spec),
             ],
         )?;
         tx.commit()?;
@@ -206,8 +214,13 @@ pub fn set_manifest(db: &Db, id: &str, manifest: &Manifest) -> Result<Runtime> {
     get(db, id)?;
     db.with(|c| {
         c.execute(
-            "UPDATE runtimes SET manifest = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, json!(manifest).to_string(), now_ms()],
+            "UPDATE runtimes SET manifest = ?2, updated_at = ?3, library_count = ?4 WHERE id = ?1",
+            params![
+                id,
+                json!(manifest).to_string(),
+                now_ms(),
+                manifest.libraries.len() as i64
+            ],
         )
     })?;
     get(db, id)
