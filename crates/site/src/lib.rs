@@ -259,8 +259,6 @@ impl Site {
     }
 }
 
-/// Run a site until the process is stopped: open, reconcile, watch, serve on `listen`.
-/// `on_ready` gets the bound address and the admin token of a new database.
 /// What `nbrt serve` does besides serving.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServeOptions {
@@ -282,8 +280,10 @@ pub struct Started<'a> {
     pub factory: Option<&'a runtime::factory::RestoreReport>,
 }
 
-/// Open the site, serve it on `listen` until SIGINT or SIGTERM, then stop (and its sessions,
-/// when `options` says so). Returns the sessions stopped on the way out.
+/// Run a site: open, reconcile, watch, serve on `listen` until SIGINT or SIGTERM, then stop
+/// (and its sessions, when `options` says so). `on_ready` gets the bound address, the admin
+/// token of a new database and the start reports. Returns the sessions stopped on the way
+/// out.
 pub async fn serve(
     config: Config,
     listen: SocketAddr,
@@ -321,10 +321,8 @@ pub async fn serve(
         return Ok(Vec::new());
     }
     let mut stopped = Vec::new();
+    // Without ended ones: the running sessions.
     for s in sessions::list(&site, None, false)? {
-        if !s.is_active() {
-            continue;
-        }
         match sessions::stop(
             &site,
             &s,
