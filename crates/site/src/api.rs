@@ -82,6 +82,9 @@ pub fn router(site: Arc<Site>) -> Router {
     Router::new()
         .route("/", get(ui_page))
         .route("/metrics", get(get_metrics))
+        .route("/warm/{session}", any(proxy::redirect_slash))
+        .route("/warm/{session}/", any(proxy::handle))
+        .route("/warm/{session}/{*rest}", any(proxy::handle))
         .route("/user/{user}/{runtime}", any(proxy::redirect_slash))
         .route("/user/{user}/{runtime}/", any(proxy::handle))
         .route("/user/{user}/{runtime}/{*rest}", any(proxy::handle))
@@ -475,7 +478,11 @@ async fn revoke_token(
 // ---- runtimes ----
 
 async fn list_runtimes(State(site): S, _user: User) -> Result<Json<Value>> {
-    Ok(Json(json!({"runtimes": runtime::repo::list(&site.db)?})))
+    let mut runtimes = runtime::repo::list(&site.db)?;
+    for rt in &mut runtimes {
+        rt.warm_ready = site.pools.counts(&rt.id).0;
+    }
+    Ok(Json(json!({ "runtimes": runtimes })))
 }
 
 async fn register_runtime(
@@ -581,7 +588,9 @@ async fn get_runtime(
     _user: User,
     Path(id): Path<String>,
 ) -> Result<Json<runtime::Runtime>> {
-    Ok(Json(runtime::repo::get(&site.db, &id)?))
+    let mut rt = runtime::repo::get(&site.db, &id)?;
+    rt.warm_ready = site.pools.counts(&rt.id).0;
+    Ok(Json(rt))
 }
 
 // ---- session environment (crate::session_env) ----

@@ -124,6 +124,13 @@ const MIGRATIONS: &[&str] = &[
         ELSE json_array_length(manifest, '$.libraries') END, 0)
         WHERE manifest IS NOT NULL;
     "#,
+    // 6: warm pools — how many sessions a runtime keeps started before anyone asks
+    // (crate::sessions::pool); a session's own URL prefix when it is not
+    // `/user/<name>/<runtime>` (a warm session's is `/warm/<session id>`)
+    r#"
+    ALTER TABLE runtimes ADD COLUMN warm_pool INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN prefix TEXT;
+    "#,
 ];
 
 pub struct Db {

@@ -134,6 +134,8 @@ pub struct Site {
     /// The counters and histograms of `GET /metrics`.
     pub metrics: metrics::Metrics,
     starting: sessions::StartLocks,
+    /// The warm sessions waiting for a user, by runtime.
+    pub pools: sessions::pool::Pools,
 }
 
 impl Site {
@@ -165,6 +167,7 @@ impl Site {
             BackendKind::Docker => Arc::new(backend::docker::DockerBackend::new(
                 docker.clone(),
                 config.network.clone(),
+                engine_is_local(config.engine.as_deref()),
             )),
             BackendKind::Swarm => Arc::new(
                 backend::swarm::SwarmBackend::connect(docker.clone(), &config.swarm).await?,
@@ -184,6 +187,7 @@ impl Site {
             http: proxy::client(),
             metrics: metrics::Metrics::new()?,
             starting: Default::default(),
+            pools: Default::default(),
         });
         let admin = auth::bootstrap_admin(&site)?;
         Ok((site, admin))
@@ -208,6 +212,7 @@ impl Site {
         if self.config.cull_idle_timeout.is_some() {
             sessions::spawn_culler(self.clone());
         }
+        sessions::pool::spawn_keeper(self.clone());
     }
 
     /// Whether the site has a Docker engine to look at (images not in the store, Docker
@@ -256,6 +261,16 @@ impl Site {
             Err(nbrt_oci::OciError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Whether the Docker engine `address` names (else `DOCKER_HOST`, else the local socket)
+/// is reached by a local socket, so runs on this host.
+fn engine_is_local(address: Option<&str>) -> bool {
+    let from_env = std::env::var("DOCKER_HOST").ok();
+    match address.or(from_env.as_deref()).filter(|a| !a.is_empty()) {
+        Some(a) => a.starts_with("unix://"),
+        None => true,
     }
 }
 
@@ -317,6 +332,10 @@ pub async fn serve(
         _ = server::serve(listener, site.router(), site.config.limits.clone()) => {}
         signal = shutdown_signal() => tracing::info!("{signal}: the site stops"),
     }
+    // Warm sessions nobody took hold nothing of anyone's: they go with the site.
+    if let Err(e) = sessions::pool::drain(&site).await {
+        tracing::warn!("removing warm sessions: {e}");
+    }
     if !options.stop_sessions_on_exit {
         return Ok(Vec::new());
     }
@@ -334,6 +353,10 @@ pub async fn serve(
             Ok(()) => stopped.push(s.id.clone()),
             Err(e) => tracing::warn!("stopping session {}: {e}", s.id),
         }
+    }
+    // The homes of the warm sessions just stopped.
+    if let Err(e) = sessions::pool::drain(&site).await {
+        tracing::warn!("releasing warm homes: {e}");
     }
     Ok(stopped)
 }

@@ -477,6 +477,7 @@ fn schemas() -> Value {
             "dockerRuntime": {"type": "string", "description": "an engine runtime, e.g. nvidia"},
             "requiresAdvancedPrivileges": {"type": "boolean"},
             "manifest": {"type": ["array", "object"], "description": "conda list --json output or {\"libraries\": [...]}, as JSON (a string is refused; on the ArcGIS paths a form field's text is read as JSON); libraries and libraryManifest accepted"},
+            "warmPool": {"type": "integer", "minimum": 0, "maximum": 16, "default": 0, "description": "sessions kept started for this runtime before anyone asks (Docker backend, site as root on the engine's host); a user's start takes one: its URL is /warm/<session id>/"},
             "preloadImage": {"type": "boolean", "default": false, "description": "not stored: put the image where sessions run now (Docker: loaded and tagged nbrt-runtime/<name>:<id>), so the first session does not wait for it"}}},
         "RestoreReport": {"type": "object", "properties": {
             "added": {"type": "array", "items": {"$ref": "#/components/schemas/Runtime"}},
@@ -494,7 +495,8 @@ fn schemas() -> Value {
             "requiresAdvancedPrivileges": {"type": "boolean"}, "builtin": {"type": "boolean"},
             "deprecated": {"type": "boolean"}, "deprecationDate": {"type": ["integer", "null"]},
             "disabled": {"type": "boolean"}, "isManifestSupported": {"type": "boolean"},
-            "libraryCount": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"}}},
+            "libraryCount": {"type": "integer"}, "warmPool": {"type": "integer"}, "warmReady": {"type": "integer", "description": "warm sessions ready now"},
+            "created": {"type": "integer"}, "updated": {"type": "integer"}}},
         "Deprecate": {"type": "object", "additionalProperties": false, "properties": {"deprecated": {"type": "boolean", "default": true}}},
         "Manifest": {"description": "conda list --json output, ArcGIS's {\"libraries\": [...]}, or nbrt's manifest (with the Debian packages apart); records on channel debian go to the Debian list",
             "oneOf": [{"type": "array", "maxItems": 20000, "items": {"$ref": "#/components/schemas/Library"}},

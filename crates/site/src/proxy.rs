@@ -174,12 +174,16 @@ fn path_parts(path: &str) -> Option<(&str, &str)> {
     Some((user, runtime))
 }
 
-async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
-    let path = req.uri().path().to_string();
-    let (owner, runtime_id) =
-        path_parts(&path).ok_or_else(|| SiteError::NotFound(format!("no route {path}")))?;
-    let user = auth::authenticate(&site, req.headers())?;
-    crate::access::note_user(req.extensions(), &user.name);
+/// The session of `/warm/<session id>/…` (a warm session's own URL, see
+/// [`sessions::pool`]).
+fn warm_part(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/warm/")?;
+    rest.split('/').next().filter(|s| !s.is_empty())
+}
+
+/// Whether `user` may open a session of `owner`: the owner, or an administrator when the
+/// site allows admin access (then `Ok(true)`, for the audit).
+fn may_open(site: &Site, user: &auth::User, owner: &str, path: &str) -> Result<bool> {
     let admin_access = user.name != owner && user.is_admin() && site.config.admin_access;
     if user.name != owner && !admin_access {
         // Only the owner reaches a session (ArcGIS: "only one user can be assigned any given
@@ -194,11 +198,44 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
             }
         )));
     }
-    let session = sessions::active_by_path(&site, owner, runtime_id)?.ok_or_else(|| {
-        SiteError::NotFound(format!(
-            "{owner} has no session on runtime {runtime_id}: start one first"
-        ))
-    })?;
+    Ok(admin_access)
+}
+
+async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
+    let path = req.uri().path().to_string();
+    let (user, session, admin_access) = if let Some(id) = warm_part(&path) {
+        let user = auth::authenticate(&site, req.headers())?;
+        crate::access::note_user(req.extensions(), &user.name);
+        let session = sessions::get(&site, id)?
+            .filter(|s| s.is_active())
+            .ok_or_else(|| SiteError::NotFound(format!("no running session {id}")))?;
+        let admin_access = may_open(&site, &user, &session.user, &path)?;
+        (user, session, admin_access)
+    } else {
+        let (owner, runtime_id) =
+            path_parts(&path).ok_or_else(|| SiteError::NotFound(format!("no route {path}")))?;
+        let user = auth::authenticate(&site, req.headers())?;
+        crate::access::note_user(req.extensions(), &user.name);
+        let admin_access = may_open(&site, &user, owner, &path)?;
+        let session = sessions::active_by_path(&site, owner, runtime_id)?.ok_or_else(|| {
+            SiteError::NotFound(format!(
+                "{owner} has no session on runtime {runtime_id}: start one first"
+            ))
+        })?;
+        // A warm session answers at its own URL: the same page there.
+        let own = sessions::prefix(owner, runtime_id);
+        if session.prefix != own {
+            let rest = path.strip_prefix(&own).unwrap_or("/");
+            let query = req
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let to = format!("{}{rest}{query}", session.prefix);
+            return Ok(Redirect::temporary(&to).into_response());
+        }
+        (user, session, admin_access)
+    };
     if admin_access {
         note_admin_access(&site, &user, &session);
     }

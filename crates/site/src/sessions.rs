@@ -4,6 +4,7 @@
 //! not depend on the engine: the database, readiness (`<prefix>/api` answering), adoption
 //! after a restart, reactions to the backend's events, culling.
 
+pub mod pool;
 pub mod state;
 
 use std::collections::HashMap;
@@ -43,8 +44,12 @@ pub struct Session {
     pub message: String,
     pub container_name: String,
     pub container_id: Option<String>,
-    /// Where the user opens it: `/user/<name>/<runtime>/`.
+    /// Where the user opens it: `/user/<name>/<runtime>/` (a warm session's:
+    /// `/warm/<session id>/`, see [`pool`]).
     pub url: String,
+    /// The notebook server's base URL (`NB_PREFIX`): the URL without its last slash.
+    #[serde(skip)]
+    pub prefix: String,
     pub created: i64,
     pub ready: Option<i64>,
     pub ended: Option<i64>,
@@ -68,14 +73,17 @@ pub fn prefix(user: &str, runtime_id: &str) -> String {
 
 const SELECT: &str = "SELECT s.id, u.name, s.user_id, s.runtime_id, s.state, s.message,
     s.container_name, s.container_id, s.created_at, s.ready_at, s.ended_at, s.last_activity,
-    s.oom_killed, s.token, s.address FROM sessions s JOIN users u ON u.id = s.user_id";
+    s.oom_killed, s.token, s.address, s.prefix FROM sessions s JOIN users u ON u.id = s.user_id";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let user: String = r.get(1)?;
     let runtime_id: String = r.get(3)?;
+    let own_prefix: Option<String> = r.get(15)?;
+    let prefix = own_prefix.unwrap_or_else(|| prefix(&user, &runtime_id));
     Ok(Session {
         id: r.get(0)?,
-        url: format!("{}/", prefix(&user, &runtime_id)),
+        url: format!("{prefix}/"),
+        prefix,
         user,
         user_id: r.get(2)?,
         runtime_id,
@@ -229,6 +237,10 @@ pub async fn start(site: &Arc<Site>, user: &User, runtime_id: &str, wait: bool) 
                     ),
                 ));
             }
+            // A warm session of the runtime's pool, when one is ready: no container start.
+            if let Some(s) = pool::take(site, user, &rt).await? {
+                return Ok(s);
+            }
             let s = create(site, user, &rt)?;
             let task = tokio::spawn(launch(site.clone(), s.id.clone(), user.name.clone(), rt));
             (s, task)
@@ -355,6 +367,7 @@ async fn launch_container(site: &Arc<Site>, id: &str, user: &str, rt: &Runtime) 
         image,
         home,
         prefix: prefix(user, &rt.id),
+        home_slot: None,
         // The site's and the runtime's session environment (variables and files).
         session_env: crate::session_env::for_session(site, &rt.id)?,
     };
@@ -489,7 +502,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
             };
         }
         if let Some(addr) = &addr {
-            let url = format!("http://{addr}{}/api", prefix(&s.user, &s.runtime_id));
+            let url = format!("http://{addr}{}/api", s.prefix);
             if let Ok(code) = crate::proxy::get_status(&site.http, &url, None).await {
                 if code < 500 {
                     let now = now_ms();
@@ -514,7 +527,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
         if tokio::time::Instant::now() > deadline {
             let mut msg = format!(
                 "the notebook server did not answer {}/api within {} s",
-                prefix(&s.user, &s.runtime_id),
+                s.prefix,
                 site.config.start_timeout.as_secs()
             );
             if addr.is_none() && !pending.is_empty() {
@@ -531,7 +544,11 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
 /// Stop a session: its container is removed, its home volume kept.
 pub async fn stop(site: &Site, s: &Session, state: SessionState, message: &str) -> Result<()> {
     end(site, &s.id, state, message, false)?;
-    site.backend.stop(&handle_of(s), STOP_GRACE).await
+    site.backend.stop(&handle_of(s), STOP_GRACE).await?;
+    if s.prefix == pool::warm_prefix(&s.id) {
+        pool::release_slot_of(site, &s.id).await;
+    }
+    Ok(())
 }
 
 /// After an out-of-memory event: record it and stop the whole container.
@@ -732,10 +749,7 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
         }
         let Some(addr) = &s.address else { continue };
         let now = now_ms();
-        let url = format!(
-            "http://{addr}{}/api/kernels",
-            prefix(&s.user, &s.runtime_id)
-        );
+        let url = format!("http://{addr}{}/api/kernels", s.prefix);
         let auth = format!("token {}", s.token);
         if let Ok((200, body)) = crate::proxy::get_body(&site.http, &url, Some(&auth)).await {
             if let Some(t) = kernel_activity(&body, now) {

@@ -621,3 +621,246 @@ async fn admin_access_opens_a_users_session_and_is_audited_once() {
     assert_eq!(records[0]["user"], "admin");
     assert_eq!(records[0]["detail"]["owner"], "ann");
 }
+
+/// How long a user waits for a session: `POST /api/sessions` with `wait` until it answers
+/// `ready`, by this test's clock.
+async fn timed_start(t: &TestSite, token: &str, runtime: &str) -> (Value, Duration) {
+    let clock = std::time::Instant::now();
+    let s = start(t, token, runtime).await;
+    (s, clock.elapsed())
+}
+
+/// Poll a runtime until `warmReady` is `n` (the site's start timeout ends members that never
+/// get ready; no timing is asserted).
+async fn wait_warm(t: &TestSite, rt: &str, n: u64) {
+    loop {
+        let a = t
+            .call("GET", &format!("/api/runtimes/{rt}"), Some(&t.admin), None)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        if a.body["warmReady"] == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn docker_ok(args: &[&str]) -> bool {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Warm pools: a runtime with `warmPool: 2` keeps two sessions started; a user's start takes
+/// one (its own URL, the user's home mounted into it, nothing else), the pool refills, and
+/// the next user gets another container, with none of the first user's state. The start
+/// times against a cold container start of the same image are reported, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_hands_started_sessions_to_users() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let ann = t.user("ann", "author", false).await;
+    let bob = t.user("bob", "author", false).await;
+    let image = jupyter_image();
+    let mut body = runtime_body("warm", &image);
+    body["warmPool"] = json!(2);
+    let rt = t.register(body).await;
+    assert_eq!(rt["warmPool"], 2, "{rt}");
+    let rt_id = rt["id"].as_str().unwrap().to_string();
+    let cold_rt = t.register(runtime_body("cold", &image)).await;
+    let cold_id = cold_rt["id"].as_str().unwrap().to_string();
+
+    // What a start costs without the pool: a container of the same image.
+    let (cold, cold_took) = timed_start(&t, &ann, &cold_id).await;
+    assert_eq!(cold["url"], format!("/user/ann/{cold_id}/"));
+
+    wait_warm(&t, &rt_id, 2).await;
+    let pool_containers = |t: &TestSite| -> Vec<String> {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-q", "--no-trunc", "--filter"])
+            .arg(format!("name=nbrt-{}-warm-", t.site.site_id))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let members = pool_containers(&t);
+    assert_eq!(members.len(), 2, "two warm containers: {members:?}");
+
+    let (s, warm_took) = timed_start(&t, &ann, &rt_id).await;
+    let sid = s["id"].as_str().unwrap();
+    let cid = s["containerId"].as_str().unwrap();
+    assert!(
+        members.contains(&cid.to_string()),
+        "a pool member was taken"
+    );
+    assert_eq!(s["url"], format!("/warm/{sid}/"));
+    println!(
+        "warm pool of 2: the session was ready in {:.0} ms; a container start of the same \
+         image took {:.0} ms ({:.1}x)",
+        warm_took.as_secs_f64() * 1000.0,
+        cold_took.as_secs_f64() * 1000.0,
+        cold_took.as_secs_f64() / warm_took.as_secs_f64()
+    );
+
+    // It mounts one thing: its home slot, the user's home volume mounted on it.
+    let info = docker_inspect(cid);
+    let mounts = info["Mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["Destination"], "/home/jovyan");
+    let slot = mounts[0]["Source"].as_str().unwrap().to_string();
+    assert!(slot.ends_with(sid), "{slot}");
+
+    // ann writes into her home through her session, at its URL and at the usual one.
+    let url = s["url"].as_str().unwrap();
+    let put = t
+        .call(
+            "PUT",
+            &format!("{url}api/contents/work/note.txt"),
+            Some(&ann),
+            Some(json!({"type": "file", "format": "text", "content": "ann's note"})),
+        )
+        .await;
+    assert!(put.status == 201 || put.status == 200, "{}", put.text);
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let usual = call_at(
+        &no_follow,
+        &t.base,
+        "GET",
+        &format!("/user/ann/{rt_id}/lab/tree/work?reset"),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(usual.status, 307, "{}", usual.text);
+    let followed = t
+        .call(
+            "GET",
+            &format!("/user/ann/{rt_id}/api/contents/work/note.txt"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(followed.body["content"], "ann's note", "{}", followed.text);
+    // The file is in ann's home volume, not in the container.
+    let volume = format!("nbrt-{}-home-ann", t.site.site_id);
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "cat", "-v"])
+        .arg(format!("{volume}:/h"))
+        .args([&image, "/h/work/note.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ann's note");
+    assert!(docker_ok(&["exec", cid, "touch", "/tmp/ann-was-here"]));
+
+    // bob cannot open it; the pool refills; bob's session is another container, with his
+    // own (new, skeleton-filled) home and none of ann's files.
+    let denied = t
+        .call("GET", &format!("{url}api/contents"), Some(&bob), None)
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    wait_warm(&t, &rt_id, 2).await;
+    let (b, _) = timed_start(&t, &bob, &rt_id).await;
+    let bcid = b["containerId"].as_str().unwrap();
+    assert_ne!(bcid, cid);
+    let burl = b["url"].as_str().unwrap();
+    let bnote = t
+        .call(
+            "GET",
+            &format!("{burl}api/contents/work/note.txt"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(bnote.status, 404, "{}", bnote.text);
+    let listing = t
+        .call("GET", &format!("{burl}api/contents"), Some(&bob), None)
+        .await;
+    assert!(
+        listing.text.contains("\"work\""),
+        "bob's new home has the skeleton: {}",
+        listing.text
+    );
+    assert!(!docker_ok(&[
+        "exec",
+        bcid,
+        "test",
+        "-e",
+        "/tmp/ann-was-here"
+    ]));
+    let bmounts = docker_inspect(bcid)["Mounts"].clone();
+    assert_eq!(bmounts.as_array().unwrap().len(), 1, "{bmounts}");
+
+    // Stopped: its container goes, its slot is released, ann's home keeps her file; her next
+    // warm session has it.
+    let stopped = t
+        .call("DELETE", &format!("/api/sessions/{sid}"), Some(&ann), None)
+        .await;
+    assert_eq!(
+        stopped.body["session"]["state"], "stopped",
+        "{}",
+        stopped.text
+    );
+    assert!(!docker_ok(&["inspect", cid]));
+    assert!(
+        !std::path::Path::new(&slot).exists(),
+        "the slot is released"
+    );
+    wait_warm(&t, &rt_id, 2).await;
+    let (again, _) = timed_start(&t, &ann, &rt_id).await;
+    let again_url = again["url"].as_str().unwrap();
+    let note = t
+        .call(
+            "GET",
+            &format!("{again_url}api/contents/work/note.txt"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(note.body["content"], "ann's note", "{}", note.text);
+
+    // A pool of 0: the members go; the sessions taken from it stay.
+    let patched = t
+        .call(
+            "PATCH",
+            &format!("/api/runtimes/{rt_id}"),
+            Some(&t.admin),
+            Some(json!({"warmPool": 0})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    loop {
+        let left = pool_containers(&t);
+        // ann's and bob's sessions run in former members.
+        if left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        t.call("GET", &format!("{burl}api"), Some(&bob), None)
+            .await
+            .status,
+        200
+    );
+    for s in [&b, &again, &cold] {
+        let id = s["id"].as_str().unwrap();
+        t.call(
+            "DELETE",
+            &format!("/api/sessions/{id}"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    }
+    nbrt_site::sessions::pool::drain(&t.site).await.unwrap();
+}

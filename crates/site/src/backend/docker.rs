@@ -31,11 +31,18 @@ pub struct DockerBackend {
     pub docker: Docker,
     /// Docker network for session containers (default: the engine's `bridge`).
     pub network: Option<String>,
+    /// Whether the engine runs on the site's own host (reached by a local socket): its
+    /// volumes are directories here (what warm pools need).
+    pub local: bool,
 }
 
 impl DockerBackend {
-    pub fn new(docker: Docker, network: Option<String>) -> DockerBackend {
-        DockerBackend { docker, network }
+    pub fn new(docker: Docker, network: Option<String>, local: bool) -> DockerBackend {
+        DockerBackend {
+            docker,
+            network,
+            local,
+        }
     }
 
     /// The site's Docker engine as `nbrt_oci` speaks to it (the calls it shares with the
@@ -95,7 +102,10 @@ pub fn container_spec(spec: &SessionSpec, network: &str) -> ContainerCreateBody 
             memory_swap: Some(rt.swap_bytes()),
             shm_size: rt.shm_bytes(),
             runtime: rt.docker_runtime.clone(),
-            binds: Some(vec![format!("{}:{HOME}", spec.home.volume)]),
+            binds: Some(vec![match &spec.home_slot {
+                Some(slot) => format!("{}:{HOME}:rslave", slot.display()),
+                None => format!("{}:{HOME}", spec.home.volume),
+            }]),
             security_opt,
             privileged: Some(false),
             network_mode: Some(network.to_string()),
@@ -306,6 +316,18 @@ impl SessionBackend for DockerBackend {
     async fn launch(&self, spec: &SessionSpec) -> Result<Handle> {
         // A container left by an ended session of the same user and runtime.
         self.remove_container(&spec.name).await?;
+        if let Some(slot) = &spec.home_slot {
+            // The warm session's empty home gets the image's notebook user, as a new home
+            // volume gets it from the image.
+            let image = self
+                .docker
+                .inspect_image(&spec.image.0)
+                .await
+                .map_err(SiteError::engine)?;
+            let env = image.config.and_then(|c| c.env).unwrap_or_default();
+            let (uid, gid) = super::home_slot::notebook_user(&env);
+            super::home_slot::own(slot, uid, gid)?;
+        }
         let created = self
             .docker
             .create_container(
@@ -414,6 +436,59 @@ impl SessionBackend for DockerBackend {
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(SiteError::engine(e)),
         }
+    }
+
+    /// Warm pools need this engine's volumes and the site's slots on one host, and the site
+    /// as root there (see [`super::home_slot`]).
+    fn warm_pool_refusal(&self) -> Option<String> {
+        if !self.local {
+            return Some(
+                "warm pools need the Docker engine on the site's own host (a local socket): \
+                 the site mounts a user's home volume into a started session"
+                    .into(),
+            );
+        }
+        super::home_slot::unsupported()
+    }
+
+    async fn attach_home(
+        &self,
+        handle: &Handle,
+        slot: &std::path::Path,
+        home: &HomeRef,
+    ) -> Result<()> {
+        let volume = self
+            .docker
+            .inspect_volume(&home.volume)
+            .await
+            .map_err(SiteError::engine)?;
+        let source = std::path::PathBuf::from(&volume.mountpoint);
+        if volume.driver != "local" || !source.is_dir() {
+            return Err(SiteError::Engine(format!(
+                "the home volume {} ({} driver, at {}) is not a directory on this host",
+                home.volume, volume.driver, volume.mountpoint
+            )));
+        }
+        let info = self
+            .docker
+            .inspect_container(&handle.0, None)
+            .await
+            .map_err(SiteError::engine)?;
+        // The container's own home skeleton, through its PID 1's root.
+        let skeleton = info
+            .state
+            .and_then(|s| s.pid)
+            .filter(|pid| *pid > 0)
+            .map(|pid| {
+                std::path::Path::new(&format!("/proc/{pid}/root"))
+                    .join(nbrt_init::env::DEFAULT_HOME_SKEL.trim_start_matches('/'))
+            });
+        let slot = slot.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            super::home_slot::attach(&slot, &source, skeleton.as_deref())
+        })
+        .await
+        .map_err(|e| SiteError::Internal(format!("attaching a home: {e}")))?
     }
 
     async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>> {

@@ -15,6 +15,7 @@
 //! | [`kubernetes`] | a Kubernetes cluster: a bare pod per session, a claim per user, images through the site's registry |
 
 pub mod docker;
+pub mod home_slot;
 pub mod kubernetes;
 pub mod swarm;
 
@@ -244,8 +245,12 @@ pub struct SessionSpec {
     pub token: String,
     pub image: ImageRef,
     pub home: HomeRef,
-    /// `NB_PREFIX`: `/user/<name>/<runtime>`.
+    /// `NB_PREFIX`: `/user/<name>/<runtime>` (a warm session's: `/warm/<session id>`).
     pub prefix: String,
+    /// A warm session's home: an empty directory of the site's, bound with slave
+    /// propagation, where the user's home is mounted when a user takes the session (see
+    /// [`home_slot`]); `home` is then unused.
+    pub home_slot: Option<std::path::PathBuf>,
     /// What the site and the runtime give every session: variables (in [`SessionSpec::env`])
     /// and files (written by the backend before the session starts, where it can).
     pub session_env: crate::session_env::SessionEnv,
@@ -369,6 +374,30 @@ pub trait SessionBackend: Send + Sync {
 
     /// Everything on the engine that carries this site's label.
     async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>>;
+
+    /// Why this backend cannot run warm pools (sessions started before their user is known,
+    /// given the user's home when taken), or `None` when it can.
+    fn warm_pool_refusal(&self) -> Option<String> {
+        Some(format!(
+            "warm pools run on the docker backend only: the {} backend cannot give a started \
+             session a user's home",
+            self.kind()
+        ))
+    }
+
+    /// Give the started warm session behind `handle` (launched with
+    /// [`SessionSpec::home_slot`] = `slot`) the user's `home`.
+    async fn attach_home(
+        &self,
+        _handle: &Handle,
+        _slot: &std::path::Path,
+        _home: &HomeRef,
+    ) -> Result<()> {
+        Err(SiteError::Internal(format!(
+            "the {} backend has no warm sessions",
+            self.kind()
+        )))
+    }
 }
 
 /// Runtime image ID → what was pushed for it (`repository@sha256:…`): a backend that ships

@@ -164,6 +164,11 @@ pub async fn image_exists(site: &Site, image_id: &str) -> Result<bool> {
 
 /// The image exists and the engine has the Docker runtime; a 400 naming the field if not.
 pub async fn check(site: &Site, spec: &RuntimeSpec) -> Result<()> {
+    if spec.warm_pool > 0 {
+        if let Some(why) = crate::sessions::pool::refusal(site) {
+            return Err(SiteError::conflict(Some("warmPool"), why));
+        }
+    }
     if !image_exists(site, &spec.image_id).await? {
         return Err(SiteError::invalid(
             "imageId",

@@ -55,6 +55,9 @@ pub struct RuntimeInput {
     /// Not stored: put the image where sessions run now (loaded into Docker, pushed to the
     /// site's registry), so the first session does not wait for it.
     pub preload_image: Given<bool>,
+    /// How many sessions to keep started for this runtime before anyone asks (0 to
+    /// [`MAX_WARM_POOL`]; nbrt's own field, default 0).
+    pub warm_pool: Given<f64>,
 
     // The record's own fields (see `Runtime`): shown by the API, ignored on input.
     pub id: Ignored,
@@ -66,6 +69,7 @@ pub struct RuntimeInput {
     pub disabled: Ignored,
     pub is_manifest_supported: Ignored,
     pub library_count: Ignored,
+    pub warm_ready: Ignored,
     pub created: Ignored,
     pub updated: Ignored,
 }
@@ -88,7 +92,11 @@ pub struct RuntimeSpec {
     pub docker_runtime: Option<String>,
     pub requires_advanced: bool,
     pub manifest: Option<nbrt_inspect::manifest::Manifest>,
+    pub warm_pool: u32,
 }
+
+/// The most sessions a runtime's warm pool may keep started.
+pub const MAX_WARM_POOL: u32 = 16;
 
 const DOCKER_MIN_MEMORY: i64 = 6 * 1024 * 1024;
 
@@ -140,6 +148,7 @@ impl RuntimeInput {
             shared_memory_unit,
             docker_runtime: opt(&rt.docker_runtime),
             requires_advanced_privileges: rt.requires_advanced_privileges.into(),
+            warm_pool: f64::from(rt.warm_pool).into(),
             ..Default::default()
         }
     }
@@ -198,6 +207,7 @@ impl RuntimeInput {
             manifest: p.manifest,
             f: p.f,
             preload_image: p.preload_image,
+            warm_pool: p.warm_pool.or(base.warm_pool),
             ..Default::default()
         }
     }
@@ -342,6 +352,20 @@ impl RuntimeInput {
             }
         }
         self.preload_image.get("preloadImage")?;
+        let warm_pool = match self.warm_pool.get("warmPool")? {
+            None => 0,
+            Some(&n) if n.fract() == 0.0 && (0.0..=f64::from(MAX_WARM_POOL)).contains(&n) => {
+                n as u32
+            }
+            Some(n) => {
+                return Err(SiteError::invalid(
+                    "warmPool",
+                    format!(
+                        "{n} is not a pool size: give a whole number from 0 to {MAX_WARM_POOL}"
+                    ),
+                ))
+            }
+        };
         let requires_advanced = self
             .requires_advanced_privileges
             .get("requiresAdvancedPrivileges")?
@@ -372,6 +396,7 @@ impl RuntimeInput {
             docker_runtime,
             requires_advanced,
             manifest,
+            warm_pool,
         })
     }
 }
@@ -387,6 +412,7 @@ impl RuntimeSpec {
             && self.image_id == rt.image_id
             && self.requires_advanced == rt.requires_advanced_privileges
             && self.swap_given == rt.swap_given
+            && self.warm_pool == rt.warm_pool
             && self.manifest.is_none()
     }
 }
@@ -617,6 +643,8 @@ mod tests {
             disabled: false,
             is_manifest_supported: false,
             library_count: 0,
+            warm_pool: 0,
+            warm_ready: 0,
             created: 0,
             updated: 0,
         }

@@ -79,6 +79,11 @@ pub struct Runtime {
     /// nbrt's own field: whether a library manifest is stored for this runtime.
     pub is_manifest_supported: bool,
     pub library_count: usize,
+    /// How many sessions the site keeps started for this runtime before anyone asks (a warm
+    /// pool; see `crate::sessions::pool`).
+    pub warm_pool: u32,
+    /// How many of them are ready now (the API fills it in; not stored).
+    pub warm_ready: usize,
     pub created: i64,
     pub updated: i64,
 }

@@ -16,7 +16,7 @@ const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cp
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
     manifest IS NOT NULL, created_at, updated_at, library_count,
-    swap_given FROM runtimes";
+    swap_given, warm_pool FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database and its library count is a
 /// column of its own: listing runtimes must not parse every runtime's manifest. A manifest is stored as
@@ -49,6 +49,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
         disabled: r.get(17)?,
         is_manifest_supported: has_manifest,
         library_count: usize::try_from(library_count).unwrap_or(0),
+        warm_pool: r.get(23)?,
+        warm_ready: 0,
         created: r.get(19)?,
         updated: r.get(20)?,
     })
@@ -140,8 +142,8 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
             "INSERT INTO runtimes (id, name, version, container_type, image_id, max_cpu, max_memory,
              max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
              docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at, swap_given,
-             library_count)
-             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
+             library_count, warm_pool)
+             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18, ?19)",
             params![
                 id,
                 spec.name,
@@ -161,6 +163,7 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
                 now,
                 spec.swap_given,
                 library_count(spec),
+                spec.warm_pool,
             ],
         )?;
         tx.commit()?;
@@ -182,7 +185,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
              max_memory_unit = ?7, max_swap_memory = ?8, max_swap_memory_unit = ?9, shared_memory = ?10,
              shared_memory_unit = ?11, docker_runtime = ?12, requires_advanced = ?13,
              manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15, swap_given = ?17,
-             library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END
+             library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END, warm_pool = ?19
              WHERE id = ?1",
             params![
                 id,
@@ -203,6 +206,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 replace_manifest,
                 spec.swap_given,
                 library_count(spec),
+                spec.warm_pool,
             ],
         )?;
         tx.commit()?;

@@ -38,6 +38,8 @@ pub fn fixture_runtime() -> Runtime {
         disabled: false,
         is_manifest_supported: false,
         library_count: 0,
+        warm_pool: 0,
+        warm_ready: 0,
         created: 0,
         updated: 0,
     }
@@ -60,6 +62,7 @@ pub fn fixture_spec(user: &str, rt: Runtime) -> SessionSpec {
             node: None,
         },
         prefix: format!("/user/{user}/{}", rt.id),
+        home_slot: None,
         runtime: rt,
         session_env: Default::default(),
     }

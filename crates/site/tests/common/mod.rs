@@ -25,6 +25,16 @@ pub struct TestSite {
 impl Drop for TestSite {
     fn drop(&mut self) {
         self.server.abort();
+        // Warm sessions' home slots: unmounted before the directory goes, so removing it
+        // never reaches into a home volume.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "awk '{{print $5}}' /proc/self/mountinfo | grep -F '{}/warm-homes' | sort -r | \
+                 xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .output();
         // Leave no containers behind: every container of this site goes (under the site
         // label's name and the one earlier versions wrote).
         let keys = [Some(label::SITE.name), label::SITE.old];
