@@ -7,6 +7,8 @@
 #                   plain `docker run -d` of the same image with the same limits, environment
 #                   and volume, polled with curl-like GETs every 10 ms until its first /api 200.
 #                   Alternating order, one discarded warm-up each; median and min of RUNS.
+#   warm start      the same POST to a runtime with warmPool 2, once both members are ready
+#                   (the user's home mounted into a started session; no container start).
 #   API latency     wrk on loopback against nbrt serve: GET /api/runtimes (30 runtimes) and
 #                   GET /api/sessions (sessions running), with /api/health (no auth, no
 #                   query) as the floor; p50 and p99 from wrk --latency.

@@ -525,3 +525,16 @@ impl SessionBackend for DockerBackend {
         Ok(owned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_pools_need_the_engine_on_this_host() {
+        let client = Docker::connect_with_local_defaults().expect("a client (it connects lazily)");
+        let remote = DockerBackend::new(client, None, false);
+        let why = remote.warm_pool_refusal().expect("refused");
+        assert!(why.contains("on the site's own host"), "{why}");
+    }
+}

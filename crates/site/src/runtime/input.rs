@@ -531,6 +531,26 @@ mod tests {
     }
 
     #[test]
+    fn warm_pool_sizes() {
+        let mut v = good();
+        assert_eq!(validate(v.clone()).unwrap().warm_pool, 0, "none by default");
+        for (given, size) in [
+            (json!(2), 2),
+            (json!("3"), 3),
+            (json!(16), 16),
+            (json!(0), 0),
+        ] {
+            v["warmPool"] = given;
+            assert_eq!(validate(v.clone()).unwrap().warm_pool, size);
+        }
+        for bad in [json!(17), json!(-1), json!(1.5), json!("many"), json!(true)] {
+            v["warmPool"] = bad.clone();
+            let err = validate(v.clone()).unwrap_err();
+            assert_eq!(err.field(), Some("warmPool"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn image_defaults_fill_what_registration_leaves_out() {
         let defaults = |v: Value| {
             let Value::Object(m) = v else { unreachable!() };

@@ -85,14 +85,23 @@ impl Pools {
     }
 }
 
-/// Where the slots are: `warm-homes` beside the database, made a shared mount once.
-async fn root(site: &Site) -> Result<&Path> {
-    let dir = site
-        .config
+/// Where the slots are: `warm-homes` beside the database.
+fn root_dir(site: &Site) -> PathBuf {
+    site.config
         .database
         .parent()
         .map(|p| p.join("warm-homes"))
-        .unwrap_or_else(|| PathBuf::from("warm-homes"));
+        .unwrap_or_else(|| PathBuf::from("warm-homes"))
+}
+
+/// Whether slots are left from an earlier start of the site (or this one).
+fn slots_left(site: &Site) -> bool {
+    std::fs::read_dir(root_dir(site)).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// [`root_dir`], made a shared mount once.
+async fn root(site: &Site) -> Result<&Path> {
+    let dir = root_dir(site);
     site.pools
         .root
         .get_or_try_init(|| async move {
@@ -241,9 +250,7 @@ async fn release(slot: PathBuf) {
 /// After a warm session's container is gone: release its slot (the user's home unmounted
 /// from it). The keeper does it too, for sessions that end on their own.
 pub async fn release_slot_of(site: &Site, session_id: &str) {
-    if let Some(root) = site.pools.root.get() {
-        release(root.join(session_id)).await;
-    }
+    release(root_dir(site).join(session_id)).await;
 }
 
 /// Remove every warm session not yet taken and release every slot no running session
@@ -254,11 +261,11 @@ pub async fn drain(site: &Site) -> Result<()> {
     for m in &members {
         retire(site, m).await;
     }
-    let Some(root) = site.pools.root.get() else {
+    if site.pools.root.get().is_none() && !slots_left(site) {
         return Ok(());
-    };
-    release_orphan_slots(site, root).await?;
-    let root = root.clone();
+    }
+    let root = root_dir(site);
+    release_orphan_slots(site, &root).await?;
     tokio::task::spawn_blocking(move || home_slot::unprepare_root(&root))
         .await
         .map_err(|e| SiteError::Internal(format!("unmounting warm homes: {e}")))?
@@ -291,7 +298,7 @@ async fn keep(site: &Arc<Site>) -> Result<()> {
         .into_iter()
         .filter(|rt| rt.warm_pool > 0 && !rt.deprecated && !rt.disabled)
         .collect();
-    let idle = site.pools.lock().is_empty() && site.pools.root.get().is_none();
+    let idle = site.pools.lock().is_empty() && !slots_left(site);
     if wanted.is_empty() && idle {
         return Ok(());
     }
