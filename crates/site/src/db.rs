@@ -131,6 +131,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runtimes ADD COLUMN warm_pool INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sessions ADD COLUMN prefix TEXT;
     "#,
+    // 7: manifests in a table of their own. In the runtimes row, every column after a
+    // 30 KB manifest sat behind its overflow pages: listing 1,000 runtimes read 30 MB
+    r#"
+    CREATE TABLE runtime_manifests (
+        runtime_id TEXT PRIMARY KEY REFERENCES runtimes(id),
+        body TEXT NOT NULL
+    );
+    INSERT INTO runtime_manifests (runtime_id, body)
+        SELECT id, manifest FROM runtimes WHERE manifest IS NOT NULL;
+    ALTER TABLE runtimes ADD COLUMN has_manifest INTEGER NOT NULL DEFAULT 0;
+    UPDATE runtimes SET has_manifest = manifest IS NOT NULL;
+    ALTER TABLE runtimes DROP COLUMN manifest;
+    "#,
 ];
 
 pub struct Db {
@@ -282,6 +295,47 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let perm = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(perm, 0o600);
+    }
+
+    /// Migration 7 moves manifests out of the runtimes rows and keeps whether there is one.
+    #[test]
+    fn manifests_move_to_their_own_table() {
+        let c = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..6] {
+            c.execute_batch(m).unwrap();
+        }
+        for (id, manifest) in [("a", Some(r#"{"libraries":[],"debian":[]}"#)), ("b", None)] {
+            c.execute(
+                "INSERT INTO runtimes (id, name, container_type, image_id, max_cpu, max_memory,
+                 max_memory_unit, max_swap_memory, max_swap_memory_unit, requires_advanced,
+                 builtin, manifest, created_at, updated_at)
+                 VALUES (?1, ?1, 'docker', 'sha256:0', 1, 1, 'g', 2, 'g', 0, 0, ?2, 0, 0)",
+                rusqlite::params![id, manifest],
+            )
+            .unwrap();
+        }
+        c.execute_batch(MIGRATIONS[6]).unwrap();
+        let rows: Vec<(String, bool, Option<String>)> = c
+            .prepare(
+                "SELECT r.id, r.has_manifest, m.body FROM runtimes r
+                 LEFT JOIN runtime_manifests m ON m.runtime_id = r.id ORDER BY r.id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "a".into(),
+                    true,
+                    Some(r#"{"libraries":[],"debian":[]}"#.into())
+                ),
+                ("b".into(), false, None)
+            ]
+        );
     }
 
     /// Migration 5 counts the libraries of manifests stored before it, in both stored

@@ -828,6 +828,40 @@ async fn a_warm_pool_hands_started_sessions_to_users() {
         .await;
     assert_eq!(note.body["content"], "ann's note", "{}", note.text);
 
+    // A changed runtime: the members started before are replaced by ones with its limits;
+    // the sessions taken from the pool keep running.
+    let taken = [
+        bcid.to_string(),
+        again["containerId"].as_str().unwrap().to_string(),
+    ];
+    wait_warm(&t, &rt_id, 2).await;
+    let before: Vec<String> = pool_containers(&t)
+        .into_iter()
+        .filter(|c| !taken.contains(c))
+        .collect();
+    let patched = t
+        .call(
+            "PATCH",
+            &format!("/api/runtimes/{rt_id}"),
+            Some(&t.admin),
+            Some(json!({"maxCpu": 0.75})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    loop {
+        let now: Vec<String> = pool_containers(&t)
+            .into_iter()
+            .filter(|c| !taken.contains(c))
+            .collect();
+        if now.len() == 2 && now.iter().all(|c| !before.contains(c)) {
+            for c in &now {
+                assert_eq!(docker_inspect(c)["HostConfig"]["NanoCpus"], 750_000_000);
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A pool of 0: the members go; the sessions taken from it stay.
     let patched = t
         .call(

@@ -15,7 +15,7 @@ use crate::sessions::SessionState;
 const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cpu, max_memory,
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
-    manifest IS NOT NULL, created_at, updated_at, library_count,
+    has_manifest, created_at, updated_at, library_count,
     swap_given, warm_pool FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database and its library count is a
@@ -83,9 +83,12 @@ pub fn by_name(db: &Db, name: &str) -> Result<Option<Runtime>> {
 /// The stored manifest (empty when the runtime has none).
 pub fn stored_manifest(db: &Db, id: &str) -> Result<Manifest> {
     let m: Option<Option<String>> = db.with(|c| {
-        c.query_row("SELECT manifest FROM runtimes WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        c.query_row(
+            "SELECT m.body FROM runtimes r LEFT JOIN runtime_manifests m ON m.runtime_id = r.id
+             WHERE r.id = ?1",
+            [id],
+            |r| r.get(0),
+        )
         .optional()
     })?;
     let bad = |e: String| SiteError::Internal(format!("stored manifest of {id}: {e}"));
@@ -141,7 +144,7 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
         tx.execute(
             "INSERT INTO runtimes (id, name, version, container_type, image_id, max_cpu, max_memory,
              max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
-             docker_runtime, requires_advanced, builtin, manifest, created_at, updated_at, swap_given,
+             docker_runtime, requires_advanced, builtin, has_manifest, created_at, updated_at, swap_given,
              library_count, warm_pool)
              VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18, ?19)",
             params![
@@ -159,13 +162,14 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
                 spec.docker_runtime,
                 spec.requires_advanced,
                 builtin,
-                manifest_text(spec),
+                spec.manifest.is_some(),
                 now,
                 spec.swap_given,
                 library_count(spec),
                 spec.warm_pool,
             ],
         )?;
+        put_manifest(&tx, &id, manifest_text(spec).as_deref())?;
         tx.commit()?;
         Ok(())
     })?;
@@ -184,7 +188,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
             "UPDATE runtimes SET name = ?2, version = ?3, image_id = ?4, max_cpu = ?5, max_memory = ?6,
              max_memory_unit = ?7, max_swap_memory = ?8, max_swap_memory_unit = ?9, shared_memory = ?10,
              shared_memory_unit = ?11, docker_runtime = ?12, requires_advanced = ?13,
-             manifest = CASE WHEN ?16 THEN ?14 ELSE manifest END, updated_at = ?15, swap_given = ?17,
+             has_manifest = CASE WHEN ?16 THEN ?14 ELSE has_manifest END, updated_at = ?15, swap_given = ?17,
              library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END, warm_pool = ?19
              WHERE id = ?1",
             params![
@@ -201,7 +205,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 spec.shared_memory.map(|s| s.1.as_str()),
                 spec.docker_runtime,
                 spec.requires_advanced,
-                manifest_text(spec),
+                spec.manifest.is_some(),
                 now_ms(),
                 replace_manifest,
                 spec.swap_given,
@@ -209,23 +213,38 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 spec.warm_pool,
             ],
         )?;
+        if replace_manifest {
+            put_manifest(&tx, id, manifest_text(spec).as_deref())?;
+        }
         tx.commit()?;
         Ok(())
     })
 }
 
+/// Store (or, with `None`, remove) a runtime's manifest text.
+fn put_manifest(c: &rusqlite::Connection, id: &str, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(body) => c.execute(
+            "INSERT INTO runtime_manifests (runtime_id, body) VALUES (?1, ?2)
+             ON CONFLICT (runtime_id) DO UPDATE SET body = excluded.body",
+            params![id, body],
+        )?,
+        None => c.execute("DELETE FROM runtime_manifests WHERE runtime_id = ?1", [id])?,
+    };
+    Ok(())
+}
+
 pub fn set_manifest(db: &Db, id: &str, manifest: &Manifest) -> Result<Runtime> {
     get(db, id)?;
-    db.with(|c| {
-        c.execute(
-            "UPDATE runtimes SET manifest = ?2, updated_at = ?3, library_count = ?4 WHERE id = ?1",
-            params![
-                id,
-                json!(manifest).to_string(),
-                now_ms(),
-                manifest.libraries.len() as i64
-            ],
-        )
+    db.try_with(|c| {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE runtimes SET has_manifest = 1, updated_at = ?2, library_count = ?3 WHERE id = ?1",
+            params![id, now_ms(), manifest.libraries.len() as i64],
+        )?;
+        put_manifest(&tx, id, Some(&json!(manifest).to_string()))?;
+        tx.commit()?;
+        Ok(())
     })?;
     get(db, id)
 }
@@ -286,6 +305,7 @@ pub fn delete(db: &Db, id: &str) -> Result<()> {
         }
         // Ended sessions keep no reference worth keeping.
         tx.execute("DELETE FROM sessions WHERE runtime_id = ?1", [id])?;
+        tx.execute("DELETE FROM runtime_manifests WHERE runtime_id = ?1", [id])?;
         tx.execute("DELETE FROM runtimes WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(())

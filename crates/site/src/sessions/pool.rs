@@ -119,11 +119,19 @@ pub fn refusal(site: &Site) -> Option<String> {
     site.backend.warm_pool_refusal()
 }
 
-/// What a runtime's members are started from: the runtime record (any change bumps its
-/// `updated`) and the session environment it gets.
+/// What a runtime's members are started from: its image, limits and privilege, and the
+/// session environment it gets (a change of the pool's size alone keeps the members).
 fn fingerprint(site: &Site, rt: &Runtime) -> Result<String> {
     let env = crate::session_env::for_session(site, &rt.id)?;
-    let text = serde_json::json!([rt.id, rt.image_id, rt.updated, env]).to_string();
+    let limits = format!("{:?}", crate::backend::Limits::of_runtime(rt));
+    let text = serde_json::json!([
+        rt.id,
+        rt.image_id,
+        limits,
+        rt.requires_advanced_privileges,
+        env
+    ])
+    .to_string();
     Ok(hex::encode(Sha256::digest(text.as_bytes())))
 }
 
