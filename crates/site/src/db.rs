@@ -297,6 +297,18 @@ mod tests {
         assert_eq!(perm, 0o600);
     }
 
+    /// A runtimes row as the schema before migration 7 held it (manifest in the row).
+    fn insert_runtime_row(c: &Connection, id: &str, manifest: Option<&str>) {
+        c.execute(
+            "INSERT INTO runtimes (id, name, container_type, image_id, max_cpu, max_memory,
+             max_memory_unit, max_swap_memory, max_swap_memory_unit, requires_advanced,
+             builtin, manifest, created_at, updated_at)
+             VALUES (?1, ?1, 'docker', 'sha256:0', 1, 1, 'g', 2, 'g', 0, 0, ?2, 0, 0)",
+            rusqlite::params![id, manifest],
+        )
+        .unwrap();
+    }
+
     /// Migration 7 moves manifests out of the runtimes rows and keeps whether there is one.
     #[test]
     fn manifests_move_to_their_own_table() {
@@ -305,14 +317,7 @@ mod tests {
             c.execute_batch(m).unwrap();
         }
         for (id, manifest) in [("a", Some(r#"{"libraries":[],"debian":[]}"#)), ("b", None)] {
-            c.execute(
-                "INSERT INTO runtimes (id, name, container_type, image_id, max_cpu, max_memory,
-                 max_memory_unit, max_swap_memory, max_swap_memory_unit, requires_advanced,
-                 builtin, manifest, created_at, updated_at)
-                 VALUES (?1, ?1, 'docker', 'sha256:0', 1, 1, 'g', 2, 'g', 0, 0, ?2, 0, 0)",
-                rusqlite::params![id, manifest],
-            )
-            .unwrap();
+            insert_runtime_row(&c, id, manifest);
         }
         c.execute_batch(MIGRATIONS[6]).unwrap();
         let rows: Vec<(String, bool, Option<String>)> = c
@@ -357,14 +362,7 @@ mod tests {
             ),
             ("c", None),
         ] {
-            c.execute(
-                "INSERT INTO runtimes (id, name, container_type, image_id, max_cpu, max_memory,
-                 max_memory_unit, max_swap_memory, max_swap_memory_unit, requires_advanced,
-                 builtin, manifest, created_at, updated_at)
-                 VALUES (?1, ?1, 'docker', 'sha256:0', 1, 1, 'g', 2, 'g', 0, 0, ?2, 0, 0)",
-                rusqlite::params![id, manifest],
-            )
-            .unwrap();
+            insert_runtime_row(&c, id, manifest);
         }
         c.execute_batch(MIGRATIONS[4]).unwrap();
         let counts: Vec<i64> = ["a", "b", "c"]

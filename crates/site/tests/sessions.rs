@@ -645,6 +645,18 @@ async fn wait_warm(t: &TestSite, rt: &str, n: u64) {
     }
 }
 
+async fn patch_runtime(t: &TestSite, rt: &str, body: Value) {
+    let a = t
+        .call(
+            "PATCH",
+            &format!("/api/runtimes/{rt}"),
+            Some(&t.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
 fn docker_ok(args: &[&str]) -> bool {
     std::process::Command::new("docker")
         .args(args)
@@ -839,15 +851,7 @@ async fn a_warm_pool_hands_started_sessions_to_users() {
         .into_iter()
         .filter(|c| !taken.contains(c))
         .collect();
-    let patched = t
-        .call(
-            "PATCH",
-            &format!("/api/runtimes/{rt_id}"),
-            Some(&t.admin),
-            Some(json!({"maxCpu": 0.75})),
-        )
-        .await;
-    assert_eq!(patched.status, 200, "{}", patched.text);
+    patch_runtime(&t, &rt_id, json!({"maxCpu": 0.75})).await;
     loop {
         let now: Vec<String> = pool_containers(&t)
             .into_iter()
@@ -863,15 +867,7 @@ async fn a_warm_pool_hands_started_sessions_to_users() {
     }
 
     // A pool of 0: the members go; the sessions taken from it stay.
-    let patched = t
-        .call(
-            "PATCH",
-            &format!("/api/runtimes/{rt_id}"),
-            Some(&t.admin),
-            Some(json!({"warmPool": 0})),
-        )
-        .await;
-    assert_eq!(patched.status, 200, "{}", patched.text);
+    patch_runtime(&t, &rt_id, json!({"warmPool": 0})).await;
     loop {
         let left = pool_containers(&t);
         // ann's and bob's sessions run in former members.
