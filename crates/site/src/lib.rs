@@ -136,6 +136,8 @@ pub struct Site {
     starting: sessions::StartLocks,
     /// The warm sessions waiting for a user, by runtime.
     pub pools: sessions::pool::Pools,
+    /// Manifests read from images (registration without an uploaded one).
+    pub image_manifests: runtime::manifest::ImageManifests,
 }
 
 impl Site {
@@ -188,6 +190,7 @@ impl Site {
             metrics: metrics::Metrics::new()?,
             starting: Default::default(),
             pools: Default::default(),
+            image_manifests: Default::default(),
         });
         let admin = auth::bootstrap_admin(&site)?;
         Ok((site, admin))

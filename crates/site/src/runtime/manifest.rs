@@ -18,19 +18,48 @@ pub async fn from_image(site: &Site, image_id: &str) -> Result<Option<Manifest>>
     if !site.store_has_image(image_id)? {
         return Ok(None);
     }
+    if let Some(m) = site.image_manifests.get(image_id) {
+        return Ok(Some(m));
+    }
     let root = site.store_root()?;
-    let image_id = image_id.to_string();
-    tokio::task::spawn_blocking(move || -> Result<Option<Manifest>> {
+    let id = image_id.to_string();
+    let manifest = tokio::task::spawn_blocking(move || -> Result<Manifest> {
         let store = nbrt_oci::Store::open(&root)?;
-        let image = store.resolve(&image_id)?.image;
+        let image = store.resolve(&id)?.image;
         let (_view, packages) =
-            nbrt_inspect::read_image(&store, &image, &nbrt_oci::Progress::hidden()).map_err(
-                |e| SiteError::Internal(format!("reading the packages of {image_id}: {e}")),
-            )?;
-        Ok(Some(Manifest::of(&packages)))
+            nbrt_inspect::read_image(&store, &image, &nbrt_oci::Progress::hidden())
+                .map_err(|e| SiteError::Internal(format!("reading the packages of {id}: {e}")))?;
+        Ok(Manifest::of(&packages))
     })
     .await
-    .map_err(|e| SiteError::Internal(format!("manifest task: {e}")))?
+    .map_err(|e| SiteError::Internal(format!("manifest task: {e}")))??;
+    site.image_manifests.put(image_id, &manifest);
+    Ok(Some(manifest))
+}
+
+/// Manifests read from images, by image ID. An image ID is the digest of the image's
+/// config, which names its layers' digests: what the layers hold, and so their manifest,
+/// can never change under it. Registering many runtimes of one image (or the factory
+/// restore again) reads it once; a few dozen are kept.
+#[derive(Default)]
+pub struct ImageManifests(std::sync::Mutex<std::collections::HashMap<String, Manifest>>);
+
+/// How many image manifests [`ImageManifests`] keeps (each a few hundred records).
+const KEPT_MANIFESTS: usize = 32;
+
+impl ImageManifests {
+    fn get(&self, image_id: &str) -> Option<Manifest> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(image_id).cloned()
+    }
+
+    fn put(&self, image_id: &str, manifest: &Manifest) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KEPT_MANIFESTS {
+            map.clear();
+        }
+        map.insert(image_id.to_string(), manifest.clone());
+    }
 }
 
 /// An uploaded manifest — `conda list --json` (a bare array of records), ArcGIS's
