@@ -426,7 +426,12 @@ impl Store {
     /// share (one image compressed two ways) finds one of them, a named one first.
     /// Pinned images ([`Pin`]) that lost every name are found by ID or digest too.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage> {
-        let images = self.list_with_pinned()?;
+        Self::resolve_among(&self.list_with_pinned()?, reference)
+    }
+
+    /// [`Store::resolve`] among `images` (a [`Store::list_with_pinned`] taken once, for many
+    /// lookups: listing reads every pin).
+    pub fn resolve_among(images: &[StoredImage], reference: &str) -> Result<StoredImage> {
         if let Ok(name) = ImageName::parse(reference) {
             if let Some(found) = images.iter().find(|i| i.names.contains(&name)) {
                 return Ok(found.clone());
@@ -501,7 +506,12 @@ impl Store {
             holder: holder.to_string(),
             manifest: image.manifest_descriptor(),
         };
-        self.write_atomic(&path, &to_canonical_vec(&pin, "store pin")?)
+        let bytes = to_canonical_vec(&pin, "store pin")?;
+        // Pinned already (a site pins its runtimes again at every start): nothing to write.
+        if fs::read(&path).is_ok_and(|held| held == bytes) {
+            return Ok(());
+        }
+        self.write_atomic(&path, &bytes)
     }
 
     /// Remove the pin `key`; whether there was one.

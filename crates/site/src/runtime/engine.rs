@@ -22,8 +22,19 @@ pub fn pin(site: &Site, rt: &Runtime) -> Result<bool> {
     let Some(store) = site.open_store()? else {
         return Ok(false);
     };
+    let images = store.list_with_pinned()?;
+    pin_in(site, &store, &images, rt)
+}
+
+/// [`pin`] with the store's images listed once (see [`nbrt_oci::Store::resolve_among`]).
+fn pin_in(
+    site: &Site,
+    store: &nbrt_oci::Store,
+    images: &[nbrt_oci::StoredImage],
+    rt: &Runtime,
+) -> Result<bool> {
     let key = pin_key(site, &rt.id);
-    match store.resolve(&rt.image_id) {
+    match nbrt_oci::Store::resolve_among(images, &rt.image_id) {
         Ok(found) => {
             let holder = format!(
                 "runtime {:?} of the site at {}",
@@ -52,9 +63,13 @@ pub fn unpin(site: &Site, runtime_id: &str) -> Result<()> {
 /// Pin every registered runtime's image (when the site starts: runtimes registered before
 /// pins, pins removed by hand). How many are pinned.
 pub fn pin_all(site: &Site) -> Result<usize> {
+    let Some(store) = site.open_store()? else {
+        return Ok(0);
+    };
+    let images = store.list_with_pinned()?;
     let mut n = 0;
     for rt in super::repo::list(&site.db)? {
-        if pin(site, &rt)? {
+        if pin_in(site, &store, &images, &rt)? {
             n += 1;
         }
     }
