@@ -20,7 +20,7 @@
 # Needs: scripts/setup (docker.io, wrk, mmdebstrap, runc, uv), root.
 # NBRT_BENCH_IMAGE: use this Docker image instead of the stock jupyter stack.
 # RUNS (default 5), NBRT_BIN, WRK_SECONDS (default 10), WRK_CONNECTIONS (default 8).
-# Output: bench/results/site-<date>.md.
+# Output: bench/results/site-<date>-<hhmm>.md (a second run the same day does not overwrite the first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,4 +49,4 @@ fi
 
 exec python3 bench/site.py --nbrt "$nbrt" --store "$store" --image "$image" --work "$work" \
   --runs "${RUNS:-5}" --wrk-seconds "${WRK_SECONDS:-10}" --wrk-connections "${WRK_CONNECTIONS:-8}" \
-  --image-note "$image_note" --out "bench/results/site-$(date -u +%Y-%m-%d).md"
+  --image-note "$image_note" --out "bench/results/site-$(date -u +%Y-%m-%d-%H%M).md"
