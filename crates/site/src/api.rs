@@ -75,6 +75,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/api/migrations/{id}/rollback", post(rollback_migration))
         .route("/api/sessions", get(list_sessions).post(start_session))
         .route("/api/sessions/{id}", get(get_session).delete(stop_session))
+        .route("/api/sessions/{id}/usage", get(get_session_usage))
         .route("/api/audit", get(list_audit))
         .merge(crate::arcgis::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -89,6 +90,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/user/{user}/{runtime}/", any(proxy::handle))
         .route("/user/{user}/{runtime}/{*rest}", any(proxy::handle))
         .merge(api)
+        .merge(crate::hub::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(access::log))
         .with_state(site)
@@ -258,17 +260,11 @@ async fn login(State(site): S, body: Bytes) -> Result<Response> {
 /// Clear the login cookie and revoke the token the request was made with (the cookie's, or
 /// the bearer token's when called from a script).
 async fn logout(State(site): S, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = auth::request_token(&headers) {
-        let user = auth::user_for_token(&site, &token).ok().flatten();
-        auth::revoke(&site, &token)?;
-        if let Some(user) = user {
-            audit::record(&site, &user, "logout", Some(&user.name), Value::Null);
-        }
-    }
+    auth::log_out(&site, &headers)?;
     let mut resp = Json(json!({"status": "success"})).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("nbrt_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(auth::CLEAR_COOKIE),
     );
     Ok(resp)
 }
@@ -901,6 +897,18 @@ async fn start_session(
 async fn get_session(State(site): S, user: User, Path(id): Path<String>) -> Result<Json<Value>> {
     let s = sessions::get_visible(&site, &user, &id)?;
     Ok(Json(json!({"session": session_json(&site, &s)})))
+}
+
+/// What a running session uses now (`crate::usage`): admins any session, users their own.
+async fn get_session_usage(
+    State(site): S,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let s = sessions::get_visible(&site, &user, &id)?;
+    Ok(Json(
+        json!({"usage": crate::usage::of_session(&site, &s).await?}),
+    ))
 }
 
 async fn stop_session(

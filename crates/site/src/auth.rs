@@ -505,6 +505,28 @@ pub fn request_token(headers: &axum::http::HeaderMap) -> Option<String> {
     credential(headers).map(|(token, _)| token)
 }
 
+/// The `Set-Cookie` value that clears the login cookie.
+pub const CLEAR_COOKIE: &str = "nbrt_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0";
+
+/// Log out: revoke the token the request carries (the login cookie's, or the bearer token
+/// of a script), audited as the user's `logout`. No token is no error: the goal is reached.
+pub fn log_out(site: &Site, headers: &axum::http::HeaderMap) -> Result<()> {
+    if let Some(token) = request_token(headers) {
+        let user = user_for_token(site, &token).ok().flatten();
+        revoke(site, &token)?;
+        if let Some(user) = user {
+            crate::audit::record(
+                site,
+                &user,
+                "logout",
+                Some(&user.name),
+                serde_json::Value::Null,
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The request's token and whether it came from the login cookie (see [`request_token`]).
 fn credential(headers: &axum::http::HeaderMap) -> Option<(String, bool)> {
     let header = headers

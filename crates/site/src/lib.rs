@@ -23,6 +23,8 @@
 //! | [`session_env`] | what sessions get from the site and their runtime: variables, files, a CA bundle, conda channels (checked, secrets masked) |
 //! | [`sessions`] | sessions, whatever runs them: start, readiness, stop, adoption after a restart, reactions to the backend's events, the culler; [`sessions::SessionState`] |
 //! | [`backend`] | where sessions run: the [`backend::SessionBackend`] interface, Docker, Swarm and Kubernetes behind it |
+//! | [`usage`] | what a session uses now (CPU, memory) against its runtime's limits |
+//! | [`hub`] | the way back from JupyterLab to the site (its hub extension's menu items) |
 //! | [`proxy`] | `/user/<name>/<runtime>/` to the session's notebook server (HTTP and websockets) |
 //! | [`server`] | the HTTP server: time-outs for headers, idle keep-alive and request bodies; the connection cap ([`ServerLimits`]) |
 //! | [`openapi`] | the API's OpenAPI document |
@@ -38,6 +40,7 @@ pub mod auth;
 pub mod backend;
 pub mod db;
 pub mod error;
+pub mod hub;
 pub mod metrics;
 pub mod notebooks;
 pub mod openapi;
@@ -47,6 +50,7 @@ pub mod server;
 pub mod session_env;
 pub mod sessions;
 pub mod ui;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

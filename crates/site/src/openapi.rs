@@ -310,6 +310,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     (
         "get",
+        "/api/sessions/{id}/usage",
+        "What a running session uses now (Usage): CPU and memory as its engine measures them, against the runtime's limits (404 for other users' sessions)",
+        false,
+        None,
+        200,
+    ),
+    (
+        "get",
         "/api/audit",
         "The audit log (AuditRecord), newest first: ?limit= (1 to 1000, default 100), ?before=<the answer's next> for the next page, ?action=, ?user=",
         true,
@@ -536,6 +544,16 @@ fn schemas() -> Value {
         "NewSession": {"type": "object", "additionalProperties": false, "required": ["runtimeId"], "properties": {
             "runtimeId": {"type": "string"},
             "wait": {"type": "boolean", "default": false, "description": "answer once the session is ready (or ended)"}}},
+        "Usage": {"type": "object", "required": ["available", "time"], "properties": {
+            "available": {"type": "boolean", "description": "false when the engine cannot say (no metrics API, no engine of the session's node, not running): reason says why"},
+            "reason": {"type": "string"},
+            "cpu": {"type": ["number", "null"], "description": "cores in use over the last interval (docker stats' CPU % / 100; Kubernetes: metrics-server's window)"},
+            "cpuLimit": {"type": ["number", "null"], "description": "the runtime's maxCpu, cores"},
+            "cpuPercent": {"type": ["number", "null"], "description": "cpu as a percentage of cpuLimit"},
+            "memory": {"type": "integer", "description": "bytes in use without the page cache the kernel can take back (as docker stats and kubectl top show)"},
+            "memoryLimit": {"type": ["integer", "null"], "description": "bytes: the engine's limit, else the runtime's"},
+            "memoryPercent": {"type": ["number", "null"]},
+            "time": {"type": "integer", "description": "ms since the epoch"}}},
         "Session": {"type": "object", "properties": {
             "id": {"type": "string"}, "user": {"type": "string"}, "runtimeId": {"type": "string"},
             "state": {"type": "string", "enum": ["starting", "ready", "stopped", "culled", "oom-killed", "failed"]},

@@ -33,6 +33,8 @@
 //!   combined file, `NODE_EXTRA_CA_CERTS` the site's certificates;
 //! - conda channels go to `/etc/nbrt/session/condarc`, named by `CONDARC` (conda's
 //!   highest-precedence file, so they come before the image's channels).
+//! - and every session gets JupyterLab's way back to the site, a page config naming the
+//!   site's `/hub/` paths ([`crate::hub`]), unless the document has a file at its path.
 //!
 //! Documents live in the `meta` table (`session-env:site`, `session-env:runtime:<id>`).
 
@@ -125,6 +127,11 @@ pub struct SessionEnv {
     pub ca_bundle: Option<String>,
     #[serde(default)]
     pub conda_channels: Vec<String>,
+    /// Not stored: the session gets JupyterLab's way back to the site, the page config
+    /// [`crate::hub::page_config`] at [`crate::hub::PAGE_CONFIG_PATH`] (unless a file of the
+    /// document is there). Every session's document has it ([`for_session`]).
+    #[serde(skip)]
+    pub hub_link: bool,
 }
 
 /// Whose document: the site's or a runtime's.
@@ -654,6 +661,7 @@ impl SessionEnv {
                     .collect::<String>()
             }),
             conda_channels: channels,
+            hub_link: self.hub_link || over.hub_link,
         }
     }
 }
@@ -694,7 +702,9 @@ pub fn put(site: &Site, scope: &Scope, body: &Value) -> Result<SessionEnv> {
 pub fn for_session(site: &Site, runtime_id: &str) -> Result<SessionEnv> {
     let site_doc = load(site, &Scope::Site)?;
     let runtime_doc = load(site, &Scope::Runtime(runtime_id.to_string()))?;
-    Ok(site_doc.overlaid(&runtime_doc))
+    let mut doc = site_doc.overlaid(&runtime_doc);
+    doc.hub_link = true;
+    Ok(doc)
 }
 
 impl SessionEnv {
@@ -748,6 +758,11 @@ impl SessionEnv {
                 rc.push_str(&format!("  - {c}\n"));
             }
             out.push((CONDARC.to_string(), rc.into_bytes(), 0o644));
+        }
+        let hub = crate::hub::PAGE_CONFIG_PATH;
+        if self.hub_link && !out.iter().any(|(path, _, _)| path == hub) {
+            let config = crate::hub::page_config().to_string().into_bytes();
+            out.push((hub.to_string(), config, 0o644));
         }
         out
     }

@@ -393,7 +393,7 @@ async fn launch_container(site: &Arc<Site>, id: &str, user: &str, rt: &Runtime) 
 }
 
 /// The engine's handle of a session: its container (or service) ID, else its name.
-fn handle_of(s: &Session) -> Handle {
+pub(crate) fn handle_of(s: &Session) -> Handle {
     Handle(
         s.container_id
             .clone()

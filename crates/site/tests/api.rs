@@ -1215,3 +1215,96 @@ async fn big_bodies_get_json_and_cookie_calls_must_be_json_from_this_site() {
         .expect("request");
     assert_eq!(r.status().as_u16(), 201);
 }
+
+/// JupyterLab's hub menu on the site (`nbrt_site::hub`): "Hub Control Panel" and "Restart
+/// Server" land on the sessions page; "Log Out" (the notebook server's `logout`) goes to the
+/// site's logout, which revokes the login cookie's token, clears the cookie, is audited and
+/// lands on the site's page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterlabs_hub_menu_lands_on_the_site() {
+    if !docker() {
+        return;
+    }
+    let t = start_site(|_| {}).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut req = http.get(format!("{}{path}", t.base));
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            let location = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let cookie = r
+                .headers()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (r.status().as_u16(), location, cookie)
+        }
+    };
+    for path in [
+        "/hub",
+        "/hub/",
+        "/hub/home",
+        "/hub/spawn",
+        "/hub/spawn/ann/rt",
+    ] {
+        let (status, location, _) = get(path, None).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (302, Some("/#sessions")),
+            "{path}"
+        );
+    }
+    let (status, location, _) = get("/user/ann/some-runtime/logout", None).await;
+    assert_eq!((status, location.as_deref()), (302, Some("/hub/logout")));
+
+    let login = t
+        .http
+        .post(format!("{}/api/login", t.base))
+        .header("Content-Type", "application/json")
+        .body(json!({"token": t.admin}).to_string())
+        .send()
+        .await
+        .expect("login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a login cookie")
+        .to_string();
+    let me = |cookie: String| {
+        let req = t
+            .http
+            .get(format!("{}/api/me", t.base))
+            .header("Cookie", cookie);
+        async move { req.send().await.expect("request").status().as_u16() }
+    };
+    assert_eq!(me(cookie.clone()).await, 200);
+    let (status, location, cleared) = get("/hub/logout", Some(&cookie)).await;
+    assert_eq!((status, location.as_deref()), (302, Some("/")));
+    let cleared = cleared.expect("the cookie cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(me(cookie).await, 401, "the cookie's token is revoked");
+    assert_eq!(
+        t.call("GET", "/api/me", Some(&t.admin), None).await.status,
+        200,
+        "the typed token still works"
+    );
+    let audit = t
+        .call("GET", "/api/audit?action=logout", Some(&t.admin), None)
+        .await;
+    assert_eq!(audit.body["records"][0]["user"], "admin", "{}", audit.text);
+    // Without a login, logout still lands on the site.
+    let (status, location, _) = get("/hub/logout", None).await;
+    assert_eq!((status, location.as_deref()), (302, Some("/")));
+}

@@ -3,8 +3,9 @@
 //! itself and for what only the server knows, and nothing is stored), look a library up in
 //! the manifest viewer, start a session, and see JupyterLab load through the site's proxy;
 //! then the operator's actions: deprecate, edit a runtime, page through a manifest, stop a
-//! runtime's sessions, every page at 1280 and 800 pixels, tokens and users. Screenshots are
-//! kept in target/test-artifacts/.
+//! runtime's sessions, every page at 1280 and 800 pixels, tokens and users; a session's CPU and
+//! memory in its row; JupyterLab's File menu back to the site (Hub Control Panel, Log Out).
+//! Screenshots are kept in target/test-artifacts/.
 
 mod common;
 
@@ -83,6 +84,20 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
             panic!("waiting for {css}: {e} (screenshot {name})");
         }
     }
+}
+
+/// Open JupyterLab's File menu and click the item of `command`.
+async fn file_menu_item(c: &Client, command: &str) {
+    let file = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//li[contains(@class, 'lm-MenuBar-item')][.//*[text()='File']]",
+        ))
+        .await
+        .expect("JupyterLab's File menu");
+    file.click().await.expect("opening the File menu");
+    click(c, &format!("li.lm-Menu-item[data-command='{command}']")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +259,16 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
     let href = open.attr("href").await.unwrap().expect("the open link");
     let cull = text(c, "tr[data-state='ready'] td[data-label='culled at']").await;
     assert_ne!(cull, "—", "a ready session shows when it would be culled");
+    // What it uses now, from the engine, refreshed while the page is open.
+    let usage = wait_for(c, "tr[data-state='ready'] td.usage[data-available='true']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        usage.starts_with("CPU ") && usage.contains(" MiB of 1.0 GiB"),
+        "{usage}"
+    );
     screenshot(c, "site-sessions.png").await;
 
     // JupyterLab through the proxy (cookie login; the proxy sends the session's token).
@@ -262,6 +287,48 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
     assert!(png.len() > 10_000, "a real screenshot");
     let title = c.title().await.unwrap();
     assert!(title.contains("JupyterLab"), "{title}");
+
+    // JupyterLab's way back: File › Hub Control Panel opens the site's sessions page in a new
+    // tab; File › Log Out logs out of the site.
+    let lab_window = c.window().await.unwrap();
+    file_menu_item(c, "hub:control-panel").await;
+    let mut panel = None;
+    for _ in 0..100 {
+        let windows = c.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != lab_window) {
+            panel = Some(w);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let panel = panel.expect("Hub Control Panel opened no tab");
+    c.switch_to_window(panel).await.unwrap();
+    wait_for(c, "#page-sessions:not([hidden])").await;
+    let at = c.current_url().await.unwrap();
+    assert_eq!(at.as_str(), format!("{}/#sessions", t.base), "{at}");
+    screenshot(c, "site-hub-control-panel.png").await;
+    c.close_window().await.unwrap();
+    c.switch_to_window(lab_window).await.unwrap();
+    file_menu_item(c, "hub:logout").await;
+    wait_for(c, "#login-token").await;
+    let at = c.current_url().await.unwrap();
+    assert_eq!(at.as_str(), format!("{}/", t.base), "{at}");
+    let me = c
+        .execute(
+            "return fetch('/api/me', {credentials: 'same-origin'}).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(me, json!(401), "logged out of the site");
+    // In again, for the rest.
+    wait_for(c, "#login-token")
+        .await
+        .send_keys(&t.admin)
+        .await
+        .unwrap();
+    click(c, "#login-submit").await;
+    wait_for(c, "#nav:not([hidden])").await;
 
     // Deprecated (issue 18): the row offers no "Start session" any more; the session that
     // runs on it goes on.

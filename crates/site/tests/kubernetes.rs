@@ -29,7 +29,7 @@ use nbrt_site::backend::kubernetes::{
 };
 use nbrt_site::backend::{
     BackendEvent, Ended, Handle, ImageRef, KubernetesConfig, Limits, Observed, SessionBackend,
-    SessionSpec,
+    SessionSpec, Usage, UsageReport,
 };
 use nbrt_site::sessions::{state_of, SessionState};
 use serde_json::{json, Value};
@@ -611,6 +611,8 @@ mod scripted {
         pub body: Value,
         /// Words the request's body must contain.
         pub sends: Option<String>,
+        /// A plain-text answer (a log) instead of `body`.
+        pub text: Option<String>,
     }
 
     pub fn step(method: &'static str, path: impl Into<String>, status: u16, body: Value) -> Step {
@@ -620,6 +622,7 @@ mod scripted {
             status,
             body,
             sends: None,
+            text: None,
         }
     }
 
@@ -663,11 +666,15 @@ mod scripted {
                     );
                 }
                 seen.push(line);
+                let (content_type, body) = match s.text {
+                    Some(text) => ("text/plain", text.into_bytes()),
+                    None => ("application/json", serde_json::to_vec(&s.body).unwrap()),
+                };
                 send.send_response(
                     Response::builder()
                         .status(s.status)
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&s.body).unwrap()))
+                        .header("content-type", content_type)
+                        .body(Body::from(body))
                         .unwrap(),
                 );
             }
@@ -1100,6 +1107,108 @@ async fn kubernetes_without_a_cluster_nbrt_refuses_swap_and_missing_gpus() {
     // A swap derived (never given) is Docker's default, not a demand: accepted.
     limits.swap_given = false;
     b.refuse(&limits).unwrap();
+}
+
+#[tokio::test]
+async fn kubernetes_without_a_cluster_nbrt_reacts_to_a_crash_with_the_containers_last_output() {
+    // Tests what nbrt makes of a scripted pod status and log, not the kubelet.
+    let name = pod_name();
+    let crashed = pod_json(
+        "Failed",
+        json!({"containerStatuses": [{
+        "name": "notebook", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
+    );
+    let output: String = (1..=30).map(|i| format!("line {i}\n")).collect::<String>()
+        + "crasher: no notebook server today\n";
+    let (client, task) = scripted::client(vec![
+        step("GET", format!("{}/{name}", pods_path()), 200, crashed),
+        scripted::Step {
+            text: Some(output),
+            ..step(
+                "GET",
+                format!("{}/{name}/log?", pods_path()),
+                200,
+                json!(null),
+            )
+        },
+    ]);
+    let o = scripted::backend(client)
+        .observe(&Handle(name))
+        .await
+        .expect("observe");
+    let asked = task.await.unwrap();
+    assert!(
+        asked[1].contains("container=notebook") && asked[1].contains("tailLines=10"),
+        "{asked:?}"
+    );
+    let e = ended(&o);
+    assert_eq!(state_of(e), SessionState::Failed);
+    assert!(
+        e.message
+            .starts_with("the container exited with code 3: Error"),
+        "{e:?}"
+    );
+    // The last 10 lines, as the Docker backend keeps them.
+    let (_, last) = e
+        .message
+        .split_once("; last output:\n")
+        .expect("the output");
+    assert!(last.starts_with("line 22\n"), "{last}");
+    assert!(
+        last.ends_with("crasher: no notebook server today"),
+        "{last}"
+    );
+
+    // Out of memory: no output asked for (the kill says it all).
+    let o = observed_with(pod_json(
+        "Failed",
+        json!({"containerStatuses": [{
+        "name": "notebook", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+    ))
+    .await;
+    assert!(!ended(&o).message.contains("last output"), "{o:?}");
+}
+
+#[tokio::test]
+async fn kubernetes_without_a_cluster_nbrt_reads_usage_from_pod_metrics_when_served() {
+    // Tests what nbrt makes of a scripted metrics.k8s.io answer, not metrics-server.
+    let name = pod_name();
+    let path = format!("/apis/metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/pods/{name}");
+    let metrics = json!({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "timestamp": "2026-01-01T00:00:00Z", "window": "10.5s",
+        "containers": [{"name": "notebook", "usage": {"cpu": "250m", "memory": "120Mi"}}]});
+    let (client, task) = scripted::client(vec![
+        step("GET", path.clone(), 200, metrics),
+        step(
+            "GET",
+            path.clone(),
+            404,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        ),
+    ]);
+    let b = scripted::backend(client);
+    let now = b.usage(&Handle(name.clone())).await.expect("usage");
+    assert_eq!(
+        now,
+        UsageReport::Now(Usage {
+            cpu: Some(0.25),
+            memory: 120 * 1024 * 1024,
+            memory_limit: None,
+        })
+    );
+    let none = b.usage(&Handle(name)).await.expect("usage");
+    assert!(
+        matches!(&none, UsageReport::NotAvailable(why) if why.contains("metrics.k8s.io")),
+        "{none:?}"
+    );
+    task.await.unwrap();
 }
 
 #[test]

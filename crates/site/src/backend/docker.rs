@@ -9,9 +9,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats, HostConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
+    StatsOptions,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -21,7 +24,7 @@ use nbrt_oci::label;
 use super::{
     channel_stream, is_404, runtime_image_name, status_of, BackendEvent, BackendKind, Capacity,
     Ended, Handle, HomeRef, ImageProgress, ImageRef, Limits, Observed, Owned, SessionBackend,
-    SessionSpec,
+    SessionSpec, Usage, UsageReport,
 };
 use crate::error::{Result, SiteError};
 use crate::runtime::Runtime;
@@ -34,6 +37,8 @@ pub struct DockerBackend {
     /// Whether the engine runs on the site's own host (reached by a local socket): its
     /// volumes are directories here (what warm pools need).
     pub local: bool,
+    /// The last reading of each measured container (CPU use is the change between two).
+    meter: CpuMeter,
 }
 
 impl DockerBackend {
@@ -42,6 +47,7 @@ impl DockerBackend {
             docker,
             network,
             local,
+            meter: CpuMeter::default(),
         }
     }
 
@@ -126,27 +132,142 @@ pub(crate) fn site_label_filters(site_id: &str) -> Vec<String> {
         .collect()
 }
 
-/// How much of a failed container's output its session's message keeps.
-const LAST_LINES: usize = 10;
-const LAST_OUTPUT_BYTES: usize = 1500;
-
 impl DockerBackend {
-    /// The container's last lines of output, for the message of a session that ended:
-    /// `"; last output: …"`, or nothing when it printed nothing.
+    /// The container's last lines of output, for the message of a session that ended
+    /// ([`super::last_output`]).
     async fn last_output(&self, container: &str) -> String {
-        let engine = nbrt_oci::Engine::from_client(self.docker.clone());
-        let out = engine.logs(container, LAST_LINES).await;
-        let out = out.trim();
-        if out.is_empty() {
-            return String::new();
-        }
-        // The end matters most: keep the last bytes, cut at a character boundary.
-        let mut start = out.len().saturating_sub(LAST_OUTPUT_BYTES);
-        while !out.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("; last output:\n{}", &out[start..])
+        super::last_output(&self.engine().logs(container, super::LAST_LINES).await)
     }
+}
+
+/// One reading of a container's counters: the stats API's one-shot answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Reading {
+    /// The container's CPU time, ns.
+    pub cpu_total: u64,
+    /// The host's CPU time, ns (the engine's `system_cpu_usage`).
+    pub system: u64,
+    pub online_cpus: u32,
+    pub memory: i64,
+    pub memory_limit: Option<i64>,
+    pub at: std::time::Instant,
+}
+
+/// Past this, a container's last reading is too old to tell what it uses now.
+const READING_FRESH: Duration = Duration::from_secs(30);
+/// The interval between the two readings taken when there is no fresh one.
+const READING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Container → its last reading. The one-shot stats API gives no previous reading (its
+/// `precpu_stats` is empty), so CPU use is measured between this reading and the last one
+/// (a UI refreshing every second gets the last second's), or between two taken
+/// [`READING_INTERVAL`] apart when there is no fresh one. Shared by the Swarm backend, which
+/// reads its nodes' engines.
+#[derive(Default)]
+pub(crate) struct CpuMeter(std::sync::Mutex<HashMap<String, Reading>>);
+
+impl CpuMeter {
+    /// What `container` on `docker` uses now.
+    pub(crate) async fn usage(&self, docker: &Docker, container: &str) -> Result<UsageReport> {
+        let not_running = || UsageReport::NotAvailable("the container is not running".into());
+        let Some(now) = read_stats(docker, container).await? else {
+            return Ok(not_running());
+        };
+        let last = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(container)
+            .copied()
+            .filter(|r| r.at.elapsed() < READING_FRESH && now.system > r.system);
+        let (before, now) = match last {
+            Some(last) => (last, now),
+            None => {
+                tokio::time::sleep(READING_INTERVAL).await;
+                let Some(next) = read_stats(docker, container).await? else {
+                    return Ok(not_running());
+                };
+                (now, next)
+            }
+        };
+        {
+            let mut readings = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            readings.retain(|_, r| r.at.elapsed() < READING_FRESH);
+            readings.insert(container.to_string(), now);
+        }
+        Ok(UsageReport::Now(Usage {
+            cpu: cpu_cores(&before, &now),
+            memory: now.memory,
+            memory_limit: now.memory_limit,
+        }))
+    }
+}
+
+/// One reading of `container`'s counters; `None` when it is gone or not running (the
+/// engine then answers with no memory figures).
+pub(crate) async fn read_stats(docker: &Docker, container: &str) -> Result<Option<Reading>> {
+    let mut stats = docker.stats(
+        container,
+        Some(StatsOptions {
+            stream: false,
+            one_shot: true,
+        }),
+    );
+    let stats = match stats.next().await {
+        Some(Ok(s)) => s,
+        Some(Err(e)) if is_404(&e) => return Ok(None),
+        Some(Err(e)) => return Err(SiteError::engine(e)),
+        None => return Ok(None),
+    };
+    let mem = stats.memory_stats.unwrap_or_default();
+    if mem.usage.is_none() {
+        return Ok(None);
+    }
+    let cpu = stats.cpu_stats.unwrap_or_default();
+    let usage = cpu.cpu_usage.unwrap_or_default();
+    // Engines that give no online CPUs count the per-CPU figures, as `docker stats` does.
+    let online_cpus = cpu
+        .online_cpus
+        .filter(|n| *n > 0)
+        .or_else(|| {
+            let n = usage.percpu_usage.as_ref()?.len();
+            u32::try_from(n).ok().filter(|n| *n > 0)
+        })
+        .unwrap_or(1);
+    Ok(Some(Reading {
+        cpu_total: usage.total_usage.unwrap_or(0),
+        system: cpu.system_cpu_usage.unwrap_or(0),
+        online_cpus,
+        memory: memory_used(&mem),
+        memory_limit: mem.limit.and_then(|l| i64::try_from(l).ok()),
+        at: std::time::Instant::now(),
+    }))
+}
+
+/// Memory in use as `docker stats` shows it: the usage without the inactive file pages
+/// (cgroup v1's `total_inactive_file`, v2's `inactive_file`) when they are below it.
+pub(crate) fn memory_used(mem: &ContainerMemoryStats) -> i64 {
+    let usage = mem.usage.unwrap_or(0);
+    let stats = mem.stats.as_ref();
+    let inactive = stats
+        .and_then(|s| s.get("total_inactive_file"))
+        .or_else(|| stats.and_then(|s| s.get("inactive_file")))
+        .copied()
+        .filter(|v| *v < usage)
+        .unwrap_or(0);
+    i64::try_from(usage - inactive).unwrap_or(i64::MAX)
+}
+
+/// CPU in use between two readings, in cores: `docker stats`' `(container's CPU time
+/// change / the host's) × online CPUs` (its percentage, divided by 100). `None` when the
+/// host's time did not move or the container's went back (a restart).
+pub(crate) fn cpu_cores(before: &Reading, now: &Reading) -> Option<f64> {
+    let cpu = now.cpu_total.checked_sub(before.cpu_total)? as f64;
+    let system = now.system.checked_sub(before.system)? as f64;
+    if system <= 0.0 {
+        return None;
+    }
+    Some(cpu / system * f64::from(now.online_cpus))
 }
 
 /// A stopped container's end: OOM-killed, or its exit code and the engine's error.
@@ -491,6 +612,10 @@ impl SessionBackend for DockerBackend {
         .map_err(|e| SiteError::Internal(format!("attaching a home: {e}")))?
     }
 
+    async fn usage(&self, handle: &Handle) -> Result<UsageReport> {
+        self.meter.usage(&self.docker, &handle.0).await
+    }
+
     async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>> {
         let mut owned = Vec::new();
         let mut listed = std::collections::HashSet::new();
@@ -536,5 +661,38 @@ mod tests {
         let remote = DockerBackend::new(client, None, false);
         let why = remote.warm_pool_refusal().expect("refused");
         assert!(why.contains("on the site's own host"), "{why}");
+    }
+
+    fn reading(cpu_total: u64, system: u64) -> Reading {
+        Reading {
+            cpu_total,
+            system,
+            online_cpus: 2,
+            memory: 0,
+            memory_limit: None,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn cpu_is_docker_stats_formula() {
+        // Half the host's time on 2 CPUs: one core.
+        assert_eq!(cpu_cores(&reading(0, 0), &reading(500, 1000)), Some(1.0));
+        assert_eq!(cpu_cores(&reading(10, 0), &reading(10, 1000)), Some(0.0));
+        assert_eq!(cpu_cores(&reading(10, 5), &reading(20, 5)), None);
+        assert_eq!(cpu_cores(&reading(100, 0), &reading(20, 1000)), None);
+    }
+
+    #[test]
+    fn memory_leaves_out_inactive_files() {
+        let mem = |usage, key: &str, v| ContainerMemoryStats {
+            usage: Some(usage),
+            stats: Some(HashMap::from([(key.to_string(), v)])),
+            ..Default::default()
+        };
+        assert_eq!(memory_used(&mem(100, "total_inactive_file", 30)), 70);
+        assert_eq!(memory_used(&mem(100, "inactive_file", 40)), 60);
+        assert_eq!(memory_used(&mem(100, "inactive_file", 400)), 100);
+        assert_eq!(memory_used(&mem(100, "cache", 40)), 100);
     }
 }

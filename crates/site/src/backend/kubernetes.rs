@@ -54,14 +54,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use nbrt_oci::pod as conv;
 use sha2::Digest as _;
 
 use super::{
     BackendEvent, BackendKind, Capacity, Ended, Handle, HomeRef, ImageProgress, ImageRef,
-    KubernetesConfig, Limits, Observed, Owned, SessionBackend, SessionSpec,
+    KubernetesConfig, Limits, Observed, Owned, SessionBackend, SessionSpec, Usage, UsageReport,
 };
 use crate::error::{Result, SiteError};
 use crate::runtime::Runtime;
@@ -832,6 +832,48 @@ pub fn observe_pod(pod: &Pod, address_of: impl Fn(&Pod) -> Option<String>) -> Ob
     Observed::Pending { reason }
 }
 
+/// Whether a container of the pod ran and exited (it has output to show).
+fn container_exited(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+}
+
+/// A pod's metrics as `metrics.k8s.io/v1beta1` serves them (metrics-server): what each
+/// container uses, as quantities.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PodMetrics {
+    #[serde(default)]
+    pub containers: Vec<ContainerMetrics>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ContainerMetrics {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub usage: BTreeMap<String, Quantity>,
+}
+
+/// A session's usage from its pod's metrics: the containers' CPU (cores) and memory (the
+/// working set, bytes) summed; the limit is the runtime's, not the metrics'.
+pub fn pod_usage(m: &PodMetrics) -> Usage {
+    let sum = |key: &str| -> Option<f64> {
+        m.containers
+            .iter()
+            .map(|c| c.usage.get(key).and_then(|q| parse_quantity(&q.0)))
+            .sum()
+    };
+    Usage {
+        cpu: sum("cpu"),
+        memory: sum("memory").unwrap_or(0.0) as i64,
+        memory_limit: None,
+    }
+}
+
 fn join_message(what: &str, detail: &str) -> String {
     if detail.is_empty() {
         what.to_string()
@@ -1077,6 +1119,24 @@ impl KubernetesBackend {
         }
     }
 
+    /// The last lines of the session container's output ([`super::last_output`]); nothing
+    /// when the API server does not give them.
+    async fn container_output(&self, pod: &str) -> String {
+        let params = LogParams {
+            container: Some(CONTAINER.to_string()),
+            tail_lines: Some(super::LAST_LINES as i64),
+            limit_bytes: Some(64 * 1024),
+            ..Default::default()
+        };
+        match self.api::<Pod>().logs(pod, &params).await {
+            Ok(out) => super::last_output(&out),
+            Err(e) => {
+                tracing::warn!("kubernetes: the logs of {pod}: {e}");
+                String::new()
+            }
+        }
+    }
+
     fn address(&self, pod: &Pod) -> Option<String> {
         if self.cfg.service {
             let name = pod.metadata.name.as_deref()?;
@@ -1273,11 +1333,48 @@ impl SessionBackend for KubernetesBackend {
 
     /// `handle` is the pod's name, or the session's name before it became one (a session
     /// whose launch never finished): [`object_name`] of either is the pod's.
+    /// A container that exited (not out of memory) adds its last output to the message.
     async fn observe(&self, handle: &Handle) -> Result<Observed> {
-        match self.api::<Pod>().get_opt(&object_name(&handle.0)).await {
+        let name = object_name(&handle.0);
+        match self.api::<Pod>().get_opt(&name).await {
             Ok(None) => Ok(Observed::Gone),
-            Ok(Some(pod)) => Ok(observe_pod(&pod, |p| self.address(p))),
+            Ok(Some(pod)) => {
+                let mut observed = observe_pod(&pod, |p| self.address(p));
+                if let Observed::Ended(ended) = &mut observed {
+                    if !ended.oom && container_exited(&pod) {
+                        ended.message.push_str(&self.container_output(&name).await);
+                    }
+                }
+                Ok(observed)
+            }
             Err(e) => Err(KubernetesError::of("looking at the pod", e).into()),
+        }
+    }
+
+    /// From the pod's metrics (`metrics.k8s.io`, served by metrics-server), when the
+    /// cluster serves them.
+    async fn usage(&self, handle: &Handle) -> Result<UsageReport> {
+        let name = object_name(&handle.0);
+        let path = format!(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods/{name}",
+            self.namespace
+        );
+        let req = axum::http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| SiteError::Internal(format!("a metrics request for {name}: {e}")))?;
+        match self.client.request::<PodMetrics>(req).await {
+            Ok(m) => Ok(UsageReport::Now(pod_usage(&m))),
+            Err(e) => match code_of(&e) {
+                Some(404 | 503) => Ok(UsageReport::NotAvailable(
+                    "the cluster has no metrics of the pod (metrics.k8s.io is served by \
+                     metrics-server; a new pod has none for its first minute)"
+                        .into(),
+                )),
+                Some(403) => Ok(UsageReport::NotAvailable(
+                    "the site may not read metrics.k8s.io pods in its namespace (RBAC)".into(),
+                )),
+                _ => Err(KubernetesError::of("reading the pod's metrics", e).into()),
+            },
         }
     }
 

@@ -327,6 +327,58 @@ pub struct Owned {
     pub status: String,
 }
 
+/// What a running session uses now, as its engine measures it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    /// CPU in use, in cores (1.0: one core busy all the time) over the last interval —
+    /// `docker stats`' CPU % divided by 100; `None` when the engine gave no interval yet.
+    pub cpu: Option<f64>,
+    /// Memory in use, in bytes, without the page cache the kernel can take back (what
+    /// `docker stats` and `kubectl top` show).
+    pub memory: i64,
+    /// The memory limit the engine enforces, when it says.
+    pub memory_limit: Option<i64>,
+}
+
+/// What [`SessionBackend::usage`] can say of a session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UsageReport {
+    Now(Usage),
+    /// The engine cannot say (no metrics API, no engine of the session's node, not
+    /// running): why.
+    NotAvailable(String),
+}
+
+/// How much of an ended session's output its message keeps: its last lines, at most so many
+/// bytes of them.
+pub const LAST_LINES: usize = 10;
+pub const LAST_OUTPUT_BYTES: usize = 1500;
+
+/// The end of a session's output for its message once it ended: `"; last output:\n…"` with
+/// its last [`LAST_LINES`] lines (the last [`LAST_OUTPUT_BYTES`] of them, cut at a character
+/// boundary), or nothing when it printed nothing. Every backend's message is made here.
+pub fn last_output(out: &str) -> String {
+    let out = out.trim();
+    if out.is_empty() {
+        return String::new();
+    }
+    // The last lines, whatever the engine gave.
+    let mut start = 0;
+    for (n, (i, _)) in out.rmatch_indices('\n').enumerate() {
+        if n + 1 == LAST_LINES {
+            start = i + 1;
+            break;
+        }
+    }
+    let out = &out[start..];
+    // The end matters most: keep the last bytes.
+    let mut start = out.len().saturating_sub(LAST_OUTPUT_BYTES);
+    while !out.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("; last output:\n{}", &out[start..])
+}
+
 /// One engine that runs sessions. Implementations turn the engine's errors into
 /// [`SiteError::Engine`] (502) and keep the engine's words in messages.
 #[async_trait::async_trait]
@@ -395,6 +447,15 @@ pub trait SessionBackend: Send + Sync {
     ) -> Result<()> {
         Err(SiteError::Internal(format!(
             "the {} backend has no warm sessions",
+            self.kind()
+        )))
+    }
+
+    /// What a running session uses now (CPU, memory and its limit), as the engine measures
+    /// it; [`UsageReport::NotAvailable`] with the reason when it cannot.
+    async fn usage(&self, _handle: &Handle) -> Result<UsageReport> {
+        Ok(UsageReport::NotAvailable(format!(
+            "the {} backend does not measure sessions",
             self.kind()
         )))
     }
@@ -541,6 +602,22 @@ mod tests {
         }
         let err = "nomad".parse::<BackendKind>().unwrap_err();
         assert!(err.contains("docker, swarm, kubernetes"), "{err}");
+    }
+
+    #[test]
+    fn last_output_keeps_the_last_lines_and_bytes() {
+        assert_eq!(last_output("  \n "), "");
+        assert_eq!(last_output("one\ntwo\n"), "; last output:\none\ntwo");
+        let many: Vec<String> = (1..=25).map(|i| format!("line {i}")).collect();
+        let kept = last_output(&many.join("\n"));
+        let want: Vec<&str> = many[15..].iter().map(String::as_str).collect();
+        assert_eq!(kept, format!("; last output:\n{}", want.join("\n")));
+        // Long lines: the last bytes, cut at a character boundary.
+        let long = "é".repeat(2000);
+        let kept = last_output(&long);
+        let body = kept.strip_prefix("; last output:\n").unwrap();
+        assert!(body.len() <= LAST_OUTPUT_BYTES && body.len() >= LAST_OUTPUT_BYTES - 1);
+        assert!(body.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -50,7 +50,7 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
-    ListConfigsOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
+    ListConfigsOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions, LogsOptions,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -59,7 +59,7 @@ use sha2::Digest as _;
 
 use super::{
     channel_stream, is_404, status_of, BackendEvent, BackendKind, Capacity, Ended, Handle, HomeRef,
-    ImageRef, Limits, Observed, Owned, SessionBackend, SessionSpec, SwarmConfig,
+    ImageRef, Limits, Observed, Owned, SessionBackend, SessionSpec, SwarmConfig, UsageReport,
 };
 use crate::error::{Result, SiteError};
 use crate::runtime::Runtime;
@@ -81,6 +81,9 @@ const HOME_NODE_LABEL: &str = "io.nbrt.home-node";
 const FILE_LABEL: &str = "io.nbrt.session-file";
 /// What a Swarm config or secret holds at most (swarmkit's limit).
 pub const MAX_FILE_OBJECT: usize = 500 * 1024;
+/// How long an ended task's logs may take to come from its node (a node that left the swarm
+/// never answers).
+const TASK_LOGS_WAIT: Duration = Duration::from_secs(5);
 
 pub struct SwarmBackend {
     docker: Docker,
@@ -93,8 +96,12 @@ pub struct SwarmBackend {
     pushed: super::Pushed,
     /// Node ID → its address, as the manager reports it.
     nodes: Mutex<HashMap<String, String>>,
-    /// The nodes' engines the site reaches (`oom` events).
+    /// The nodes' engines the site reaches (`oom` events, usage).
     node_engines: Vec<Docker>,
+    /// Node ID → the engine of `node_engines` that is that node, once asked.
+    node_engine_ids: tokio::sync::Mutex<HashMap<String, Docker>>,
+    /// The last readings of session containers on the nodes' engines.
+    meter: super::docker::CpuMeter,
     /// The site's image store, as the first [`SessionBackend::ensure_image`] named it: where
     /// an image's own CA bundle is read.
     store_root: Mutex<Option<PathBuf>>,
@@ -211,6 +218,8 @@ impl SwarmBackend {
             pushed: Default::default(),
             nodes: Default::default(),
             node_engines,
+            node_engine_ids: Default::default(),
+            meter: Default::default(),
             store_root: Mutex::new(None),
             bundles: Default::default(),
             files_lock: Default::default(),
@@ -437,6 +446,54 @@ impl SwarmBackend {
             }))
             .await
             .map_err(SiteError::engine)
+    }
+
+    /// The engine of node `node_id`, among the nodes' engines the site reaches (asked which
+    /// node each is, again when the node is not among the answers yet).
+    async fn node_engine(&self, node_id: &str) -> Option<Docker> {
+        let mut known = self.node_engine_ids.lock().await;
+        if !known.contains_key(node_id) {
+            for engine in &self.node_engines {
+                match engine.info().await {
+                    Ok(info) => {
+                        if let Some(id) = info.swarm.and_then(|s| s.node_id) {
+                            known.insert(id, engine.clone());
+                        }
+                    }
+                    Err(e) => tracing::warn!("swarm: a node's engine did not answer: {e}"),
+                }
+            }
+        }
+        known.get(node_id).cloned()
+    }
+
+    /// The last lines of an ended task's output (from the manager's task logs API), for the
+    /// session's message ([`super::last_output`]); nothing when the node does not answer.
+    async fn task_output(&self, task_id: &str) -> String {
+        let logs = self.docker.task_logs(
+            task_id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: super::LAST_LINES.to_string(),
+                ..Default::default()
+            }),
+        );
+        let collect = async {
+            let mut out = String::new();
+            let mut logs = std::pin::pin!(logs);
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut logs).await {
+                out.push_str(&chunk.to_string());
+            }
+            out
+        };
+        match tokio::time::timeout(TASK_LOGS_WAIT, collect).await {
+            Ok(out) => super::last_output(&out),
+            Err(_) => {
+                tracing::warn!("swarm: the logs of task {task_id} did not come");
+                String::new()
+            }
+        }
     }
 
     /// Record that `user`'s home lives on `node` (idempotent: the first pin stays).
@@ -887,7 +944,19 @@ impl SessionBackend for SwarmBackend {
                 reason: "waiting for the swarm to schedule it".into(),
             });
         };
-        if let Some(ended) = task_end(&task) {
+        if let Some(mut ended) = task_end(&task) {
+            // A container that ran and exited: its last output (as the Docker backend).
+            let exited = task
+                .status
+                .as_ref()
+                .and_then(|s| s.container_status.as_ref())
+                .and_then(|c| c.exit_code)
+                .is_some();
+            if exited && !ended.oom {
+                if let Some(id) = &task.id {
+                    ended.message.push_str(&self.task_output(id).await);
+                }
+            }
             return Ok(Observed::Ended(ended));
         }
         let status = task.status.as_ref();
@@ -998,6 +1067,30 @@ impl SessionBackend for SwarmBackend {
 
     async fn kill(&self, handle: &Handle) -> Result<()> {
         self.stop(handle, Duration::ZERO).await
+    }
+
+    /// Measured on the engine of the node that runs the task, where the site reaches it
+    /// ([`SwarmConfig::node_engines`]): the manager has no stats of a service.
+    async fn usage(&self, handle: &Handle) -> Result<UsageReport> {
+        let task = current_task(self.tasks_of(std::slice::from_ref(&handle.0)).await?);
+        let status = task.as_ref().and_then(|t| t.status.as_ref());
+        let running = status.and_then(|s| s.state) == Some(TaskState::RUNNING);
+        let container = status
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.container_id.clone());
+        let node = task.as_ref().and_then(|t| t.node_id.clone());
+        let (true, Some(container), Some(node)) = (running, container, node) else {
+            return Ok(UsageReport::NotAvailable(
+                "the session's task is not running".into(),
+            ));
+        };
+        let Some(engine) = self.node_engine(&node).await else {
+            return Ok(UsageReport::NotAvailable(format!(
+                "the site does not reach the engine of node {node}, which runs the session \
+                 (the swarm backend's node engines)"
+            )));
+        };
+        self.meter.usage(&engine, &container).await
     }
 
     async fn list_owned(&self, site_id: &str) -> Result<Vec<Owned>> {

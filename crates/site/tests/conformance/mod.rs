@@ -3,11 +3,13 @@
 //! the Swarm backend on the lab (`swarm.rs`).
 //!
 //! The behaviours run in order on one site, so the suite starts as few sessions as it can:
-//! start → ready through the proxy, a kernel runs code, the site's session files are there,
+//! start → ready through the proxy, what it uses now (CPU, memory within the runtime's limit),
+//! JupyterLab's way back to the site (the hub page config and the site's `/hub/` paths), a
+//! kernel runs code, the site's session files are there,
 //! a second start is the same session, two users' sessions on different nodes, each user's
 //! home kept across a restart of their session on its node, stop, a process past
-//! `maxMemory` gives `oom-killed`, a crashing image gives `failed` with its reason within
-//! 30 s, the site killed (SIGKILL) and started again adopts every session exactly once, idle
+//! `maxMemory` gives `oom-killed`, a crashing image gives `failed` with its reason and its
+//! last output within 30 s, the site killed (SIGKILL) and started again adopts every session exactly once, idle
 //! sessions are culled (a busy kernel is not), and no session file outlives its sessions.
 //!
 //! The site runs in a child process — the test binary running its ignored `conformance_site`
@@ -187,6 +189,7 @@ impl Fixture {
                 "/etc/nbrt/session/ca.pem",
                 "/etc/nbrt/session/condarc",
                 "/etc/ssl/certs/ca-certificates.crt",
+                nbrt_site::hub::PAGE_CONFIG_PATH,
             ],
             "{task}"
         );
@@ -567,6 +570,8 @@ pub async fn run(fx: Fixture) {
 
     let ann_s = start_is_ready_through_the_proxy(&cx, &ann, &py).await;
     fx.check_shape(&text(&ann_s, "containerId"), 256 * MIB);
+    usage_is_measured_within_the_limit(&cx, &ann, &cy, &ann_s, 256 * MIB).await;
+    jupyterlab_links_back_to_the_site(&cx, &ann, &ann_s).await;
     let mut ann_ws = cx.kernel(&ann, &text(&ann_s, "url")).await;
     a_kernel_runs_code(&mut ann_ws).await;
     session_files_are_in_the_session(&mut ann_ws, &files).await;
@@ -656,6 +661,72 @@ pub async fn start_is_ready_through_the_proxy(cx: &Ctx, token: &str, runtime: &s
     assert_eq!(api.status, 200, "{}", api.text);
     assert!(api.body["version"].is_string(), "{}", api.text);
     s
+}
+
+/// What a running session uses now, as the engine measures it: memory in use above zero and
+/// within the runtime's limit, which is the engine's; CPU in cores. Another user's session
+/// is not theirs to see.
+pub async fn usage_is_measured_within_the_limit(
+    cx: &Ctx,
+    token: &str,
+    other: &str,
+    s: &Value,
+    memory: i64,
+) {
+    let path = format!("/api/sessions/{}/usage", text(s, "id"));
+    let a = cx.call("GET", &path, token, None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let u = &a.body["usage"];
+    assert_eq!(u["available"], true, "{u}");
+    let used = u["memory"].as_i64().expect("memory in bytes");
+    assert!(used > 0, "{u}");
+    assert!(used <= memory, "{u}");
+    assert_eq!(
+        u["memoryLimit"], memory,
+        "the engine's limit is the runtime's: {u}"
+    );
+    let cpu = u["cpu"].as_f64().expect("CPU in cores");
+    assert!(cpu >= 0.0, "{u}");
+    assert_eq!(u["cpuLimit"], 1.0, "{u}");
+    eprintln!("{:?}: usage of a ready session: {u}", cx.fx);
+    // Again: measured against the last reading.
+    let again = cx.call("GET", &path, token, None).await;
+    assert_eq!(again.body["usage"]["available"], true, "{}", again.text);
+    assert_eq!(cx.call("GET", &path, other, None).await.status, 404);
+    assert_eq!(cx.call("GET", &path, &cx.admin, None).await.status, 200);
+}
+
+/// JupyterLab's page config names the site's `/hub/` (its File menu then has "Hub Control
+/// Panel" and "Log Out"), and the site answers there: the control panel is the site's
+/// sessions page, Log Out (the notebook server's `logout`) the site's logout.
+pub async fn jupyterlab_links_back_to_the_site(cx: &Ctx, token: &str, s: &Value) {
+    let lab = cx
+        .call("GET", &format!("{}lab", text(s, "url")), token, None)
+        .await;
+    assert_eq!(lab.status, 200, "{}", lab.text);
+    let marker = "id=\"jupyter-config-data\" type=\"application/json\">";
+    let start = lab.text.find(marker).expect("JupyterLab's page config") + marker.len();
+    let end = start + lab.text[start..].find("</script>").expect("its end");
+    let config: Value = serde_json::from_str(&lab.text[start..end]).expect("page config JSON");
+    assert_eq!(config["hubPrefix"], "/hub/", "{config}");
+    assert_eq!(config["hubHost"], "", "{config}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    for (path, to) in [
+        ("/hub/home".to_string(), "/#sessions"),
+        (format!("{}logout", text(s, "url")), "/hub/logout"),
+    ] {
+        let a = http
+            .get(format!("{}{path}", cx.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(a.status(), 302, "{path}");
+        let location = a.headers().get("location").and_then(|v| v.to_str().ok());
+        assert_eq!(location, Some(to), "{path}");
+    }
 }
 
 /// A kernel runs code (Jupyter's REST and websocket API, through the proxy).
@@ -804,13 +875,11 @@ pub async fn a_crashing_image_fails_with_its_reason(cx: &Ctx, token: &str, runti
         text(&ended, "message").contains("exited with code 3"),
         "{ended}"
     );
-    if cx.fx == Fixture::Docker {
-        // The container's last output is in the message (the UI shows it).
-        assert!(
-            text(&ended, "message").contains("crasher: no notebook server today"),
-            "{ended}"
-        );
-    }
+    // The container's last output is in the message (the UI shows it).
+    assert!(
+        text(&ended, "message").contains("; last output:\ncrasher: no notebook server today"),
+        "{ended}"
+    );
     assert!(
         took < CRASH_DEADLINE,
         "a crashing image took {took:?} to fail (deadline {CRASH_DEADLINE:?})"
