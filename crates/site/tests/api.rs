@@ -1133,22 +1133,7 @@ async fn big_bodies_get_json_and_cookie_calls_must_be_json_from_this_site() {
     );
 
     // Sign in as the UI does; the cookie is the credential from here on.
-    let r = t
-        .http
-        .post(url("/api/login"))
-        .header("Content-Type", "application/json")
-        .body(json!({"token": t.admin}).to_string())
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status().as_u16(), 200);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a login cookie")
-        .to_string();
+    let cookie = t.login_cookie(&t.admin).await;
     let host = t.base.trim_start_matches("http://").to_string();
     let post = |name: &str, content_type: Option<&str>, origin: Option<&str>| {
         let mut req = t
@@ -1267,21 +1252,7 @@ async fn jupyterlabs_hub_menu_lands_on_the_site() {
     let (status, location, _) = get("/user/ann/some-runtime/logout", None).await;
     assert_eq!((status, location.as_deref()), (302, Some("/hub/logout")));
 
-    let login = t
-        .http
-        .post(format!("{}/api/login", t.base))
-        .header("Content-Type", "application/json")
-        .body(json!({"token": t.admin}).to_string())
-        .send()
-        .await
-        .expect("login");
-    let cookie = login
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a login cookie")
-        .to_string();
+    let cookie = t.login_cookie(&t.admin).await;
     let me = |cookie: String| {
         let req = t
             .http

@@ -86,6 +86,17 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// Log in through the site's login form, which the page shows.
+async fn log_in(c: &Client, token: &str) {
+    wait_for(c, "#login-token")
+        .await
+        .send_keys(token)
+        .await
+        .unwrap();
+    click(c, "#login-submit").await;
+    wait_for(c, "#nav:not([hidden])").await;
+}
+
 /// Open JupyterLab's File menu and click the item of `command`.
 async fn file_menu_item(c: &Client, command: &str) {
     let file = c
@@ -150,13 +161,7 @@ async fn browser_registers_a_runtime_and_opens_jupyterlab() {
 async fn drive(c: &Client, t: &TestSite, image: &str) {
     // Log in with the admin token.
     c.goto(&t.base).await.unwrap();
-    wait_for(c, "#login-token")
-        .await
-        .send_keys(&t.admin)
-        .await
-        .unwrap();
-    click(c, "#login-submit").await;
-    wait_for(c, "#nav:not([hidden])").await;
+    log_in(c, &t.admin).await;
     let who = text(c, "#who").await;
     assert!(who.starts_with("admin"), "{who}");
 
@@ -322,13 +327,7 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
         .unwrap();
     assert_eq!(me, json!(401), "logged out of the site");
     // In again, for the rest.
-    wait_for(c, "#login-token")
-        .await
-        .send_keys(&t.admin)
-        .await
-        .unwrap();
-    click(c, "#login-submit").await;
-    wait_for(c, "#nav:not([hidden])").await;
+    log_in(c, &t.admin).await;
 
     // Deprecated (issue 18): the row offers no "Start session" any more; the session that
     // runs on it goes on.

@@ -143,6 +143,25 @@ impl TestSite {
         call_at(&self.http, &self.base, method, path, token, body).await
     }
 
+    /// Log in as the UI does with `token`: the login cookie's `name=value`.
+    pub async fn login_cookie(&self, token: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/api/login", self.base))
+            .header("Content-Type", "application/json")
+            .body(json!({"token": token}).to_string())
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status().as_u16(), 200);
+        r.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a login cookie")
+            .to_string()
+    }
+
     pub async fn user(&self, name: &str, role: &str, advanced: bool) -> String {
         let a = self
             .call(
