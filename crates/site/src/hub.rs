@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `<hubHost>/hub/home` (Hub Control Panel) | a redirect to the site's sessions page |
 //! | `<hubHost>/hub/spawn…` (Restart Server, the lost-connection dialog) | the same |
-//! | `<server base>/logout` (Log Out: JupyterLab asks the notebook server, which under JupyterHub hands over to the Hub's logout) | a redirect to `/hub/logout` instead of the notebook server |
+//! | `<server base>/logout` (`/user/<name>/<runtime>/` or a warm session's `/warm/<session>/`; Log Out: JupyterLab asks the notebook server, which under JupyterHub hands over to the Hub's logout) | a redirect to `/hub/logout` instead of the notebook server |
 //! | `/hub/logout` | the site's logout: the login cookie's token revoked, the cookie cleared, a redirect to the site |
 //!
 //! `hubHost` is left empty: JupyterLab then opens these on the origin it was loaded from,
@@ -50,6 +50,7 @@ pub fn routes() -> Router<Arc<Site>> {
         .route("/hub/spawn/{*rest}", get(to_sessions))
         .route("/hub/logout", get(logout))
         .route("/user/{user}/{runtime}/logout", get(to_logout))
+        .route("/warm/{session}/logout", get(to_logout))
 }
 
 fn redirect(to: &'static str) -> Response {

@@ -1249,8 +1249,14 @@ async fn jupyterlabs_hub_menu_lands_on_the_site() {
             "{path}"
         );
     }
-    let (status, location, _) = get("/user/ann/some-runtime/logout", None).await;
-    assert_eq!((status, location.as_deref()), (302, Some("/hub/logout")));
+    for path in ["/user/ann/some-runtime/logout", "/warm/some-session/logout"] {
+        let (status, location, _) = get(path, None).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (302, Some("/hub/logout")),
+            "{path}"
+        );
+    }
 
     let cookie = t.login_cookie(&t.admin).await;
     let me = |cookie: String| {
