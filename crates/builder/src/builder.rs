@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::cache::{self, CachedStep};
 use crate::config::{runtime_config, step_env, AddedLayer};
 use crate::epoch;
-use crate::error::{IoContext, Result};
+use crate::error::{BuildError, IoContext, Result};
 use crate::lock::{self, RuntimeLock, StepLock};
 use crate::runtime_file::RuntimeFile;
 use crate::snapshot::{MergedView, Snapshots};
@@ -91,27 +91,7 @@ pub fn build_stack(
     let snapshots = Snapshots::open(store)?;
     for name in names {
         let rt = &stack.runtimes[&name];
-        let parent = match &stack.parents[&name] {
-            Parent::Scratch => None,
-            Parent::Runtime(p) => Some(match built.get(p) {
-                Some(i) => i.clone(),
-                None => store.resolve(&format!("{p}:latest"))?.image,
-            }),
-            Parent::Image(r) => Some(store.resolve(r)?.image),
-            Parent::Path(p) => Some(import_path_parent(store, &name, p, progress)?),
-            Parent::Registry(r) => {
-                let opts = nbrt_oci::registry::RegistryOptions {
-                    insecure: false,
-                    docker_config: None,
-                };
-                Some(
-                    crate::blocking::block_on(|| {
-                        nbrt_oci::registry::pull(store, r, &opts, progress)
-                    })??
-                    .0,
-                )
-            }
-        };
+        let parent = parent_image(store, stack, &name, &built, progress)?;
         let (image, steps) = build_runtime(
             store,
             &snapshots,
@@ -132,6 +112,88 @@ pub fn build_stack(
         built.insert(name, image);
     }
     Ok(reports)
+}
+
+/// The image the runtime `name` is built on: a runtime of the stack (from `built`, else its
+/// `:latest` in the store), an image of the store, a path imported, or a registry pull.
+fn parent_image(
+    store: &Store,
+    stack: &Stack,
+    name: &str,
+    built: &BTreeMap<String, Image>,
+    progress: &Progress,
+) -> Result<Option<Image>> {
+    Ok(match &stack.parents[name] {
+        Parent::Scratch => None,
+        Parent::Runtime(p) => Some(match built.get(p) {
+            Some(i) => i.clone(),
+            None => store.resolve(&format!("{p}:latest"))?.image,
+        }),
+        Parent::Image(r) => Some(store.resolve(r)?.image),
+        Parent::Path(p) => Some(import_path_parent(store, name, p, progress)?),
+        Parent::Registry(r) => {
+            let opts = nbrt_oci::registry::RegistryOptions {
+                insecure: false,
+                docker_config: None,
+            };
+            Some(
+                crate::blocking::block_on(|| nbrt_oci::registry::pull(store, r, &opts, progress))??
+                    .0,
+            )
+        }
+    })
+}
+
+/// Write the `runtime.lock` of the runtime `name` without building it (`nbrt build --only
+/// NAME --lock-only`), for runtimes too large to build where their lock is made: the
+/// runtimes it is built on are built (following their locks, as `build_stack` does), then
+/// its pip step is resolved on its parent's layers without installing anything
+/// ([`steps::pip::uv::resolve`]). A later `nbrt build` installs exactly those pins. Only a
+/// runtime whose package step is `[pip]` resolves so; bootstrap, apt, python and conda
+/// steps resolve by running (`nbrt build` writes their lock). Returns the lock's path.
+pub fn lock_only(
+    store: &Store,
+    stack: &Stack,
+    name: &str,
+    opts: &BuildOptions,
+    progress: &Progress,
+    log: &mut dyn Write,
+) -> Result<std::path::PathBuf> {
+    stack.needed_for(name)?;
+    let rt = &stack.runtimes[name];
+    let plan = steps::plan(rt);
+    if let Some(step) = plan.iter().find(|s| {
+        !matches!(
+            s,
+            Step::Pip(_) | Step::User(_) | Step::Files(_) | Step::Run(_)
+        )
+    }) {
+        return Err(BuildError::Lock(format!(
+            "{name}: its {} step resolves only when it runs; `nbrt build --only {name}` \
+             writes its lock (--lock-only resolves runtimes whose package step is [pip])",
+            step.kind().label()
+        )));
+    }
+    if let Parent::Runtime(p) = &stack.parents[name] {
+        build_stack(store, stack, Some(p), opts, progress, log)?;
+    }
+    let parent = parent_image(store, stack, name, &BTreeMap::new(), progress)?;
+    let snapshots = Snapshots::open(store)?;
+    let view = match &parent {
+        Some(p) => {
+            let below: Vec<(&Descriptor, &Digest)> = p.layers().iter().zip(p.diff_ids()).collect();
+            MergedView::new(snapshots.ensure_all(store, &below)?)
+        }
+        None => MergedView::new(Vec::new()),
+    };
+    let mut locks = Vec::new();
+    for step in &plan {
+        if let Step::Pip(p) = step {
+            writeln!(log, "{name}: resolving the pip step (nothing installed)").ok();
+            locks.push(steps::pip::resolve_lock(store, rt, p, &view)?);
+        }
+    }
+    lock::write(rt, parent.as_ref(), locks)
 }
 
 /// Import a parent given as a file or layout path, once per (path, size, mtime): importing

@@ -599,6 +599,19 @@ impl RuntimeFile {
                     "runtime.max-cpu must be a positive number of CPUs",
                 ));
             }
+            if rt.gpus == Some(0) {
+                return Err(ctx.err(
+                    ctx.key("gpus"),
+                    "runtime.gpus must be at least 1 (leave it out for a runtime without GPUs)",
+                ));
+            }
+            if rt.gpus.is_some() && rt.gpu_runtime.is_none() {
+                return Err(ctx.err(
+                    ctx.key("gpus"),
+                    "runtime.gpus needs runtime.gpu-runtime (the engine runtime that gives \
+                     containers GPUs, e.g. \"nvidia\")",
+                ));
+            }
         }
         if let Some(py) = &raw.python {
             if let Some(v) = &py.version {
@@ -733,6 +746,24 @@ max-memory = "4g"
         assert!(msg.contains("no `from`"), "{msg}");
         let (line, _) = err_line("name = \"a\"\nfrom = \"b\"\n[bootstrap]\nsuite = \"bookworm\"\n");
         assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn a_gpu_count_needs_a_gpu_runtime() {
+        let rt =
+            parse("name = \"a\"\nfrom = \"b\"\n[runtime]\ngpu-runtime = \"nvidia\"\ngpus = 2\n")
+                .unwrap();
+        assert_eq!(
+            (rt.runtime.gpu_runtime.as_deref(), rt.runtime.gpus),
+            (Some("nvidia"), Some(2))
+        );
+        let (line, msg) = err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\ngpus = 1\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("gpu-runtime"), "{msg}");
+        let (line, msg) =
+            err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\ngpu-runtime = \"nvidia\"\ngpus = 0\n");
+        assert_eq!(line, 5);
+        assert!(msg.contains("at least 1"), "{msg}");
     }
 
     #[test]

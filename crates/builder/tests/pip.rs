@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use nbrt_build::snapshot::MergedView;
-use nbrt_build::steps::pip::uv::{install, PipRequest};
+use nbrt_build::steps::pip::uv::{install, resolve, PipRequest};
 
 const SITE: &str = "opt/conda/lib/python3.11/site-packages";
 
@@ -21,6 +21,50 @@ fn parent_with_old_six(root: &Path) {
     fs::write(site.join("six-1.16.0.dist-info/RECORD"), "six.py,,\nsix-1.16.0.dist-info/METADATA,,\nsix-1.16.0.dist-info/RECORD,,\nsix_old_helper.py,,\n").unwrap();
     fs::write(site.join("six_old_helper.py"), "").unwrap();
     fs::create_dir_all(root.join("opt/conda/bin")).unwrap();
+}
+
+/// uv's dry run on the parent's distributions names what an install adds or changes,
+/// downloading no wheel.
+#[test]
+fn resolving_without_installing_names_what_an_install_adds_and_changes() {
+    if !nbrt_testkit::require(
+        "uv",
+        &["--version"],
+        "uv (scripts/setup installs it from PyPI)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lower = tmp.path().join("lower");
+    parent_with_old_six(&lower);
+    let view = MergedView::new(vec![lower]);
+    let req = PipRequest {
+        prefix: "/opt/conda".into(),
+        packages: vec!["six==1.17.0".into(), "pyflakes==3.2.0".into()],
+        ..Default::default()
+    };
+    let cache = tmp.path().join("cache");
+    let (python, pins) = resolve(&view, &req, &cache).unwrap();
+    assert_eq!(python, (3, 11));
+    let pins: Vec<String> = pins
+        .iter()
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect();
+    assert_eq!(pins, ["pyflakes==3.2.0", "six==1.17.0"]);
+    let wheels = walk(&cache)
+        .into_iter()
+        .filter(|e| e.ends_with(".py") || e.ends_with(".whl"))
+        .count();
+    assert_eq!(wheels, 0, "a dry run downloads no wheel");
+
+    // What the install then does is what the dry run said.
+    let staging = tmp.path().join("staging");
+    fs::create_dir_all(&staging).unwrap();
+    let out = install(&view, &req, &staging, &cache, &[], &mut Vec::new()).unwrap();
+    let mut installed: Vec<String> = out.added.clone();
+    installed.extend(out.changed.iter().map(|(n, _, v)| format!("{n}=={v}")));
+    installed.sort();
+    assert_eq!(installed, pins);
 }
 
 #[test]

@@ -40,3 +40,24 @@ fn every_stock_runtime_has_a_current_committed_lock() {
     }
     assert!(checked.len() >= 3, "stock runtimes found: {checked:?}");
 }
+
+/// `nbrt graph stacks/` draws seed 003's image hierarchy for the images nbrt has: base →
+/// jupyter → scipy, TensorFlow and the CUDA variants of PyTorch and TensorFlow, all on
+/// jupyter as Kubeflow has them.
+#[test]
+fn the_stock_graph_is_seed_003s_hierarchy() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let store = nbrt_oci::Store::open(tmp.path().join("store")).expect("a store");
+    let stack = nbrt_build::stack::Stack::load(&nbrt_testkit::repo_dir().join("stacks"), &store)
+        .expect("loading stacks/");
+    let graph = stack.mermaid();
+    for edge in [
+        "base[base] --> jupyter[jupyter]",
+        "jupyter[jupyter] --> scipy[scipy]",
+        "jupyter[jupyter] --> tensorflow[tensorflow]",
+        "jupyter[jupyter] --> tensorflow_cuda[tensorflow-cuda]",
+        "jupyter[jupyter] --> pytorch_cuda[pytorch-cuda]",
+    ] {
+        assert!(graph.contains(edge), "{edge:?} is not in:\n{graph}");
+    }
+}

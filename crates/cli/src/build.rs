@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use nbrt_build::builder::{build_stack, BuildOptions, LockMode};
+use nbrt_build::builder::{build_stack, lock_only, BuildOptions, LockMode};
 use nbrt_build::rebase::{Action, RebaseOptions};
 use nbrt_build::reproducible::{check_reproducible, CheckReport, Difference};
 use nbrt_build::stack::Stack;
@@ -58,6 +58,11 @@ pub struct BuildArgs {
     /// when they do); the store and the stack are left as they are
     #[arg(long)]
     check_reproducible: bool,
+    /// Write the --only runtime's runtime.lock without building it: the runtimes it needs are
+    /// built, then its [pip] step is resolved (uv's dry run, metadata only). For runtimes
+    /// too large to build where the lock is made; `nbrt build` then installs those pins
+    #[arg(long, requires = "only", conflicts_with_all = ["locked", "check_reproducible"])]
+    lock_only: bool,
     #[arg(long)]
     json: bool,
 }
@@ -209,10 +214,10 @@ fn build_dockerfile(ctx: &Context, a: BuildArgs) -> Result<()> {
     if a.tag.is_empty() {
         anyhow::bail!("a Dockerfile build needs a name for its image: give -t NAME[:TAG]");
     }
-    if a.only.is_some() || a.locked || a.update_lock || a.check_reproducible {
+    if a.only.is_some() || a.locked || a.update_lock || a.check_reproducible || a.lock_only {
         anyhow::bail!(
-            "--only, --locked, --update-lock and --check-reproducible are for runtime files, \
-             not Dockerfiles"
+            "--only, --locked, --update-lock, --lock-only and --check-reproducible are for \
+             runtime files, not Dockerfiles"
         );
     }
     let build_args = parse_build_args(&a.build_arg);
@@ -295,6 +300,16 @@ pub fn build(ctx: &Context, a: BuildArgs) -> Result<()> {
         .with_context(|| format!("building {} twice", stack_path.display()))?;
         drop(log);
         return print_check(&report, a.json);
+    }
+    if let (true, Some(only)) = (a.lock_only, a.only.as_deref()) {
+        let path = lock_only(&store, &stack, only, &opts, &progress(a.json), &mut log)
+            .with_context(|| format!("locking {only} of {}", stack_path.display()))?;
+        drop(log);
+        if a.json {
+            return json(&serde_json::json!({ "name": only, "lock": path }));
+        }
+        outln!("{only}: wrote {}", path.display());
+        return Ok(());
     }
     let reports = build_stack(
         &store,

@@ -21,7 +21,8 @@ fn can_build() -> bool {
         && rustix::process::geteuid().is_root()
 }
 
-/// The stock stacks built once per test process into a fresh store, with `DOCKER_HOST`
+/// The stock stacks (but the large machine-learning ones,
+/// [`nbrt_testkit::stock::NOT_IN_FULL_BUILDS`]) built once per test process into a fresh store, with `DOCKER_HOST`
 /// pointing at a socket that records any connection: a build must never reach a daemon.
 /// The store is under the fixture directory, emptied at the start of each run (a static is
 /// never dropped, so a temporary directory would stay behind after every run).
@@ -49,6 +50,9 @@ fn built() -> Option<&'static Built> {
             let trap = UnixListener::bind(&socket).unwrap();
             trap.set_nonblocking(true).unwrap();
             let stacks = nbrt_testkit::copy_of_stacks(&dir.join("stacks"));
+            for name in nbrt_testkit::stock::NOT_IN_FULL_BUILDS {
+                std::fs::remove_dir_all(stacks.join(name)).unwrap();
+            }
             let build = |extra: &[&str]| {
                 Command::new(env!("CARGO_BIN_EXE_nbrt"))
                     .arg("--store")
@@ -224,6 +228,86 @@ for name in sys.argv[1:]:
         "numpy 3 /opt/conda/lib/python3.13/site-packages/numpy/__init__.py\n\
          jupyter_server 3 /opt/conda/lib/python3.13/site-packages/jupyter_server/__init__.py\n"
     );
+}
+
+/// Issue 20: the CPU-only tensorflow stack (built once per run into the shared stock store)
+/// meets the profiles Kubeflow's jupyter-tensorflow must, statically and live, and a kernel
+/// driven over Jupyter's REST and websocket API computes a matrix product with TensorFlow.
+#[test]
+fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
+    let Some(store) = nbrt_testkit::stock::store_with("tensorflow") else {
+        return;
+    };
+    let store = store.root().to_path_buf();
+    for profile in ["kubeflow", "docker-stacks", "jupyterhub"] {
+        ok(
+            nbrt(
+                &store,
+                &["check", "--profile", profile, "tensorflow:latest"],
+            ),
+            &format!("nbrt check --profile {profile} tensorflow"),
+        );
+    }
+    let Some(image) = nbrt_testkit::stock::docker_image("tensorflow") else {
+        return;
+    };
+    let out = ok(
+        nbrt(
+            &store,
+            &[
+                "check",
+                "--profile",
+                "kubeflow",
+                "--live",
+                "--json",
+                "tensorflow:latest",
+            ],
+        ),
+        "nbrt check --profile kubeflow --live tensorflow",
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    let live_passes = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["live"] == true && r["status"] == "pass")
+        .count();
+    assert!(live_passes > 0, "no live check ran: {report}");
+
+    let token = "nbrt-tensorflow-test";
+    let (c, port) = Container::run(&image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
+    let jupyter = Jupyter::new(port, token);
+    if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
+        panic!("{e}\ncontainer log:\n{}", c.logs());
+    }
+    let kernel = jupyter.start_kernel().unwrap();
+    let run = jupyter
+        .execute(
+            &kernel,
+            "import tensorflow as tf\n\
+             a = tf.constant([[1.0, 2.0], [3.0, 4.0]])\n\
+             b = tf.constant([[5.0, 6.0], [7.0, 8.0]])\n\
+             print(tf.__version__)\n\
+             print(tf.config.list_physical_devices('GPU'))\n\
+             print(tf.linalg.matmul(a, b).numpy().tolist())",
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert_eq!(run.error, None, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[1..],
+        ["[]", "[[19.0, 22.0], [43.0, 50.0]]"],
+        "no GPU, and the product: {run:?}"
+    );
+    // The TensorFlow the kernel imported is the CPU-only wheel the stack installs.
+    let wheel = c.exec(&[
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('tensorflow-cpu'))",
+    ]);
+    assert_eq!(lines[0], wheel.trim(), "{run:?}");
 }
 
 /// The jupyterhub an image carries is a label read off the image, and the stock stacks

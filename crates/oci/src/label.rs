@@ -117,6 +117,10 @@ pub struct RuntimeDefaults {
     pub shared_memory: Option<String>,
     #[serde(default)]
     pub gpu_runtime: Option<String>,
+    /// GPUs a session of the runtime asks for (with a `gpu_runtime`). Left out of the label
+    /// when unset, so images built before the field existed keep their label, and their ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
     #[serde(default)]
     pub advanced_privileges: bool,
 }
@@ -172,5 +176,23 @@ mod tests {
         );
         assert!(RuntimeDefaults::from_labels(&labels).is_err());
         assert_eq!(RuntimeDefaults::from_labels(&BTreeMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn a_gpu_count_is_in_the_label_only_when_set() {
+        let cpu = RuntimeDefaults {
+            max_cpu: Some(2.0),
+            ..Default::default()
+        };
+        assert!(!cpu.to_label().contains("gpus"), "{}", cpu.to_label());
+        let gpu = RuntimeDefaults {
+            gpu_runtime: Some("nvidia".into()),
+            gpus: Some(1),
+            ..Default::default()
+        };
+        assert!(gpu.to_label().contains("\"gpus\":1"), "{}", gpu.to_label());
+        let mut labels = BTreeMap::new();
+        labels.insert(RUNTIME_DEFAULTS.name.to_string(), gpu.to_label());
+        assert_eq!(RuntimeDefaults::from_labels(&labels), Ok(Some(gpu)));
     }
 }

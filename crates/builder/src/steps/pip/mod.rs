@@ -437,3 +437,25 @@ fn pip_lock(
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
     Ok(StepLock::Pip(wheels))
 }
+
+/// The pins the step would write, resolved on the layers below it (`below`) without
+/// installing anything: uv's dry run for the versions, then the wheels' URLs and hashes as
+/// [`pip_lock`] finds them (the most specific wheel for the platform, as uv installs).
+pub(crate) fn resolve_lock(
+    store: &Store,
+    rt: &RuntimeFile,
+    p: &Pip,
+    below: &MergedView,
+) -> Result<StepLock> {
+    let req = pip_request(rt, p, None);
+    let cache = store.cache(nbrt_oci::Bucket::Uv);
+    let (python, pins) = uv::resolve(below, &req, &cache)?;
+    let wheels = uv::wheel_artifacts(
+        python,
+        &req,
+        &pins,
+        &std::collections::BTreeMap::new(),
+        &cache,
+    )?;
+    Ok(StepLock::Pip(wheels))
+}

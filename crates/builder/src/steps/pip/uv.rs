@@ -121,21 +121,7 @@ pub fn install(
     let target = staging.join(&site_rel);
     fs::create_dir_all(&target).io_context(|| format!("creating {}", target.display()))?;
 
-    // Seed the parent's distributions so they count as installed.
-    let mut seeded: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for dir in view.read_dir(&site_rel)? {
-        let Some((name, version)) = dist_info_name(&dir) else {
-            continue;
-        };
-        let dest = target.join(&dir);
-        fs::create_dir_all(&dest).io_context(|| format!("creating {}", dest.display()))?;
-        for f in SEEDED_FILES {
-            if let Some(bytes) = view.read(&format!("{site_rel}/{dir}/{f}"))? {
-                fs::write(dest.join(f), bytes).io_context(|| format!("seeding {dir}/{f}"))?;
-            }
-        }
-        seeded.insert(dir, (name, version));
-    }
+    let seeded = seed_parent(view, &site_rel, &target)?;
     let parent_names: BTreeSet<String> = seeded.values().map(|(n, _)| n.clone()).collect();
     let mut offered = Vec::new();
     for p in preferred {
@@ -183,15 +169,7 @@ pub fn install(
                 }
             }
         }
-        None => {
-            if let Some(r) = &req.requirements {
-                cmd.arg("-r").arg(r);
-            }
-            if let Some(c) = &req.constraints {
-                cmd.arg("-c").arg(c);
-            }
-            cmd.args(&req.packages);
-        }
+        None => requested(&mut cmd, req),
     }
     let out = cmd
         .output()
@@ -308,6 +286,94 @@ pub fn install(
         .cloned()
         .collect();
     Ok(outcome)
+}
+
+/// Seed the parent's distributions (`site_rel` in `view`) into `target` so uv counts them as
+/// installed: each dist-info directory with its [`SEEDED_FILES`]. Returns them by directory.
+fn seed_parent(
+    view: &MergedView,
+    site_rel: &str,
+    target: &Path,
+) -> Result<BTreeMap<String, (String, String)>> {
+    let mut seeded = BTreeMap::new();
+    for dir in view.read_dir(site_rel)? {
+        let Some((name, version)) = dist_info_name(&dir) else {
+            continue;
+        };
+        let dest = target.join(&dir);
+        fs::create_dir_all(&dest).io_context(|| format!("creating {}", dest.display()))?;
+        for f in SEEDED_FILES {
+            if let Some(bytes) = view.read(&format!("{site_rel}/{dir}/{f}"))? {
+                fs::write(dest.join(f), bytes).io_context(|| format!("seeding {dir}/{f}"))?;
+            }
+        }
+        seeded.insert(dir, (name, version));
+    }
+    Ok(seeded)
+}
+
+/// The runtime file's requirements as uv arguments: files, constraints, packages.
+fn requested(cmd: &mut Command, req: &PipRequest) {
+    if let Some(r) = &req.requirements {
+        cmd.arg("-r").arg(r);
+    }
+    if let Some(c) = &req.constraints {
+        cmd.arg("-c").arg(c);
+    }
+    cmd.args(&req.packages);
+}
+
+/// What [`install`] would install on the parent's distributions, resolved without installing
+/// (`uv pip install --dry-run`: uv reads the wheels' metadata, downloads none): every
+/// distribution the step's layer would hold, new or at another version than the parent's,
+/// as unhashed pins sorted by name, and the Python version resolved for.
+pub fn resolve(
+    view: &MergedView,
+    req: &PipRequest,
+    cache_dir: &Path,
+) -> Result<((u64, u64), Vec<LockedWheel>)> {
+    let python = python_version(view, &req.prefix)?;
+    let site_rel = site_packages(&req.prefix, python);
+    let scratch = tempfile::Builder::new()
+        .prefix("nbrt-resolve-")
+        .tempdir()
+        .io_context(|| "creating a scratch directory")?;
+    let target = scratch.path().join("site-packages");
+    fs::create_dir_all(&target).io_context(|| format!("creating {}", target.display()))?;
+    seed_parent(view, &site_rel, &target)?;
+    let uv = uv_binary()?;
+    let mut cmd = uv_pip(&uv, "install", python, req, cache_dir);
+    cmd.arg("--dry-run").arg("--target").arg(&target);
+    requested(&mut cmd, req);
+    let out = cmd
+        .output()
+        .io_context(|| format!("running {}", uv.display()))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(err(format!(
+            "uv could not resolve the packages ({}):\n{}",
+            out.status,
+            text.trim()
+        )));
+    }
+    Ok((python, dry_run_pins(&text)))
+}
+
+/// The ` + name==version` lines of `uv pip install --dry-run`, sorted by name.
+fn dry_run_pins(text: &str) -> Vec<LockedWheel> {
+    let mut pins: Vec<LockedWheel> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("+ "))
+        .filter_map(|l| l.trim().split_once("=="))
+        .map(|(name, version)| LockedWheel {
+            name: name.trim().to_string(),
+            version: version.trim().to_string(),
+            url: None,
+            sha256: None,
+        })
+        .collect();
+    pins.sort();
+    pins
 }
 
 /// `uv pip <subcommand>` for the image's Python version and platform, wheels only, with the
@@ -767,6 +833,24 @@ fn remove_pycache(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dry_run_lines_become_pins() {
+        let text = "Resolved 3 packages in 10ms\nWould download 2 packages\n\
+                    Would uninstall 1 package\nWould install 2 packages\n \
+                    - six==1.16.0\n + six==1.17.0\n + pyflakes==3.2.0\n";
+        let pins: Vec<(String, String)> = dry_run_pins(text)
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect();
+        assert_eq!(
+            pins,
+            [
+                ("pyflakes".to_string(), "3.2.0".to_string()),
+                ("six".to_string(), "1.17.0".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn whiteouts_under_a_whiteout_are_dropped() {
