@@ -77,53 +77,6 @@ fn digest_of(store: &Store, reference: &str) -> String {
     store.resolve(reference).unwrap().image.digest().to_string()
 }
 
-/// `nbrt build --only app --lock-only` writes the lock a build of app writes, without
-/// building app (its parent is built), and a `--locked` build from it gives that build's
-/// image. A runtime whose packages come from a step that must run is refused.
-#[test]
-fn a_lock_resolved_without_building_is_the_lock_a_build_writes() {
-    let Some(rootfs) = can_build() else { return };
-    if !needs_uv() {
-        return;
-    }
-    std::env::set_var("SOURCE_DATE_EPOCH", SDE);
-    let tmp = tempfile::tempdir().unwrap();
-    let stack = tmp.path().join("stack");
-    two_runtime_stack(&stack, &rootfs, "v1\n");
-    let a = Store::open(tmp.path().join("a")).unwrap();
-    build(&a, &stack, &BuildOptions::default()).unwrap();
-    let written_by_build = fs::read_to_string(stack.join("app/runtime.lock")).unwrap();
-
-    fs::remove_file(stack.join("app/runtime.lock")).unwrap();
-    let b = Store::open(tmp.path().join("b")).unwrap();
-    let s = Stack::load(&stack, &b).unwrap();
-    let mut log = Vec::new();
-    let opts = BuildOptions::default();
-    let path = lock_only(&b, &s, "app", &opts, &Progress::hidden(), &mut log).unwrap();
-    assert_eq!(path, stack.join("app/runtime.lock"));
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        written_by_build,
-        "{}",
-        String::from_utf8_lossy(&log)
-    );
-    assert!(b.resolve("pybase:latest").is_ok(), "the parent is built");
-    assert!(b.resolve("app:latest").is_err(), "app is not");
-    build(&b, &stack, &locked()).unwrap();
-    assert_eq!(digest_of(&b, "app:latest"), digest_of(&a, "app:latest"));
-
-    write(
-        &stack.join("debs/runtime.toml"),
-        "name = \"debs\"\nfrom = \"pybase\"\n[apt]\npackages = [\"tree\"]\n",
-    );
-    let s = Stack::load(&stack, &b).unwrap();
-    let err = lock_only(&b, &s, "debs", &opts, &Progress::hidden(), &mut log)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("resolves only when it runs"), "{err}");
-    assert!(!stack.join("debs/runtime.lock").exists());
-}
-
 #[test]
 fn two_locked_builds_into_empty_stores_are_byte_identical() {
     let Some(rootfs) = can_build() else { return };
@@ -164,8 +117,51 @@ fn two_locked_builds_into_empty_stores_are_byte_identical() {
     assert!(base_lock.pip.is_empty() && base_lock.apt.is_empty());
     assert!(base_lock.parent.unwrap().digest.starts_with("sha256:"));
 
+    // `nbrt build --only app --lock-only` into another store writes the same lock without
+    // building app (its parent is built); a runtime whose packages come from a step that
+    // must run is refused.
+    fs::remove_file(stack.join("app/runtime.lock")).unwrap();
+    let d = Store::open(tmp.path().join("d")).unwrap();
+    let mut log = Vec::new();
+    let opts = BuildOptions::default();
+    let path = lock_only(
+        &d,
+        &Stack::load(&stack, &d).unwrap(),
+        "app",
+        &opts,
+        &Progress::hidden(),
+        &mut log,
+    )
+    .unwrap();
+    assert_eq!(path, stack.join("app/runtime.lock"));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        text,
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
+    assert!(d.resolve("pybase:latest").is_ok(), "the parent is built");
+    assert!(d.resolve("app:latest").is_err(), "app is not");
+    write(
+        &stack.join("debs/runtime.toml"),
+        "name = \"debs\"\nfrom = \"pybase\"\n[apt]\npackages = [\"tree\"]\n",
+    );
+    let err = lock_only(
+        &d,
+        &Stack::load(&stack, &d).unwrap(),
+        "debs",
+        &opts,
+        &Progress::hidden(),
+        &mut log,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("resolves only when it runs"), "{err}");
+    assert!(!stack.join("debs/runtime.lock").exists());
+    fs::remove_dir_all(stack.join("debs")).unwrap();
+
     // Two locked builds into two empty stores: the same bytes, and the same as the build the
-    // lock came from.
+    // lock came from (the lock --lock-only wrote).
     let b = Store::open(tmp.path().join("b")).unwrap();
     let c = Store::open(tmp.path().join("c")).unwrap();
     build(&b, &stack, &locked()).unwrap();

@@ -27,17 +27,9 @@ fn parent_with_old_six(root: &Path) {
 /// downloading no wheel.
 #[test]
 fn resolving_without_installing_names_what_an_install_adds_and_changes() {
-    if !nbrt_testkit::require(
-        "uv",
-        &["--version"],
-        "uv (scripts/setup installs it from PyPI)",
-    ) {
+    let Some((tmp, view)) = uv_and_old_six() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let lower = tmp.path().join("lower");
-    parent_with_old_six(&lower);
-    let view = MergedView::new(vec![lower]);
+    };
     let req = PipRequest {
         prefix: "/opt/conda".into(),
         packages: vec!["six==1.17.0".into(), "pyflakes==3.2.0".into()],
@@ -67,19 +59,27 @@ fn resolving_without_installing_names_what_an_install_adds_and_changes() {
     assert_eq!(installed, pins);
 }
 
-#[test]
-fn installs_for_the_image_python_and_records_what_changed() {
+/// A parent with six 1.16 ([`parent_with_old_six`]) in a temporary directory, as a view;
+/// `None` without uv.
+fn uv_and_old_six() -> Option<(tempfile::TempDir, MergedView)> {
     if !nbrt_testkit::require(
         "uv",
         &["--version"],
         "uv (scripts/setup installs it from PyPI)",
     ) {
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let lower = tmp.path().join("lower");
     parent_with_old_six(&lower);
-    let view = MergedView::new(vec![lower]);
+    Some((tmp, MergedView::new(vec![lower])))
+}
+
+#[test]
+fn installs_for_the_image_python_and_records_what_changed() {
+    let Some((tmp, view)) = uv_and_old_six() else {
+        return;
+    };
     let staging = tmp.path().join("staging");
     fs::create_dir_all(&staging).unwrap();
     let req = PipRequest {

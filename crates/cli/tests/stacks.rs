@@ -116,6 +116,17 @@ impl Container {
         (Container(name), port)
     }
 
+    /// A container of `image` serving Jupyter with a token, once its API answers.
+    fn jupyter(image: &str) -> (Container, Jupyter) {
+        let token = "nbrt-stacks-test";
+        let (c, port) = Container::run(image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
+        let jupyter = Jupyter::new(port, token);
+        if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
+            panic!("{e}\ncontainer log:\n{}", c.logs());
+        }
+        (c, jupyter)
+    }
+
     fn exec(&self, cmd: &[&str]) -> String {
         ok(
             Command::new("docker")
@@ -175,12 +186,7 @@ fn stock_stacks_build_without_docker_and_scipy_runs_a_kernel() {
         return;
     }
     let image = load(&b.store, "scipy");
-    let token = "nbrt-stacks-test";
-    let (c, port) = Container::run(&image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
-    let jupyter = Jupyter::new(port, token);
-    if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
-        panic!("{e}\ncontainer log:\n{}", c.logs());
-    }
+    let (c, jupyter) = Container::jupyter(&image);
     let kernel = jupyter.start_kernel().unwrap();
     let run = jupyter
         .execute(
@@ -275,12 +281,7 @@ fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
         .count();
     assert!(live_passes > 0, "no live check ran: {report}");
 
-    let token = "nbrt-tensorflow-test";
-    let (c, port) = Container::run(&image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
-    let jupyter = Jupyter::new(port, token);
-    if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
-        panic!("{e}\ncontainer log:\n{}", c.logs());
-    }
+    let (c, jupyter) = Container::jupyter(&image);
     let kernel = jupyter.start_kernel().unwrap();
     let run = jupyter
         .execute(
