@@ -402,7 +402,11 @@ impl Store {
     /// Every named image ([`Store::list`]), then the pinned images ([`Pin`]) that have no
     /// name left.
     pub fn list_with_pinned(&self) -> Result<Vec<StoredImage>> {
-        let mut images = self.list()?;
+        self.with_pinned(self.list()?)
+    }
+
+    /// `images` (the named ones) and the pinned images with no name left.
+    fn with_pinned(&self, mut images: Vec<StoredImage>) -> Result<Vec<StoredImage>> {
         for pin in self.pins()? {
             if images
                 .iter()
@@ -426,7 +430,24 @@ impl Store {
     /// share (one image compressed two ways) finds one of them, a named one first.
     /// Pinned images ([`Pin`]) that lost every name are found by ID or digest too.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage> {
-        Self::resolve_among(&self.list_with_pinned()?, reference)
+        // A name, or a whole ID or digest, found among the named images needs no pin read
+        // (a site pins each of its runtimes: a thousand runtimes are a thousand pin files).
+        // A short prefix always looks at the pinned images too, so that it is refused when
+        // one of them shares it.
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        let whole = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        let named = self.list()?;
+        if let Ok(name) = ImageName::parse(reference) {
+            if let Some(found) = named.iter().find(|i| i.names.contains(&name)) {
+                return Ok(found.clone());
+            }
+        }
+        if whole {
+            if let Ok(found) = Self::resolve_among(&named, reference) {
+                return Ok(found);
+            }
+        }
+        Self::resolve_among(&self.with_pinned(named)?, reference)
     }
 
     /// [`Store::resolve`] among `images` (a [`Store::list_with_pinned`] taken once, for many

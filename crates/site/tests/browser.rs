@@ -370,6 +370,33 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
         "only the CPU changed: {rt}"
     );
 
+    // The warm pool's size in the same form: out of range is refused by its field; a size is
+    // saved and shown in the runtime's row, and 0 turns the pool off. (The runtime is
+    // deprecated here, so the site starts no member for it.)
+    click(c, &format!("{row} button.edit")).await;
+    wait_for(c, "#edit-section:not([hidden])").await;
+    fill(c, "e-warmPool", "20").await;
+    click(c, "#edit-submit").await;
+    wait_for(
+        c,
+        "#edit-form .field-error[data-for='warmPool']:not(:empty)",
+    )
+    .await;
+    fill(c, "e-warmPool", "1").await;
+    click(c, "#edit-submit").await;
+    wait_for(c, "#edit-section[hidden]").await;
+    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(rt.body["runtimes"][0]["warmPool"], 1, "{}", rt.text);
+    let cell = text(c, &format!("{row} td[data-label='warm pool']")).await;
+    assert!(cell.contains("of 1 ready"), "{cell}");
+    click(c, &format!("{row} button.edit")).await;
+    wait_for(c, "#edit-section:not([hidden])").await;
+    fill(c, "e-warmPool", "0").await;
+    click(c, "#edit-submit").await;
+    wait_for(c, "#edit-section[hidden]").await;
+    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(rt.body["runtimes"][0]["warmPool"], 0, "{}", rt.text);
+
     // The manifest a page at a time.
     let libraries: Vec<_> = (0..120)
         .map(|i| json!({"name": format!("lib{i:03}"), "version": "1.0"}))
