@@ -385,8 +385,8 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
     fill(c, "e-warmPool", "1").await;
     click(c, "#edit-submit").await;
     wait_for(c, "#edit-section[hidden]").await;
-    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
-    assert_eq!(rt.body["runtimes"][0]["warmPool"], 1, "{}", rt.text);
+    let saved = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(saved.body["runtimes"][0]["warmPool"], 1, "{}", saved.text);
     let cell = text(c, &format!("{row} td[data-label='warm pool']")).await;
     assert!(cell.contains("of 1 ready"), "{cell}");
     click(c, &format!("{row} button.edit")).await;
@@ -394,8 +394,8 @@ async fn drive(c: &Client, t: &TestSite, image: &str) {
     fill(c, "e-warmPool", "0").await;
     click(c, "#edit-submit").await;
     wait_for(c, "#edit-section[hidden]").await;
-    let rt = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
-    assert_eq!(rt.body["runtimes"][0]["warmPool"], 0, "{}", rt.text);
+    let saved = t.call("GET", "/api/runtimes", Some(&t.admin), None).await;
+    assert_eq!(saved.body["runtimes"][0]["warmPool"], 0, "{}", saved.text);
 
     // The manifest a page at a time.
     let libraries: Vec<_> = (0..120)
