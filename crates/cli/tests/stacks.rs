@@ -257,6 +257,9 @@ fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
     let Some(image) = nbrt_testkit::stock::docker_image("tensorflow") else {
         return;
     };
+    // About 1.5 GB in the engine, needed by no other test: gone when this one ends (dropped
+    // after the container, declared before it).
+    let _removed = nbrt_testkit::stock::RemovedFromDocker(image.clone());
     let out = ok(
         nbrt(
             &store,

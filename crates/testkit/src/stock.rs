@@ -117,6 +117,24 @@ pub fn docker_image(name: &str) -> Option<String> {
     load_into_docker(&store, name, &format!("nbrt-test/{name}"))
 }
 
+/// Removes a Docker image, every tag of it, when dropped: for a large image no other test of
+/// the run needs, so the engine's disk does not hold it until the run ends.
+pub struct RemovedFromDocker(pub String);
+
+impl Drop for RemovedFromDocker {
+    fn drop(&mut self) {
+        let id = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &self.0])
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        if let Some(out) = id {
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+        }
+    }
+}
+
 /// Load the store's image `reference` into Docker as `<repo>:<12 hex of its digest>` unless
 /// the engine has it already; returns the tag.
 pub fn load_into_docker(store: &Store, reference: &str, repo: &str) -> Option<String> {
