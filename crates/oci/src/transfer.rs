@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{IoContext, OciError, Result};
-use crate::format::archive::{ArchiveKind, ArchiveLayout, ArchiveWriter, TarArchive};
+use crate::format::archive::{
+    measure_layers, ArchiveKind, ArchiveLayout, ArchiveWriter, TarArchive,
+};
 use crate::format::layout::LayoutDir;
 use crate::format::rootfs;
 use crate::image::{copy_image, copy_validated, BlobSource, Image, ImageSink};
@@ -226,7 +228,6 @@ pub fn export_within(
     progress: &Progress,
     limits: Limits,
 ) -> Result<ExportReport> {
-    let tmp_dir = store.tmp();
     let budget = Budget::new(limits);
     let report = |bytes: u64| ExportReport {
         id: image.id().clone(),
@@ -249,7 +250,7 @@ pub fn export_within(
                 flatten_within(image, store, w, progress, &budget)?;
             }
             ExportFormat::Combined | ExportFormat::DockerArchive => {
-                write_archive_within(store, image, names, format, w, &tmp_dir, progress, limits)?;
+                write_archive_within(store, image, names, format, w, progress, limits)?;
             }
             ExportFormat::OciDir => {}
         }
@@ -273,7 +274,7 @@ pub fn export_within(
         flatten_to_file(image, store, file, progress, &budget)?
     } else {
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        write(&mut w)?;
+        write_archive_to_file(store, image, names, format, &mut w, progress, limits)?;
         w.into_inner()
             .map_err(|e| e.into_error())
             .io_context(|| format!("writing {}", out.display()))?
@@ -351,48 +352,63 @@ fn export_oci_dir(
     })
 }
 
-/// Write an image archive (combined or legacy docker-archive) to `w`.
+/// Write an image archive (combined or legacy docker-archive) to `w`, a stream.
 pub fn write_archive(
     source: &dyn BlobSource,
     image: &Image,
     names: &[ImageName],
     format: ExportFormat,
     w: &mut dyn Write,
-    tmp_dir: &Path,
     progress: &Progress,
 ) -> Result<()> {
-    write_archive_within(
-        source,
-        image,
-        names,
-        format,
-        w,
-        tmp_dir,
-        progress,
-        Limits::default(),
-    )
+    write_archive_within(source, image, names, format, w, progress, Limits::default())
 }
 
-/// [`write_archive`] with a bound on what a legacy archive's layers may decompress to.
-#[allow(clippy::too_many_arguments)]
+/// [`write_archive`] with a bound on what a legacy archive's layers may decompress to. A
+/// legacy archive on a stream has its layers' sizes measured first (each layer decompressed
+/// twice; into a file, [`export_within`] decompresses once).
 pub fn write_archive_within(
     source: &dyn BlobSource,
     image: &Image,
     names: &[ImageName],
     format: ExportFormat,
     w: &mut dyn Write,
-    tmp_dir: &Path,
     progress: &Progress,
     limits: Limits,
 ) -> Result<()> {
-    let layout = if format == ExportFormat::DockerArchive {
-        ArchiveLayout::DockerLegacy
-    } else {
-        ArchiveLayout::Combined
-    };
-    let mut writer =
-        ArchiveWriter::new(w, image, names.to_vec(), layout, tmp_dir).with_limits(limits);
+    let layout = archive_layout(format);
+    let mut writer = ArchiveWriter::new(w, image, names.to_vec(), layout).with_limits(limits);
+    if layout == ArchiveLayout::DockerLegacy {
+        let _span = tracing::info_span!("measuring layers").entered();
+        writer = writer.with_layer_sizes(measure_layers(source, image, limits)?);
+    }
     copy_image(image, source, &mut writer, progress)?;
     writer.finish()?;
     Ok(())
+}
+
+/// An image archive into a file being written (positioned at its end).
+fn write_archive_to_file(
+    source: &dyn BlobSource,
+    image: &Image,
+    names: &[ImageName],
+    format: ExportFormat,
+    file: &mut BufWriter<File>,
+    progress: &Progress,
+    limits: Limits,
+) -> Result<()> {
+    let mut writer = ArchiveWriter::new(file, image, names.to_vec(), archive_layout(format))
+        .with_limits(limits)
+        .seekable();
+    copy_image(image, source, &mut writer, progress)?;
+    writer.finish()?;
+    Ok(())
+}
+
+fn archive_layout(format: ExportFormat) -> ArchiveLayout {
+    if format == ExportFormat::DockerArchive {
+        ArchiveLayout::DockerLegacy
+    } else {
+        ArchiveLayout::Combined
+    }
 }

@@ -652,3 +652,125 @@ fn exports_appear_whole_or_not_at_all() {
     let layout = nbrt_oci::format::LayoutDir::open(out.join("layout")).unwrap();
     assert_eq!(layout.index().unwrap().manifests.len(), 1);
 }
+
+/// Issue 20 item 2: a legacy docker-archive's layers stream from their decompressor with no
+/// decompressed copy written: into a file each header's size is filled in afterwards, into a
+/// stream the sizes are measured first. Both give the same bytes, which import back to the
+/// same image; a layer that does not decompress to its diff ID leaves no file.
+#[test]
+fn a_docker_archive_is_the_same_into_a_file_and_a_stream_and_reimports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let big: Vec<u8> = (0..300_001u32).flat_map(|i| i.to_le_bytes()).collect();
+    let layers = [
+        layer_tar(&[L::File("a", b"one"), L::File("b", &big)]),
+        layer_tar(&[L::File("c", b"odd-sized: not a whole block")]),
+        layer_tar(&[L::File("a", b"one")]),
+    ];
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in &layers {
+        let blob = gzip(l);
+        let desc = Descriptor::new(
+            media::OCI_LAYER_GZIP,
+            Digest::of_bytes(&blob),
+            blob.len() as u64,
+        );
+        store.put_blob(&desc, &mut &blob[..]).unwrap();
+        descs.push(desc);
+        diff_ids.push(Digest::of_bytes(l));
+    }
+    let config = ImageConfig {
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: diff_ids.clone(),
+        },
+        ..Default::default()
+    };
+    let image = Image::assemble(config, descs, BTreeMap::new()).unwrap();
+    let names = [ImageName::parse("legacy:1").unwrap()];
+    let file = tmp.path().join("docker.tar");
+    export(
+        &store,
+        &image,
+        &names,
+        ExportFormat::DockerArchive,
+        &file,
+        &Progress::hidden(),
+    )
+    .unwrap();
+    let mut streamed = Vec::new();
+    nbrt_oci::transfer::write_archive(
+        &store,
+        &image,
+        &names,
+        ExportFormat::DockerArchive,
+        &mut streamed,
+        &Progress::hidden(),
+    )
+    .unwrap();
+    assert!(
+        fs::read(&file).unwrap() == streamed,
+        "a file and a stream differ"
+    );
+    let mut archive = tar::Archive::new(&streamed[..]);
+    let mut found = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        found.insert(path, bytes);
+    }
+    for (l, d) in layers.iter().zip(&diff_ids) {
+        assert!(
+            found.get(&format!("{}/layer.tar", d.hex())) == Some(l),
+            "layer {d} is not its decompressed tar"
+        );
+    }
+    let again = Store::open(tmp.path().join("again")).unwrap();
+    let (back, _) = import(&again, &file, &named("back:1"), &Progress::hidden()).unwrap();
+    assert_eq!(back.diff_ids(), &diff_ids[..]);
+    assert_eq!(back.id(), image.id());
+
+    // A blob that decompresses to something else than its diff ID says.
+    let liar = layer_tar(&[L::File("x", b"not what the config says")]);
+    let blob = gzip(&liar);
+    let desc = Descriptor::new(
+        media::OCI_LAYER_GZIP,
+        Digest::of_bytes(&blob),
+        blob.len() as u64,
+    );
+    store.put_blob(&desc, &mut &blob[..]).unwrap();
+    let config = ImageConfig {
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_ids[0].clone()],
+        },
+        ..Default::default()
+    };
+    let bad = Image::assemble(config, vec![desc], BTreeMap::new()).unwrap();
+    let out = tmp.path().join("bad");
+    fs::create_dir(&out).unwrap();
+    let err = export(
+        &store,
+        &bad,
+        &names,
+        ExportFormat::DockerArchive,
+        &out.join("bad.tar"),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
+    assert_eq!(files_in(&out), Vec::<PathBuf>::new(), "leftovers");
+    let err = nbrt_oci::transfer::write_archive(
+        &store,
+        &bad,
+        &names,
+        ExportFormat::DockerArchive,
+        &mut Vec::new(),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
+}

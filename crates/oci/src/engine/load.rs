@@ -96,7 +96,6 @@ impl Engine {
                 &writer_names,
                 ExportFormat::Combined,
                 &mut out,
-                &store.tmp(),
                 &writer_progress,
             )
             .and_then(|_| {

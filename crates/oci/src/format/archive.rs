@@ -425,6 +425,12 @@ pub enum ArchiveLayout {
 
 /// Writes one image as a tar archive to `out`. Entries get fixed metadata (mode 0644/0755,
 /// owner 0, mtime 0), so the same image always gives the same bytes.
+///
+/// A legacy archive's `layer.tar` is the decompressed layer, and a tar header states its size
+/// before its bytes. On an output that can seek ([`ArchiveWriter::seekable`]: a file) the
+/// header is written with the size left open and filled in once the layer has streamed by; on
+/// one that cannot (a pipe), the sizes are measured first ([`ArchiveWriter::with_layer_sizes`],
+/// a decompression that writes nothing). Either way no decompressed copy is written anywhere.
 pub struct ArchiveWriter<W: Write> {
     tar: tar::Builder<W>,
     layout: ArchiveLayout,
@@ -432,9 +438,36 @@ pub struct ArchiveWriter<W: Write> {
     diff_ids: HashMap<Digest, Digest>,
     written: HashSet<Digest>,
     dirs: HashSet<String>,
-    tmp_dir: PathBuf,
+    /// Decompressed sizes of the layers by diff ID, measured before writing.
+    layer_sizes: HashMap<Digest, u64>,
+    /// How to go back over a header on a seekable output.
+    rewind: Option<Rewind<W>>,
     /// Bounds what decompressing layers for a legacy archive may expand to.
     budget: Budget,
+}
+
+/// The two moves a header written ahead of its size needs from a seekable output.
+struct Rewind<W> {
+    position: fn(&mut W) -> io::Result<u64>,
+    overwrite: fn(&mut W, u64, &[u8]) -> io::Result<()>,
+}
+
+impl<W: Write + Seek> ArchiveWriter<W> {
+    /// Write each legacy layer straight from its decompressor, filling in its header's size
+    /// afterwards (the output must be positioned at its end, as a file being written is).
+    pub fn seekable(mut self) -> Self {
+        self.rewind = Some(Rewind {
+            position: |w| w.stream_position(),
+            overwrite: |w, at, bytes| {
+                let end = w.stream_position()?;
+                w.seek(io::SeekFrom::Start(at))?;
+                w.write_all(bytes)?;
+                w.seek(io::SeekFrom::Start(end))?;
+                Ok(())
+            },
+        });
+        self
+    }
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -444,14 +477,14 @@ impl<W: Write> ArchiveWriter<W> {
         self
     }
 
-    /// `tmp_dir` holds decompressed layers while a legacy archive is written.
-    pub fn new(
-        out: W,
-        image: &Image,
-        names: Vec<ImageName>,
-        layout: ArchiveLayout,
-        tmp_dir: &Path,
-    ) -> Self {
+    /// The decompressed size of each layer by diff ID (see [`measure_layers`]), for a legacy
+    /// archive on an output that cannot seek.
+    pub fn with_layer_sizes(mut self, sizes: HashMap<Digest, u64>) -> Self {
+        self.layer_sizes = sizes;
+        self
+    }
+
+    pub fn new(out: W, image: &Image, names: Vec<ImageName>, layout: ArchiveLayout) -> Self {
         let diff_ids = image
             .layers()
             .iter()
@@ -465,7 +498,8 @@ impl<W: Write> ArchiveWriter<W> {
             diff_ids,
             written: HashSet::new(),
             dirs: HashSet::new(),
-            tmp_dir: tmp_dir.to_path_buf(),
+            layer_sizes: HashMap::new(),
+            rewind: None,
             budget: Budget::new(Limits::default()),
         }
     }
@@ -515,6 +549,68 @@ impl<W: Write> ArchiveWriter<W> {
         self.add_file(path, bytes.len() as u64, &mut &bytes[..])
     }
 
+    /// A compressed layer as its decompressed tar at `path`, checked against its diff ID.
+    fn add_decompressed(
+        &mut self,
+        path: &str,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        compression: Compression,
+        data: &mut dyn Read,
+    ) -> Result<()> {
+        self.ensure_dirs(path)?;
+        let what = || format!("layer {}", desc.digest);
+        let mut plain = HashingReader::new(self.budget.reader(decompress(data, compression)?));
+        let mut header = Self::header(0, 0o644, tar::EntryType::Regular);
+        header
+            .set_path(path)
+            .io_context(|| format!("naming {path} in the archive"))?;
+        let size = match &self.rewind {
+            Some(rewind) => {
+                let out = self.tar.get_mut();
+                let at = (rewind.position)(out).io_context(|| "finding the archive's end")?;
+                header.set_cksum();
+                out.write_all(header.as_bytes())
+                    .io_context(|| format!("writing {path} to the archive"))?;
+                let size = io::copy(&mut plain, out)
+                    .map_err(|e| unwrap_io(e, || format!("decompressing {}", what())))?;
+                let padding = (512 - size % 512) % 512;
+                out.write_all(&[0u8; 512][..padding as usize])
+                    .io_context(|| format!("writing {path} to the archive"))?;
+                header.set_size(size);
+                header.set_cksum();
+                (rewind.overwrite)(out, at, header.as_bytes())
+                    .io_context(|| format!("writing the size of {path} into the archive"))?;
+                size
+            }
+            None => {
+                let Some(&size) = self.layer_sizes.get(diff_id) else {
+                    return Err(OciError::Format {
+                        path: PathBuf::from(path),
+                        reason: "the layer's decompressed size was not measured before \
+                                 writing to an output that cannot seek"
+                            .to_string(),
+                    });
+                };
+                header.set_size(size);
+                header.set_cksum();
+                let written = tar_append_exact(self.tar.get_mut(), &header, &mut plain)
+                    .map_err(|e| unwrap_io(e, || format!("decompressing {}", what())))?;
+                if written != size {
+                    return Err(OciError::SizeMismatch {
+                        what: format!("decompressed {}", what()),
+                        expected: size,
+                        actual: written,
+                    });
+                }
+                size
+            }
+        };
+        let (actual, read) = plain.finish();
+        debug_assert_eq!(read, size);
+        diff_id.verify(&actual, || format!("diff ID of {}", what()))
+    }
+
     /// Finish the tar and return the output.
     pub fn finish(self) -> Result<W> {
         self.tar.into_inner().io_context(|| "finishing the archive")
@@ -545,18 +641,7 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
                 if compression == Compression::None {
                     self.add_file(&path, desc.size, data)?;
                 } else {
-                    // A tar header needs the size first: decompress to a temporary file.
-                    let mut tmp = tempfile::tempfile_in(&self.tmp_dir)
-                        .io_context(|| "creating a temporary file")?;
-                    let mut plain =
-                        HashingReader::new(self.budget.reader(decompress(data, compression)?));
-                    io::copy(&mut plain, &mut tmp).map_err(|e| {
-                        unwrap_io(e, || format!("decompressing layer {}", desc.digest))
-                    })?;
-                    let (actual, size) = plain.finish();
-                    diff_id.verify(&actual, || format!("diff ID of layer {}", desc.digest))?;
-                    tmp.rewind().io_context(|| "rewinding a temporary file")?;
-                    self.add_file(&path, size, &mut tmp)?;
+                    self.add_decompressed(&path, desc, &diff_id, compression, data)?;
                 }
             }
         }
@@ -624,4 +709,45 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
         )?;
         Ok(())
     }
+}
+
+/// Write `header` and at most its size of `data`, padded to a whole block; the bytes of data
+/// written (less than the header says when `data` ends early: the caller checks).
+fn tar_append_exact(
+    out: &mut dyn Write,
+    header: &tar::Header,
+    data: &mut dyn Read,
+) -> io::Result<u64> {
+    out.write_all(header.as_bytes())?;
+    let size = header.size()?;
+    let written = io::copy(&mut data.take(size), out)?;
+    let padding = (512 - written % 512) % 512;
+    out.write_all(&[0u8; 512][..padding as usize])?;
+    Ok(written)
+}
+
+/// The decompressed size of each compressed layer of `image` by diff ID, each checked against
+/// its diff ID on the way (one decompression, nothing written): what a legacy archive on an
+/// output that cannot seek needs before it starts.
+pub fn measure_layers(
+    source: &dyn BlobSource,
+    image: &Image,
+    limits: Limits,
+) -> Result<HashMap<Digest, u64>> {
+    let budget = Budget::new(limits);
+    let mut sizes = HashMap::new();
+    for (desc, diff_id) in image.layers().iter().zip(image.diff_ids()) {
+        let compression = Compression::from_media_type(&desc.media_type)?;
+        if compression == Compression::None || sizes.contains_key(diff_id) {
+            continue;
+        }
+        let blob = crate::image::open_verified(source, desc)?;
+        let mut plain = HashingReader::new(budget.reader(decompress(blob, compression)?));
+        io::copy(&mut plain, &mut io::sink())
+            .map_err(|e| unwrap_io(e, || format!("decompressing layer {}", desc.digest)))?;
+        let (actual, size) = plain.finish();
+        diff_id.verify(&actual, || format!("diff ID of layer {}", desc.digest))?;
+        sizes.insert(diff_id.clone(), size);
+    }
+    Ok(sizes)
 }
