@@ -93,16 +93,8 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn header(path: &str, kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
+    let mut h = nbrt_testkit::tar_header(kind, size);
     h.set_path(path).expect("a short path");
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_mtime(1_700_000_000);
     h.set_cksum();
     h
 }

@@ -13,19 +13,7 @@ use nbrt_oci::layer::budget::Limits;
 use nbrt_oci::spec::{media, Descriptor, ImageConfig, RootFs};
 use nbrt_oci::transfer::{export, export_within, import, ExportFormat, ImportOptions};
 use nbrt_oci::{Digest, Image, ImageName, OciError, Progress, Store};
-
-fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_mtime(1_700_000_000);
-    h
-}
+use nbrt_testkit::tar_header as header;
 
 /// A tar member whose name (and link target) are written into the header as they are, so
 /// names the tar crate's own path setters refuse (`..`, absolute) can be made.

@@ -51,6 +51,21 @@ pub fn require_docker() -> bool {
     )
 }
 
+/// A tar header for test archives: `kind` and `size`, mode 0755 for directories and 0644
+/// otherwise, a fixed mtime; no path or checksum yet.
+pub fn tar_header(kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    h.set_mtime(1_700_000_000);
+    h
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port on 127.0.0.1");
