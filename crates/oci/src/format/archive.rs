@@ -570,13 +570,11 @@ impl<W: Write> ArchiveWriter<W> {
                 let out = self.tar.get_mut();
                 let at = (rewind.position)(out).io_context(|| "finding the archive's end")?;
                 header.set_cksum();
-                out.write_all(header.as_bytes())
-                    .io_context(|| format!("writing {path} to the archive"))?;
-                let size = io::copy(&mut plain, out)
-                    .map_err(|e| unwrap_io(e, || format!("decompressing {}", what())))?;
-                let padding = (512 - size % 512) % 512;
-                out.write_all(&[0u8; 512][..padding as usize])
-                    .io_context(|| format!("writing {path} to the archive"))?;
+                let size = tar_append_at_most(out, &header, &mut plain, u64::MAX).map_err(|e| {
+                    unwrap_io(e, || {
+                        format!("decompressing {} into {path} of the archive", what())
+                    })
+                })?;
                 header.set_size(size);
                 header.set_cksum();
                 (rewind.overwrite)(out, at, header.as_bytes())
@@ -594,8 +592,12 @@ impl<W: Write> ArchiveWriter<W> {
                 };
                 header.set_size(size);
                 header.set_cksum();
-                let written = tar_append_exact(self.tar.get_mut(), &header, &mut plain)
-                    .map_err(|e| unwrap_io(e, || format!("decompressing {}", what())))?;
+                let written = tar_append_at_most(self.tar.get_mut(), &header, &mut plain, size)
+                    .map_err(|e| {
+                        unwrap_io(e, || {
+                            format!("decompressing {} into {path} of the archive", what())
+                        })
+                    })?;
                 if written != size {
                     return Err(OciError::SizeMismatch {
                         what: format!("decompressed {}", what()),
@@ -711,16 +713,16 @@ impl<W: Write> ImageSink for ArchiveWriter<W> {
     }
 }
 
-/// Write `header` and at most its size of `data`, padded to a whole block; the bytes of data
-/// written (less than the header says when `data` ends early: the caller checks).
-fn tar_append_exact(
+/// Write `header` and at most `limit` bytes of `data`, padded to a whole block; the bytes of
+/// data written (the caller checks them against the header, or fills the header in after).
+fn tar_append_at_most(
     out: &mut dyn Write,
     header: &tar::Header,
     data: &mut dyn Read,
+    limit: u64,
 ) -> io::Result<u64> {
     out.write_all(header.as_bytes())?;
-    let size = header.size()?;
-    let written = io::copy(&mut data.take(size), out)?;
+    let written = io::copy(&mut data.take(limit), out)?;
     let padding = (512 - written % 512) % 512;
     out.write_all(&[0u8; 512][..padding as usize])?;
     Ok(written)
