@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use crate::error::{IoContext, OciError, Result};
+use crate::layer::pgzip::{self, ParallelGzip};
 use crate::spec::media;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,68 +81,22 @@ pub fn decompress_sniffed<'a, R: Read + 'a>(r: R) -> Result<(Compression, Box<dy
 pub const GZIP_LEVEL: u32 = 1;
 pub const ZSTD_LEVEL: i32 = 3;
 
-/// A compressing writer; `finish` flushes the trailer and returns the inner writer.
+/// A compressing writer; `finish` flushes the trailer and returns the inner writer. Gzip
+/// runs on every CPU ([`ParallelGzip`]); its bytes depend on the input alone.
 pub enum Compressor<W: Write> {
     None(W),
-    Gzip(Chunked<flate2::write::GzEncoder<W>>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
-}
-
-/// What [`Chunked`] hands on per write.
-const CHUNK: usize = 128 << 10;
-
-/// A writer that hands `inner` exactly [`CHUNK`] bytes per write (the rest at `finish`). The
-/// gzip encoder's output at nbrt's level depends on how its input is split (zlib-rs' fast
-/// deflate ends blocks at write boundaries), and the split would otherwise follow the read
-/// sizes of whatever feeds the layer, which differ between machines: a layer's compressed
-/// bytes, and so the manifest digest, must depend on its tar alone.
-pub struct Chunked<W: Write> {
-    inner: W,
-    pending: Vec<u8>,
-}
-
-impl<W: Write> Chunked<W> {
-    fn new(inner: W) -> Self {
-        Chunked {
-            inner,
-            pending: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    /// The last bytes handed on; the inner writer.
-    fn finish(mut self) -> std::io::Result<W> {
-        if !self.pending.is_empty() {
-            self.inner.write_all(&self.pending)?;
-        }
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for Chunked<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(CHUNK - self.pending.len());
-        self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == CHUNK {
-            self.inner.write_all(&self.pending)?;
-            self.pending.clear();
-        }
-        Ok(n)
-    }
-
-    /// Only what is whole is handed on: a flush must not change the split either.
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 impl<W: Write> Compressor<W> {
     pub fn new(w: W, compression: Compression) -> Result<Self> {
         Ok(match compression {
             Compression::None => Self::None(w),
-            // GzBuilder writes mtime 0 and no file name: the bytes depend only on the input.
-            Compression::Gzip => Self::Gzip(Chunked::new(
-                flate2::GzBuilder::new().write(w, flate2::Compression::new(GZIP_LEVEL)),
-            )),
+            Compression::Gzip => Self::Gzip(
+                ParallelGzip::new(w, GZIP_LEVEL, pgzip::default_threads())
+                    .io_context(|| "starting gzip")?,
+            ),
             Compression::Zstd => Self::Zstd(
                 zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)
                     .io_context(|| "starting zstd encoder")?,
@@ -152,7 +107,7 @@ impl<W: Write> Compressor<W> {
     pub fn finish(self) -> std::io::Result<W> {
         match self {
             Self::None(w) => Ok(w),
-            Self::Gzip(e) => e.finish()?.finish(),
+            Self::Gzip(e) => e.finish(),
             Self::Zstd(e) => e.finish(),
         }
     }

@@ -7,6 +7,7 @@ pub mod compression;
 pub mod flatten;
 pub mod members;
 pub mod merge;
+pub mod pgzip;
 pub mod reader;
 pub mod rules;
 pub mod writer;
