@@ -1,31 +1,63 @@
 #!/usr/bin/env bash
-# Builder benchmark: `docker build` vs nbrt for the stock jupyter and scipy runtimes, side by
-# side in one run on the same machine, from the same base image:
+# Builder benchmark: nbrt against Docker's builders, for a chain of stock stacks (default the
+# jupyter and scipy runtimes), side by side in one run on the same machine, from the same
+# base image. The peers (PEERS, default "legacy buildkit"):
 #
-#   cold            no cache at all (docker build --no-cache; nbrt with an empty store, so an
-#                   empty uv cache too); both download every wheel from PyPI
-#   no change       the same build again (docker's layer cache; nbrt's step cache)
-#   one package     one more pip package in scipy (a different pin every run, so neither
-#                   side has it cached): docker re-runs scipy's `RUN pip install`, nbrt its pip step
-#   base changed    a new base image (the old one plus a layer): docker builds jupyter and scipy
-#                   again FROM it; nbrt rebases jupyter onto it and scipy onto the new jupyter
+#   legacy     Docker 20.10's legacy builder (`docker build`), `RUN pip install --no-cache-dir`
+#   buildkit   BuildKit, built into Debian's engine (`DOCKER_BUILDKIT=1 /usr/bin/docker build`;
+#              the `docker` first on PATH may be a client without BuildKit), with
+#              `RUN --mount=type=cache,… uv pip install --compile-bytecode`: the fast way to
+#              build Python images today. uv is the host's binary (`which uv`, the one nbrt
+#              runs), COPY'd into the image, so both sides run the same uv.
+#
+# The scenarios (SCENARIOS, default all, in this order):
+#
+#   cold          no cache at all: legacy --no-cache; BuildKit --no-cache with its cache mounts
+#                 pruned; nbrt with an empty store (its uv cache lives in the store). Every
+#                 side downloads every wheel.
+#   cold-warm     cold with warm download caches (a CI machine with a cache volume):
+#                 BuildKit --no-cache with its uv cache mount kept; nbrt with its uv cache
+#                 (store/cache/uv) kept and everything else in the store removed (images,
+#                 step cache, pip pieces), the base imported again. The legacy builder has no
+#                 cache to keep, so it is not run (it is its cold figure).
+#   no-change     the same build again (Docker's layer cache; nbrt's step cache), 5 runs
+#   one-package   one more pip package in the last stack (a different tabulate pin every run,
+#                 so no side has it): Docker re-runs that stack's pip RUN, nbrt its pip step
+#   base-changed  a new base image (the old one plus a layer): Docker builds the chain again
+#                 FROM it (BuildKit with its cache mount warm); nbrt rebases each stack
+#                 onto the new one below it (`nbrt rebase`)
+#
+# Bytecode: nbrt's pip step compiles every installed .py (checked-hash .pyc, both CPUs); the
+# BuildKit side runs `uv pip install --compile-bytecode`; the legacy side's pip compiles too
+# (pip's default).
 #
 # The base is stacks/base built once by nbrt (mmdebstrap, nbrt-init, the /opt/conda venv
-# owned by jovyan), exported and loaded into Docker, and imported into nbrt's store, so both
-# start from the same bytes. The Dockerfiles are generated from stacks/jupyter and
-# stacks/scipy: `RUN pip install --no-cache-dir <the same requirements>`, the same files
-# (COPY) and run steps. Docker 20.10's builder is used as Debian ships it.
+# owned by jovyan), exported and loaded into Docker, and imported into nbrt's store, so all
+# start from the same bytes. The Dockerfiles are generated from the runtime files: the
+# same apt packages (run as nbrt's apt step runs them: apt-get update, install
+# --no-install-recommends, clean), the same pip requirements (resolved afresh on every side:
+# the stacks' locks are removed), the same files (COPY) and run steps.
 #
-# Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, hyperfine), root, PyPI.
-# RUNS (default 2) sets the runs of the slow scenarios; the no-change case runs 5 times.
-# NBRT_BIN names an nbrt binary to measure instead of this checkout's release build (to
-# compare two versions of nbrt, run the script once with each).
-# Output: bench/results/build-<date>.md, or BENCH_OUT (and the raw times in $work/times.tsv).
+# STACKS (default "jupyter scipy") names the chain, each built on the one before, the first on
+# the base: `STACKS="jupyter pytorch-cuda" RUNS=1 SCENARIOS="cold one-package"` is the
+# multi-GB PyTorch set (its base-changed scenario is the rebase pair of the image benchmark
+# on that image). RUNS (default 2) sets the runs of the slow scenarios. NBRT_BIN names an nbrt
+# binary to measure instead of this checkout's release build. MIN_FREE_GB (default 15): the
+# script stops before a build when less disk is free.
+# Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, GNU time), root, PyPI, Debian.
+# Output: bench/results/build-<stacks>-<date>.md (build-<date>.md for the default
+# chain), or BENCH_OUT; the raw times (with nbrt's peak RSS) in $work/times.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 runs="${RUNS:-2}"
-work="${BENCH_WORK:-$root/target/bench-build}"
+read -r -a chain <<<"${STACKS:-jupyter scipy}"
+read -r -a peers <<<"${PEERS:-legacy buildkit}"
+scenarios=" ${SCENARIOS:-cold cold-warm no-change one-package base-changed} "
+min_free="${MIN_FREE_GB:-15}"
+last=${chain[${#chain[@]} - 1]}
+if [ "${STACKS:-jupyter scipy}" = "jupyter scipy" ]; then suffix=""; else suffix="-${chain[*]}"; suffix=${suffix// /-}; fi
+work="${BENCH_WORK:-$root/target/bench-build$suffix}"
 date_tag=$(date -u +%Y-%m-%d)
 mkdir -p "$work" bench/results
 . bench/lib.sh
@@ -34,6 +66,8 @@ export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
 export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 times="$work/times.tsv"
 : >"$times"
+has() { [[ "$scenarios" == *" $1 "* ]]; }
+peer() { [[ " ${peers[*]} " == *" $1 "* ]]; }
 
 # --- the shared base ------------------------------------------------------------------------
 rm -rf "$work/stacks" && cp -r stacks "$work/stacks"
@@ -47,6 +81,7 @@ if [ ! -f "$work/base-1.tar" ]; then
   "$nbrt" --store "$base_store" export nbrt-bench/base:1 -o "$work/base-1.tar"
 fi
 docker load -i "$work/base-1.tar" >/dev/null
+base_user=$(docker image inspect --format '{{.Config.User}}' nbrt-bench/base:1)
 
 # An "upgraded" base number N: base 1 plus a layer (made with nbrt, loaded into both).
 make_base() {
@@ -67,153 +102,306 @@ TOML
   docker load -i "$work/base-$n.tar" >/dev/null
 }
 
-# --- the two definitions --------------------------------------------------------------------
+# --- the definitions ------------------------------------------------------------------------
 stack="$work/stack"
 rm -rf "$stack" && mkdir -p "$stack"
-cp -r "$work/stacks/jupyter" "$work/stacks/scipy" "$stack/"
-sed -i 's/^from = "base"$/from = "nbrt-bench\/base:1"/' "$stack/jupyter/runtime.toml"
-grep -q '^from = "nbrt-bench/base:1"$' "$stack/jupyter/runtime.toml"
+for s in "${chain[@]}"; do cp -r "$work/stacks/$s" "$stack/"; done
+# The first stack is built on the bench base; the others on the one before (as in stacks/).
+sed -i "s|^from = \".*\"$|from = \"nbrt-bench/base:1\"|" "$stack/${chain[0]}/runtime.toml"
+grep -q '^from = "nbrt-bench/base:1"$' "$stack/${chain[0]}/runtime.toml"
+for i in $(seq 1 $(( ${#chain[@]} - 1 ))); do
+  grep -q "^from = \"${chain[$((i - 1))]}\"$" "$stack/${chain[$i]}/runtime.toml"
+done
 
-# Dockerfiles with the same pip requirements and run steps, read from the runtime files.
-python3 - "$stack" "$work/docker" <<'PY'
+# Dockerfiles with the same apt packages, pip requirements, files and run steps, read from the
+# runtime files: $work/legacy/<stack> and $work/buildkit/<stack>.
+rm -rf "$work/legacy" "$work/buildkit"
+python3 - "$stack" "$work" "$base_user" "$(command -v uv)" "${chain[@]}" <<'PY'
 import pathlib, shlex, sys, tomllib
-stack, out = map(pathlib.Path, sys.argv[1:])
-for name, parent in [("jupyter", "nbrt-bench/base:1"), ("scipy", "nbrt-bench/jupyter:docker")]:
-    rt = tomllib.loads((stack / name / "runtime.toml").read_text())
-    lines = [f"FROM {parent}"]
-    (out / name).mkdir(parents=True, exist_ok=True)
-    ca = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
-    if ca.exists() and name == "jupyter":
-        # pip in the build container trusts what the host trusts (a TLS-inspecting proxy's
-        # CA, say); the legacy builder has no build secrets, so it is a small layer here.
-        (out / name / "host-ca.crt").write_bytes(ca.read_bytes())
-        lines += ["COPY host-ca.crt /tmp/host-ca.crt", "ENV PIP_CERT=/tmp/host-ca.crt"]
-    pkgs = rt.get("pip", {}).get("packages", [])
-    if pkgs:
-        lines.append("RUN pip install --no-cache-dir " + " ".join(shlex.quote(p) for p in pkgs))
-    for f in rt.get("files", []):
-        if "source" not in f:
-            continue  # builtins (nbrt-init) live in the base
-        (out / name / f["source"]).write_bytes((stack / name / f["source"]).read_bytes())
-        chown = f"--chown={f['owner']} " if "owner" in f else ""
-        lines.append(f"COPY {chown}{f['source']} {f['destination']}")
-    for run in rt.get("run", []):
-        lines.append("RUN " + " ".join(run["command"].split()))
-    (out / name / "Dockerfile").write_text("\n".join(lines) + "\n")
+stack, work = map(pathlib.Path, sys.argv[1:3])
+user, uv, chain = sys.argv[3], pathlib.Path(sys.argv[4]), sys.argv[5:]
+ca = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
+apt_script = ("set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
+              "apt-get install -y -qq --no-install-recommends {}; apt-get clean; rm -rf /var/lib/apt/lists/*")
+for kind in ("legacy", "buildkit"):
+    for i, name in enumerate(chain):
+        parent = "nbrt-bench/base:1" if i == 0 else f"nbrt-bench/{chain[i - 1]}:{kind}"
+        rt = tomllib.loads((stack / name / "runtime.toml").read_text())
+        out = work / kind / name
+        out.mkdir(parents=True, exist_ok=True)
+        lines = [f"FROM {parent}"]
+        if i == 0:
+            if ca.exists():
+                # pip and uv in the build container trust what the host trusts (a
+                # TLS-inspecting proxy's CA, say); a small layer, the same on both builders.
+                (out / "host-ca.crt").write_bytes(ca.read_bytes())
+                lines += ["COPY host-ca.crt /tmp/host-ca.crt",
+                          "ENV PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt"]
+            if kind == "buildkit":
+                # The host's uv, the binary nbrt's pip step runs.
+                (out / "uv").write_bytes(uv.read_bytes())
+                (out / "uv").chmod(0o755)
+                lines.append("COPY uv /usr/local/bin/uv")
+        apt = rt.get("apt", {}).get("packages", [])
+        if apt:
+            lines += ["USER root", "RUN " + apt_script.format(" ".join(shlex.quote(p) for p in apt))]
+            if user:
+                lines.append(f"USER {user}")
+        pkgs = " ".join(shlex.quote(p) for p in rt.get("pip", {}).get("packages", []))
+        if pkgs and kind == "legacy":
+            lines.append(f"RUN pip install --no-cache-dir {pkgs}")
+        elif pkgs:
+            # The cache mount belongs to the user pip runs as (the base's user); uv copies out
+            # of it (it is another file system than the image's).
+            uid = "0" if not user or user == "root" else user.split(":")[0]
+            lines.append(
+                f"RUN --mount=type=cache,id=nbrt-bench-uv,target=/tmp/uv-cache,uid={uid} "
+                "UV_CACHE_DIR=/tmp/uv-cache UV_LINK_MODE=copy "
+                f"uv pip install --python /opt/conda/bin/python --compile-bytecode {pkgs}")
+        for f in rt.get("files", []):
+            if "source" not in f:
+                continue  # builtins (nbrt-init) live in the base
+            (out / f["source"]).write_bytes((stack / name / f["source"]).read_bytes())
+            chown = f"--chown={f['owner']} " if "owner" in f else ""
+            lines.append(f"COPY {chown}{f['source']} {f['destination']}")
+        for run in rt.get("run", []):
+            lines.append("RUN " + " ".join(run["command"].split()))
+        (out / "Dockerfile").write_text("\n".join(lines) + "\n")
 PY
 
 export NBRT_HOME="$work/store"
-fresh_store() {
-  rm -rf "$NBRT_HOME"
+fresh_store() { # [keep-uv]: an empty store (but for uv's cache with keep-uv) and the base
+  if [ "${1:-}" = keep-uv ] && [ -d "$NBRT_HOME/cache/uv" ]; then
+    rm -rf "$work/uv-cache.kept"
+    mv "$NBRT_HOME/cache/uv" "$work/uv-cache.kept"
+    rm -rf "$NBRT_HOME"
+    mkdir -p "$NBRT_HOME/cache"
+    mv "$work/uv-cache.kept" "$NBRT_HOME/cache/uv"
+  else
+    rm -rf "$NBRT_HOME"
+  fi
   "$nbrt" import "$work/base-1.tar" --tag nbrt-bench/base:1 >/dev/null
 }
-docker_build() { # extra docker build flags...
-  docker build -q "$@" -t nbrt-bench/jupyter:docker "$work/docker/jupyter" >/dev/null
-  docker build -q "$@" -t nbrt-bench/scipy:docker "$work/docker/scipy" >/dev/null
+docker_build() { # legacy|buildkit, extra docker build flags...
+  local kind=$1 s
+  shift
+  for s in "${chain[@]}"; do
+    if [ "$kind" = buildkit ]; then
+      DOCKER_BUILDKIT=1 /usr/bin/docker build -q "$@" -t "nbrt-bench/$s:$kind" "$work/$kind/$s" >/dev/null
+    else
+      DOCKER_BUILDKIT=0 docker build -q "$@" -t "nbrt-bench/$s:$kind" "$work/$kind/$s" >/dev/null
+    fi
+  done
 }
-nbrt_build() { "$nbrt" build "$stack" >/dev/null; }
+docker_forget() { # legacy|buildkit: the chain's images out of Docker
+  local s
+  for s in "${chain[@]}"; do docker rmi -f "nbrt-bench/$s:$1" >/dev/null 2>&1 || true; done
+}
+# BuildKit's cache mounts (the uv cache) pruned; its layer cache is bypassed by --no-cache.
+buildkit_prune_mounts() { /usr/bin/docker builder prune -af --filter type=exec.cachemount >/dev/null; }
+nbrt_build() { bench_rss "$nbrt" build "$stack" >/dev/null; }
+timed() { bench_timed "$times" "$@"; }
+room() { bench_free_gb "$work" "$min_free"; }
 
-# timed SCENARIO TOOL COMMAND...: seconds of one run, appended to $times.
-timed() {
-  local scenario=$1 tool=$2 t0 t1
-  shift 2
-  t0=$(date +%s.%N)
-  "$@"
-  t1=$(date +%s.%N)
-  printf '%s\t%s\t%s\n' "$scenario" "$tool" "$(echo "$t1 - $t0" | bc)" | tee -a "$times" >&2
+# Both sides of a scenario run in turns, in one order on odd runs and the reverse on even
+# runs, so they see the same load.
+turns() { # run-number command...: the commands (each one word, a function) in turn order
+  local r=$1
+  shift
+  local cmds=("$@") i
+  if [ $(( r % 2 )) -eq 0 ]; then
+    for (( i = ${#cmds[@]} - 1; i >= 0; i-- )); do ${cmds[$i]}; done
+  else
+    for i in "${cmds[@]}"; do $i; done
+  fi
 }
 
 # --- cold -----------------------------------------------------------------------------------
-for _ in $(seq "$runs"); do
-  docker rmi -f nbrt-bench/jupyter:docker nbrt-bench/scipy:docker >/dev/null 2>&1 || true
-  timed cold docker docker_build --no-cache
-  fresh_store
-  timed cold nbrt nbrt_build
-done
+cold_legacy() { room; docker_forget legacy; timed cold legacy docker_build legacy --no-cache; }
+cold_buildkit() { room; docker_forget buildkit; buildkit_prune_mounts; timed cold buildkit docker_build buildkit --no-cache; }
+cold_nbrt() { room; fresh_store; timed cold nbrt nbrt_build; }
+if has cold; then
+  for r in $(seq "$runs"); do
+    list=()
+    peer legacy && list+=(cold_legacy)
+    peer buildkit && list+=(cold_buildkit)
+    list+=(cold_nbrt)
+    turns "$r" "${list[@]}"
+  done
+fi
+
+# --- cold with warm download caches ---------------------------------------------------------
+warm_buildkit() { room; docker_forget buildkit; timed cold-warm buildkit docker_build buildkit --no-cache; }
+warm_nbrt() { room; fresh_store keep-uv; timed cold-warm nbrt nbrt_build; }
+if has cold-warm; then
+  # The caches filled once, outside the timing, when no cold run filled them.
+  if peer buildkit && ! has cold; then docker_build buildkit --no-cache; fi
+  if ! has cold; then fresh_store; nbrt_build; fi
+  for r in $(seq "$runs"); do
+    list=()
+    peer buildkit && list+=(warm_buildkit)
+    list+=(warm_nbrt)
+    turns "$r" "${list[@]}"
+  done
+fi
+
+# Every side holds the built chain from here on (from its caches, when it has them).
+[ -f "$NBRT_HOME/index.json" ] || fresh_store
+for p in "${peers[@]}"; do docker_build "$p"; done
+nbrt_build
 
 # --- no change ------------------------------------------------------------------------------
-docker_build
-nbrt_build
-hyperfine --style basic --warmup 1 --runs 5 --export-json "$work/nochange.json" \
-  -n docker "bash -c 'docker build -q -t nbrt-bench/jupyter:docker $work/docker/jupyter >/dev/null && docker build -q -t nbrt-bench/scipy:docker $work/docker/scipy >/dev/null'" \
-  -n nbrt "$nbrt build $stack" >&2
-python3 - "$work/nochange.json" >>"$times" <<'PY'
-import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    for t in r["times"]:
-        print(f"no change\t{r['command']}\t{t}")
-PY
+if has no-change; then
+  for r in $(seq 5); do
+    list=()
+    for p in "${peers[@]}"; do eval "nochange_$p() { timed no-change $p docker_build $p; }"; list+=("nochange_$p"); done
+    nochange_nbrt() { timed no-change nbrt nbrt_build; }
+    list+=(nochange_nbrt)
+    turns "$r" "${list[@]}"
+  done
+fi
 
-# --- one package changed --------------------------------------------------------------------
+# --- one package added ----------------------------------------------------------------------
 versions=(0.9.0 0.8.10 0.8.9 0.8.8 0.8.7 0.8.6)
-scipy_toml="$stack/scipy/runtime.toml"
-cp "$scipy_toml" "$work/scipy.orig.toml"
-for i in $(seq "$runs"); do
-  v=${versions[$(( (i - 1) % ${#versions[@]} ))]}
-  sed "s/^  \"ipywidgets>=8\",$/  \"ipywidgets>=8\",\n  \"tabulate==$v\",/" "$work/scipy.orig.toml" >"$scipy_toml"
-  grep -q "tabulate==$v" "$scipy_toml"
-  sed -i "s/^RUN pip install --no-cache-dir .*/& tabulate==$v/" "$work/docker/scipy/Dockerfile"
-  timed "one package" docker docker_build
-  timed "one package" nbrt nbrt_build
-  sed -i "s/ tabulate==$v$//" "$work/docker/scipy/Dockerfile"
-done
-cp "$work/scipy.orig.toml" "$scipy_toml"
-docker_build
-nbrt_build
-
-# --- base changed: docker rebuild vs nbrt rebase --------------------------------------------
-nbrt_rebase() { # new base
-  "$nbrt" rebase jupyter:latest --onto "$1" >/dev/null
-  "$nbrt" rebase scipy:latest --onto jupyter:latest >/dev/null
+last_toml="$stack/$last/runtime.toml"
+cp "$last_toml" "$work/$last.orig.toml"
+add_package() { # PIN: in the last stack's runtime file and Dockerfiles
+  python3 - "$work/$last.orig.toml" "$last_toml" "$1" <<'PY'
+import re, sys
+src, dst, pin = sys.argv[1:]
+text = open(src).read()
+m = re.search(r"^\[pip\]\n(?:.*\n)*?packages = \[", text, re.M)
+assert m, "no [pip] packages in " + src
+open(dst, "w").write(text[:m.end()] + f'"{pin}", ' + text[m.end():])
+PY
+  grep -q "\"$1\"" "$last_toml"
+  sed -i "s/^RUN .*pip install .*/& $1/" "$work/legacy/$last/Dockerfile" "$work/buildkit/$last/Dockerfile"
 }
-for i in $(seq "$runs"); do
-  n=$(( i + 1 ))
-  make_base "$n"
-  "$nbrt" import "$work/base-$n.tar" --tag "nbrt-bench/base:$n" >/dev/null
-  sed -i "s|^FROM nbrt-bench/base:.*|FROM nbrt-bench/base:$n|" "$work/docker/jupyter/Dockerfile"
-  timed "base changed" docker docker_build
-  timed "base changed" nbrt nbrt_rebase "nbrt-bench/base:$n"
-done
-"$nbrt" rebase scipy:latest --onto jupyter:latest --json >"$work/rebase-report.json"
+remove_package() { # PIN
+  cp "$work/$last.orig.toml" "$last_toml"
+  sed -i "s/ $1$//" "$work/legacy/$last/Dockerfile" "$work/buildkit/$last/Dockerfile"
+}
+if has one-package; then
+  for r in $(seq "$runs"); do
+    v=${versions[$(( (r - 1) % ${#versions[@]} ))]}
+    add_package "tabulate==$v"
+    list=()
+    for p in "${peers[@]}"; do eval "onepkg_$p() { room; timed one-package $p docker_build $p; }"; list+=("onepkg_$p"); done
+    onepkg_nbrt() { room; timed one-package nbrt nbrt_build; }
+    list+=(onepkg_nbrt)
+    turns "$r" "${list[@]}"
+    remove_package "tabulate==$v"
+  done
+  for p in "${peers[@]}"; do docker_build "$p"; done
+  nbrt_build
+fi
+
+# --- base changed: Docker's rebuild vs nbrt rebase ------------------------------------------
+nbrt_rebase() { # new base: each stack of the chain onto the new one below it
+  local below=$1 s
+  for s in "${chain[@]}"; do
+    bench_rss "$nbrt" rebase "$s:latest" --onto "$below" >/dev/null
+    below="$s:latest"
+  done
+}
+if has base-changed; then
+  for r in $(seq "$runs"); do
+    n=$(( r + 1 ))
+    make_base "$n"
+    "$nbrt" import "$work/base-$n.tar" --tag "nbrt-bench/base:$n" >/dev/null
+    sed -i "s|^FROM nbrt-bench/base:.*|FROM nbrt-bench/base:$n|" "$work/legacy/${chain[0]}/Dockerfile" "$work/buildkit/${chain[0]}/Dockerfile"
+    list=()
+    for p in "${peers[@]}"; do eval "rebase_$p() { room; timed base-changed $p docker_build $p; }"; list+=("rebase_$p"); done
+    rebase_nbrt() { timed base-changed nbrt nbrt_rebase "nbrt-bench/base:$n"; }
+    list+=(rebase_nbrt)
+    turns "$r" "${list[@]}"
+  done
+  "$nbrt" rebase "$last:latest" --onto "${chain[$(( ${#chain[@]} - 2 ))]}:latest" --json >"$work/rebase-report.json" 2>/dev/null \
+    || echo '{"steps": []}' >"$work/rebase-report.json"
+fi
 
 # --- report ---------------------------------------------------------------------------------
-python3 - "$times" "${BENCH_OUT:-bench/results/build-$date_tag.md}" "$runs" "$work/rebase-report.json" <<'PY'
-import json, statistics, sys, subprocess
-times, out, runs, report = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+if [ -n "${NBRT_BIN:-}" ]; then
+  binary="$NBRT_BIN, built $(date -u -r "$NBRT_BIN" +%Y-%m-%dT%H:%MZ)"
+else
+  binary="target/release/nbrt at $(git rev-parse --short HEAD)"
+fi
+python3 - "$times" "${BENCH_OUT:-bench/results/build$suffix-$date_tag.md}" "$runs" "$work/rebase-report.json" "${chain[*]}" "$binary" "$last" "$date_tag" <<'PY'
+import json, os, statistics, sys, subprocess
+times, out, runs, report, chain, binary, last, date = sys.argv[1:]
 data = {}
 for line in open(times):
-    scenario, tool, t = line.rstrip("\n").split("\t")
-    tool = "docker" if tool.startswith("docker") or "docker build" in tool else "nbrt"
-    data.setdefault(scenario, {}).setdefault(tool, []).append(float(t))
-targets = {"cold": 2, "no change": None, "one package": 10, "base changed": 50}
-rows = []
-for s in ["cold", "no change", "one package", "base changed"]:
-    d, n = statistics.median(data[s]["docker"]), statistics.median(data[s]["nbrt"])
+    scenario, tool, t, kb = line.rstrip("\n").split("\t")
+    data.setdefault(scenario, {}).setdefault(tool, []).append((float(t), int(kb)))
+med = lambda xs: statistics.median(t for t, _ in xs)
+targets = {"cold": 1.5, "cold-warm": 1.5, "no-change": None, "one-package": 10, "base-changed": 50}
+rows, verdicts = [], []
+for s in ["cold", "cold-warm", "no-change", "one-package", "base-changed"]:
+    if s not in data:
+        continue
+    d = data[s]
+    n = med(d["nbrt"])
+    leg = med(d["legacy"]) if "legacy" in d else None
+    bk = med(d["buildkit"]) if "buildkit" in d else None
     t = targets[s]
-    rows.append(f"| {s} | {d:.2f} | {n:.2f} | {d / n:.1f}x | {f'≥ {t}x' if t else '–'} | {len(data[s]['nbrt'])} |")
-steps = json.load(open(report))["steps"]
+    cell = lambda x: f"{x:.2f}" if x is not None else "–"
+    ratio = lambda x: f"**{x / n:.1f}x**" if x is not None else "–"
+    rss = max(kb for _, kb in d["nbrt"]) / 1024
+    rows.append(f"| {s} | {cell(leg)} | {cell(bk)} | {n:.2f} | {ratio(leg)} | {ratio(bk)} | "
+                f"{f'≥ {t}x BuildKit' if t else '–'} | {rss:.0f} MiB | {len(d['nbrt'])} |")
+    if t and bk is not None:
+        r = bk / n
+        verdicts.append(f"- {s}: {r:.1f}x BuildKit + uv, target ≥ {t}x: " + ("met" if r >= t else "**missed**"))
+raw = "\n".join(f"| {s} | {tool} | " + ", ".join(f"{t:.2f}" for t, _ in xs) + " |"
+                 for s, tools in data.items() for tool, xs in tools.items())
+steps = json.load(open(report)).get("steps", []) if os.path.exists(report) else []
 uname = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
-cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True).stdout.strip()
-text = f"""# Builder: docker build vs nbrt ({out.split('build-')[-1][:-3]})
+uv = subprocess.run(["uv", "--version"], capture_output=True, text=True).stdout.strip()
+load = os.getloadavg()
+text = f"""# Builder: nbrt vs Docker's legacy builder vs BuildKit + uv ({chain}; {date})
 
-`bench/build.sh`: the stock jupyter and scipy runtimes (stacks/), built with `docker build`
-from generated Dockerfiles (`FROM` the same base image, `RUN pip install --no-cache-dir …`
-with the same requirements, the same files and run steps) and with nbrt, in one run. Medians in seconds
-of wall time; ratio = docker / nbrt. Machine: {uname}, {cpus} CPUs, Docker {docker} (legacy
-builder), shared with other work (see the note below).
+`bench/build.sh` (STACKS="{chain}"): the stock stacks built as generated Dockerfiles by Docker's
+legacy builder (`RUN pip install --no-cache-dir …`) and by BuildKit
+(`DOCKER_BUILDKIT=1 /usr/bin/docker build`, `RUN --mount=type=cache,… uv pip install
+--compile-bytecode …`, the host's {uv} copied into the image), and by nbrt, `FROM` the same
+base image, in one run. Medians in seconds of wall time; ratio = peer / nbrt. Machine:
+{uname}, {os.cpu_count()} CPUs, Docker {docker}; nbrt: {binary}. **The machine was shared**
+with other sessions compiling Rust, so single runs are noisy; the sides ran in turns (order
+swapped every run) so both saw the same load. Load average at the end: {load[0]:.1f} /
+{load[1]:.1f} / {load[2]:.1f}.
 
-| scenario | docker build | nbrt | ratio | target | runs |
-| --- | --- | --- | --- | --- | --- |
-""" + "\n".join(rows) + f"""
+| scenario | legacy docker build | BuildKit + uv | nbrt | legacy / nbrt | BuildKit / nbrt | target | nbrt peak RSS | runs |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+""" + "\n".join(rows) + """
 
-- cold: docker `--no-cache`; nbrt with an empty store (its uv cache lives in the store). Both
-  download every wheel.
-- one package: `tabulate==<a new version each run>` added to scipy's pip packages.
-- base changed: a new base (the old one plus a layer). Docker builds jupyter and scipy
-  again; nbrt runs `nbrt rebase jupyter:latest --onto <new base>` and `nbrt rebase
-  scipy:latest --onto jupyter:latest`. What the last scipy rebase did:
-""" + "\n".join(f"  - {s['step'][:70]}: {s['action']} ({s['reason']})" for s in steps) + "\n"
+""" + "\n".join(verdicts) + f"""
+
+- cold: legacy `--no-cache`; BuildKit `--no-cache` with its cache mounts pruned (`docker
+  builder prune --filter type=exec.cachemount`); nbrt with an empty store (its uv cache
+  lives in the store). Every side downloads every wheel from PyPI and every .deb.
+- cold-warm: BuildKit `--no-cache` with the uv cache mount kept; nbrt with the store's
+  `cache/uv` kept and everything else (images, step cache, pip pieces) removed. No legacy
+  run: it has no download cache to keep.
+- one-package: `tabulate==<a new pin each run>` added to {last}'s pip packages.
+- base-changed: a new base (the old one plus a layer). Docker builds the chain again `FROM`
+  it (BuildKit's uv cache mount warm); nbrt runs `nbrt rebase <stack>:latest --onto <the
+  new one below>` for each stack of the chain.
+- nbrt's peak RSS: GNU time's, the largest process of the build (uv and the bytecode
+  compiler included).
+- Bytecode compiled on every side: nbrt's pip step compiles every installed .py; BuildKit
+  runs `uv pip install --compile-bytecode`; pip compiles by default. apt packages are
+  installed by the same command on every side.
+
+What the last {last} rebase did:
+""" + "\n".join(f"  - {s['step'][:70]}: {s['action']} ({s['reason']})" for s in steps) + f"""
+
+Raw seconds, in run order:
+
+| scenario | tool | seconds |
+| --- | --- | --- |
+{raw}
+"""
 open(out, "w").write(text)
 print(text)
 PY

@@ -43,3 +43,66 @@ bench_jupyter_store() {
 bench_image_id() {
   "$nbrt" --store "$1" inspect "$2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
+
+# bench_timed TSV OP TOOL COMMAND...: runs COMMAND once and appends "OP<tab>TOOL<tab>wall
+# seconds<tab>peak RSS in KiB" to TSV (the line goes to stderr too). A program is run under
+# GNU time; a shell function may run its programs through bench_rss, and the largest peak
+# RSS they report is the line's (0 when none did). The peak RSS GNU time reports is that of
+# the largest process in the tree (a program and the children it waited for). A failing
+# command fails the caller.
+bench_timed() {
+  local tsv=$1 op=$2 tool=$3 t0 t1 kb
+  shift 3
+  BENCH_RSS=$(mktemp)
+  export BENCH_RSS
+  t0=$(date +%s.%N)
+  if [ "$(type -t "$1")" = function ]; then
+    "$@"
+  else
+    bench_rss "$@"
+  fi
+  t1=$(date +%s.%N)
+  kb=$(grep -E '^[0-9]+$' "$BENCH_RSS" | sort -n | tail -1 || true)
+  rm -f "$BENCH_RSS"
+  unset BENCH_RSS
+  printf '%s\t%s\t%.2f\t%s\n' "$op" "$tool" "$(echo "$t1 - $t0" | bc)" "${kb:-0}" | tee -a "$tsv" >&2
+}
+
+# bench_rss COMMAND...: runs COMMAND, under GNU time when bench_timed is measuring (its peak
+# RSS added to the measurement's).
+bench_rss() {
+  if [ -n "${BENCH_RSS:-}" ]; then
+    /usr/bin/time -f '%M' -a -o "$BENCH_RSS" "$@"
+  else
+    "$@"
+  fi
+}
+
+# bench_free_gb DIR MIN: fails (with a message) when less than MIN GB are free under DIR.
+bench_free_gb() {
+  local free
+  free=$(df -BG --output=avail "$1" | tail -1 | tr -dc 0-9)
+  if [ "$free" -lt "$2" ]; then
+    echo "bench: only $free GB free under $1, $2 GB needed here: stopping" >&2
+    return 1
+  fi
+}
+
+# bench_registry DIR PORT: starts a Distribution registry of our own on 127.0.0.1:PORT with
+# its data in DIR/data (no blob cache; empty it with `rm -rf DIR/data` between runs, so no
+# side finds the other's blobs) and stops it when the calling script exits.
+bench_registry() {
+  mkdir -p "$1"
+  cat >"$1/registry.yml" <<YAML
+version: 0.1
+log: {level: error}
+storage:
+  filesystem: {rootdirectory: $1/data}
+http: {addr: 127.0.0.1:$2}
+YAML
+  docker-registry serve "$1/registry.yml" >"$1/registry.log" 2>&1 &
+  bench_registry_pid=$!
+  trap 'kill $bench_registry_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 30); do curl -fsS "http://127.0.0.1:$2/v2/" >/dev/null 2>&1 && break; sleep 0.3; done
+  curl -fsS "http://127.0.0.1:$2/v2/" >/dev/null
+}
