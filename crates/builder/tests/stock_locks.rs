@@ -43,7 +43,7 @@ fn every_stock_runtime_has_a_current_committed_lock() {
 
 /// `nbrt graph stacks/` draws seed 003's image hierarchy for the images nbrt has: base →
 /// jupyter → scipy, TensorFlow and the CUDA variants of PyTorch and TensorFlow, all on
-/// jupyter as Kubeflow has them.
+/// jupyter as Kubeflow has them, and R with the tidyverse (RStudio's part that Debian has).
 #[test]
 fn the_stock_graph_is_seed_003s_hierarchy() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
@@ -57,6 +57,7 @@ fn the_stock_graph_is_seed_003s_hierarchy() {
         "jupyter[jupyter] --> tensorflow[tensorflow]",
         "jupyter[jupyter] --> tensorflow_cuda[tensorflow-cuda]",
         "jupyter[jupyter] --> pytorch_cuda[pytorch-cuda]",
+        "jupyter[jupyter] --> r_tidyverse[r-tidyverse]",
     ] {
         assert!(graph.contains(edge), "{edge:?} is not in:\n{graph}");
     }

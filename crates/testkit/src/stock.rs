@@ -18,7 +18,12 @@ use nbrt_oci::{ImageName, Progress, Store};
 /// Stock stacks that tests building the whole of `stacks/` leave out: `tensorflow` (about
 /// 1.5 GB) is built once per run into the shared store by the tests that need it
 /// ([`store_with`]); the CUDA stacks (several GB each) only by `bench/scale.sh`.
-pub const NOT_IN_FULL_BUILDS: &[&str] = &["tensorflow", "tensorflow-cuda", "pytorch-cuda"];
+pub const NOT_IN_FULL_BUILDS: &[&str] = &[
+    "tensorflow",
+    "tensorflow-cuda",
+    "pytorch-cuda",
+    "r-tidyverse",
+];
 
 /// Whether this machine can build images (mmdebstrap, runc, uv, root). Fails with what to
 /// install unless skipping is allowed.
