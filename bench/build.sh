@@ -43,7 +43,10 @@
 # multi-GB PyTorch set (its base-changed scenario is the rebase pair of the image benchmark
 # on that image). RUNS (default 2) sets the runs of the slow scenarios. NBRT_BIN names an nbrt
 # binary to measure instead of this checkout's release build. MIN_FREE_GB (default 15): the
-# script stops before a build when less disk is free.
+# script stops before a build when less disk is free. SIDES (default "peers nbrt") runs only
+# the peers or only nbrt, and APPEND=1 keeps the times of an earlier run in $work/times.tsv:
+# two runs, one side each with the other's caches and images removed in between, when the
+# disk cannot hold both sides of a multi-GB chain at once (not interleaved then: say so).
 # Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, GNU time), root, PyPI, Debian.
 # Output: bench/results/build-<stacks>-<date>.md (build-<date>.md for the default
 # chain), or BENCH_OUT; the raw times (with nbrt's peak RSS) in $work/times.tsv.
@@ -52,7 +55,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 runs="${RUNS:-2}"
 read -r -a chain <<<"${STACKS:-jupyter scipy}"
-read -r -a peers <<<"${PEERS:-legacy buildkit}"
+read -r -a peers <<<"${PEERS-legacy buildkit}"
+sides=" ${SIDES:-peers nbrt} "
+[[ "$sides" == *" peers "* ]] || peers=()
+ours() { [[ "$sides" == *" nbrt "* ]]; }
 scenarios=" ${SCENARIOS:-cold cold-warm no-change one-package base-changed} "
 min_free="${MIN_FREE_GB:-15}"
 last=${chain[${#chain[@]} - 1]}
@@ -65,7 +71,7 @@ bench_nbrt
 export NBRT_INIT_BIN="${NBRT_INIT_BIN:-$(crates/init/build-static.sh)}"
 export NBRT_CONDA_BIN="${NBRT_CONDA_BIN:-$(crates/conda/build-static.sh)}"
 times="$work/times.tsv"
-: >"$times"
+[ "${APPEND:-0}" = 1 ] || : >"$times"
 has() { [[ "$scenarios" == *" $1 "* ]]; }
 peer() { [[ " ${peers[*]} " == *" $1 "* ]]; }
 
@@ -225,7 +231,7 @@ if has cold; then
     list=()
     peer legacy && list+=(cold_legacy)
     peer buildkit && list+=(cold_buildkit)
-    list+=(cold_nbrt)
+    if ours; then list+=(cold_nbrt); fi
     turns "$r" "${list[@]}"
   done
 fi
@@ -236,19 +242,21 @@ warm_nbrt() { room; fresh_store keep-uv; timed cold-warm nbrt nbrt_build; }
 if has cold-warm; then
   # The caches filled once, outside the timing, when no cold run filled them.
   if peer buildkit && ! has cold; then docker_build buildkit --no-cache; fi
-  if ! has cold; then fresh_store; nbrt_build; fi
+  if ours && ! has cold; then fresh_store; nbrt_build; fi
   for r in $(seq "$runs"); do
     list=()
     peer buildkit && list+=(warm_buildkit)
-    list+=(warm_nbrt)
+    if ours; then list+=(warm_nbrt); fi
     turns "$r" "${list[@]}"
   done
 fi
 
 # Every side holds the built chain from here on (from its caches, when it has them).
-[ -f "$NBRT_HOME/index.json" ] || fresh_store
+if ours; then
+  [ -f "$NBRT_HOME/index.json" ] || fresh_store
+  nbrt_build
+fi
 for p in "${peers[@]}"; do docker_build "$p"; done
-nbrt_build
 
 # --- no change ------------------------------------------------------------------------------
 if has no-change; then
@@ -256,7 +264,7 @@ if has no-change; then
     list=()
     for p in "${peers[@]}"; do eval "nochange_$p() { timed no-change $p docker_build $p; }"; list+=("nochange_$p"); done
     nochange_nbrt() { timed no-change nbrt nbrt_build; }
-    list+=(nochange_nbrt)
+    if ours; then list+=(nochange_nbrt); fi
     turns "$r" "${list[@]}"
   done
 fi
@@ -288,12 +296,12 @@ if has one-package; then
     list=()
     for p in "${peers[@]}"; do eval "onepkg_$p() { room; timed one-package $p docker_build $p; }"; list+=("onepkg_$p"); done
     onepkg_nbrt() { room; timed one-package nbrt nbrt_build; }
-    list+=(onepkg_nbrt)
+    if ours; then list+=(onepkg_nbrt); fi
     turns "$r" "${list[@]}"
     remove_package "tabulate==$v"
   done
   for p in "${peers[@]}"; do docker_build "$p"; done
-  nbrt_build
+  if ours; then nbrt_build; fi
 fi
 
 # --- base changed: Docker's rebuild vs nbrt rebase ------------------------------------------
@@ -308,15 +316,15 @@ if has base-changed; then
   for r in $(seq "$runs"); do
     n=$(( r + 1 ))
     make_base "$n"
-    "$nbrt" import "$work/base-$n.tar" --tag "nbrt-bench/base:$n" >/dev/null
+    if ours; then "$nbrt" import "$work/base-$n.tar" --tag "nbrt-bench/base:$n" >/dev/null; fi
     sed -i "s|^FROM nbrt-bench/base:.*|FROM nbrt-bench/base:$n|" "$work/legacy/${chain[0]}/Dockerfile" "$work/buildkit/${chain[0]}/Dockerfile"
     list=()
     for p in "${peers[@]}"; do eval "rebase_$p() { room; timed base-changed $p docker_build $p; }"; list+=("rebase_$p"); done
     rebase_nbrt() { timed base-changed nbrt nbrt_rebase "nbrt-bench/base:$n"; }
-    list+=(rebase_nbrt)
+    if ours; then list+=(rebase_nbrt); fi
     turns "$r" "${list[@]}"
   done
-  "$nbrt" rebase "$last:latest" --onto "${chain[$(( ${#chain[@]} - 2 ))]}:latest" --json >"$work/rebase-report.json" 2>/dev/null \
+  ours && "$nbrt" rebase "$last:latest" --onto "${chain[$(( ${#chain[@]} - 2 ))]}:latest" --json >"$work/rebase-report.json" 2>/dev/null \
     || echo '{"steps": []}' >"$work/rebase-report.json"
 fi
 
@@ -340,6 +348,8 @@ for s in ["cold", "cold-warm", "no-change", "one-package", "base-changed"]:
     if s not in data:
         continue
     d = data[s]
+    if "nbrt" not in d:
+        continue
     n = med(d["nbrt"])
     leg = med(d["legacy"]) if "legacy" in d else None
     bk = med(d["buildkit"]) if "buildkit" in d else None
