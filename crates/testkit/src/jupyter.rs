@@ -127,7 +127,16 @@ impl Jupyter {
 
     /// Start a kernel (the server's default kernel spec); its ID.
     pub fn start_kernel(&self) -> Result<String, String> {
-        let r = self.post("/api/kernels", &json!({}))?;
+        self.start(json!({}))
+    }
+
+    /// Start a kernel of the kernel spec `name` (`"ir"`, `"python3"`); its ID.
+    pub fn start_kernel_named(&self, name: &str) -> Result<String, String> {
+        self.start(json!({ "name": name }))
+    }
+
+    fn start(&self, body: Value) -> Result<String, String> {
+        let r = self.post("/api/kernels", &body)?;
         if r.status != 201 && r.status != 200 {
             return Err(format!("POST /api/kernels: {} {}", r.status, r.body));
         }

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 pub mod conda_pkg;
+pub mod container;
 pub mod hostile;
 pub mod jupyter;
 pub mod registry;
