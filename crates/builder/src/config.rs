@@ -180,9 +180,15 @@ pub fn runtime_config(
     if let Some(d) = &rt.description {
         labels.insert(label::DESCRIPTION.to_string(), d.clone());
     }
+    // The parent's defaults fill what this runtime leaves unset (a label the parent wrote
+    // in another shape is not read).
+    let parent_defaults = label::RuntimeDefaults::from_labels(&labels)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     labels.insert(
         label::RUNTIME_DEFAULTS.name.to_string(),
-        rt.runtime.to_label(),
+        rt.runtime.over(&parent_defaults).to_label(),
     );
     labels.extend(img.labels.clone());
     labels.extend(versions.clone());
@@ -231,6 +237,11 @@ mod tests {
                 env: Some(vec!["PATH=/usr/bin".into(), "A=old".into()]),
                 entrypoint: Some(vec!["tini".into()]),
                 cmd: Some(vec!["bash".into()]),
+                labels: Some(BTreeMap::from([(
+                    label::RUNTIME_DEFAULTS.name.to_string(),
+                    r#"{"max-cpu":2.0,"max-memory":"1g","server":"web","ready-path":"/healthz"}"#
+                        .to_string(),
+                )])),
                 ..Default::default()
             }),
             rootfs: RootFs {
@@ -280,7 +291,14 @@ max-memory = "4g"
         );
         let labels = cc.labels.as_ref().unwrap();
         assert_eq!(labels[label::DESCRIPTION], "JupyterLab");
-        assert!(labels[label::RUNTIME_DEFAULTS.name].contains("\"max-memory\":\"4g\""));
+        // Its own memory; the parent's CPUs and server where it sets none.
+        let defaults = label::RuntimeDefaults::from_labels(labels)
+            .unwrap()
+            .unwrap();
+        assert_eq!(defaults.max_memory.as_deref(), Some("4g"));
+        assert_eq!(defaults.max_cpu, Some(2.0));
+        assert_eq!(defaults.http().ready_upstream_path("/p"), "/p/healthz");
+        assert!(!defaults.http().is_jupyter());
         assert_eq!(c.rootfs.diff_ids.len(), 2);
         assert_eq!(
             c.history.last().unwrap().created_by.as_deref(),

@@ -612,6 +612,23 @@ impl RuntimeFile {
                      containers GPUs, e.g. \"nvidia\")",
                 ));
             }
+            for (key, value) in [
+                ("http-rewrite-uri", &rt.http_rewrite_uri),
+                ("ready-path", &rt.ready_path),
+            ] {
+                if let Some(problem) = value
+                    .as_deref()
+                    .and_then(nbrt_oci::label::HttpContract::path_problem)
+                {
+                    return Err(ctx.err(
+                        ctx.key(key),
+                        format!(
+                            "runtime.{key} = {value:?} {problem}",
+                            value = value.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(py) = &raw.python {
             if let Some(v) = &py.version {
@@ -764,6 +781,23 @@ max-memory = "4g"
             err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\ngpu-runtime = \"nvidia\"\ngpus = 0\n");
         assert_eq!(line, 5);
         assert!(msg.contains("at least 1"), "{msg}");
+    }
+
+    #[test]
+    fn a_web_server_says_how_it_is_reached() {
+        let rt = parse(
+            "name = \"a\"\nfrom = \"b\"\n[runtime]\nserver = \"web\"\nhttp-rewrite-uri = \"/\"\nready-path = \"/healthz\"\n",
+        )
+        .unwrap();
+        let http = rt.runtime.http();
+        assert!(!http.is_jupyter());
+        assert_eq!(http.ready_upstream_path("/user/a/b"), "/healthz");
+        let (line, msg) =
+            err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\nready-path = \"healthz\"\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("must start with /"), "{msg}");
+        let (_, msg) = err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\nserver = \"rstudio\"\n");
+        assert!(msg.contains("rstudio"), "{msg}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ fn every_stock_runtime_has_a_current_committed_lock() {
 
 /// `nbrt graph stacks/` draws seed 003's image hierarchy for the images nbrt has: base →
 /// jupyter → scipy, TensorFlow and the CUDA variants of PyTorch and TensorFlow, all on
-/// jupyter as Kubeflow has them, and R with the tidyverse (RStudio's part that Debian has).
+/// jupyter as Kubeflow has them, R with the tidyverse (RStudio's part that Debian has), and
+/// base → code-server → code-server with Python.
 #[test]
 fn the_stock_graph_is_seed_003s_hierarchy() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
@@ -58,6 +59,8 @@ fn the_stock_graph_is_seed_003s_hierarchy() {
         "jupyter[jupyter] --> tensorflow_cuda[tensorflow-cuda]",
         "jupyter[jupyter] --> pytorch_cuda[pytorch-cuda]",
         "jupyter[jupyter] --> r_tidyverse[r-tidyverse]",
+        "base[base] --> codeserver[codeserver]",
+        "codeserver[codeserver] --> codeserver_python[codeserver-python]",
     ] {
         assert!(graph.contains(edge), "{edge:?} is not in:\n{graph}");
     }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nbrt_testkit::conda_pkg::Pkg;
-use nbrt_testkit::jupyter::Jupyter;
+use nbrt_testkit::container::Container;
 use serde_json::Value;
 
 mod common;
@@ -96,61 +96,6 @@ fn report<'a>(reports: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("no report for {name} in {reports}"))
-}
-
-/// A container of `image` publishing 8888 on a free port; removed when dropped.
-struct Container(String);
-
-impl Container {
-    fn run(image: &str, args: &[&str]) -> (Container, u16) {
-        let port = nbrt_testkit::free_port();
-        let name = format!("nbrt-stacks-test-{}-{port}", std::process::id());
-        let publish = format!("127.0.0.1:{port}:8888");
-        let out = Command::new("docker")
-            .args(["run", "-d", "--name", &name, "-p", &publish])
-            .args(args)
-            .arg(image)
-            .output()
-            .unwrap();
-        ok(out, "docker run");
-        (Container(name), port)
-    }
-
-    /// A container of `image` serving Jupyter with a token, once its API answers.
-    fn jupyter(image: &str) -> (Container, Jupyter) {
-        let token = "nbrt-stacks-test";
-        let (c, port) = Container::run(image, &["-e", &format!("JUPYTER_TOKEN={token}")]);
-        let jupyter = Jupyter::new(port, token);
-        if let Err(e) = jupyter.wait_ready(Duration::from_secs(120)) {
-            panic!("{e}\ncontainer log:\n{}", c.logs());
-        }
-        (c, jupyter)
-    }
-
-    fn exec(&self, cmd: &[&str]) -> String {
-        ok(
-            Command::new("docker")
-                .args(["exec", &self.0])
-                .args(cmd)
-                .output()
-                .unwrap(),
-            "docker exec",
-        )
-    }
-
-    fn logs(&self) -> String {
-        let out = Command::new("docker")
-            .args(["logs", &self.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
 }
 
 /// `nbrt load` an image of `store` into Docker under a name unique to this test run.
@@ -312,6 +257,92 @@ fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
         "import importlib.metadata as m; print(m.version('tensorflow-cpu'))",
     ]);
     assert_eq!(lines[0], wheel.trim(), "{run:?}");
+}
+
+/// The code-server stacks: `codeserver-python` (and `codeserver` under it) meets Kubeflow's
+/// static checks as a web server Kubeflow strips the prefix for, and live: started as
+/// Kubeflow starts it (NB_PREFIX, an empty home volume), code-server answers /healthz on
+/// 8888 as jovyan. The site's side (its proxy) is crates/site/tests/web_server.rs.
+#[test]
+fn codeserver_python_meets_kubeflow_live_with_node_and_ipykernel() {
+    let Some(store) = nbrt_testkit::stock::store_with("codeserver-python") else {
+        return;
+    };
+    let store = store.root().to_path_buf();
+    for image in ["codeserver:latest", "codeserver-python:latest"] {
+        let out = ok(
+            nbrt(&store, &["check", "--profile", "kubeflow", "--json", image]),
+            &format!("nbrt check --profile kubeflow {image}"),
+        );
+        let report: Value = serde_json::from_str(&out).unwrap();
+        let prefix = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "nb-prefix")
+            .unwrap_or_else(|| panic!("no nb-prefix check: {report}"));
+        assert_eq!(prefix["status"], "pass", "{report}");
+        assert!(
+            prefix["message"]
+                .as_str()
+                .unwrap()
+                .contains("http-rewrite-uri: /"),
+            "{report}"
+        );
+    }
+    if !nbrt_testkit::require_docker() {
+        return;
+    }
+    let out = ok(
+        nbrt(
+            &store,
+            &[
+                "check",
+                "--profile",
+                "kubeflow",
+                "--live",
+                "--json",
+                "codeserver-python:latest",
+            ],
+        ),
+        "nbrt check --profile kubeflow --live codeserver-python",
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    let live: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["live"] == true)
+        .collect();
+    let answered = live
+        .iter()
+        .find(|r| r["id"] == "live.nb-prefix")
+        .unwrap_or_else(|| panic!("no live prefix check: {report}"));
+    assert_eq!(answered["status"], "pass", "{report}");
+    assert!(
+        answered["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET /healthz"),
+        "{report}"
+    );
+
+    // What the Python extension needs, and Node.js for the terminal.
+    let image = load(&store, "codeserver-python");
+    let _removed = nbrt_testkit::stock::RemovedFromDocker(image.clone());
+    let (c, _port) = Container::run(&image, &[]);
+    let versions = c.exec(&[
+        "sh",
+        "-c",
+        "python -c 'import ipykernel; print(ipykernel.__version__)' && node --version && code-server --version",
+    ]);
+    let lines: Vec<&str> = versions.lines().collect();
+    assert!(lines.len() >= 3, "{versions}");
+    assert!(lines[1].starts_with("v24."), "Node.js 24: {versions}");
+    assert!(lines[2].starts_with("4.139.1"), "code-server: {versions}");
+    let user = c.exec(&["sh", "-c", "ps -o user= -C node | sort -u"]);
+    assert_eq!(user.trim(), "jovyan", "code-server runs as jovyan");
 }
 
 /// The jupyterhub an image carries is a label read off the image, and the stock stacks

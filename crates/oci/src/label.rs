@@ -123,6 +123,95 @@ pub struct RuntimeDefaults {
     pub gpus: Option<u32>,
     #[serde(default)]
     pub advanced_privileges: bool,
+    /// The server a session runs (Jupyter unless the image says otherwise). These three are
+    /// left out of the label when unset, like `gpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerKind>,
+    /// What a session's URL prefix becomes before a request reaches the server (Kubeflow's
+    /// `notebooks.kubeflow.org/http-rewrite-uri`): `/` for servers that answer at the root
+    /// and cannot be told a base URL (code-server, RStudio). Unset: the prefix stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_rewrite_uri: Option<String>,
+    /// The path, as the server sees it under its base, that answers once the server is up
+    /// (Jupyter's `/api` unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_path: Option<String>,
+}
+
+/// The kind of server a runtime's sessions run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// A Jupyter server: it takes a token, serves under `NB_PREFIX`, has kernels.
+    #[default]
+    Jupyter,
+    /// Another web application (code-server, RStudio): no Jupyter API, token or kernels.
+    Web,
+}
+
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Jupyter => "jupyter",
+            ServerKind::Web => "web",
+        }
+    }
+}
+
+/// How a site (or `nbrt check`) reaches a session's server over HTTP: the image's `server`,
+/// `http-rewrite-uri` and `ready-path` defaults, the one home of the rules that use them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpContract {
+    pub server: ServerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_rewrite_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_path: Option<String>,
+}
+
+impl HttpContract {
+    pub fn is_jupyter(&self) -> bool {
+        self.server == ServerKind::Jupyter
+    }
+
+    /// The path a request for `path` reaches the server at, for a session whose URL prefix
+    /// is `prefix` (no trailing slash; `path` is under it): the same path, or with the
+    /// prefix replaced by the rewrite URI.
+    pub fn upstream_path(&self, prefix: &str, path: &str) -> String {
+        let Some(to) = &self.http_rewrite_uri else {
+            return path.to_string();
+        };
+        let rest = path.strip_prefix(prefix).unwrap_or(path);
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
+        format!("{}/{rest}", to.trim_end_matches('/'))
+    }
+
+    /// The path readiness polls, for a session under `prefix`.
+    pub fn ready_upstream_path(&self, prefix: &str) -> String {
+        let ready = self.ready_path.as_deref().unwrap_or(match self.server {
+            ServerKind::Jupyter => "/api",
+            ServerKind::Web => "/",
+        });
+        self.upstream_path(prefix, &format!("{prefix}{ready}"))
+    }
+
+    /// What is wrong with a rewrite URI or ready path, if anything: both are absolute URL
+    /// paths without a query.
+    pub fn path_problem(value: &str) -> Option<&'static str> {
+        if !value.starts_with('/') {
+            Some("must start with /")
+        } else if value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+        {
+            Some("must be a URL path (no spaces, query or fragment)")
+        } else if value.split('/').any(|seg| seg == "..") {
+            Some("must not contain ..")
+        } else {
+            None
+        }
+    }
 }
 
 impl RuntimeDefaults {
@@ -130,6 +219,43 @@ impl RuntimeDefaults {
     pub fn to_label(&self) -> String {
         // A struct of options, strings and numbers always serializes.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// These defaults over a parent image's: each field this leaves unset is the parent's
+    /// (as a label a Dockerfile does not set again is), so a runtime built on code-server is
+    /// still reached as code-server, and a child of jupyter keeps its limits. The advanced
+    /// privilege, once required, stays required.
+    pub fn over(&self, parent: &RuntimeDefaults) -> RuntimeDefaults {
+        fn or<T: Clone>(mine: &Option<T>, theirs: &Option<T>) -> Option<T> {
+            mine.clone().or_else(|| theirs.clone())
+        }
+        RuntimeDefaults {
+            max_cpu: self.max_cpu.or(parent.max_cpu),
+            max_memory: or(&self.max_memory, &parent.max_memory),
+            max_swap: or(&self.max_swap, &parent.max_swap),
+            shared_memory: or(&self.shared_memory, &parent.shared_memory),
+            gpu_runtime: or(&self.gpu_runtime, &parent.gpu_runtime),
+            gpus: self.gpus.or(parent.gpus),
+            advanced_privileges: self.advanced_privileges || parent.advanced_privileges,
+            server: self.server.or(parent.server),
+            http_rewrite_uri: or(&self.http_rewrite_uri, &parent.http_rewrite_uri),
+            ready_path: or(&self.ready_path, &parent.ready_path),
+        }
+    }
+
+    /// How sessions of the image are reached over HTTP.
+    pub fn http(&self) -> HttpContract {
+        HttpContract {
+            server: self.server.unwrap_or_default(),
+            http_rewrite_uri: self.http_rewrite_uri.clone(),
+            ready_path: self.ready_path.clone(),
+        }
+    }
+
+    /// How sessions of an image with these labels are reached over HTTP (Jupyter's rules
+    /// without the label); an error naming the problem when the label is not readable.
+    pub fn http_of(labels: &impl Labels) -> Result<HttpContract, String> {
+        Ok(Self::from_labels(labels)?.unwrap_or_default().http())
     }
 
     /// The defaults an image's labels carry: `None` without the label, an error naming the
@@ -156,6 +282,44 @@ mod tests {
         labels.insert("io.nbrt.site".to_string(), "new".to_string());
         assert_eq!(SITE.get(&labels), Some("new"));
         assert_eq!(SESSION.get(&labels), None);
+    }
+
+    #[test]
+    fn http_contract_rewrites_the_prefix_and_finds_the_ready_path() {
+        let prefix = "/user/ann/rt1";
+        let jupyter = RuntimeDefaults::default().http();
+        assert!(jupyter.is_jupyter());
+        assert_eq!(
+            jupyter.upstream_path(prefix, "/user/ann/rt1/lab"),
+            "/user/ann/rt1/lab"
+        );
+        assert_eq!(jupyter.ready_upstream_path(prefix), "/user/ann/rt1/api");
+        let web = RuntimeDefaults {
+            server: Some(ServerKind::Web),
+            http_rewrite_uri: Some("/".into()),
+            ready_path: Some("/healthz".into()),
+            ..Default::default()
+        }
+        .http();
+        assert_eq!(web.upstream_path(prefix, "/user/ann/rt1/"), "/");
+        assert_eq!(web.upstream_path(prefix, "/user/ann/rt1"), "/");
+        assert_eq!(
+            web.upstream_path(prefix, "/user/ann/rt1/static/a.js"),
+            "/static/a.js"
+        );
+        assert_eq!(web.ready_upstream_path(prefix), "/healthz");
+        let under = HttpContract {
+            server: ServerKind::Web,
+            http_rewrite_uri: Some("/app/".into()),
+            ready_path: None,
+        };
+        assert_eq!(under.upstream_path(prefix, "/user/ann/rt1/x"), "/app/x");
+        assert_eq!(under.ready_upstream_path(prefix), "/app/");
+        assert_eq!(HttpContract::path_problem("/healthz"), None);
+        assert!(HttpContract::path_problem("healthz").is_some());
+        assert!(HttpContract::path_problem("/a b").is_some());
+        assert!(HttpContract::path_problem("/a?b").is_some());
+        assert!(HttpContract::path_problem("/../x").is_some());
     }
 
     #[test]

@@ -144,6 +144,11 @@ const MIGRATIONS: &[&str] = &[
     UPDATE runtimes SET has_manifest = manifest IS NOT NULL;
     ALTER TABLE runtimes DROP COLUMN manifest;
     "#,
+    // 8: how a runtime's sessions are reached over HTTP, read off its image
+    // (nbrt_oci::label::HttpContract as JSON; NULL: a Jupyter server under its prefix)
+    r#"
+    ALTER TABLE runtimes ADD COLUMN http TEXT;
+    "#,
 ];
 
 pub struct Db {

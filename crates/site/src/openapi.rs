@@ -433,6 +433,11 @@ fn is_arcgis(path: &str) -> bool {
 }
 
 fn schemas() -> Value {
+    // How sessions reach a runtime's server (apart: one json! of everything nests too deep).
+    let runtime_server = json!({"type": "object", "description": "how sessions reach the image's server, read off its [runtime] label (not an input): a Jupyter server under the session's prefix, or another web application (code-server, RStudio) whose prefix the proxy rewrites to httpRewriteUri (Kubeflow's notebooks.kubeflow.org/http-rewrite-uri), ready when readyPath answers",
+        "required": ["server"], "properties": {
+            "server": {"type": "string", "enum": ["jupyter", "web"]},
+            "httpRewriteUri": {"type": "string"}, "readyPath": {"type": "string"}}});
     let unit = json!({"type": "string", "enum": ["g", "m", "k", "b"]});
     // What `notebooks::check_name` takes.
     let notebook_name = json!({"type": "string", "minLength": 1, "maxLength": 200,
@@ -504,6 +509,7 @@ fn schemas() -> Value {
             "deprecated": {"type": "boolean"}, "deprecationDate": {"type": ["integer", "null"]},
             "disabled": {"type": "boolean"}, "isManifestSupported": {"type": "boolean"},
             "libraryCount": {"type": "integer"}, "warmPool": {"type": "integer"}, "warmReady": {"type": "integer", "description": "warm sessions ready now"},
+            "server": runtime_server,
             "created": {"type": "integer"}, "updated": {"type": "integer"}}},
         "Deprecate": {"type": "object", "additionalProperties": false, "properties": {"deprecated": {"type": "boolean", "default": true}}},
         "Manifest": {"description": "conda list --json output, ArcGIS's {\"libraries\": [...]}, or nbrt's manifest (with the Debian packages apart); records on channel debian go to the Debian list",

@@ -248,12 +248,16 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
             )))
         }
     };
-    let pq = req
+    // The path the server sees: the same, or with the prefix rewritten (Kubeflow's
+    // http-rewrite-uri, for servers that answer at their root).
+    let query = req
         .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or(path.clone());
-    let upstream: Uri = format!("http://{addr}{pq}")
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let upstream_path = session.http.upstream_path(&session.prefix, &path);
+    sessions::touch(&site, &session)?;
+    let upstream: Uri = format!("http://{addr}{upstream_path}{query}")
         .parse()
         .map_err(|e| SiteError::invalid("path", format!("{e}")))?;
     let upgrade = is_upgrade(req.headers());
@@ -267,9 +271,11 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
     strip_hop(&mut headers);
     strip_site_cookie(&mut headers);
     headers.remove(header::AUTHORIZATION);
-    let token = HeaderValue::from_str(&format!("token {}", session.token))
-        .map_err(|e| SiteError::Internal(format!("session token: {e}")))?;
-    headers.insert(header::AUTHORIZATION, token);
+    if session.http.is_jupyter() {
+        let token = HeaderValue::from_str(&format!("token {}", session.token))
+            .map_err(|e| SiteError::Internal(format!("session token: {e}")))?;
+        headers.insert(header::AUTHORIZATION, token);
+    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }

@@ -21,6 +21,7 @@ use crate::db::{new_id, now_ms, random_hex};
 use crate::error::{Result, SiteError};
 use crate::runtime::{self, Runtime};
 use crate::Site;
+use nbrt_oci::label::HttpContract;
 
 pub use state::SessionState;
 
@@ -59,6 +60,9 @@ pub struct Session {
     pub token: String,
     #[serde(skip)]
     pub address: Option<String>,
+    /// How its server is reached (its runtime's; Jupyter's rules when the runtime is gone).
+    #[serde(skip)]
+    pub http: HttpContract,
 }
 
 impl Session {
@@ -73,7 +77,8 @@ pub fn prefix(user: &str, runtime_id: &str) -> String {
 
 const SELECT: &str = "SELECT s.id, u.name, s.user_id, s.runtime_id, s.state, s.message,
     s.container_name, s.container_id, s.created_at, s.ready_at, s.ended_at, s.last_activity,
-    s.oom_killed, s.token, s.address, s.prefix FROM sessions s JOIN users u ON u.id = s.user_id";
+    s.oom_killed, s.token, s.address, s.prefix, r.http FROM sessions s
+    JOIN users u ON u.id = s.user_id LEFT JOIN runtimes r ON r.id = s.runtime_id";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let user: String = r.get(1)?;
@@ -98,6 +103,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         oom_killed: r.get(12)?,
         token: r.get(13)?,
         address: r.get(14)?,
+        http: runtime::repo::http_column(r.get(16)?),
     })
 }
 
@@ -438,13 +444,14 @@ fn settle(site: &Site, s: &Session, ended: &Ended) -> Result<()> {
     Ok(())
 }
 
-/// How often readiness polls `<prefix>/api` once the container has an address, and how
+/// How often readiness polls (`<prefix>/api` for Jupyter) once the container has an address, and how
 /// often the container itself is inspected meanwhile (exits are also caught by the watcher).
 const READY_POLL: Duration = Duration::from_millis(20);
 const READY_INSPECT: Duration = Duration::from_millis(500);
 
-/// Wait until the session's container runs and `<prefix>/api` answers (any status below
-/// 500, as JupyterHub does), or until it ends or the start timeout passes.
+/// Wait until the session's container runs and its readiness path answers (`<prefix>/api`
+/// for Jupyter; any status below 500, as JupyterHub does), or until it ends or the start
+/// timeout passes.
 pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
     let deadline = tokio::time::Instant::now() + site.config.start_timeout;
     let mut addr: Option<String> = None;
@@ -502,7 +509,7 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
             };
         }
         if let Some(addr) = &addr {
-            let url = format!("http://{addr}{}/api", s.prefix);
+            let url = format!("http://{addr}{}", s.http.ready_upstream_path(&s.prefix));
             if let Ok(code) = crate::proxy::get_status(&site.http, &url, None).await {
                 if code < 500 {
                     let now = now_ms();
@@ -526,8 +533,8 @@ pub async fn wait_ready(site: Arc<Site>, id: String) -> Result<()> {
         }
         if tokio::time::Instant::now() > deadline {
             let mut msg = format!(
-                "the notebook server did not answer {}/api within {} s",
-                s.prefix,
+                "the notebook server did not answer {} within {} s",
+                s.http.ready_upstream_path(&s.prefix),
                 site.config.start_timeout.as_secs()
             );
             if addr.is_none() && !pending.is_empty() {
@@ -726,6 +733,26 @@ fn parse_time(s: &str) -> Option<i64> {
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// How often a request through the proxy counts as a web application's activity.
+const TOUCH_EVERY_MS: i64 = 30_000;
+
+/// A request through the proxy to a session whose server is not Jupyter: activity for the
+/// culler (a Jupyter server's comes from its kernels). Written at most every
+/// [`TOUCH_EVERY_MS`].
+pub fn touch(site: &Site, s: &Session) -> Result<()> {
+    let now = now_ms();
+    if s.http.is_jupyter() || s.last_activity.is_some_and(|t| now - t < TOUCH_EVERY_MS) {
+        return Ok(());
+    }
+    site.db.with(|c| {
+        c.execute(
+            "UPDATE sessions SET last_activity = ?2 WHERE id = ?1",
+            params![s.id, now],
+        )
+    })?;
+    Ok(())
+}
+
 /// Check every ready session's kernels and stop those idle past the threshold.
 /// When the culler stops `s` if its kernels stay idle: its last kernel activity (else the
 /// time it became ready) plus the idle limit. `None` when culling is off or `s` is not
@@ -751,7 +778,15 @@ pub async fn cull_once(site: &Site) -> Result<Vec<String>> {
         let now = now_ms();
         let url = format!("http://{addr}{}/api/kernels", s.prefix);
         let auth = format!("token {}", s.token);
-        if let Ok((200, body)) = crate::proxy::get_body(&site.http, &url, Some(&auth)).await {
+        // Another web application has no kernels: its activity is what the proxy passes it
+        // (see `touch`).
+        let kernels = match s.http.is_jupyter() {
+            true => crate::proxy::get_body(&site.http, &url, Some(&auth))
+                .await
+                .ok(),
+            false => None,
+        };
+        if let Some((200, body)) = kernels {
             if let Some(t) = kernel_activity(&body, now) {
                 if Some(t) > s.last_activity {
                     site.db.with(|c| {

@@ -16,13 +16,16 @@ use nbrt_build::BuildError;
 use nbrt_oci::{ImageName, Progress, Store};
 
 /// Stock stacks that tests building the whole of `stacks/` leave out: `tensorflow` (about
-/// 1.5 GB) is built once per run into the shared store by the tests that need it
-/// ([`store_with`]); the CUDA stacks (several GB each) only by `bench/scale.sh`.
+/// 1.5 GB) and the code-server stacks (minutes of npm install and native compiles) are
+/// built once per run into the shared store by the tests that need them ([`store_with`]);
+/// the CUDA stacks (several GB each) only by `bench/scale.sh`.
 pub const NOT_IN_FULL_BUILDS: &[&str] = &[
     "tensorflow",
     "tensorflow-cuda",
     "pytorch-cuda",
     "r-tidyverse",
+    "codeserver",
+    "codeserver-python",
 ];
 
 /// Whether this machine can build images (mmdebstrap, runc, uv, root). Fails with what to

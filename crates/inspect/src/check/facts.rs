@@ -82,6 +82,13 @@ impl<'a> Facts<'a> {
         self.image.config.value().config.clone().unwrap_or_default()
     }
 
+    /// How the image's server is reached over HTTP (its `[runtime]` label; a Jupyter server
+    /// under its prefix without one, or with one that cannot be read).
+    pub fn http(&self) -> nbrt_oci::label::HttpContract {
+        let labels = self.config().labels.unwrap_or_default();
+        nbrt_oci::label::RuntimeDefaults::http_of(&labels).unwrap_or_default()
+    }
+
     /// The command the container runs: entrypoint followed by cmd.
     pub fn command(&self) -> Vec<String> {
         let c = self.config();

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use nbrt_oci::label::{self, HttpContract};
 use nbrt_oci::{Engine, Image, Store};
 
 use super::container::{ensure_image, indent, wait_for, Container, RunSpec, Waited};
@@ -58,7 +59,7 @@ pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOpti
         }
     };
     let result = match profile {
-        Profile::Kubeflow => kubeflow(&engine, &reference, opts).await,
+        Profile::Kubeflow => kubeflow(&engine, &reference, &http_of(image), opts).await,
         Profile::DockerStacks => docker_stacks(&engine, &reference, opts).await,
         Profile::Jupyterhub => jupyterhub(&engine, &reference, opts).await,
         Profile::Arcgis => arcgis(&engine, &reference, opts).await,
@@ -76,6 +77,18 @@ pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOpti
         r.live = true;
     }
     out
+}
+
+/// How the image's server is reached (its `[runtime]` label; Jupyter's rules without one).
+fn http_of(image: &Image) -> HttpContract {
+    let labels = image
+        .config
+        .value()
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    label::RuntimeDefaults::http_of(&labels).unwrap_or_default()
 }
 
 fn client() -> reqwest::Client {
@@ -311,7 +324,12 @@ fn empty_volume() -> std::io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-async fn kubeflow(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {
+async fn kubeflow(
+    engine: &Engine,
+    image: &str,
+    http: &HttpContract,
+    opts: &LiveOptions,
+) -> Result<Vec<R>> {
     let vol = empty_volume().map_err(crate::error::io("creating an empty home volume"))?;
     let spec = RunSpec {
         env: vec![format!("NB_PREFIX={KUBEFLOW_PREFIX}")],
@@ -320,14 +338,17 @@ async fn kubeflow(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Ve
         ..Default::default()
     };
     let c = Container::start(engine, image, &spec).await?;
-    let out = kubeflow_probe(&c, opts).await;
+    let out = kubeflow_probe(&c, http, opts).await;
     c.remove().await;
     out
 }
 
-async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
+async fn kubeflow_probe(c: &Container, http: &HttpContract, opts: &LiveOptions) -> Result<Vec<R>> {
     let mut out = Vec::new();
-    let path = format!("{KUBEFLOW_PREFIX}api");
+    // The path the server sees for its readiness path under the prefix: Jupyter's
+    // `<prefix>api`, or the rewritten path of a server Kubeflow strips the prefix for.
+    let path = http.ready_upstream_path(KUBEFLOW_PREFIX.trim_end_matches('/'));
+    let jupyter = http.is_jupyter();
     // Ready when the prefix answers 200, or when / answers while the prefix does not (the
     // server ignores NB_PREFIX). Other answers (a server still loading) are waited out.
     let started_at = std::time::Instant::now();
@@ -337,6 +358,7 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
             let ip = st.ip?;
             match get(&format!("http://{ip}:{PORT}{path}"), None).await {
                 Some(a) if a.status == 200 => Some(Ok(a)),
+                Some(_) if !jupyter => None,
                 Some(a) => match get(&format!("http://{ip}:{PORT}/api"), None).await {
                     Some(r) if r.status == 200 => Some(Err(Some(a.status))),
                     _ => None,
@@ -356,12 +378,23 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
     match waited {
         Waited::Ready(Ok(a)) => {
             out.push(started());
+            let under = match &http.http_rewrite_uri {
+                Some(uri) => format!(
+                    " ({KUBEFLOW_PREFIX} rewritten to {uri}, as Kubeflow's http-rewrite-uri does)"
+                ),
+                None => String::new(),
+            };
             out.push(R::pass(
                 "live.nb-prefix",
-                format!("answers GET {path} on port {PORT}: {}", a.body.trim()),
+                format!(
+                    "answers GET {path} on port {PORT}{under}: {}",
+                    first_line(&a.body)
+                ),
             ));
-            let ip = c.state().await?.ip.unwrap_or_default();
-            out.push(cors(&format!("http://{ip}:{PORT}{path}")).await);
+            if jupyter {
+                let ip = c.state().await?.ip.unwrap_or_default();
+                out.push(cors(&format!("http://{ip}:{PORT}{path}")).await);
+            }
         }
         Waited::Ready(Err(None)) => {
             out.push(started());
@@ -395,6 +428,17 @@ async fn kubeflow_probe(c: &Container, opts: &LiveOptions) -> Result<Vec<R>> {
     out.push(uid_check(c, 1000).await);
     out.push(home_write(c).await);
     Ok(out)
+}
+
+/// The first line of an answer, at most 200 characters (a web page is not a message).
+fn first_line(body: &str) -> String {
+    body.trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 async fn docker_stacks(engine: &Engine, image: &str, opts: &LiveOptions) -> Result<Vec<R>> {

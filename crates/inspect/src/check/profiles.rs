@@ -23,10 +23,15 @@ pub fn run(profile: Profile, f: &Facts) -> Vec<R> {
             out.push(workdir(f).soft());
             out.push(port(f));
             out.push(entrypoint(f));
-            out.push(nb_prefix(f));
-            out.push(python_with(f, "ipykernel"));
-            out.push(jupyter_server(f));
-            out.push(python_writable(f).soft());
+            if f.http().is_jupyter() {
+                out.push(nb_prefix(f));
+                out.push(python_with(f, "ipykernel"));
+                out.push(jupyter_server(f));
+                out.push(python_writable(f).soft());
+            } else {
+                // Kubeflow's code-server and RStudio images: no Jupyter server, no kernel.
+                out.push(web_prefix(f));
+            }
         }
         DockerStacks => {
             out.push(uid(f, "docker-stacks"));
@@ -343,6 +348,27 @@ fn nb_prefix(f: &Facts) -> R {
             "nb-prefix",
             format!("cannot tell from the command {cmd:?} whether NB_PREFIX is honoured; --live checks it"),
         )
+    }
+}
+
+/// A server that is not Jupyter (`server = "web"`): how it is reached under Kubeflow's
+/// `/notebook/<namespace>/<name>/` prefix.
+fn web_prefix(f: &Facts) -> R {
+    let http = f.http();
+    match &http.http_rewrite_uri {
+        Some(uri) => R::pass(
+            "nb-prefix",
+            format!(
+                "a {} server answering at {uri}: Kubeflow replaces the prefix with it given the \
+                 Notebook annotation notebooks.kubeflow.org/http-rewrite-uri: {uri}",
+                http.server.as_str()
+            ),
+        ),
+        None => R::skip(
+            "nb-prefix",
+            "a web server that keeps the URL prefix (no http-rewrite-uri): it must serve under \
+             NB_PREFIX itself; --live checks it",
+        ),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use nbrt_oci::label::{self, RuntimeDefaults};
+use nbrt_oci::label::{self, HttpContract, RuntimeDefaults};
 use serde::Serialize;
 
 use super::fields::Given;
@@ -78,10 +78,36 @@ fn unset<T>(null: bool) -> Given<T> {
 /// sets, the others [`Given::Absent`]. A label that is not the builder's shape is a 400
 /// naming the label.
 pub fn label_input(labels: &BTreeMap<String, String>) -> Result<RuntimeInput> {
-    let defaults = RuntimeDefaults::from_labels(labels)
-        .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
-        .unwrap_or_default();
+    let defaults = label_defaults(labels)?;
     defaults_input(&defaults, labels, false)
+}
+
+/// The image's `[runtime]` defaults label; none when absent, a 400 naming the label when it
+/// is not the builder's shape.
+fn label_defaults(labels: &BTreeMap<String, String>) -> Result<RuntimeDefaults> {
+    Ok(RuntimeDefaults::from_labels(labels)
+        .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
+        .unwrap_or_default())
+}
+
+/// How sessions of the image with these labels are reached over HTTP (its `[runtime]`
+/// label's `server`, `http-rewrite-uri`, `ready-path`; a Jupyter server under its prefix
+/// without them).
+pub fn label_http(labels: &BTreeMap<String, String>) -> Result<HttpContract> {
+    let defaults = label_defaults(labels)?;
+    let http = defaults.http();
+    for (field, value) in [
+        ("http-rewrite-uri", &http.http_rewrite_uri),
+        ("ready-path", &http.ready_path),
+    ] {
+        if let Some(problem) = value.as_deref().and_then(HttpContract::path_problem) {
+            return Err(SiteError::invalid(
+                label::RUNTIME_DEFAULTS.name,
+                format!("the image's {field} {value:?} {problem}"),
+            ));
+        }
+    }
+    Ok(http)
 }
 
 /// The defaults as input; fields they do not set are null when `null`, else absent.
@@ -124,9 +150,7 @@ fn factory_input(
     image_id: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<RuntimeInput> {
-    let mut defaults = RuntimeDefaults::from_labels(labels)
-        .map_err(|e| SiteError::invalid(label::RUNTIME_DEFAULTS.name, e))?
-        .unwrap_or_default();
+    let mut defaults = label_defaults(labels)?;
     defaults.max_cpu = defaults.max_cpu.or(Some(FALLBACK_CPU));
     defaults.max_memory = defaults
         .max_memory

@@ -70,6 +70,7 @@ pub struct RuntimeInput {
     pub is_manifest_supported: Ignored,
     pub library_count: Ignored,
     pub warm_ready: Ignored,
+    pub server: Ignored,
     pub created: Ignored,
     pub updated: Ignored,
 }
@@ -665,6 +666,7 @@ mod tests {
             library_count: 0,
             warm_pool: 0,
             warm_ready: 0,
+            server: Default::default(),
             created: 0,
             updated: 0,
         }

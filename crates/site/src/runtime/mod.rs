@@ -36,9 +36,12 @@ use crate::Site;
 /// enforce its limits, 400 when they are past what the engine can give. Fields the input
 /// leaves out come from the image's `[runtime]` defaults label. The manifest comes from the
 /// input, else from the image (see [`manifest::from_image`]). The image is pinned in the
-/// store ([`engine::pin`]); with `preloadImage`, put where sessions run now.
+/// store ([`engine::pin`]); with `preloadImage`, put where sessions run now. How its sessions
+/// are reached over HTTP is read off the image too ([`factory::label_http`]).
 pub async fn register(site: &Site, input: &RuntimeInput, builtin: bool) -> Result<Runtime> {
-    let input = with_image_defaults(site, input).await?;
+    let labels = image_labels_of(site, input).await?;
+    let input = input.clone().or_defaults(factory::label_input(&labels)?);
+    let http = factory::label_http(&labels)?;
     let mut spec = input.validate()?;
     site.backend.refuse(&Limits::of_spec(&spec))?;
     engine::check(site, &spec).await?;
@@ -47,6 +50,7 @@ pub async fn register(site: &Site, input: &RuntimeInput, builtin: bool) -> Resul
         spec.manifest = manifest::from_image(site, &spec.image_id).await?;
     }
     let id = repo::insert(&site.db, &spec, builtin)?;
+    repo::set_http(&site.db, &id, &http)?;
     let rt = repo::get(&site.db, &id)?;
     if let Err(e) = after_store(site, &rt, &input).await {
         // Nothing half-done stays: the record goes with its pin.
@@ -57,9 +61,12 @@ pub async fn register(site: &Site, input: &RuntimeInput, builtin: bool) -> Resul
     Ok(rt)
 }
 
-/// The input with what it leaves out taken from its image's `[runtime]` defaults (an image
-/// ID that is not one is left for validation to name).
-async fn with_image_defaults(site: &Site, input: &RuntimeInput) -> Result<RuntimeInput> {
+/// The labels of the input's image (none when the input names no image, or an image ID
+/// that is not one: validation names that).
+async fn image_labels_of(
+    site: &Site,
+    input: &RuntimeInput,
+) -> Result<std::collections::BTreeMap<String, String>> {
     let Some(Ok(image_id)) = input
         .image_id
         .get("imageId")
@@ -67,10 +74,9 @@ async fn with_image_defaults(site: &Site, input: &RuntimeInput) -> Result<Runtim
         .flatten()
         .map(|s| normalize_image_id(s))
     else {
-        return Ok(input.clone());
+        return Ok(Default::default());
     };
-    let labels = engine::image_labels(site, &image_id).await?;
-    Ok(input.clone().or_defaults(factory::label_input(&labels)?))
+    engine::image_labels(site, &image_id).await
 }
 
 /// What follows a stored registration or update: the image pinned, and preloaded if asked.
@@ -101,7 +107,10 @@ pub async fn update(site: &Site, current: &Runtime, patch: &RuntimeInput) -> Res
     if spec.manifest.is_none() && image_changed {
         spec.manifest = manifest::from_image(site, &spec.image_id).await?;
     }
+    // Read again on every update: a runtime registered before the site kept it gets it.
+    let http = factory::label_http(&engine::image_labels(site, &spec.image_id).await?)?;
     repo::update(&site.db, &current.id, &spec, replace_manifest)?;
+    repo::set_http(&site.db, &current.id, &http)?;
     let rt = repo::get(&site.db, &current.id)?;
     after_store(site, &rt, patch).await?;
     Ok(rt)

@@ -1,6 +1,7 @@
 //! A registered runtime as it is stored and as the API shows it (ArcGIS's response names),
 //! and the memory units of its `*Unit` fields.
 
+use nbrt_oci::label::HttpContract;
 use serde::Serialize;
 
 use crate::error::{Result, SiteError};
@@ -84,6 +85,10 @@ pub struct Runtime {
     pub warm_pool: u32,
     /// How many of them are ready now (the API fills it in; not stored).
     pub warm_ready: usize,
+    /// How its sessions are reached over HTTP (the kind of server, the URL rewrite, the
+    /// readiness path): read off the image's `[runtime]` label when it is registered or
+    /// its image changes; not an input.
+    pub server: HttpContract,
     pub created: i64,
     pub updated: i64,
 }

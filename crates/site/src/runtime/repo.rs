@@ -3,6 +3,7 @@
 //! before it gets here.
 
 use nbrt_inspect::manifest::Manifest;
+use nbrt_oci::label::HttpContract;
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
@@ -16,7 +17,7 @@ const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cp
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
     has_manifest, created_at, updated_at, library_count,
-    swap_given, warm_pool FROM runtimes";
+    swap_given, warm_pool, http FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database and its library count is a
 /// column of its own: listing runtimes must not parse every runtime's manifest. A manifest is stored as
@@ -51,9 +52,29 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
         library_count: usize::try_from(library_count).unwrap_or(0),
         warm_pool: r.get(23)?,
         warm_ready: 0,
+        server: http_column(r.get(24)?),
         created: r.get(19)?,
         updated: r.get(20)?,
     })
+}
+
+/// The `http` column: a Jupyter server under its prefix when NULL (rows from before the
+/// column) or unreadable (written by a later version).
+pub(crate) fn http_column(text: Option<String>) -> HttpContract {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Set how a runtime's sessions are reached (read off its image).
+pub fn set_http(db: &Db, id: &str, http: &HttpContract) -> Result<()> {
+    let text = (http != &HttpContract::default()).then(|| json!(http).to_string());
+    db.with(|c| {
+        c.execute(
+            "UPDATE runtimes SET http = ?2 WHERE id = ?1",
+            params![id, text],
+        )
+    })?;
+    Ok(())
 }
 
 pub fn list(db: &Db) -> Result<Vec<Runtime>> {

@@ -40,6 +40,7 @@ pub fn fixture_runtime() -> Runtime {
         library_count: 0,
         warm_pool: 0,
         warm_ready: 0,
+        server: Default::default(),
         created: 0,
         updated: 0,
     }
