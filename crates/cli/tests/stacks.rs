@@ -205,22 +205,7 @@ fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
     // About 1.5 GB in the engine, needed by no other test: gone when this one ends (dropped
     // after the container, declared before it).
     let _removed = nbrt_testkit::stock::RemovedFromDocker(image.clone());
-    let out = ok(
-        nbrt(
-            &store,
-            &[
-                "check",
-                "--profile",
-                "kubeflow",
-                "--live",
-                "--json",
-                "tensorflow:latest",
-            ],
-        ),
-        "nbrt check --profile kubeflow --live tensorflow",
-    );
-    let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["passed"], true, "{report}");
+    let report = check_passes(&store, "kubeflow", true, "tensorflow:latest");
     let live_passes = report["results"]
         .as_array()
         .unwrap()
@@ -259,6 +244,29 @@ fn tensorflow_meets_kubeflow_live_and_computes_a_matrix_product() {
     assert_eq!(lines[0], wheel.trim(), "{run:?}");
 }
 
+/// `nbrt check --profile PROFILE [--live] --json IMAGE` of the stock store, passed: its
+/// report.
+fn check_passes(store: &Path, profile: &str, live: bool, image: &str) -> Value {
+    let mut args = vec!["check", "--profile", profile, "--json", image];
+    if live {
+        args.insert(3, "--live");
+    }
+    let out = ok(nbrt(store, &args), &format!("nbrt {}", args.join(" ")));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    report
+}
+
+/// The result of check `id` in a report of `nbrt check --json`.
+fn check_result<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} check: {report}"))
+}
+
 /// The code-server stacks: `codeserver-python` (and `codeserver` under it) meets Kubeflow's
 /// static checks as a web server Kubeflow strips the prefix for, and live: started as
 /// Kubeflow starts it (NB_PREFIX, an empty home volume), code-server answers /healthz on
@@ -270,17 +278,8 @@ fn codeserver_python_meets_kubeflow_live_with_node_and_ipykernel() {
     };
     let store = store.root().to_path_buf();
     for image in ["codeserver:latest", "codeserver-python:latest"] {
-        let out = ok(
-            nbrt(&store, &["check", "--profile", "kubeflow", "--json", image]),
-            &format!("nbrt check --profile kubeflow {image}"),
-        );
-        let report: Value = serde_json::from_str(&out).unwrap();
-        let prefix = report["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == "nb-prefix")
-            .unwrap_or_else(|| panic!("no nb-prefix check: {report}"));
+        let report = check_passes(&store, "kubeflow", false, image);
+        let prefix = check_result(&report, "nb-prefix");
         assert_eq!(prefix["status"], "pass", "{report}");
         assert!(
             prefix["message"]
@@ -293,32 +292,8 @@ fn codeserver_python_meets_kubeflow_live_with_node_and_ipykernel() {
     if !nbrt_testkit::require_docker() {
         return;
     }
-    let out = ok(
-        nbrt(
-            &store,
-            &[
-                "check",
-                "--profile",
-                "kubeflow",
-                "--live",
-                "--json",
-                "codeserver-python:latest",
-            ],
-        ),
-        "nbrt check --profile kubeflow --live codeserver-python",
-    );
-    let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["passed"], true, "{report}");
-    let live: Vec<&Value> = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["live"] == true)
-        .collect();
-    let answered = live
-        .iter()
-        .find(|r| r["id"] == "live.nb-prefix")
-        .unwrap_or_else(|| panic!("no live prefix check: {report}"));
+    let report = check_passes(&store, "kubeflow", true, "codeserver-python:latest");
+    let answered = check_result(&report, "live.nb-prefix");
     assert_eq!(answered["status"], "pass", "{report}");
     assert!(
         answered["message"]

@@ -67,6 +67,16 @@ pub struct Image {
 }
 
 impl Image {
+    /// The labels of its config (none when it has no config section).
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.config
+            .value()
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+    }
+
     /// Assemble from documents read elsewhere, checking that they belong together.
     pub fn from_parts(manifest: Raw<Manifest>, config: Raw<ImageConfig>) -> Result<Self> {
         let image = Self { manifest, config };

@@ -21,18 +21,7 @@ fn docker() -> bool {
 }
 
 async fn start(t: &TestSite, token: &str, runtime: &str) -> Value {
-    let a = t
-        .call(
-            "POST",
-            "/api/sessions",
-            Some(token),
-            Some(json!({"runtimeId": runtime, "wait": true})),
-        )
-        .await;
-    assert!(a.status == 200 || a.status == 202, "{}", a.text);
-    let s = &a.body["session"];
-    assert_eq!(s["state"], "ready", "{}", a.text);
-    s.clone()
+    t.start_ready(token, runtime).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,17 +45,7 @@ async fn code_server_answers_under_the_sites_proxy_with_its_prefix_stripped() {
     assert_eq!(rt["maxCpu"], 2.0, "{rt}");
     let rt_id = rt["id"].as_str().unwrap();
 
-    let a = t
-        .call(
-            "POST",
-            "/api/sessions",
-            Some(&ann),
-            Some(json!({"runtimeId": rt_id, "wait": true})),
-        )
-        .await;
-    assert!(a.status == 200 || a.status == 202, "{}", a.text);
-    let s = &a.body["session"];
-    assert_eq!(s["state"], "ready", "{}", a.text);
+    let s = t.start_ready(&ann, rt_id).await;
     let prefix = format!("/user/ann/{rt_id}");
 
     // code-server's own health endpoint, at /healthz of the server: reached under the prefix.

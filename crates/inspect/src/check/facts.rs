@@ -85,8 +85,7 @@ impl<'a> Facts<'a> {
     /// How the image's server is reached over HTTP (its `[runtime]` label; a Jupyter server
     /// under its prefix without one, or with one that cannot be read).
     pub fn http(&self) -> nbrt_oci::label::HttpContract {
-        let labels = self.config().labels.unwrap_or_default();
-        nbrt_oci::label::RuntimeDefaults::http_of(&labels).unwrap_or_default()
+        nbrt_oci::label::RuntimeDefaults::http_of(&self.image.labels()).unwrap_or_default()
     }
 
     /// The command the container runs: entrypoint followed by cmd.

@@ -81,14 +81,7 @@ pub async fn run(store: &Store, image: &Image, profile: Profile, opts: &LiveOpti
 
 /// How the image's server is reached (its `[runtime]` label; Jupyter's rules without one).
 fn http_of(image: &Image) -> HttpContract {
-    let labels = image
-        .config
-        .value()
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
-    label::RuntimeDefaults::http_of(&labels).unwrap_or_default()
+    label::RuntimeDefaults::http_of(&image.labels()).unwrap_or_default()
 }
 
 fn client() -> reqwest::Client {

@@ -551,14 +551,7 @@ fn singleuser(f: &Facts) -> R {
 /// The jupyterhub and JupyterLab versions the image carries, from its labels (what `nbrt
 /// build` read off the image) checked against its Python packages.
 fn hub_versions(f: &Facts) -> R {
-    let labels = f
-        .image
-        .config
-        .value()
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
+    let labels = f.image.labels();
     let installed = |name: &str| {
         f.packages
             .iter()

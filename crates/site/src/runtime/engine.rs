@@ -90,16 +90,7 @@ pub async fn preload(site: &Site, rt: &Runtime) -> Result<()> {
 pub async fn image_labels(site: &Site, image_id: &str) -> Result<BTreeMap<String, String>> {
     if let Some(store) = site.open_store()? {
         match store.resolve(image_id) {
-            Ok(found) => {
-                return Ok(found
-                    .image
-                    .config
-                    .value()
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.labels.clone())
-                    .unwrap_or_default())
-            }
+            Ok(found) => return Ok(found.image.labels()),
             Err(nbrt_oci::OciError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }

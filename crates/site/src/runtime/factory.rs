@@ -172,15 +172,7 @@ fn factory_image(site: &Site, stack: &str) -> Result<Option<(String, BTreeMap<St
         Err(nbrt_oci::OciError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let labels = found
-        .image
-        .config
-        .value()
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
-    Ok(Some((found.image.id().to_string(), labels)))
+    Ok(Some((found.image.id().to_string(), found.image.labels())))
 }
 
 /// Every stock stack image in the store is registered, or reset to its factory settings

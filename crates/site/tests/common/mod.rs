@@ -183,6 +183,23 @@ impl TestSite {
         a.body["notebookRuntime"].clone()
     }
 
+    /// Start a session of `runtime` as the holder of `token` and wait for it: the session,
+    /// which must be ready.
+    pub async fn start_ready(&self, token: &str, runtime: &str) -> Value {
+        let a = self
+            .call(
+                "POST",
+                "/api/sessions",
+                Some(token),
+                Some(serde_json::json!({"runtimeId": runtime, "wait": true})),
+            )
+            .await;
+        assert!(a.status == 200 || a.status == 202, "{}", a.text);
+        let s = &a.body["session"];
+        assert_eq!(s["state"], "ready", "{}", a.text);
+        s.clone()
+    }
+
     /// Poll a session until its state is no longer `state`.
     pub async fn wait_session_state(&self, id: &str, token: &str, state: &str) -> Value {
         loop {
