@@ -612,22 +612,8 @@ impl RuntimeFile {
                      containers GPUs, e.g. \"nvidia\")",
                 ));
             }
-            for (key, value) in [
-                ("http-rewrite-uri", &rt.http_rewrite_uri),
-                ("ready-path", &rt.ready_path),
-            ] {
-                if let Some(problem) = value
-                    .as_deref()
-                    .and_then(nbrt_oci::label::HttpContract::path_problem)
-                {
-                    return Err(ctx.err(
-                        ctx.key(key),
-                        format!(
-                            "runtime.{key} = {value:?} {problem}",
-                            value = value.as_deref().unwrap_or_default()
-                        ),
-                    ));
-                }
+            if let Some((key, problem)) = rt.http().problem() {
+                return Err(ctx.err(ctx.key(key), format!("runtime.{problem}")));
             }
         }
         if let Some(py) = &raw.python {
@@ -798,6 +784,11 @@ max-memory = "4g"
         assert!(msg.contains("must start with /"), "{msg}");
         let (_, msg) = err_line("name = \"a\"\nfrom = \"b\"\n[runtime]\nserver = \"rstudio\"\n");
         assert!(msg.contains("rstudio"), "{msg}");
+        let (line, msg) = err_line(
+            "name = \"a\"\nfrom = \"b\"\n[runtime]\nhttp-headers-request-set = { Host = \"x\" }\n",
+        );
+        assert_eq!(line, 4);
+        assert!(msg.contains("the proxy's own"), "{msg}");
     }
 
     #[test]

@@ -136,7 +136,32 @@ pub struct RuntimeDefaults {
     /// (Jupyter's `/api` unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_path: Option<String>,
+    /// Headers set on every request to the server (Kubeflow's
+    /// `notebooks.kubeflow.org/http-headers-request-set`); [`NB_PREFIX_PLACEHOLDER`] in a
+    /// value is the session's URL prefix (RStudio's `X-RStudio-Root-Path`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http_headers_request_set: BTreeMap<String, String>,
 }
+
+/// In a request header's value: the session's URL prefix, with its trailing slash.
+pub const NB_PREFIX_PLACEHOLDER: &str = "${NB_PREFIX}";
+
+/// Headers an image may not have set on its requests: the proxy's own and hop-by-hop ones.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "cookie",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// The kind of server a runtime's sessions run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -168,9 +193,63 @@ pub struct HttpContract {
     pub http_rewrite_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_path: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http_headers_request_set: BTreeMap<String, String>,
 }
 
 impl HttpContract {
+    /// The headers set on a request to the server of a session under `prefix` (no trailing
+    /// slash), with the placeholder filled in.
+    pub fn request_headers(&self, prefix: &str) -> Vec<(String, String)> {
+        let root = format!("{}/", prefix.trim_end_matches('/'));
+        self.http_headers_request_set
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace(NB_PREFIX_PLACEHOLDER, &root)))
+            .collect()
+    }
+
+    /// What is wrong with a header an image asks to set, if anything.
+    pub fn header_problem(name: &str, value: &str) -> Option<String> {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            Some(format!("header name {name:?} is not an HTTP field name"))
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            Some(format!(
+                "header {name} is the proxy's own, not the image's to set"
+            ))
+        } else if value.chars().any(|c| c.is_control() || !c.is_ascii()) {
+            Some(format!(
+                "header {name}'s value {value:?} is not visible ASCII"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The first problem of this contract's paths and headers, if any: the runtime-file
+    /// key it is under, and what is wrong.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        for (key, value) in [
+            ("http-rewrite-uri", &self.http_rewrite_uri),
+            ("ready-path", &self.ready_path),
+        ] {
+            if let Some(value) = value {
+                if let Some(p) = Self::path_problem(value) {
+                    return Some((key, format!("{key} = {value:?} {p}")));
+                }
+            }
+        }
+        self.http_headers_request_set
+            .iter()
+            .find_map(|(k, v)| Self::header_problem(k, v))
+            .map(|p| {
+                (
+                    "http-headers-request-set",
+                    format!("http-headers-request-set: {p}"),
+                )
+            })
+    }
+
     pub fn is_jupyter(&self) -> bool {
         self.server == ServerKind::Jupyter
     }
@@ -240,6 +319,12 @@ impl RuntimeDefaults {
             server: self.server.or(parent.server),
             http_rewrite_uri: or(&self.http_rewrite_uri, &parent.http_rewrite_uri),
             ready_path: or(&self.ready_path, &parent.ready_path),
+            http_headers_request_set: parent
+                .http_headers_request_set
+                .iter()
+                .chain(&self.http_headers_request_set)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
@@ -249,6 +334,7 @@ impl RuntimeDefaults {
             server: self.server.unwrap_or_default(),
             http_rewrite_uri: self.http_rewrite_uri.clone(),
             ready_path: self.ready_path.clone(),
+            http_headers_request_set: self.http_headers_request_set.clone(),
         }
     }
 
@@ -312,7 +398,22 @@ mod tests {
             server: ServerKind::Web,
             http_rewrite_uri: Some("/app/".into()),
             ready_path: None,
+            http_headers_request_set: BTreeMap::from([(
+                "X-RStudio-Root-Path".to_string(),
+                NB_PREFIX_PLACEHOLDER.to_string(),
+            )]),
         };
+        assert_eq!(
+            under.request_headers(prefix),
+            [(
+                "X-RStudio-Root-Path".to_string(),
+                "/user/ann/rt1/".to_string()
+            )]
+        );
+        assert_eq!(under.problem(), None);
+        assert!(HttpContract::header_problem("Host", "x").is_some());
+        assert!(HttpContract::header_problem("X Bad", "x").is_some());
+        assert!(HttpContract::header_problem("X-Ok", "a\nb").is_some());
         assert_eq!(under.upstream_path(prefix, "/user/ann/rt1/x"), "/app/x");
         assert_eq!(under.ready_upstream_path(prefix), "/app/");
         assert_eq!(HttpContract::path_problem("/healthz"), None);

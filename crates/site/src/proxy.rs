@@ -15,6 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use nbrt_oci::label::HttpContract;
+
 use crate::auth;
 use crate::error::{Result, SiteError};
 use crate::sessions::{self, SessionState};
@@ -201,6 +203,21 @@ fn may_open(site: &Site, user: &auth::User, owner: &str, path: &str) -> Result<b
     Ok(admin_access)
 }
 
+/// The headers the image asks to have on its requests (Kubeflow's
+/// `http-headers-request-set`, e.g. RStudio's `X-RStudio-Root-Path`), replacing what the
+/// client sent under those names. Checked when the runtime was registered; one that is not
+/// a header after all is left out.
+fn set_server_headers(headers: &mut HeaderMap, http: &HttpContract, prefix: &str) {
+    for (name, value) in http.request_headers(prefix) {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+}
+
 async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
     let path = req.uri().path().to_string();
     let (user, session, admin_access) = if let Some(id) = warm_part(&path) {
@@ -276,6 +293,7 @@ async fn forward(site: Arc<Site>, mut req: Request) -> Result<Response<Body>> {
             .map_err(|e| SiteError::Internal(format!("session token: {e}")))?;
         headers.insert(header::AUTHORIZATION, token);
     }
+    set_server_headers(&mut headers, &session.http, &session.prefix);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -330,6 +348,23 @@ mod tests {
         );
         strip_site_cookie(&mut h);
         assert_eq!(h.get(header::COOKIE).unwrap(), "_xsrf=abc; other=1");
+    }
+
+    #[test]
+    fn an_images_headers_replace_the_clients() {
+        let http = HttpContract {
+            http_headers_request_set: [(
+                "X-RStudio-Root-Path".to_string(),
+                "${NB_PREFIX}".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-rstudio-root-path", HeaderValue::from_static("/forged/"));
+        set_server_headers(&mut h, &http, "/user/ann/rt1");
+        assert_eq!(h.get_all("x-rstudio-root-path").iter().count(), 1);
+        assert_eq!(h.get("x-rstudio-root-path").unwrap(), "/user/ann/rt1/");
     }
 
     #[test]

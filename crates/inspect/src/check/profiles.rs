@@ -355,12 +355,21 @@ fn nb_prefix(f: &Facts) -> R {
 /// `/notebook/<namespace>/<name>/` prefix.
 fn web_prefix(f: &Facts) -> R {
     let http = f.http();
+    let headers = match http.http_headers_request_set.is_empty() {
+        true => String::new(),
+        false => format!(
+            ", and notebooks.kubeflow.org/http-headers-request-set: {} (with the notebook's \
+             prefix for {})",
+            serde_json::json!(http.http_headers_request_set),
+            label::NB_PREFIX_PLACEHOLDER
+        ),
+    };
     match &http.http_rewrite_uri {
         Some(uri) => R::pass(
             "nb-prefix",
             format!(
                 "a {} server answering at {uri}: Kubeflow replaces the prefix with it given the \
-                 Notebook annotation notebooks.kubeflow.org/http-rewrite-uri: {uri}",
+                 Notebook annotation notebooks.kubeflow.org/http-rewrite-uri: {uri}{headers}",
                 http.server.as_str()
             ),
         ),

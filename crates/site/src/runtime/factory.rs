@@ -91,21 +91,16 @@ fn label_defaults(labels: &BTreeMap<String, String>) -> Result<RuntimeDefaults> 
 }
 
 /// How sessions of the image with these labels are reached over HTTP (its `[runtime]`
-/// label's `server`, `http-rewrite-uri`, `ready-path`; a Jupyter server under its prefix
-/// without them).
+/// label's `server`, `http-rewrite-uri`, `ready-path`, `http-headers-request-set`; a Jupyter
+/// server under its prefix without them).
 pub fn label_http(labels: &BTreeMap<String, String>) -> Result<HttpContract> {
     let defaults = label_defaults(labels)?;
     let http = defaults.http();
-    for (field, value) in [
-        ("http-rewrite-uri", &http.http_rewrite_uri),
-        ("ready-path", &http.ready_path),
-    ] {
-        if let Some(problem) = value.as_deref().and_then(HttpContract::path_problem) {
-            return Err(SiteError::invalid(
-                label::RUNTIME_DEFAULTS.name,
-                format!("the image's {field} {value:?} {problem}"),
-            ));
-        }
+    if let Some((_, problem)) = http.problem() {
+        return Err(SiteError::invalid(
+            label::RUNTIME_DEFAULTS.name,
+            format!("the image's {problem}"),
+        ));
     }
     Ok(http)
 }
