@@ -93,6 +93,9 @@ base_user=$(docker image inspect --format '{{.Config.User}}' nbrt-bench/base:1)
 make_base() {
   local n=$1 dir="$work/base-next"
   mkdir -p "$dir"
+  # A base-1.tar copied from another run's work directory comes without its store.
+  "$nbrt" --store "$base_store" inspect nbrt-bench/base:1 >/dev/null 2>&1 \
+    || "$nbrt" --store "$base_store" import "$work/base-1.tar" --tag nbrt-bench/base:1 >/dev/null
   # The time makes every run's base new: nbrt builds reproducibly, so "release 2" alone would
   # be the very image an earlier run of this script made, still in Docker's build cache.
   printf 'release %s %s\n' "$n" "$(date +%s%N)" >"$dir/release"
@@ -324,8 +327,10 @@ if has base-changed; then
     if ours; then list+=(rebase_nbrt); fi
     turns "$r" "${list[@]}"
   done
-  ours && "$nbrt" rebase "$last:latest" --onto "${chain[$(( ${#chain[@]} - 2 ))]}:latest" --json >"$work/rebase-report.json" 2>/dev/null \
-    || echo '{"steps": []}' >"$work/rebase-report.json"
+  if ours; then # (a run of the peers alone keeps the report of nbrt's run before it)
+    "$nbrt" rebase "$last:latest" --onto "${chain[$(( ${#chain[@]} - 2 ))]}:latest" --json >"$work/rebase-report.json" 2>/dev/null \
+      || echo '{"steps": []}' >"$work/rebase-report.json"
+  fi
 fi
 
 # --- report ---------------------------------------------------------------------------------
