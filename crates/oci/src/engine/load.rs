@@ -79,7 +79,7 @@ impl Engine {
         names: &[ImageName],
         progress: &Progress,
     ) -> Result<LoadReport> {
-        let docker = &self.docker;
+        let docker = self.docker.clone().with_timeout(super::TRANSFER_TIMEOUT);
         let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let writer_image = image.clone();
         let writer_names = names.to_vec();

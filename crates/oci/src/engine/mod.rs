@@ -41,6 +41,12 @@ pub async fn connect() -> Result<Docker> {
     })
 }
 
+/// How long one whole-image transfer with the engine (a load, a save) may take. The client's
+/// own limit (bollard's 120 s for every request) cut off the load of a 6.4 GB image that
+/// Docker needed about 120 s to take in (bench/results/scale-pytorch-cuda-*.md); a transfer's
+/// time grows with the image, so it gets a bound that only a stuck engine reaches.
+pub const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
+
 /// The repository a store image without a name gets in the engine.
 pub const UNNAMED_REPOSITORY: &str = "nbrt/unnamed";
 
@@ -157,7 +163,8 @@ impl Engine {
             context: format!("creating {}", path.display()),
             source: e,
         })?;
-        let mut stream = self.docker.export_image(reference);
+        let docker = self.docker.clone().with_timeout(TRANSFER_TIMEOUT);
+        let mut stream = docker.export_image(reference);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(failed(format!("saving the image {reference}")))?;
             file.write_all(&chunk).map_err(|e| OciError::Io {
