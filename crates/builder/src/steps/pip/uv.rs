@@ -394,7 +394,7 @@ fn uv_pip(
         .arg("--cache-dir")
         .arg(cache_dir)
         .env("UV_NO_CONFIG", "1")
-        .env("UV_NATIVE_TLS", "1")
+        .env("UV_SYSTEM_CERTS", "1")
         .env("UV_PYTHON_DOWNLOADS", "never")
         .env_remove("PIP_FIND_LINKS")
         .env_remove("UV_INDEX_URL")
