@@ -115,12 +115,6 @@ impl Drop for Pool {
     }
 }
 
-/// A block on its way: being deflated by the pool, or already deflated here.
-enum Pending {
-    Pool(Receiver<io::Result<Vec<u8>>>),
-    Done(Vec<u8>),
-}
-
 /// A gzip writer that deflates [`BLOCK`]s on `threads` threads; `finish` writes the end of
 /// the stream and returns the inner writer.
 pub struct ParallelGzip<W: Write> {
@@ -132,7 +126,8 @@ pub struct ParallelGzip<W: Write> {
     block: Vec<u8>,
     /// The last [`WINDOW`] bytes of the block before.
     dict: Vec<u8>,
-    in_flight: VecDeque<Pending>,
+    /// Blocks the pool is deflating, oldest first.
+    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
     crc: crc32fast::Hasher,
     size: u64,
 }
@@ -168,8 +163,9 @@ impl<W: Write> ParallelGzip<W> {
         let dict = std::mem::take(&mut self.dict);
         self.dict = input[input.len().saturating_sub(WINDOW)..].to_vec();
         if self.threads == 1 {
+            // Nothing is ever in flight on one thread: the block goes out at once.
             let done = deflate(&input, &dict, self.level, false)?;
-            self.in_flight.push_back(Pending::Done(done));
+            self.out.write_all(&done)?;
         } else {
             if self.pool.is_none() {
                 self.pool = Some(Pool::new(self.threads, self.level)?);
@@ -183,7 +179,7 @@ impl<W: Write> ParallelGzip<W> {
             if !matches!(sent, Some(Ok(()))) {
                 return Err(io::Error::other("the gzip threads stopped"));
             }
-            self.in_flight.push_back(Pending::Pool(result));
+            self.in_flight.push_back(result);
         }
         // Keep at most two blocks per thread on their way: memory stays bounded.
         while self.in_flight.len() > self.threads * 2 {
@@ -194,15 +190,12 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Write the oldest block's output, waiting for it.
     fn write_oldest(&mut self) -> io::Result<()> {
-        let Some(p) = self.in_flight.pop_front() else {
+        let Some(rx) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let bytes = match p {
-            Pending::Done(b) => b,
-            Pending::Pool(rx) => rx
-                .recv()
-                .map_err(|_| io::Error::other("a gzip thread stopped"))??,
-        };
+        let bytes = rx
+            .recv()
+            .map_err(|_| io::Error::other("a gzip thread stopped"))??;
         self.out.write_all(&bytes)
     }
 
