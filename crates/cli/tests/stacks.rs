@@ -257,14 +257,19 @@ fn check_passes(store: &Path, profile: &str, live: bool, image: &str) -> Value {
     report
 }
 
-/// The result of check `id` in a report of `nbrt check --json`.
-fn check_result<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["results"]
+/// Check `id` of a report of `nbrt check --json` passed, and its message says `words`.
+fn assert_passed_saying(report: &Value, id: &str, words: &str) {
+    let result = report["results"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} check: {report}"))
+        .unwrap_or_else(|| panic!("no {id} check: {report}"));
+    assert_eq!(result["status"], "pass", "{report}");
+    assert!(
+        result["message"].as_str().unwrap().contains(words),
+        "{id} does not say {words:?}: {report}"
+    );
 }
 
 /// The code-server stacks: `codeserver-python` (and `codeserver` under it) meets Kubeflow's
@@ -279,29 +284,13 @@ fn codeserver_python_meets_kubeflow_live_with_node_and_ipykernel() {
     let store = store.root().to_path_buf();
     for image in ["codeserver:latest", "codeserver-python:latest"] {
         let report = check_passes(&store, "kubeflow", false, image);
-        let prefix = check_result(&report, "nb-prefix");
-        assert_eq!(prefix["status"], "pass", "{report}");
-        assert!(
-            prefix["message"]
-                .as_str()
-                .unwrap()
-                .contains("http-rewrite-uri: /"),
-            "{report}"
-        );
+        assert_passed_saying(&report, "nb-prefix", "http-rewrite-uri: /");
     }
     if !nbrt_testkit::require_docker() {
         return;
     }
     let report = check_passes(&store, "kubeflow", true, "codeserver-python:latest");
-    let answered = check_result(&report, "live.nb-prefix");
-    assert_eq!(answered["status"], "pass", "{report}");
-    assert!(
-        answered["message"]
-            .as_str()
-            .unwrap()
-            .contains("GET /healthz"),
-        "{report}"
-    );
+    assert_passed_saying(&report, "live.nb-prefix", "GET /healthz");
 
     // What the Python extension needs, and Node.js for the terminal.
     let image = load(&store, "codeserver-python");

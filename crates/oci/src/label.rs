@@ -123,8 +123,8 @@ pub struct RuntimeDefaults {
     pub gpus: Option<u32>,
     #[serde(default)]
     pub advanced_privileges: bool,
-    /// The server a session runs (Jupyter unless the image says otherwise). These three are
-    /// left out of the label when unset, like `gpus`.
+    /// The server a session runs (Jupyter unless the image says otherwise). This and the
+    /// three HTTP fields below are left out of the label when unset, like `gpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerKind>,
     /// What a session's URL prefix becomes before a request reaches the server (Kubeflow's
@@ -184,7 +184,9 @@ impl ServerKind {
 }
 
 /// How a site (or `nbrt check`) reaches a session's server over HTTP: the image's `server`,
-/// `http-rewrite-uri` and `ready-path` defaults, the one home of the rules that use them.
+/// `http-rewrite-uri`, `ready-path` and `http-headers-request-set` defaults, the one home of
+/// the rules that use them. The same fields as in [`RuntimeDefaults`], in the API's shape
+/// (camelCase) where the label has the runtime file's (kebab-case).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpContract {

@@ -434,10 +434,12 @@ fn is_arcgis(path: &str) -> bool {
 
 fn schemas() -> Value {
     // How sessions reach a runtime's server (apart: one json! of everything nests too deep).
-    let runtime_server = json!({"type": "object", "description": "how sessions reach the image's server, read off its [runtime] label (not an input): a Jupyter server under the session's prefix, or another web application (code-server, RStudio) whose prefix the proxy rewrites to httpRewriteUri (Kubeflow's notebooks.kubeflow.org/http-rewrite-uri), ready when readyPath answers",
+    let runtime_server = json!({"type": "object", "description": "how sessions reach the image's server, read off its [runtime] label (not an input): a Jupyter server under the session's prefix, or another web application (code-server, RStudio) whose prefix the proxy rewrites to httpRewriteUri (Kubeflow's notebooks.kubeflow.org/http-rewrite-uri), ready when readyPath answers, with httpHeadersRequestSet on every request",
         "required": ["server"], "properties": {
             "server": {"type": "string", "enum": ["jupyter", "web"]},
-            "httpRewriteUri": {"type": "string"}, "readyPath": {"type": "string"}}});
+            "httpRewriteUri": {"type": "string"}, "readyPath": {"type": "string"},
+            "httpHeadersRequestSet": {"type": "object", "additionalProperties": {"type": "string"},
+              "description": "headers the proxy sets on every request to the server (Kubeflow's notebooks.kubeflow.org/http-headers-request-set); ${NB_PREFIX} in a value is the session's URL prefix"}}});
     let unit = json!({"type": "string", "enum": ["g", "m", "k", "b"]});
     // What `notebooks::check_name` takes.
     let notebook_name = json!({"type": "string", "minLength": 1, "maxLength": 200,
