@@ -397,8 +397,22 @@ pub fn validate_within(
 ) -> Result<()> {
     check_config(image, source)?;
     for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
-        let mut blob = open_verified(source, layer)?;
-        let read = read_layer_stream(i, layer, &mut blob, budget);
+        check_stored_layer(i, layer, diff_id, source, budget)?;
+    }
+    Ok(())
+}
+
+/// Layer `i` checked from `source` ([`check_layer`] on its verified blob).
+pub(crate) fn check_stored_layer(
+    i: usize,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    source: &dyn BlobSource,
+    budget: &crate::layer::budget::Budget,
+) -> Result<()> {
+    let mut blob = open_verified(source, layer)?;
+    let checked = check_layer(i, layer, diff_id, &mut blob, budget);
+    if checked.is_err() {
         // A blob that is not what its descriptor says is the first thing wrong with it (a
         // corrupt stream or a bad entry follows from that).
         let rest = io::copy(&mut blob, &mut io::sink())
@@ -406,17 +420,41 @@ pub fn validate_within(
         if let Err(e @ (OciError::DigestMismatch { .. } | OciError::SizeMismatch { .. })) = rest {
             return Err(e);
         }
-        let actual = read?;
-        rest?;
-        diff_id.verify(&actual, || {
-            format!("diff ID of layer {i} ({})", layer.digest)
-        })?;
     }
-    Ok(())
+    checked
+}
+
+/// The check of one layer, as `blob` streams it: decompressed, every entry checked by the
+/// layer rules within `budget`, read to its very end (bytes after the tar too), and the tar's
+/// digest compared with `diff_id`. Whether the blob's own bytes match its descriptor is the
+/// caller's to know (for an uncompressed layer the diff ID is taken to be its digest).
+pub(crate) fn check_layer(
+    i: usize,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    blob: &mut dyn Read,
+    budget: &crate::layer::budget::Budget,
+) -> Result<()> {
+    let actual = read_layer_stream(i, layer, blob, budget)?;
+    io::copy(blob, &mut io::sink())
+        .map_err(|e| unwrap_io(e, || format!("reading layer {}", layer.digest)))?;
+    diff_id.verify(&actual, || {
+        format!("diff ID of layer {i} ({})", layer.digest)
+    })
+}
+
+/// Whether an error of [`check_layer`] is about what the layer holds (an entry the rules
+/// refuse, a bound passed) rather than about bytes that do not read as a layer, which may
+/// only be a blob that is not what its descriptor says.
+pub(crate) fn is_entry_error(e: &OciError) -> bool {
+    matches!(
+        e,
+        OciError::UnsafeEntry { .. } | OciError::ExpansionLimit { .. }
+    )
 }
 
 /// The image's documents are consistent and the source's config blob is the image's config.
-fn check_config(image: &Image, source: &dyn BlobSource) -> Result<()> {
+pub(crate) fn check_config(image: &Image, source: &dyn BlobSource) -> Result<()> {
     image.check_documents()?;
     let mut config = Vec::new();
     open_verified(source, &image.manifest.value().config)?
@@ -490,17 +528,13 @@ pub fn copy_validated(
     for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
         if sink.has_blob(layer)? {
             // Its bytes are the store's already; what the image says of them is checked.
-            let mut blob = open_verified(source, layer)?;
-            let actual = read_layer_stream(i, layer, &mut blob, budget)?;
-            diff_id.verify(&actual, || {
-                format!("diff ID of layer {i} ({})", layer.digest)
-            })?;
+            check_stored_layer(i, layer, diff_id, source, budget)?;
             bar.inc(layer.size);
             continue;
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEE_CHUNKS);
         let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEE_CHUNKS + 2);
-        let (put, read) = std::thread::scope(|scope| {
+        let (put, checked) = std::thread::scope(|scope| {
             let checker = scope.spawn(move || {
                 let mut stream = ChannelReader {
                     rx,
@@ -508,7 +542,7 @@ pub fn copy_validated(
                     chunk: Vec::new(),
                     at: 0,
                 };
-                read_layer_stream(i, layer, &mut stream, budget)
+                check_layer(i, layer, diff_id, &mut stream, budget)
             });
             let mut tee = TeeReader {
                 inner: bar.wrap_read(open_verified(source, layer)?),
@@ -519,17 +553,14 @@ pub fn copy_validated(
             let put = sink.put_blob(layer, &mut tee);
             // The end of the stream (or of the copy, when it failed) for the checker.
             drop(tee);
-            let read = checker
+            let checked = checker
                 .join()
                 .unwrap_or_else(|_| Err(OciError::InvalidImage("the layer check panicked".into())));
-            Ok::<_, OciError>((put, read))
+            Ok::<_, OciError>((put, checked))
         })?;
         // A blob that is not what its descriptor says is the first thing wrong with it.
         put?;
-        let actual = read?;
-        diff_id.verify(&actual, || {
-            format!("diff ID of layer {i} ({})", layer.digest)
-        })?;
+        checked?;
         copied.push(layer.clone());
     }
     let copied = finish_copy(image, sink, copied)?;

@@ -973,3 +973,165 @@ async fn a_hostile_layer_fails_the_pull_and_leaves_nothing() {
     );
     assert!(store2.list().unwrap().is_empty());
 }
+
+/// An image of the given layer blobs (already in `store`) with the given diff IDs, pushed to
+/// `target` as it is (push does not read layers as layers).
+async fn push_crafted(
+    store: &Store,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<Digest>,
+    target: &str,
+    opts: &RegistryOptions,
+) -> Image {
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+        ..Default::default()
+    };
+    let image = Image::assemble(config, layers, BTreeMap::new()).unwrap();
+    registry::push(store, &image, target, opts, &hidden())
+        .await
+        .unwrap();
+    image
+}
+
+fn assert_nothing_stayed(root: &Path, before: &[String], store: &Store, image: &Image) {
+    assert_eq!(blob_files(root), before, "blobs left behind");
+    assert_eq!(
+        std::fs::read_dir(root.join("tmp")).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .all(|s| s.image.digest() != image.digest()),
+        "the image was named"
+    );
+}
+
+/// A gzip layer whose first entry is `../escape`, followed by many MiB that a pull need not
+/// fetch: the layer is checked while it downloads, so the pull stops at the entry and says
+/// what is wrong with it (not that the blob came short), and keeps nothing.
+#[tokio::test]
+async fn a_bad_entry_at_the_start_of_a_big_layer_fails_the_pull_with_its_error() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start();
+    let fx = fixture();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let big = noise("after the escape", 24 << 20);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(big.len() as u64);
+    h.set_mode(0o644);
+    h.set_path("opt/big").unwrap();
+    h.set_cksum();
+    b.append(&h, &big[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let desc = Descriptor::new(
+        media::OCI_LAYER_GZIP,
+        Digest::of_bytes(&gz),
+        gz.len() as u64,
+    );
+    fx.store.put_blob(&desc, &mut &gz[..]).unwrap();
+    let opts = anonymous(fx._dir.path());
+    let target = format!("{}/nb/escape:v1", reg.host());
+    // Good layers beside it, downloading at the same time.
+    let image = push_crafted(
+        &fx.store,
+        vec![fx.l1.desc.clone(), desc, fx.l2.desc.clone()],
+        vec![
+            fx.l1.diff_id.clone(),
+            Digest::of_bytes(&tar),
+            fx.l2.diff_id.clone(),
+        ],
+        &target,
+        &opts,
+    )
+    .await;
+
+    let (dir, store2) = empty_store();
+    let root = dir.path().join("store");
+    let err = registry::pull(&store2, &target, &opts, &hidden())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OciError::UnsafeEntry { path, reason } if path == "../escape" && reason.contains("'..'")),
+        "{err:?}"
+    );
+    assert_nothing_stayed(&root, &[], &store2, &image);
+}
+
+/// A config whose diff ID does not match its layer fails the pull naming the diff ID, both
+/// when the layer is fetched (checked as it downloads) and when the store already has it
+/// (checked from the store); nothing of the image stays.
+#[tokio::test]
+async fn a_wrong_diff_id_fails_the_pull_naming_it() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start();
+    let fx = fixture();
+    let opts = anonymous(fx._dir.path());
+    let target = format!("{}/nb/lying:v1", reg.host());
+    let image = push_crafted(
+        &fx.store,
+        vec![fx.l1.desc.clone(), fx.l2.desc.clone()],
+        vec![fx.l1.diff_id.clone(), fx.l1.diff_id.clone()],
+        &target,
+        &opts,
+    )
+    .await;
+    let names_the_diff_id = |err: &OciError| match err {
+        OciError::DigestMismatch {
+            what,
+            expected,
+            actual,
+        } => {
+            what.contains("diff ID of layer 1")
+                && expected == &fx.l1.diff_id.to_string()
+                && actual == &fx.l2.diff_id.to_string()
+        }
+        _ => false,
+    };
+
+    // Fetched: checked while it downloads.
+    let (dir, store2) = empty_store();
+    let root = dir.path().join("store");
+    let err = registry::pull(&store2, &target, &opts, &hidden())
+        .await
+        .unwrap_err();
+    assert!(names_the_diff_id(&err), "{err:?}");
+    assert_nothing_stayed(&root, &[], &store2, &image);
+
+    // Already in the store: checked from there.
+    let good = format!("{}/nb/scipy:v1", reg.host());
+    registry::push(&fx.store, &fx.first, &good, &opts, &hidden())
+        .await
+        .unwrap();
+    registry::pull(&store2, &good, &opts, &hidden())
+        .await
+        .unwrap();
+    let before = blob_files(&root);
+    let err = registry::pull(&store2, &target, &opts, &hidden())
+        .await
+        .unwrap_err();
+    assert!(names_the_diff_id(&err), "{err:?}");
+    assert_nothing_stayed(&root, &before, &store2, &image);
+}

@@ -467,12 +467,13 @@ impl Remote {
         Ok((body, actual))
     }
 
-    /// Stream a blob to `out`, refusing more than `desc.size` bytes.
+    /// Stream a blob to `out`, refusing more than `desc.size` bytes. The next chunk is read
+    /// once `out` has taken this one (so a slow consumer holds the download back).
     pub(super) async fn download(
         &self,
         desc: &Descriptor,
         bar: &Bar,
-        mut out: impl FnMut(&[u8]) -> Result<()>,
+        mut out: impl AsyncFnMut(Bytes) -> Result<()>,
     ) -> Result<()> {
         let digest = desc.digest.to_string();
         let doing = format!("downloading blob {digest}");
@@ -508,8 +509,9 @@ impl Remote {
                     actual: received,
                 });
             }
-            out(&chunk)?;
-            bar.inc(chunk.len() as u64);
+            let len = chunk.len() as u64;
+            out(chunk).await?;
+            bar.inc(len);
         }
         Ok(())
     }

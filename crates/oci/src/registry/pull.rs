@@ -3,10 +3,11 @@
 //! blob streamed through the store's verification. Nothing is named, and no new blob stays,
 //! unless the whole image arrived.
 
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 
+use bytes::{Buf, Bytes};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -16,13 +17,15 @@ use super::reference::RemoteRef;
 use super::remotes::RemoteRecord;
 use crate::digest::Digest;
 use crate::error::{IoContext, OciError, Result};
+use crate::image::{check_config, check_layer, check_stored_layer, is_entry_error};
 use crate::image::{Image, ImageSink, Raw};
 use crate::json::{parse_bounded, MAX_JSON_SIZE};
+use crate::layer::budget::{Budget, Limits};
 use crate::name::ImageName;
 use crate::platform::Platform;
-use crate::progress::Progress;
+use crate::progress::{Bar, Progress};
 use crate::spec::{media, Descriptor, Index, Manifest};
-use crate::store::Store;
+use crate::store::{BlobWriter, Store, StoreSink};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PullReport {
@@ -168,8 +171,8 @@ pub async fn pull(
     let hidden = Progress::hidden().bytes("config", config_desc.size);
     let mut config_bytes = Vec::with_capacity(config_desc.size as usize);
     remote
-        .download(&config_desc, &hidden, |chunk| {
-            config_bytes.extend_from_slice(chunk);
+        .download(&config_desc, &hidden, async |chunk: Bytes| {
+            config_bytes.extend_from_slice(&chunk);
             Ok(())
         })
         .await?;
@@ -188,6 +191,14 @@ pub async fn pull(
     let image = Image::from_parts(manifest, config)?;
 
     let sink = Mutex::new(store.sink(vec![name.clone()]));
+    // One bound for what the whole image may expand to, shared by the layers' checks.
+    let budget = Arc::new(Budget::new(Limits::from_env()?));
+    // A fetched layer is checked as it arrives, as the first layer of the image with its
+    // digest; any other layer, from the store once all are in.
+    let mut first_index: BTreeMap<&Digest, usize> = BTreeMap::new();
+    for (i, layer) in image.layers().iter().enumerate() {
+        first_index.entry(&layer.digest).or_insert(i);
+    }
     let blobs = image_blobs(&image);
     let (present, missing): (Vec<&Descriptor>, Vec<&Descriptor>) =
         blobs.iter().partition(|d| store.has_blob(&d.digest));
@@ -200,6 +211,8 @@ pub async fn pull(
             let sink = &sink;
             let image = &image;
             let config_desc = &config_desc;
+            let first_index = &first_index;
+            let budget = &budget;
             async move {
                 if desc.digest == config_desc.digest {
                     // Already here, verified: let the store verify it once more as it lands.
@@ -209,16 +222,20 @@ pub async fn pull(
                     return Ok(desc.digest.clone());
                 }
                 let mut blob = store.new_blob()?;
-                remote
-                    .download(desc, bar, |chunk| {
-                        blob.write_all(chunk)
-                            .io_context(|| format!("writing blob {} into the store", desc.digest))
-                    })
-                    .await?;
-                blob.commit_expecting(desc)?;
-                sink.lock()
-                    .map_err(|_| poisoned())?
-                    .track(desc.digest.clone());
+                match first_index.get(&desc.digest) {
+                    Some(&i) => {
+                        let diff_id = image.diff_ids()[i].clone();
+                        fetch_checked(remote, desc, bar, blob, sink, i, diff_id, budget).await?
+                    }
+                    None => {
+                        remote
+                            .download(desc, bar, async |chunk: Bytes| {
+                                write_chunk(&mut blob, desc, &chunk)
+                            })
+                            .await?;
+                        commit(blob, desc, sink)?;
+                    }
+                }
                 Ok::<_, OciError>(desc.digest.clone())
             }
         })
@@ -227,10 +244,19 @@ pub async fn pull(
         .await?;
     let mut sink = sink.into_inner().map_err(|_| poisoned())?;
     // Layers from a registry are read through the same checks as an import's (entries,
-    // links, the layer rules, diff IDs) before the image is named; a refused pull removes
-    // the blobs it added (the sink's drop).
-    let budget = crate::layer::budget::Budget::new(crate::layer::budget::Limits::from_env()?);
-    crate::image::validate_within(&image, store, &budget)?;
+    // links, the layer rules, diff IDs) before the image is named: fetched ones as they
+    // arrived, the rest here. A refused pull removes the blobs it added (the sink's drop).
+    check_config(&image, store)?;
+    let streamed: BTreeSet<usize> = fetched
+        .iter()
+        .filter(|d| **d != config_desc.digest)
+        .filter_map(|d| first_index.get(d).copied())
+        .collect();
+    for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
+        if !streamed.contains(&i) {
+            check_stored_layer(i, layer, diff_id, store, &budget)?;
+        }
+    }
     sink.put_image(&image)?;
     drop(sink);
     bar.finish();
@@ -252,6 +278,117 @@ pub async fn pull(
         tracing::warn!("could not record where the pulled blobs are: {e}");
     }
     Ok((image, report))
+}
+
+/// Fetch layer `i` into `blob`, committed as `desc` says (and left to `sink`), while a
+/// blocking thread checks it as a layer ([`check_layer`]). Errors come in the order
+/// [`check_stored_layer`] gives them: a blob that is not what its descriptor says first, then
+/// what the check found; but a check that stopped at an entry cuts the download short, and
+/// its error is the one reported.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_checked(
+    remote: &Remote,
+    desc: &Descriptor,
+    bar: &Bar,
+    mut blob: BlobWriter<'_>,
+    sink: &Mutex<StoreSink<'_>>,
+    i: usize,
+    diff_id: Digest,
+    budget: &Arc<Budget>,
+) -> Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CHECK_CHUNKS);
+    let checker = {
+        let layer = desc.clone();
+        let budget = Arc::clone(budget);
+        tokio::task::spawn_blocking(move || {
+            let mut input = ChunkReader {
+                rx,
+                chunk: Bytes::new(),
+            };
+            let checked = check_layer(i, &layer, &diff_id, &mut input, &budget);
+            if checked.as_ref().is_err_and(|e| !is_entry_error(e)) {
+                // Bytes that do not read as a layer may be a blob that is not what its
+                // descriptor says; the download goes on so that the store can say so.
+                input.drain();
+            }
+            checked
+        })
+    };
+    let mut cut_short = false;
+    let downloaded = remote
+        .download(desc, bar, async |chunk: Bytes| {
+            write_chunk(&mut blob, desc, &chunk)?;
+            if tx.send(chunk).await.is_err() {
+                cut_short = true;
+                return Err(OciError::InvalidImage(format!(
+                    "the check of layer {i} ({}) stopped before its end",
+                    desc.digest
+                )));
+            }
+            Ok(())
+        })
+        .await;
+    // The end of the stream for the checker (or of what arrived, when the download failed).
+    drop(tx);
+    let checked = checker
+        .await
+        .unwrap_or_else(|_| Err(OciError::InvalidImage("the layer check panicked".into())));
+    if cut_short {
+        // The check stopped at an entry; what arrived of the blob says nothing.
+        checked?;
+        return downloaded;
+    }
+    downloaded?;
+    commit(blob, desc, sink)?;
+    checked
+}
+
+/// Commit a downloaded blob, which the sink removes again unless the image is named.
+fn commit(blob: BlobWriter<'_>, desc: &Descriptor, sink: &Mutex<StoreSink<'_>>) -> Result<()> {
+    blob.commit_expecting(desc)?;
+    sink.lock()
+        .map_err(|_| poisoned())?
+        .track(desc.digest.clone());
+    Ok(())
+}
+
+fn write_chunk(blob: &mut BlobWriter<'_>, desc: &Descriptor, chunk: &[u8]) -> Result<()> {
+    blob.write_all(chunk)
+        .io_context(|| format!("writing blob {} into the store", desc.digest))
+}
+
+/// Chunks in flight from a download to its layer check.
+const CHECK_CHUNKS: usize = 16;
+
+/// The chunks of a download, in order, as a stream, for a blocking thread.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl ChunkReader {
+    /// Take the rest of the download without looking at it.
+    fn drain(&mut self) {
+        while self.rx.blocking_recv().is_some() {}
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
+        Ok(n)
+    }
 }
 
 fn poisoned() -> OciError {
