@@ -149,6 +149,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runtimes ADD COLUMN http TEXT;
     "#,
+    // 9: the GPUs a GPU runtime's sessions get, from its image's `[runtime]` label (`gpus`)
+    // or as given; NULL (every runtime before this): the backend's default
+    // (crate::backend::session_gpus)
+    r#"
+    ALTER TABLE runtimes ADD COLUMN gpus INTEGER;
+    "#,
 ];
 
 pub struct Db {
@@ -382,6 +388,57 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, [2, 1, 0]);
+    }
+
+    /// Migration 9 gives an existing database's runtimes a GPU count column, empty (the
+    /// backend's default); the runtimes table reads and writes it.
+    #[test]
+    fn gpu_counts_join_an_existing_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        {
+            // A site's database at schema 8, with a GPU runtime.
+            let mut c = Connection::open(&path).unwrap();
+            for (i, m) in MIGRATIONS[..8].iter().enumerate() {
+                let tx = c.transaction().unwrap();
+                tx.execute_batch(m).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            c.execute(
+                "INSERT INTO runtimes (id, name, container_type, image_id, max_cpu, max_memory,
+                 max_memory_unit, max_swap_memory, max_swap_memory_unit, docker_runtime,
+                 created_at, updated_at)
+                 VALUES ('r', 'cuda', 'docker', 'sha256:0', 1, 1, 'g', 2, 'g', 'nvidia', 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 9);
+        let rt = crate::runtime::repo::get(&db, "r").unwrap();
+        assert_eq!((rt.use_gpu, rt.gpus), (true, None));
+        // Written and read back.
+        let mut input = crate::runtime::RuntimeInput::from_record(&rt);
+        input.image_id = format!("sha256:{}", "a".repeat(64)).into();
+        input.gpus = 2.0.into();
+        let spec = input.validate().unwrap();
+        crate::runtime::repo::update(&db, "r", &spec, false).unwrap();
+        assert_eq!(crate::runtime::repo::get(&db, "r").unwrap().gpus, Some(2));
+        let id = crate::runtime::repo::insert(
+            &db,
+            &crate::runtime::RuntimeSpec {
+                name: "cuda 2".into(),
+                gpus: Some(0),
+                ..spec
+            },
+            false,
+        )
+        .unwrap();
+        let rt = crate::runtime::repo::get(&db, &id).unwrap();
+        assert_eq!(rt.gpus, Some(0));
+        assert_eq!(serde_json::to_value(&rt).unwrap()["gpus"], 0);
     }
 
     #[test]

@@ -441,10 +441,13 @@ fn schemas() -> Value {
             "httpHeadersRequestSet": {"type": "object", "additionalProperties": {"type": "string"},
               "description": "headers the proxy sets on every request to the server (Kubeflow's notebooks.kubeflow.org/http-headers-request-set); ${NB_PREFIX} in a value is the session's URL prefix"}}});
     let unit = json!({"type": "string", "enum": ["g", "m", "k", "b"]});
+    // A runtime's GPU count, as input and as shown.
+    let gpus_change = json!({"type": ["integer", "null"], "minimum": 0, "maximum": crate::runtime::MAX_GPUS, "description": "GPUs a session of a GPU runtime (dockerRuntime nvidia) gets; nbrt's own field. Left out at registration: the image's [runtime] label's gpus; a new image brings its label's count unless the change gives gpus. Not set: the backend's default (kubernetes: its gpus setting, else 1; docker: 1). docker: a device request for that many GPUs (the engine's nvidia driver: the host's GPUs 0 to N-1, the same ones for every session); kubernetes: nvidia.com/gpu, limit and request; 0: no GPU (NVIDIA_VISIBLE_DEVICES=void). Not a whole number from 0 to 64, or given without a GPU runtime: a 400 naming gpus (null clears it); more than any kubernetes node has: a 409 naming gpus"});
+    let gpus_shown = json!({"type": ["integer", "null"], "description": "GPUs a session of this GPU runtime gets; null: the backend's default (see RuntimeChange.gpus)"});
     // What `notebooks::check_name` takes.
     let notebook_name = json!({"type": "string", "minLength": 1, "maxLength": 200,
         "pattern": "^\\s*[^/\\s\\u0000-\\u001f\\u007f-\\u009f][^/\\u0000-\\u001f\\u007f-\\u009f]*$"});
-    json!({
+    let mut schemas = json!({
         "Error": {"type": "object", "required": ["error", "status"], "properties": {
             "error": {"type": "string"}, "status": {"type": "integer"},
             "field": {"type": "string", "description": "the input field at fault"}}},
@@ -473,7 +476,7 @@ fn schemas() -> Value {
             "disabled": {"type": "boolean"}}},
         "RuntimeRegistration": {"allOf": [{"$ref": "#/components/schemas/RuntimeChange"}],
             "required": ["name", "imageId"],
-            "description": "Limit fields left out (maxCpu, maxMemory and its unit, maxSwapMemory, sharedMemory, dockerRuntime, requiresAdvancedPrivileges, version) come from the image's [runtime] defaults label; without one, maxCpu, maxMemory and maxMemoryUnit are required (a 400 naming the field)."},
+            "description": "Limit fields left out (maxCpu, maxMemory and its unit, maxSwapMemory, sharedMemory, dockerRuntime, gpus, requiresAdvancedPrivileges, version) come from the image's [runtime] defaults label; without one, maxCpu, maxMemory and maxMemoryUnit are required (a 400 naming the field)."},
         "RuntimeChange": {"type": "object", "additionalProperties": false,
           "description": "Limits past what the engine can give one session (its CPUs and memory; a swarm's largest node's) are refused with a 400 naming the field.",
           "properties": {
@@ -571,7 +574,11 @@ fn schemas() -> Value {
             "ended": {"type": ["integer", "null"]}, "lastActivity": {"type": ["integer", "null"]},
             "cullAt": {"type": ["integer", "null"], "description": "when the culler stops it if its kernels stay idle (ms since the epoch); null when culling is off or it is not ready"},
             "oomKilled": {"type": "boolean"}}}
-    })
+    });
+    // Apart too: one more field in the json! above nests too deep.
+    schemas["RuntimeChange"]["properties"]["gpus"] = gpus_change;
+    schemas["Runtime"]["properties"]["gpus"] = gpus_shown;
+    schemas
 }
 
 pub fn document() -> Value {

@@ -234,6 +234,34 @@ async fn registration_and_changes_as_an_operator_expects() {
         )
         .await;
     assert_eq!(a.body["maxCpu"], 0.5);
+
+    // A GPU count: none unless set, and only for a GPU runtime (no GPU here: this one is
+    // not), refused naming the field, the record unchanged.
+    assert_eq!(a.body["gpus"], Value::Null, "{}", a.text);
+    for (body, needle) in [
+        (json!({"gpus": 2}), "needs a GPU runtime"),
+        (json!({"gpus": 65}), "give a whole number from 0 to 64"),
+        (json!({"gpus": "two"}), "expected a number"),
+    ] {
+        let a = patch(&mine["id"], body.clone()).await;
+        assert_eq!(
+            (a.status, a.body["field"].as_str()),
+            (400, Some("gpus")),
+            "{body}: {}",
+            a.text
+        );
+        let msg = a.body["error"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let a = t
+        .call(
+            "GET",
+            &format!("/api/runtimes/{}", mine["id"].as_str().unwrap()),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.body["gpus"], Value::Null, "{}", a.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,6 +843,18 @@ async fn openapi_document_matches_the_router() {
     let doc = t.call("GET", "/api/openapi.json", None, None).await;
     assert_eq!(doc.status, 200);
     assert_eq!(doc.body["openapi"], "3.1.0");
+    // A runtime's GPU count is documented as input and as shown.
+    let schemas = &doc.body["components"]["schemas"];
+    let gpus = &schemas["RuntimeChange"]["properties"]["gpus"];
+    assert_eq!(
+        (&gpus["minimum"], &gpus["maximum"]),
+        (&json!(0), &json!(64))
+    );
+    assert!(gpus["description"]
+        .as_str()
+        .unwrap()
+        .contains("nvidia.com/gpu"));
+    assert!(schemas["Runtime"]["properties"]["gpus"].is_object());
     let paths = doc.body["paths"].as_object().unwrap();
     let mut n = 0;
     for (path, ops) in paths {

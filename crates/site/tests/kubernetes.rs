@@ -227,6 +227,68 @@ fn kubernetes_without_a_cluster_golden_objects_carry_the_conventions() {
     );
 }
 
+/// A GPU runtime's pod asks for the runtime's GPU count (limit and request), else the site's
+/// `gpus` setting, else 1; a count of 0 asks for none and hides the node's GPUs. No GPU and
+/// no cluster: the pod spec only.
+#[test]
+fn kubernetes_without_a_cluster_pods_ask_for_the_runtimes_gpu_count() {
+    let pod = |gpus: Option<u32>, site: Option<u32>| {
+        let mut rt = fixture_runtime();
+        rt.gpus = gpus;
+        let cfg = KubernetesConfig {
+            gpus: site,
+            ..fixture_config()
+        };
+        typed(&session_objects(&fixture_spec("alice", rt), &cfg, NAMESPACE, None).pod)
+    };
+    let resources = |pod: &Value| pod["spec"]["containers"][0]["resources"].clone();
+    let gpu_env = |pod: &Value| {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "NVIDIA_VISIBLE_DEVICES")
+            .cloned()
+    };
+    for (gpus, site, want) in [
+        (Some(2), None, "2"),
+        (Some(2), Some(4), "2"),
+        (None, Some(4), "4"),
+        (None, None, "1"),
+    ] {
+        let p = pod(gpus, site);
+        let r = resources(&p);
+        assert_eq!(
+            r["limits"]["nvidia.com/gpu"], want,
+            "{gpus:?} {site:?}: {r}"
+        );
+        assert_eq!(
+            r["requests"]["nvidia.com/gpu"], want,
+            "{gpus:?} {site:?}: {r}"
+        );
+        assert_eq!(p["spec"]["runtimeClassName"], "nvidia");
+        assert_eq!(gpu_env(&p), None);
+    }
+    let none = pod(Some(0), Some(4));
+    let r = resources(&none);
+    assert!(r["limits"].get("nvidia.com/gpu").is_none(), "{r}");
+    assert!(r["requests"].get("nvidia.com/gpu").is_none(), "{r}");
+    assert_eq!(
+        gpu_env(&none),
+        Some(json!({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}))
+    );
+    // A runtime that is no GPU runtime asks for none, whatever the site's setting.
+    let mut rt = fixture_runtime();
+    (rt.docker_runtime, rt.use_gpu) = (None, false);
+    let cfg = KubernetesConfig {
+        gpus: Some(4),
+        ..fixture_config()
+    };
+    let cpu = typed(&session_objects(&fixture_spec("alice", rt), &cfg, NAMESPACE, None).pod);
+    assert!(resources(&cpu)["limits"].get("nvidia.com/gpu").is_none());
+    assert!(cpu["spec"].get("runtimeClassName").is_none());
+}
+
 // ---- names, labels and quantities -------------------------------------------------------
 
 /// DNS-1123 label: what pods, Services and claims may be named (a Service, DNS-1035, also
@@ -1099,6 +1161,10 @@ async fn kubernetes_without_a_cluster_nbrt_refuses_swap_and_missing_gpus() {
         field_of(b.refuse(&limits).unwrap_err()).as_deref(),
         Some("dockerRuntime")
     );
+    // A GPU runtime without GPUs is not refused.
+    limits.gpus = Some(0);
+    b.refuse(&limits).unwrap();
+    limits.gpus = None;
     limits.docker_runtime = None;
     b.refuse(&limits).unwrap();
     limits.memory_swap = limits.memory * 2;
@@ -1109,6 +1175,36 @@ async fn kubernetes_without_a_cluster_nbrt_refuses_swap_and_missing_gpus() {
     // A swap derived (never given) is Docker's default, not a demand: accepted.
     limits.swap_given = false;
     b.refuse(&limits).unwrap();
+}
+
+#[tokio::test]
+async fn kubernetes_without_a_cluster_nbrt_refuses_more_gpus_than_a_node_has() {
+    // Tests nbrt's refusal against a scripted node list, not Kubernetes: two GPU nodes with
+    // 2 and 4 GPUs, and one with 8 that is not ready.
+    let node = |name: &str, ready: &str, gpus: &str| {
+        json!({"metadata": {"name": name},
+               "status": {"conditions": [{"type": "Ready", "status": ready}],
+                          "allocatable": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": gpus}}})
+    };
+    let nodes = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [
+        node("n1", "True", "2"), node("n2", "True", "4"), node("n3", "False", "8")]});
+    let (client, task) = scripted::client(vec![step("GET", "/api/v1/nodes", 200, nodes)]);
+    let b = scripted::backend(client);
+    b.capacity().await.unwrap();
+    task.await.unwrap();
+    let mut limits = Limits::of_runtime(&fixture_runtime());
+    for ok in [None, Some(0), Some(1), Some(4)] {
+        limits.gpus = ok;
+        b.refuse(&limits).unwrap();
+    }
+    limits.gpus = Some(5);
+    match b.refuse(&limits).unwrap_err() {
+        nbrt_site::SiteError::Conflict { field, message } => {
+            assert_eq!(field.as_deref(), Some("gpus"));
+            assert!(message.contains("the most on one node: 4"), "{message}");
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
 }
 
 #[tokio::test]

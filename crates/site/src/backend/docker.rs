@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats, DeviceRequest, HostConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
@@ -88,9 +88,18 @@ fn engine_err(e: nbrt_oci::OciError) -> SiteError {
 }
 
 /// The container a session runs in: the runtime's limits, labels, `NB_PREFIX`, the session's
-/// token, the home volume — and nothing from the server's own environment.
+/// token, the home volume — and nothing from the server's own environment. A GPU runtime's
+/// container runs its Docker runtime (`nvidia`) and gets its GPU count ([`super::session_gpus`])
+/// as a device request ([`gpu_request`]), as `docker run --gpus N` asks; with a count of 0,
+/// no request and [`super::NO_GPUS_ENV`].
 pub fn container_spec(spec: &SessionSpec, network: &str) -> ContainerCreateBody {
     let rt = &spec.runtime;
+    let gpus = super::session_gpus(rt, None);
+    let mut env = spec.env();
+    if gpus == Some(0) {
+        let (k, v) = super::NO_GPUS_ENV;
+        env.push(format!("{k}={v}"));
+    }
     // A runtime that requires the advanced privilege may use sudo/setuid inside (only users
     // holding the privilege get here); every other session runs with no-new-privileges.
     let security_opt = if rt.requires_advanced_privileges {
@@ -100,7 +109,7 @@ pub fn container_spec(spec: &SessionSpec, network: &str) -> ContainerCreateBody 
     };
     ContainerCreateBody {
         image: Some(spec.image.0.clone()),
-        env: Some(spec.env()),
+        env: Some(env),
         labels: Some(spec.labels()),
         host_config: Some(HostConfig {
             nano_cpus: Some(rt.nano_cpus()),
@@ -108,6 +117,7 @@ pub fn container_spec(spec: &SessionSpec, network: &str) -> ContainerCreateBody 
             memory_swap: Some(rt.swap_bytes()),
             shm_size: rt.shm_bytes(),
             runtime: rt.docker_runtime.clone(),
+            device_requests: gpus.filter(|n| *n > 0).map(|n| vec![gpu_request(n)]),
             binds: Some(vec![match &spec.home_slot {
                 Some(slot) => format!("{}:{HOME}:rslave", slot.display()),
                 None => format!("{}:{HOME}", spec.home.volume),
@@ -118,6 +128,22 @@ pub fn container_spec(spec: &SessionSpec, network: &str) -> ContainerCreateBody 
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The engine's device driver for NVIDIA GPUs (present where NVIDIA's container toolkit is).
+pub const GPU_DEVICE_DRIVER: &str = "nvidia";
+
+/// `n` GPUs from the engine's `nvidia` device driver (`docker run --gpus N`): the engine shows
+/// the container the GPUs numbered 0 to n − 1 (`NVIDIA_VISIBLE_DEVICES=0,1,…`). It does not
+/// share GPUs out between containers: every session of the runtime gets the same ones.
+pub fn gpu_request(n: u32) -> DeviceRequest {
+    DeviceRequest {
+        driver: Some(GPU_DEVICE_DRIVER.to_string()),
+        count: Some(i64::from(n)),
+        device_ids: None,
+        capabilities: Some(vec![vec!["gpu".to_string()]]),
+        options: None,
     }
 }
 
@@ -694,5 +720,100 @@ mod tests {
         assert_eq!(memory_used(&mem(100, "inactive_file", 40)), 60);
         assert_eq!(memory_used(&mem(100, "inactive_file", 400)), 100);
         assert_eq!(memory_used(&mem(100, "cache", 40)), 100);
+    }
+
+    /// A session of a runtime with Docker runtime `docker_runtime` and GPU count `gpus`.
+    fn session(docker_runtime: Option<&str>, gpus: Option<u32>) -> SessionSpec {
+        let rt = Runtime {
+            id: "r".into(),
+            name: "cuda".into(),
+            version: None,
+            container_type: "docker".into(),
+            image_id: format!("sha256:{}", "a".repeat(64)),
+            max_cpu: 1.0,
+            max_memory: 1.0,
+            max_memory_unit: "g".into(),
+            max_swap_memory: 2.0,
+            max_swap_memory_unit: "g".into(),
+            swap_given: false,
+            shared_memory: None,
+            shared_memory_unit: None,
+            docker_runtime: docker_runtime.map(str::to_string),
+            use_gpu: crate::runtime::is_gpu_docker_runtime(docker_runtime),
+            gpus,
+            requires_advanced_privileges: false,
+            builtin: false,
+            deprecated: false,
+            deprecation_date: None,
+            disabled: false,
+            is_manifest_supported: false,
+            library_count: 0,
+            warm_pool: 0,
+            warm_ready: 0,
+            server: Default::default(),
+            created: 0,
+            updated: 0,
+        };
+        SessionSpec {
+            site_id: "site".into(),
+            session_id: "s".into(),
+            name: "nbrt-site-ann-r".into(),
+            user: "ann".into(),
+            image: ImageRef(rt.image_id.clone()),
+            runtime: rt,
+            token: "t".into(),
+            home: HomeRef {
+                volume: "nbrt-site-home-ann".into(),
+                node: None,
+            },
+            prefix: "/user/ann/r".into(),
+            home_slot: None,
+            session_env: Default::default(),
+        }
+    }
+
+    /// The create body as the engine gets it (its JSON).
+    fn create_body(docker_runtime: Option<&str>, gpus: Option<u32>) -> serde_json::Value {
+        serde_json::to_value(container_spec(&session(docker_runtime, gpus), "bridge")).unwrap()
+    }
+
+    /// The create body of a GPU runtime's container asks for its GPU count; checked on the
+    /// body alone — no GPU is used (none exists here) and no container is made.
+    #[test]
+    fn create_body_asks_for_the_runtimes_gpu_count_without_a_gpu() {
+        let body = create_body(Some("nvidia"), Some(2));
+        let hc = &body["HostConfig"];
+        assert_eq!(hc["Runtime"], "nvidia", "the Docker runtime stays");
+        assert_eq!(
+            hc["DeviceRequests"],
+            serde_json::json!([{"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}])
+        );
+        let env = body["Env"].as_array().unwrap();
+        assert!(
+            !env.iter()
+                .any(|e| e.as_str().unwrap().starts_with("NVIDIA_VISIBLE_DEVICES")),
+            "{env:?}"
+        );
+        // No count: the default, one GPU (not every GPU of the host).
+        let body = create_body(Some("nvidia"), None);
+        assert_eq!(body["HostConfig"]["DeviceRequests"][0]["Count"], 1);
+        // Zero: no request, and the nvidia runtime shows the container no GPU.
+        let body = create_body(Some("nvidia"), Some(0));
+        assert!(body["HostConfig"].get("DeviceRequests").is_none(), "{body}");
+        assert_eq!(body["HostConfig"]["Runtime"], "nvidia");
+        let env = body["Env"].as_array().unwrap();
+        assert!(
+            env.contains(&serde_json::json!("NVIDIA_VISIBLE_DEVICES=void")),
+            "{env:?}"
+        );
+        // A runtime that is no GPU runtime asks for none.
+        for rt in [None, Some("runsc")] {
+            let body = create_body(rt, None);
+            assert!(body["HostConfig"].get("DeviceRequests").is_none(), "{body}");
+            assert_eq!(
+                body["HostConfig"].get("Runtime").cloned(),
+                rt.map(Into::into)
+            );
+        }
     }
 }

@@ -11,8 +11,10 @@
 //!   service-account token, no service links, no privilege escalation and no capabilities
 //!   unless the runtime needs the advanced privilege. CPU and memory limits are the
 //!   runtime's, memory requested in full and CPU in part ([`KubernetesConfig::cpu_request`]);
-//!   a GPU runtime (Docker runtime `nvidia`) gets `nvidia.com/gpu` and the runtime class of
-//!   its Docker runtime's name; `/dev/shm` is a memory-backed emptyDir of the runtime's size;
+//!   a GPU runtime (Docker runtime `nvidia`) gets the runtime class of its Docker runtime's
+//!   name and its GPU count as `nvidia.com/gpu` (limit and request: the runtime's `gpus`,
+//!   else [`KubernetesConfig::gpus`], else 1; a count of 0 asks for none and sets
+//!   [`super::NO_GPUS_ENV`]); `/dev/shm` is a memory-backed emptyDir of the runtime's size;
 //!   the readiness probe is `<prefix>/api`; the image is the runtime's, pushed to the site's
 //!   registry and named by digest.
 //! - **a Secret** with the session's token (the pod reads it through `secretKeyRef`, so the
@@ -91,11 +93,11 @@ pub const TOKEN_KEY: &str = "token";
 /// Defaults of [`KubernetesConfig`]'s optional settings.
 pub const DEFAULT_HOME_SIZE: &str = "10Gi";
 pub const DEFAULT_CPU_REQUEST: f64 = 0.25;
-pub const DEFAULT_GPUS: u32 = 1;
+pub const DEFAULT_GPUS: u32 = super::DEFAULT_GPUS;
 /// Docker's `/dev/shm` when a runtime names none: the same for sessions here.
 pub const DEFAULT_SHM: i64 = 64 * 1024 * 1024;
 /// The Docker runtime that makes a runtime a GPU runtime (as on the Docker backend).
-pub const GPU_DOCKER_RUNTIME: &str = "nvidia";
+pub const GPU_DOCKER_RUNTIME: &str = crate::runtime::GPU_DOCKER_RUNTIME;
 /// How long a stale pod may take to go before its replacement is made.
 const STALE_POD_WAIT: Duration = Duration::from_secs(30);
 const STALE_POD_POLL: Duration = Duration::from_millis(200);
@@ -419,7 +421,7 @@ pub fn network_policy(site_id: &str, cfg: &KubernetesConfig, namespace: &str) ->
 
 /// Whether a runtime is a GPU runtime (its Docker runtime is `nvidia`).
 pub fn is_gpu_runtime(rt: &Runtime) -> bool {
-    rt.docker_runtime.as_deref() == Some(GPU_DOCKER_RUNTIME)
+    rt.is_gpu()
 }
 
 /// The objects of one session, as the backend creates them.
@@ -495,8 +497,9 @@ pub fn session_objects(
         ..Default::default()
     };
 
+    let gpus = super::session_gpus(rt, cfg.gpus);
     // The notebook server's environment, the token read from the Secret.
-    let env: Vec<EnvVar> = spec
+    let mut env: Vec<EnvVar> = spec
         .env()
         .into_iter()
         .filter_map(|kv| {
@@ -523,8 +526,15 @@ pub fn session_objects(
             })
         })
         .collect();
+    if gpus == Some(0) {
+        let (k, v) = super::NO_GPUS_ENV;
+        env.push(EnvVar {
+            name: k.to_string(),
+            value: Some(v.to_string()),
+            value_from: None,
+        });
+    }
 
-    let gpu = is_gpu_runtime(rt);
     let mut limits = BTreeMap::from([
         ("cpu".to_string(), cpu_quantity(rt.nano_cpus())),
         ("memory".to_string(), bytes_quantity(rt.memory_bytes())),
@@ -537,8 +547,8 @@ pub fn session_objects(
         ),
         ("memory".to_string(), bytes_quantity(rt.memory_bytes())),
     ]);
-    if gpu {
-        let gpus = Quantity(cfg.gpus.unwrap_or(DEFAULT_GPUS).to_string());
+    if let Some(n) = gpus.filter(|n| *n > 0) {
+        let gpus = Quantity(n.to_string());
         limits.insert(conv::GPU_RESOURCE.to_string(), gpus.clone());
         requests.insert(conv::GPU_RESOURCE.to_string(), gpus);
     }
@@ -981,8 +991,9 @@ pub struct KubernetesBackend {
     namespace: String,
     cfg: KubernetesConfig,
     pushed: super::Pushed,
-    /// Whether any schedulable node advertises a GPU, once the nodes were looked at.
-    gpu_nodes: Mutex<Option<bool>>,
+    /// The most GPUs one ready, schedulable node advertises (0: none has any), once the
+    /// nodes were looked at.
+    gpu_nodes: Mutex<Option<u64>>,
 }
 
 impl KubernetesBackend {
@@ -1209,19 +1220,27 @@ impl SessionBackend for KubernetesBackend {
                  maxMemory, or use the docker backend",
             ));
         }
-        if limits.docker_runtime.as_deref() == Some(GPU_DOCKER_RUNTIME)
-            && *self.gpu_nodes.lock().unwrap_or_else(|p| p.into_inner()) == Some(false)
-        {
-            return Err(SiteError::conflict(
+        let most = *self.gpu_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        match (limits.session_gpus(self.cfg.gpus), most) {
+            (Some(n), Some(0)) if n > 0 => Err(SiteError::conflict(
                 Some("dockerRuntime"),
                 format!(
                     "no schedulable node of the cluster advertises {}: a GPU runtime's \
                      session could never be placed",
                     conv::GPU_RESOURCE
                 ),
-            ));
+            )),
+            (Some(n), Some(most)) if u64::from(n) > most => Err(SiteError::conflict(
+                Some("gpus"),
+                format!(
+                    "a session of this runtime asks for {n} {} and no schedulable node of the \
+                     cluster has that many (the most on one node: {most}); give gpus at most \
+                     {most}",
+                    conv::GPU_RESOURCE
+                ),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The largest ready, schedulable node's allocatable CPU and memory.
@@ -1234,7 +1253,7 @@ impl SessionBackend for KubernetesBackend {
             cpus: 0.0,
             memory: 0,
         };
-        let mut gpus = false;
+        let mut gpus = 0u64;
         for node in nodes {
             let unschedulable = node
                 .spec
@@ -1254,7 +1273,7 @@ impl SessionBackend for KubernetesBackend {
             let get = |k: &str| alloc.get(k).and_then(|q| parse_quantity(&q.0));
             cap.cpus = cap.cpus.max(get("cpu").unwrap_or(0.0));
             cap.memory = cap.memory.max(get("memory").unwrap_or(0.0) as i64);
-            gpus |= get(conv::GPU_RESOURCE).unwrap_or(0.0) > 0.0;
+            gpus = gpus.max(get(conv::GPU_RESOURCE).unwrap_or(0.0).max(0.0) as u64);
         }
         *self.gpu_nodes.lock().unwrap_or_else(|p| p.into_inner()) = Some(gpus);
         Ok(cap)

@@ -140,7 +140,8 @@ pub struct KubernetesConfig {
     pub site_cidrs: Vec<String>,
     /// The CPU a session requests, as a fraction of its limit (0 to 1; default 0.25).
     pub cpu_request: Option<f64>,
-    /// The GPUs a GPU runtime's session gets (default 1).
+    /// The GPUs a GPU runtime's session gets when the runtime names no count (default 1;
+    /// see [`session_gpus`]).
     pub gpus: Option<u32>,
 }
 
@@ -156,6 +157,8 @@ pub struct Limits {
     pub swap_given: bool,
     pub shm: Option<i64>,
     pub docker_runtime: Option<String>,
+    /// The runtime's own GPU count (`None`: the backend's default; see [`session_gpus`]).
+    pub gpus: Option<u32>,
 }
 
 impl Limits {
@@ -167,6 +170,7 @@ impl Limits {
             swap_given: rt.swap_given,
             shm: rt.shm_bytes(),
             docker_runtime: rt.docker_runtime.clone(),
+            gpus: rt.gpus,
         }
     }
 
@@ -178,8 +182,36 @@ impl Limits {
             swap_given: spec.swap_given,
             shm: spec.shared_memory.map(|(v, u)| u.bytes(v)),
             docker_runtime: spec.docker_runtime.clone(),
+            gpus: spec.gpus,
         }
     }
+
+    /// The GPUs a session with these limits gets (see [`session_gpus`]).
+    pub fn session_gpus(&self, site_default: Option<u32>) -> Option<u32> {
+        gpus_of(self.docker_runtime.as_deref(), self.gpus, site_default)
+    }
+}
+
+/// The GPUs a GPU runtime's session gets when neither the runtime nor the site names a count.
+pub const DEFAULT_GPUS: u32 = 1;
+
+/// The variable that shows a container of the `nvidia` runtime no GPU. CUDA images set
+/// `NVIDIA_VISIBLE_DEVICES=all`, so a GPU runtime's session that is to get no GPU (a count
+/// of 0) gets this; a count above 0 sets it to the GPUs given (Docker's device request,
+/// Kubernetes' device plugin).
+pub const NO_GPUS_ENV: (&str, &str) = ("NVIDIA_VISIBLE_DEVICES", "void");
+
+/// The GPUs a session of `rt` gets: `None` for a runtime that is not a GPU runtime (its
+/// Docker runtime is not `nvidia`); else the runtime's own count (`gpus`, from its image's
+/// `[runtime]` label or as given), else `site_default` (the Kubernetes backend's `gpus`
+/// setting), else [`DEFAULT_GPUS`].
+pub fn session_gpus(rt: &Runtime, site_default: Option<u32>) -> Option<u32> {
+    gpus_of(rt.docker_runtime.as_deref(), rt.gpus, site_default)
+}
+
+fn gpus_of(docker_runtime: Option<&str>, own: Option<u32>, site: Option<u32>) -> Option<u32> {
+    crate::runtime::is_gpu_docker_runtime(docker_runtime)
+        .then(|| own.or(site).unwrap_or(DEFAULT_GPUS))
 }
 
 /// The name a runtime's image carries in the engine that runs its sessions:

@@ -105,6 +105,12 @@ pub fn label_http(labels: &BTreeMap<String, String>) -> Result<HttpContract> {
     Ok(http)
 }
 
+/// The GPU count the image's `[runtime]` label sets (`gpus`), if any; a 400 naming the label
+/// when it is not the builder's shape.
+pub fn label_gpus(labels: &BTreeMap<String, String>) -> Result<Option<u32>> {
+    Ok(label_defaults(labels)?.gpus)
+}
+
 /// The defaults as input; fields they do not set are null when `null`, else absent.
 fn defaults_input(
     defaults: &RuntimeDefaults,
@@ -132,6 +138,9 @@ fn defaults_input(
             .gpu_runtime
             .clone()
             .map_or(unset(null), Given::Value),
+        gpus: defaults
+            .gpus
+            .map_or(unset(null), |n| Given::Value(f64::from(n))),
         requires_advanced_privileges: defaults.advanced_privileges.into(),
         ..Default::default()
     })
@@ -277,6 +286,7 @@ mod tests {
             .unwrap();
         assert_eq!((s.max_cpu, s.max_memory), (0.5, 1.0));
         assert_eq!(s.docker_runtime.as_deref(), Some("nvidia"));
+        assert_eq!(s.gpus, None, "the label sets no count");
         assert!(s.requires_advanced);
         assert_eq!(s.version.as_deref(), Some("2.1"));
         // A label that is not the builder's shape is refused, naming the label.
@@ -286,5 +296,57 @@ mod tests {
         )]);
         let err = factory_input("x", &id, &bad).unwrap_err();
         assert_eq!(err.field(), Some(label::RUNTIME_DEFAULTS.name));
+    }
+
+    /// The runtime file's `gpus`, as the builder writes it into the label, is the runtime's
+    /// GPU count at registration (and a factory restore resets it to the label's).
+    #[test]
+    fn the_gpu_count_comes_from_the_label() {
+        let id = format!("sha256:{}", "b".repeat(64));
+        let written = RuntimeDefaults {
+            max_cpu: Some(4.0),
+            max_memory: Some("16g".into()),
+            gpu_runtime: Some("nvidia".into()),
+            gpus: Some(2),
+            ..Default::default()
+        };
+        let labels =
+            BTreeMap::from([(label::RUNTIME_DEFAULTS.name.to_string(), written.to_label())]);
+        assert_eq!(label_gpus(&labels).unwrap(), Some(2));
+        assert_eq!(label_gpus(&BTreeMap::new()).unwrap(), None);
+        // Registration: what it leaves out comes from the label.
+        let given = RuntimeInput {
+            name: "cuda".to_string().into(),
+            image_id: id.clone().into(),
+            ..Default::default()
+        };
+        let s = given
+            .or_defaults(label_input(&labels).unwrap())
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (s.docker_runtime.as_deref(), s.gpus),
+            (Some("nvidia"), Some(2))
+        );
+        // A factory runtime gets every field of the label, the count too.
+        let s = factory_input("x", &id, &labels)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(s.gpus, Some(2));
+        // A label count past what the site takes is refused, naming the field.
+        let labels = BTreeMap::from([(
+            label::RUNTIME_DEFAULTS.name.to_string(),
+            RuntimeDefaults {
+                gpus: Some(65),
+                ..written
+            }
+            .to_label(),
+        )]);
+        let err = factory_input("x", &id, &labels)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field(), Some("gpus"));
     }
 }

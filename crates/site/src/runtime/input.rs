@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{self, Given, Ignored};
 use super::manifest::parse_manifest;
-use super::record::{Runtime, Unit};
+use super::record::{is_gpu_docker_runtime, Runtime, Unit, MAX_GPUS};
 use crate::error::{Result, SiteError};
 
 /// The body of register and update (and of a PATCH: see [`RuntimeInput::applied_to`]).
@@ -44,6 +44,10 @@ pub struct RuntimeInput {
     pub shared_memory_unit: Given<String>,
     /// An engine runtime (`nvidia`).
     pub docker_runtime: Given<String>,
+    /// The GPUs a session of a GPU runtime gets (0 to [`MAX_GPUS`]; nbrt's own field; only
+    /// with `dockerRuntime` `nvidia`). Left out: the image label's, else the backend's
+    /// default.
+    pub gpus: Given<f64>,
     pub requires_advanced_privileges: Given<bool>,
     /// `conda list --json` output or `{"libraries": [...]}` (as JSON: a string holding JSON is
     /// refused; the ArcGIS endpoints read a form field's text as JSON first, see
@@ -91,6 +95,8 @@ pub struct RuntimeSpec {
     pub swap_given: bool,
     pub shared_memory: Option<(f64, Unit)>,
     pub docker_runtime: Option<String>,
+    /// The GPUs of a GPU runtime's session; `None`: the backend's default.
+    pub gpus: Option<u32>,
     pub requires_advanced: bool,
     pub manifest: Option<nbrt_inspect::manifest::Manifest>,
     pub warm_pool: u32,
@@ -148,6 +154,7 @@ impl RuntimeInput {
             shared_memory,
             shared_memory_unit,
             docker_runtime: opt(&rt.docker_runtime),
+            gpus: rt.gpus.map_or(Given::Absent, |n| f64::from(n).into()),
             requires_advanced_privileges: rt.requires_advanced_privileges.into(),
             warm_pool: f64::from(rt.warm_pool).into(),
             ..Default::default()
@@ -157,17 +164,44 @@ impl RuntimeInput {
     /// This input as a partial update of `current` (PATCH, ArcGIS's update): every field
     /// given — `null` included, which clears — replaces the stored one, the others stay. A
     /// swap that was derived (never given) is derived again from the memory; one that was
-    /// given stays. The result is validated as a whole.
+    /// given stays. A GPU count goes with its GPU runtime: a patch that makes the runtime
+    /// something else and gives no `gpus` drops the stored count. The result is validated as
+    /// a whole.
     pub fn applied_to(&self, current: &Runtime) -> RuntimeInput {
-        let base = RuntimeInput::from_record(current);
+        let mut base = RuntimeInput::from_record(current);
+        if self.docker_runtime.is_given() && !self.gpus.is_given() && !self.names_gpu_runtime() {
+            base.gpus = Given::Absent;
+        }
         self.clone().or(base)
+    }
+
+    /// Whether `dockerRuntime` is given as a GPU runtime.
+    fn names_gpu_runtime(&self) -> bool {
+        matches!(&self.docker_runtime, Given::Value(r) if is_gpu_docker_runtime(Some(r.trim())))
+    }
+
+    /// This input for a runtime whose image changes to one whose `[runtime]` label sets
+    /// `label_gpus`: the label's count, unless the change gives `gpus` itself
+    /// (`patch_gives_gpus`) or this input is not a GPU runtime's (a count needs one). A
+    /// label without a count leaves the count as it was.
+    pub fn with_image_gpus(mut self, patch_gives_gpus: bool, label_gpus: Option<u32>) -> Self {
+        if let Some(n) = label_gpus {
+            if !patch_gives_gpus && self.names_gpu_runtime() {
+                self.gpus = f64::from(n).into();
+            }
+        }
+        self
     }
 
     /// This input, with the fields it leaves out taken from `defaults` (an image's
     /// `[runtime]` label as input: [`super::factory::label_input`]). A size and its unit come
     /// as one: neither from the defaults when the input gives either; the swap from the
-    /// defaults only with their memory.
+    /// defaults only with their memory; their GPU count not when the input names a Docker
+    /// runtime that is no GPU runtime.
     pub fn or_defaults(self, mut defaults: RuntimeInput) -> RuntimeInput {
+        if self.docker_runtime.is_given() && !self.names_gpu_runtime() {
+            defaults.gpus = Given::Absent;
+        }
         if self.max_memory.is_given() || self.max_memory_unit.is_given() {
             defaults.max_memory = Given::Absent;
             defaults.max_memory_unit = Given::Absent;
@@ -201,6 +235,7 @@ impl RuntimeInput {
             shared_memory: p.shared_memory.or(base.shared_memory),
             shared_memory_unit: p.shared_memory_unit.or(base.shared_memory_unit),
             docker_runtime: p.docker_runtime.or(base.docker_runtime),
+            gpus: p.gpus.or(base.gpus),
             requires_advanced_privileges: p
                 .requires_advanced_privileges
                 .or(base.requires_advanced_privileges),
@@ -352,6 +387,28 @@ impl RuntimeInput {
                 ));
             }
         }
+        let gpus = match self.gpus.get("gpus")? {
+            None => None,
+            Some(&n) if n.fract() == 0.0 && (0.0..=f64::from(MAX_GPUS)).contains(&n) => {
+                Some(n as u32)
+            }
+            Some(n) => {
+                return Err(SiteError::invalid(
+                    "gpus",
+                    format!("{n} is not a GPU count: give a whole number from 0 to {MAX_GPUS}"),
+                ))
+            }
+        };
+        if gpus.is_some() && !is_gpu_docker_runtime(docker_runtime.as_deref()) {
+            return Err(SiteError::invalid(
+                "gpus",
+                format!(
+                    "a GPU count needs a GPU runtime: give dockerRuntime \"{}\" too, or leave \
+                     gpus out (null clears it)",
+                    super::record::GPU_DOCKER_RUNTIME
+                ),
+            ));
+        }
         self.preload_image.get("preloadImage")?;
         let warm_pool = match self.warm_pool.get("warmPool")? {
             None => 0,
@@ -395,6 +452,7 @@ impl RuntimeInput {
             swap_given,
             shared_memory,
             docker_runtime,
+            gpus,
             requires_advanced,
             manifest,
             warm_pool,
@@ -657,6 +715,7 @@ mod tests {
             shared_memory_unit: Some("m".into()),
             docker_runtime: None,
             use_gpu: false,
+            gpus: None,
             requires_advanced_privileges: true,
             builtin: false,
             deprecated: false,
@@ -721,5 +780,154 @@ mod tests {
             patch(json!({"name": null})).unwrap_err().field(),
             Some("name")
         );
+    }
+
+    #[test]
+    fn gpu_counts_are_whole_numbers_up_to_64_with_a_gpu_runtime() {
+        let mut v = good();
+        assert_eq!(validate(v.clone()).unwrap().gpus, None, "none by default");
+        v["dockerRuntime"] = json!("nvidia");
+        assert_eq!(validate(v.clone()).unwrap().gpus, None);
+        for (given, count) in [
+            (json!(2), 2),
+            (json!("4"), 4),
+            (json!(0), 0),
+            (json!(64), 64),
+        ] {
+            v["gpus"] = given;
+            assert_eq!(validate(v.clone()).unwrap().gpus, Some(count));
+        }
+        v["gpus"] = json!(null);
+        assert_eq!(validate(v.clone()).unwrap().gpus, None);
+        for bad in [json!(65), json!(-1), json!(1.5), json!("many"), json!(true)] {
+            v["gpus"] = bad.clone();
+            let err = validate(v.clone()).unwrap_err();
+            assert_eq!(err.field(), Some("gpus"), "{bad}: {err}");
+        }
+        v["gpus"] = json!(65);
+        assert_eq!(
+            validate(v.clone()).unwrap_err().to_string(),
+            "gpus: 65 is not a GPU count: give a whole number from 0 to 64"
+        );
+        // Only a GPU runtime has a count.
+        for runtime in [json!(null), json!("runsc"), json!("")] {
+            let mut v = good();
+            v["dockerRuntime"] = runtime.clone();
+            v["gpus"] = json!(2);
+            let err = validate(v).unwrap_err();
+            assert_eq!(err.field(), Some("gpus"), "{runtime}: {err}");
+            assert!(err.to_string().contains("needs a GPU runtime"), "{err}");
+        }
+    }
+
+    fn gpu_stored(gpus: Option<u32>) -> Runtime {
+        Runtime {
+            docker_runtime: Some("nvidia".into()),
+            use_gpu: true,
+            gpus,
+            ..stored()
+        }
+    }
+
+    fn patch_of(rt: &Runtime, v: Value) -> Result<RuntimeSpec> {
+        let Value::Object(m) = v else {
+            panic!("not an object: {v}")
+        };
+        RuntimeInput::from_map(m)?.applied_to(rt).validate()
+    }
+
+    #[test]
+    fn a_gpu_count_is_patched_kept_and_goes_with_its_runtime() {
+        let rt = gpu_stored(Some(2));
+        // Kept through other changes, changed when given, cleared by null.
+        assert_eq!(patch_of(&rt, json!({"maxCpu": 2})).unwrap().gpus, Some(2));
+        assert_eq!(patch_of(&rt, json!({"gpus": 4})).unwrap().gpus, Some(4));
+        assert_eq!(patch_of(&rt, json!({"gpus": null})).unwrap().gpus, None);
+        assert_eq!(
+            patch_of(&rt, json!({"gpus": 99})).unwrap_err().field(),
+            Some("gpus")
+        );
+        // The runtime named again: the count stays.
+        let s = patch_of(&rt, json!({"dockerRuntime": "nvidia"})).unwrap();
+        assert_eq!(s.gpus, Some(2));
+        // No GPU runtime any more: the count goes with it...
+        let s = patch_of(&rt, json!({"dockerRuntime": null})).unwrap();
+        assert_eq!((s.docker_runtime, s.gpus), (None, None));
+        // ...unless the patch gives one, which is then refused.
+        assert_eq!(
+            patch_of(&rt, json!({"dockerRuntime": null, "gpus": 1}))
+                .unwrap_err()
+                .field(),
+            Some("gpus")
+        );
+        // A count given to a runtime that is no GPU runtime is refused.
+        assert_eq!(patch(json!({"gpus": 1})).unwrap_err().field(), Some("gpus"));
+        // The record round-trips: no change is seen.
+        let spec = patch_of(&rt, json!({})).unwrap();
+        assert!(spec.same_as(&rt));
+        assert!(!patch_of(&rt, json!({"gpus": 3})).unwrap().same_as(&rt));
+    }
+
+    #[test]
+    fn a_new_images_gpu_count_replaces_the_stored_one_unless_given() {
+        let rt = gpu_stored(Some(2));
+        let input = |v: Value| {
+            let Value::Object(m) = v else { unreachable!() };
+            RuntimeInput::from_map(m).unwrap()
+        };
+        let new_image = json!({"imageId": format!("sha256:{}", "b".repeat(64))});
+        let p = input(new_image.clone());
+        let gpus = |p: &RuntimeInput, label: Option<u32>| {
+            p.applied_to(&rt)
+                .with_image_gpus(p.gpus.is_given(), label)
+                .validate()
+                .unwrap()
+                .gpus
+        };
+        assert_eq!(gpus(&p, Some(4)), Some(4), "the new image's label");
+        assert_eq!(gpus(&p, None), Some(2), "a label without a count");
+        let mut given = new_image.clone();
+        given["gpus"] = json!(1);
+        assert_eq!(gpus(&input(given), Some(4)), Some(1), "the patch's count");
+        let mut cleared = new_image;
+        cleared["gpus"] = json!(null);
+        assert_eq!(gpus(&input(cleared), Some(4)), None, "the patch's null");
+        // A runtime that is no GPU runtime takes no count from its image.
+        let plain = stored();
+        let s = p
+            .applied_to(&plain)
+            .with_image_gpus(false, Some(4))
+            .validate()
+            .unwrap();
+        assert_eq!(s.gpus, None);
+    }
+
+    #[test]
+    fn the_image_gpu_count_fills_a_registration_with_its_runtime() {
+        let input = |v: Value| {
+            let Value::Object(m) = v else { unreachable!() };
+            RuntimeInput::from_map(m).unwrap()
+        };
+        let label = input(json!({"maxCpu": 2, "maxMemory": 8, "maxMemoryUnit": "g",
+            "dockerRuntime": "nvidia", "gpus": 2}));
+        let given = json!({"name": "py", "imageId": format!("sha256:{}", "a".repeat(64))});
+        let s = input(given.clone())
+            .or_defaults(label.clone())
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (s.docker_runtime.as_deref(), s.gpus),
+            (Some("nvidia"), Some(2))
+        );
+        // The registration's own count wins.
+        let mut mine = given.clone();
+        mine["gpus"] = json!(1);
+        let s = input(mine).or_defaults(label.clone()).validate().unwrap();
+        assert_eq!(s.gpus, Some(1));
+        // A registration naming no GPU runtime does not take the image's count.
+        let mut cpu = given;
+        cpu["dockerRuntime"] = json!(null);
+        let s = input(cpu).or_defaults(label).validate().unwrap();
+        assert_eq!((s.docker_runtime, s.gpus), (None, None));
     }
 }

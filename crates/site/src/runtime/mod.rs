@@ -26,7 +26,7 @@ pub use factory::{restore_factory, RestoreReport, FACTORY};
 pub use fields::Given;
 pub use input::{normalize_image_id, RuntimeInput, RuntimeSpec};
 pub use manifest::{parse_manifest, ManifestDiff};
-pub use record::{Runtime, Unit};
+pub use record::{is_gpu_docker_runtime, Runtime, Unit, GPU_DOCKER_RUNTIME, MAX_GPUS};
 
 use crate::backend::Limits;
 use crate::error::Result;
@@ -89,12 +89,23 @@ async fn after_store(site: &Site, rt: &Runtime, input: &RuntimeInput) -> Result<
 }
 
 /// Update the runtime `current` with `patch`: the given fields replace the stored ones (see
-/// [`RuntimeInput::applied_to`]), the result is validated as a whole. Applies to sessions
-/// started afterwards (running ones keep their limits).
+/// [`RuntimeInput::applied_to`]), the result is validated as a whole. A new image brings the
+/// GPU count of its `[runtime]` label, unless the patch gives `gpus` (see
+/// [`RuntimeInput::with_image_gpus`]). Applies to sessions started afterwards (running ones
+/// keep their limits).
 pub async fn update(site: &Site, current: &Runtime, patch: &RuntimeInput) -> Result<Runtime> {
-    let mut spec = patch.applied_to(current).validate()?;
-    site.backend.refuse(&Limits::of_spec(&spec))?;
+    let input = patch.applied_to(current);
+    let mut spec = input.validate()?;
     let image_changed = spec.image_id != current.image_id;
+    let labels = engine::image_labels(site, &spec.image_id).await?;
+    if image_changed {
+        // A new image brings its GPU count, as it brought it at registration.
+        let gpus = factory::label_gpus(&labels)?;
+        spec = input
+            .with_image_gpus(patch.gpus.is_given(), gpus)
+            .validate()?;
+    }
+    site.backend.refuse(&Limits::of_spec(&spec))?;
     if image_changed || spec.docker_runtime != current.docker_runtime {
         engine::check(site, &spec).await?;
     }
@@ -108,7 +119,7 @@ pub async fn update(site: &Site, current: &Runtime, patch: &RuntimeInput) -> Res
         spec.manifest = manifest::from_image(site, &spec.image_id).await?;
     }
     // Read again on every update: a runtime registered before the site kept it gets it.
-    let http = factory::label_http(&engine::image_labels(site, &spec.image_id).await?)?;
+    let http = factory::label_http(&labels)?;
     repo::update(&site.db, &current.id, &spec, replace_manifest)?;
     repo::set_http(&site.db, &current.id, &http)?;
     let rt = repo::get(&site.db, &current.id)?;

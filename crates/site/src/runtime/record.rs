@@ -6,6 +6,18 @@ use serde::Serialize;
 
 use crate::error::{Result, SiteError};
 
+/// The Docker runtime that makes a runtime a GPU runtime (ArcGIS's `useGPU`): the only one
+/// the site gives GPUs to.
+pub const GPU_DOCKER_RUNTIME: &str = "nvidia";
+
+/// The most GPUs a runtime's sessions may ask for.
+pub const MAX_GPUS: u32 = 64;
+
+/// Whether a runtime with this Docker runtime is a GPU runtime.
+pub fn is_gpu_docker_runtime(docker_runtime: Option<&str>) -> bool {
+    docker_runtime == Some(GPU_DOCKER_RUNTIME)
+}
+
 /// Memory units of ArcGIS's `*Unit` fields (Docker's suffixes, powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -71,6 +83,11 @@ pub struct Runtime {
     pub docker_runtime: Option<String>,
     #[serde(rename = "useGPU")]
     pub use_gpu: bool,
+    /// The GPUs a session of this GPU runtime gets (0 to [`MAX_GPUS`]); `None`: the backend's
+    /// default (see `crate::backend::session_gpus`). From the image's `[runtime]` label
+    /// (`gpus`) at registration and when the image changes, else as given; only with a GPU
+    /// runtime ([`GPU_DOCKER_RUNTIME`]).
+    pub gpus: Option<u32>,
     pub requires_advanced_privileges: bool,
     /// A factory runtime (ArcGIS's `esriProvidedRuntime`): a stock stack image.
     pub builtin: bool,
@@ -103,6 +120,10 @@ impl Runtime {
     pub fn shm_bytes(&self) -> Option<i64> {
         let u = unit_or_b(self.shared_memory_unit.as_deref().unwrap_or("b"));
         self.shared_memory.map(|v| u.bytes(v))
+    }
+    /// Whether this is a GPU runtime (its Docker runtime is [`GPU_DOCKER_RUNTIME`]).
+    pub fn is_gpu(&self) -> bool {
+        is_gpu_docker_runtime(self.docker_runtime.as_deref())
     }
     pub fn nano_cpus(&self) -> i64 {
         (self.max_cpu * 1e9).round() as i64

@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::input::RuntimeSpec;
-use super::record::Runtime;
+use super::record::{is_gpu_docker_runtime, Runtime};
 use crate::db::{new_id, now_ms, Db};
 use crate::error::{Result, SiteError};
 use crate::sessions::SessionState;
@@ -17,7 +17,7 @@ const SELECT: &str = "SELECT id, name, version, container_type, image_id, max_cp
     max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
     docker_runtime, requires_advanced, builtin, deprecated, deprecation_date, disabled,
     has_manifest, created_at, updated_at, library_count,
-    swap_given, warm_pool, http FROM runtimes";
+    swap_given, warm_pool, http, gpus FROM runtimes";
 
 /// A runtime row. The manifest itself stays in the database and its library count is a
 /// column of its own: listing runtimes must not parse every runtime's manifest. A manifest is stored as
@@ -41,8 +41,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Runtime> {
         swap_given: r.get(22)?,
         shared_memory: r.get(10)?,
         shared_memory_unit: r.get(11)?,
-        use_gpu: docker_runtime.as_deref() == Some("nvidia"),
+        use_gpu: is_gpu_docker_runtime(docker_runtime.as_deref()),
         docker_runtime,
+        gpus: r.get(25)?,
         requires_advanced_privileges: r.get(13)?,
         builtin: r.get(14)?,
         deprecated: r.get(15)?,
@@ -166,8 +167,8 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
             "INSERT INTO runtimes (id, name, version, container_type, image_id, max_cpu, max_memory,
              max_memory_unit, max_swap_memory, max_swap_memory_unit, shared_memory, shared_memory_unit,
              docker_runtime, requires_advanced, builtin, has_manifest, created_at, updated_at, swap_given,
-             library_count, warm_pool)
-             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18, ?19)",
+             library_count, warm_pool, gpus)
+             VALUES (?1, ?2, ?3, 'docker', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18, ?19, ?20)",
             params![
                 id,
                 spec.name,
@@ -188,6 +189,7 @@ pub fn insert(db: &Db, spec: &RuntimeSpec, builtin: bool) -> Result<String> {
                 spec.swap_given,
                 library_count(spec),
                 spec.warm_pool,
+                spec.gpus,
             ],
         )?;
         put_manifest(&tx, &id, manifest_text(spec).as_deref())?;
@@ -210,7 +212,8 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
              max_memory_unit = ?7, max_swap_memory = ?8, max_swap_memory_unit = ?9, shared_memory = ?10,
              shared_memory_unit = ?11, docker_runtime = ?12, requires_advanced = ?13,
              has_manifest = CASE WHEN ?16 THEN ?14 ELSE has_manifest END, updated_at = ?15, swap_given = ?17,
-             library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END, warm_pool = ?19
+             library_count = CASE WHEN ?16 THEN ?18 ELSE library_count END, warm_pool = ?19,
+             gpus = ?20
              WHERE id = ?1",
             params![
                 id,
@@ -232,6 +235,7 @@ pub fn update(db: &Db, id: &str, spec: &RuntimeSpec, replace_manifest: bool) -> 
                 spec.swap_given,
                 library_count(spec),
                 spec.warm_pool,
+                spec.gpus,
             ],
         )?;
         if replace_manifest {

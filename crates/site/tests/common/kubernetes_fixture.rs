@@ -31,6 +31,7 @@ pub fn fixture_runtime() -> Runtime {
         shared_memory_unit: Some("m".into()),
         docker_runtime: Some("nvidia".into()),
         use_gpu: true,
+        gpus: None,
         requires_advanced_privileges: false,
         builtin: false,
         deprecated: false,
