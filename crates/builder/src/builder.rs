@@ -231,15 +231,24 @@ fn import_path_parent(
     Ok(image)
 }
 
-/// Build one runtime on `parent`. Steps in `moved` (by index in the plan; see
-/// [`crate::rebase`]) take the given layer as it is instead of running or looking in the cache.
+/// A layer a rebase moves (see [`crate::rebase`]), with the lock entry its step had on the
+/// old base (the same on the new one: the layer is the same, and so is what it was solved
+/// against), so the lock is not derived again.
+#[derive(Debug, Clone)]
+pub(crate) struct Moved {
+    pub step: CachedStep,
+    pub lock: Option<StepLock>,
+}
+
+/// Build one runtime on `parent`. Steps in `moved` (by index in the plan) take the given
+/// layer as it is instead of running or looking in the cache.
 pub(crate) fn build_runtime(
     store: &Store,
     snapshots: &Snapshots,
     rt: &RuntimeFile,
     parent: Option<&Image>,
     opts: &BuildOptions,
-    moved: &BTreeMap<usize, CachedStep>,
+    moved: &BTreeMap<usize, Moved>,
     log: &mut dyn Write,
 ) -> Result<(Image, Vec<StepReport>)> {
     let mut layers: Vec<Descriptor> = parent.map(|p| p.layers().to_vec()).unwrap_or_default();
@@ -280,8 +289,11 @@ pub(crate) fn build_runtime(
             (Some(c), _) => (c, true),
             (None, Some(m)) => {
                 // Recorded under this parent too, so a later build on it finds the layer.
-                cache::put(store, &key, m)?;
-                (m.clone(), false)
+                cache::put(store, &key, &m.step)?;
+                if let Some(lock) = &m.lock {
+                    lock::remember(store, &key, lock)?;
+                }
+                (m.step.clone(), false)
             }
             (None, None) => {
                 writeln!(log, "{}: {label}", rt.name).ok();
@@ -350,13 +362,38 @@ pub(crate) fn build_runtime(
         });
     }
     let wanted = crate::config::version_label_names(parent.map(|p| p.config.value()), rt);
-    let versions = if wanted.is_empty() {
-        BTreeMap::new()
-    } else {
-        let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
-        let view = MergedView::new(snapshots.ensure_all(store, &below)?);
-        let prefix = rt.pip.as_ref().map_or("/opt/conda", |p| p.prefix.as_str());
-        crate::config::version_labels(&view, prefix, &wanted)?
+    let prefix = rt.pip.as_ref().map_or("/opt/conda", |p| p.prefix.as_str());
+    // What the pip step installed, from its lock: most builds then need not unpack the new
+    // layers to read their versions.
+    let pip_versions: BTreeMap<String, String> = locks
+        .iter()
+        .chain(&lock_in.as_ref().map(|l| l.section(lock::LockSection::Pip)))
+        .filter_map(|l| match l {
+            StepLock::Pip(wheels) => Some(wheels),
+            _ => None,
+        })
+        .flatten()
+        .map(|w| {
+            (
+                nbrt_oci::facts::dist_info::normalize(&w.name),
+                w.version.clone(),
+            )
+        })
+        .collect();
+    let versions = match crate::config::version_labels_without_files(
+        parent.map(|p| p.config.value()),
+        &steps::plan(rt),
+        prefix,
+        &pip_versions,
+        &wanted,
+    ) {
+        _ if wanted.is_empty() => BTreeMap::new(),
+        Some(versions) => versions,
+        None => {
+            let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
+            let view = MergedView::new(snapshots.ensure_all(store, &below)?);
+            crate::config::version_labels(&view, prefix, &wanted)?
+        }
     };
     let created = epoch::fixed().or(newest);
     let config = runtime_config(

@@ -12,6 +12,7 @@ use nbrt_oci::fsview::FileView;
 
 use crate::error::{BuildError, Result};
 use crate::runtime_file::{parse_duration_ns, RuntimeFile};
+use crate::steps::Step;
 
 use nbrt_oci::label;
 
@@ -118,6 +119,55 @@ pub fn version_labels(
         serde_json::to_string(wanted).map_err(|e| BuildError::step("image", e.to_string()))?;
     out.insert(label::VERSION_LABELS.name.to_string(), record);
     Ok(out)
+}
+
+/// The version labels without reading the image's files, when the runtime's own steps can
+/// only have changed its Python distributions through pip (no run, conda, python or
+/// bootstrap step, no file copied under the environment): a distribution the pip step
+/// installed has the version its lock names, any other the version the parent's label
+/// says. `None` when that does not decide every label (then [`version_labels`] reads the
+/// image). `pip` maps normalized names to the versions the pip step installed.
+pub fn version_labels_without_files(
+    parent: Option<&ImageConfig>,
+    steps: &[Step],
+    prefix: &str,
+    pip: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    let inside = |dest: &str| {
+        let prefix = prefix.trim_end_matches('/');
+        dest == prefix || dest.starts_with(&format!("{prefix}/"))
+    };
+    let only_pip = steps.iter().all(|s| match s {
+        // Debian's Python packages go under /usr.
+        Step::Apt(_) => !prefix.starts_with("/usr"),
+        Step::User(_) | Step::Pip(_) => true,
+        Step::Files(f) => f.files.iter().all(|spec| !inside(&spec.destination)),
+        Step::Bootstrap(_) | Step::Python(_) | Step::Conda(_) | Step::Run(_) => false,
+    });
+    if wanted.is_empty() || !only_pip {
+        return None;
+    }
+    let parent_labels = parent
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.labels.as_ref());
+    // The parent's label is only the answer for the distribution it was read from.
+    let parent_names: BTreeMap<String, String> = parent_labels
+        .and_then(|l| label::VERSION_LABELS.get(l))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (label, dist) in wanted {
+        let version = match pip.get(&dist_info::normalize(dist)) {
+            Some(v) => v.clone(),
+            None if parent_names.get(label) == Some(dist) => parent_labels?.get(label)?.clone(),
+            None => return None,
+        };
+        out.insert(label.clone(), version);
+    }
+    let record = serde_json::to_string(wanted).ok()?;
+    out.insert(label::VERSION_LABELS.name.to_string(), record);
+    Some(out)
 }
 
 /// The config of the runtime's image; `versions` are the values of its version labels,

@@ -13,16 +13,23 @@
 //!     same owner of the environment, with every earlier step of the runtime moved too. The
 //!     solve depends on nothing else of the base (the wheel platform is fixed, conda's
 //!     virtual packages too), so running it again would only pick up newer releases, which
-//!     a rebase should not do silently (that is `nbrt build`'s job).
+//!     a rebase should not do silently (that is `nbrt build`'s job);
+//!   - `apt` steps, with every earlier step of the runtime moved, when apt would start from
+//!     the same place on the new base (the same dpkg database and apt configuration: the
+//!     same packages installed at the same versions, so the same solve), the same
+//!     environment, and nothing the layer writes, removes or makes opaque reads differently
+//!     in the new base (the layer would hide that change, as a rebuilt `ld.so.cache` or
+//!     `passwd` would).
 //!
 //!   The step's cache entry on the old base must confirm that the image's layer is what the
 //!   runtime file makes today; otherwise the step is rebuilt.
 //! - **rebuilt** (run again on the new base, or taken from the cache when the same step was
 //!   already built on it): `pip` and `conda` steps whose solve inputs changed (say which),
-//!   `apt` and `run` (they run inside the base), `user` (writes the base's `/etc/passwd`,
-//!   `group` and `shadow` with the user added, and copies its `/etc/skel`), and `files` steps
-//!   with a named owner (looked up in the image's `/etc/passwd`). Later steps still move when
-//!   they qualify: a moved `files` layer does not care what is below it.
+//!   `apt` steps otherwise (say which path changed), `run` (it runs inside the base), `user`
+//!   (writes the base's `/etc/passwd`, `group` and `shadow` with the user added, and copies
+//!   its `/etc/skel`), and `files` steps with a named owner (looked up in the image's
+//!   `/etc/passwd`). Later steps still move when they qualify: a moved `files` layer does not
+//!   care what is below it.
 //! - The image config is made again the way a build makes it: NEW_BASE's config with the
 //!   runtime's `[env]`, `[image]` and labels applied, the runtime's history entries after
 //!   NEW_BASE's (a three-way merge rather than crane's "keep the old config": values the old
@@ -39,14 +46,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nbrt_oci::spec::{annotation, Descriptor};
+use nbrt_oci::spec::{annotation, media, Descriptor};
 use nbrt_oci::{Digest, Image, ImageName, Store};
 use serde::Serialize;
 
-use crate::builder::{self, BuildOptions};
-use crate::cache::{self, CachedStep};
+use crate::builder::{self, BuildOptions, Moved};
+use crate::cache;
+use crate::config::step_env;
 use crate::epoch;
 use crate::error::{BuildError, Result};
+use crate::lock::{self, LockState, RuntimeLock};
 use crate::runtime_file::RuntimeFile;
 use crate::snapshot::{MergedView, Snapshots};
 use crate::steps::env::python_version;
@@ -159,6 +168,21 @@ fn locate(store: &Store, runtime: &str) -> Result<(RuntimeFile, Image)> {
     }
     let rt = RuntimeFile::load(&file, &stack_dir_of(&file))?;
     Ok((rt, image))
+}
+
+/// The image a runtime was built on: by its digest among the store's images, or, when it has
+/// lost its names since (its own rebase moved its tag on), from its manifest blob while the
+/// store still holds it. `None` when it is gone (then nothing of the runtime is confirmed
+/// from the cache, and every step is rebuilt).
+fn old_base_image(store: &Store, digest: &str) -> Option<Image> {
+    if let Ok(found) = store.resolve(digest) {
+        return Some(found.image);
+    }
+    let digest = Digest::parse(digest).ok()?;
+    let size = std::fs::metadata(store.blob_path(&digest)).ok()?.len();
+    store
+        .load_image(&Descriptor::new(media::OCI_MANIFEST, digest, size))
+        .ok()
 }
 
 /// The merged file system of a list of layers (bottom first).
@@ -306,26 +330,41 @@ pub fn rebase(
     // Which layers move: those whose step says it may, and only when the build cache
     // confirms that the image's layer is what the runtime file makes today on the old base.
     // The old build's start time: the old base's (see `crate::epoch`), when the store has it.
-    let old_start = match epoch::fixed() {
-        Some(t) => Some(t),
-        None => store
-            .resolve(&old_base)
-            .ok()
-            .and_then(|b| epoch::start(Some(b.image.config.value()))),
+    let old_base_image = old_base_image(store, &old_base);
+    let old_base_config = old_base_image.as_ref().map(|b| b.config.value());
+    let old_start = epoch::start(old_base_config);
+    // The environment the steps ran with on the old base, and would run with on the new one.
+    let old_env = step_env(old_base_config, &rt);
+    let new_env = step_env(Some(new_base.config.value()), &rt);
+    // A build that followed the runtime's lock cached its steps under the lock's pins; one
+    // that resolved them, under no pins (and the pins it wrote).
+    let current_lock = match RuntimeLock::read(&rt)? {
+        LockState::Current(lock) => Some(lock),
+        LockState::Missing | LockState::Stale(_) => None,
     };
-    let confirmed = |i: usize, step: &Step| -> Result<Option<CachedStep>> {
+    let confirmed = |i: usize, step: &Step| -> Result<Option<Moved>> {
         let at = base_len + i;
-        let key = step.cache_key(
-            &image.diff_ids()[..at],
-            &[],
-            None,
-            &step.kind().inputs(&rt)?,
-            old_start,
-        )?;
-        Ok(cache::get(store, &key)?.filter(|c| c.layer.digest == image.layers()[at].digest))
+        let inputs = step.kind().inputs(&rt)?;
+        let locked = current_lock
+            .as_ref()
+            .zip(step.kind().lock_section())
+            .map(|(l, s)| l.section(s));
+        for pins in [None, locked.as_ref()] {
+            let key =
+                step.cache_key(&image.diff_ids()[..at], &old_env, pins, &inputs, old_start)?;
+            if let Some(c) =
+                cache::get(store, &key)?.filter(|c| c.layer.digest == image.layers()[at].digest)
+            {
+                return Ok(Some(Moved {
+                    step: c,
+                    lock: lock::remembered(store, &key)?,
+                }));
+            }
+        }
+        Ok(None)
     };
     const NOT_CONFIRMED: &str = "the layer is not what the runtime file makes now (or not cached)";
-    let mut moved: BTreeMap<usize, CachedStep> = BTreeMap::new();
+    let mut moved: BTreeMap<usize, Moved> = BTreeMap::new();
     let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
     // The new base plus the layers moved so far: what the next moved step lands on.
     let mut landing = layer_list(&new_base);
@@ -337,6 +376,9 @@ pub fn rebase(
             snapshots: &snapshots,
             old_below: &old_layers[..at],
             new_below: &landing,
+            layer: &old_layers[at],
+            old_env: &old_env,
+            new_env: &new_env,
             earlier_moved: all_moved,
         })?;
         let (take, reason) = match decision {
@@ -348,7 +390,7 @@ pub fn rebase(
         };
         match take {
             Some(c) => {
-                landing.push((c.layer.clone(), c.diff_id.clone()));
+                landing.push((c.step.layer.clone(), c.step.diff_id.clone()));
                 moved.insert(i, c);
             }
             None => all_moved = false,

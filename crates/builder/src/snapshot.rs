@@ -381,6 +381,37 @@ pub fn is_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
+/// The paths a layer directory decides when it is merged over others (relative, sorted):
+/// every non-directory, whiteouts included, and every opaque directory, whose whole contents
+/// it decides. Directories that only hold entries are left out.
+pub fn decided_paths(layer: &Path) -> Result<Vec<String>> {
+    fn walk(abs: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+        for entry in fs::read_dir(abs).io_context(|| format!("listing {}", abs.display()))? {
+            let entry = entry.io_context(|| format!("listing {}", abs.display()))?;
+            let name = entry.file_name();
+            let child = match rel {
+                "" => name.to_string_lossy().into_owned(),
+                _ => format!("{rel}/{}", name.to_string_lossy()),
+            };
+            let path = entry.path();
+            let is_dir = entry
+                .file_type()
+                .io_context(|| format!("reading {}", path.display()))?
+                .is_dir();
+            if !is_dir || is_opaque(&path) {
+                out.push(child);
+            } else {
+                walk(&path, &child, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(layer, "", &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// Whether a directory carries overlayfs's opaque mark.
 pub fn is_opaque(path: &Path) -> bool {
     let mut buf = [0u8; 4];
@@ -641,6 +672,67 @@ impl MergedView {
             .ok_or_else(|| BuildError::Sandbox(format!("no directory {path:?} in the image")))
     }
 
+    /// The first path at or below `path` that reads differently in `other` (symlinks in
+    /// earlier components followed, not the last): another kind, mode, owner, size, symlink
+    /// target or content, or present in one view only. A directory's entries are compared,
+    /// not its own metadata. `None` when both read the same; entries that are the same file
+    /// on disk (the same layer below both) are not read.
+    pub fn first_difference(&self, other: &MergedView, path: &str) -> Result<Option<String>> {
+        let (mine, theirs) = match (self.lookup(path, false)?, other.lookup(path, false)?) {
+            (None, None) => return Ok(None),
+            (Some(mine), Some(theirs)) => (mine, theirs),
+            _ => return Ok(Some(path.to_string())),
+        };
+        if mine.path != theirs.path {
+            return Ok(Some(path.to_string()));
+        }
+        match (&mine.node, &theirs.node) {
+            (Node::Dir(_), Node::Dir(_)) => {
+                let mut names: std::collections::BTreeSet<String> =
+                    FileView::read_dir(self, &mine.path)
+                        .map_err(build_err)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                names.extend(
+                    FileView::read_dir(other, &mine.path)
+                        .map_err(build_err)?
+                        .unwrap_or_default(),
+                );
+                for name in names {
+                    let child = fsview::join(&mine.path, &name);
+                    if let Some(d) = self.first_difference(other, &child)? {
+                        return Ok(Some(d));
+                    }
+                }
+                Ok(None)
+            }
+            (Node::Other { layer: a, meta: ma }, Node::Other { layer: b, meta: mb }) => {
+                let (pa, pb) = (
+                    self.layer_path(*a, &mine.path),
+                    other.layer_path(*b, &theirs.path),
+                );
+                if pa == pb {
+                    return Ok(None);
+                }
+                let link = |p: &Path, m: &fs::Metadata| -> Result<Option<String>> {
+                    if !m.file_type().is_symlink() {
+                        return Ok(None);
+                    }
+                    let target =
+                        fs::read_link(p).io_context(|| format!("reading {}", p.display()))?;
+                    Ok(Some(target.to_string_lossy().into_owned()))
+                };
+                let same = file_info(ma, link(&pa, ma)?) == file_info(mb, link(&pb, mb)?)
+                    && (!ma.is_file() || same_bytes(&pa, &pb)?)
+                    && (!ma.file_type().is_char_device() && !ma.file_type().is_block_device()
+                        || ma.rdev() == mb.rdev());
+                Ok((!same).then(|| path.to_string()))
+            }
+            _ => Ok(Some(path.to_string())),
+        }
+    }
+
     /// Where the visible copy of `path` lives on disk (symlinks followed; for a directory,
     /// its top layer's copy).
     pub fn real_path(&self, path: &str) -> Option<PathBuf> {
@@ -651,6 +743,37 @@ impl MergedView {
         };
         Some(self.layer_path(layer, &found.path))
     }
+}
+
+/// Whether two files hold the same bytes (read in blocks: files may be large).
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    let open = |p: &Path| File::open(p).io_context(|| format!("opening {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut fa, &mut ba).io_context(|| format!("reading {}", a.display()))?;
+        let m = read_full(&mut fb, &mut bb).io_context(|| format!("reading {}", b.display()))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Fill `buf` as far as the file goes (a short read only at its end).
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 impl FileView for MergedView {

@@ -508,3 +508,120 @@ fn apt_packages_are_locked_and_installed_by_version() {
     let view = store.resolve("tools:latest").unwrap().image;
     nbrt_oci::validate(&view, &store).unwrap();
 }
+
+/// An apt layer moves on a rebase when the new base changed nothing apt starts from (dpkg's
+/// database, apt's settings) and nothing the layer writes over; otherwise it is rebuilt,
+/// naming the path.
+#[test]
+fn rebase_moves_an_apt_layer_unless_the_base_changed_what_apt_reads_or_it_writes() {
+    let Some(rootfs) = can_build() else { return };
+    std::env::set_var("SOURCE_DATE_EPOCH", SDE);
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = tmp.path().join("stack");
+    let os_file = |extra: &str| {
+        format!(
+            "name = \"os\"\nfrom = \"{}\"\n[[files]]\nsource = \"note\"\ndestination = \
+             \"/etc/os-note\"\n{extra}",
+            rootfs.display()
+        )
+    };
+    write(&stack.join("os/runtime.toml"), &os_file(""));
+    write(&stack.join("os/note"), "v1\n");
+    write(
+        &stack.join("tools/runtime.toml"),
+        "name = \"tools\"\nfrom = \"os\"\n[apt]\npackages = [\"tree\"]\n[[files]]\n\
+         source = \"hello.txt\"\ndestination = \"/srv/hello.txt\"\n",
+    );
+    write(&stack.join("tools/hello.txt"), "hello\n");
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    build(&store, &stack, &BuildOptions::default()).unwrap();
+    let before = store.resolve("tools:latest").unwrap().image;
+    let rebuild_os = |note: &str, extra: &str| {
+        write(&stack.join("os/note"), note);
+        write(&stack.join("os/runtime.toml"), &os_file(extra));
+        let s = Stack::load(&stack, &store).unwrap();
+        nbrt_build::builder::build_stack(
+            &store,
+            &s,
+            Some("os"),
+            &BuildOptions::default(),
+            &Progress::hidden(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        store.resolve("os:latest").unwrap().image
+    };
+    let rebase_tools = || {
+        rebase(
+            &store,
+            "tools:latest",
+            "os:latest",
+            &RebaseOptions::default(),
+            &mut Vec::new(),
+        )
+        .unwrap()
+    };
+
+    // A file apt neither reads nor writes: both layers move, byte for byte.
+    let os2 = rebuild_os("v2\n", "");
+    let report = rebase_tools();
+    let actions: Vec<Action> = report.steps.iter().map(|s| s.action).collect();
+    assert_eq!(actions, [Action::Moved, Action::Moved], "{report:?}");
+    assert!(
+        report.steps[0].reason.contains("same Debian packages"),
+        "{report:?}"
+    );
+    let after = store.resolve("tools:latest").unwrap().image;
+    nbrt_oci::validate(&after, &store).unwrap();
+    assert_eq!(&after.layers()[..os2.layers().len()], os2.layers());
+    assert_eq!(
+        after.layers()[os2.layers().len()..],
+        before.layers()[before.layers().len() - 2..]
+    );
+
+    // The base writes a file the apt layer writes too: moving the layer would hide it.
+    write(&stack.join("os/fake-tree"), "#!/bin/sh\necho not tree\n");
+    rebuild_os(
+        "v3\n",
+        "[[files]]\nsource = \"fake-tree\"\ndestination = \"/usr/bin/tree\"\nmode = \"0755\"\n",
+    );
+    let report = rebase_tools();
+    let actions: Vec<Action> = report.steps.iter().map(|s| s.action).collect();
+    assert_eq!(actions, [Action::Rebuilt, Action::Moved], "{report:?}");
+    assert!(
+        report.steps[0].reason.contains("/usr/bin/tree"),
+        "{report:?}"
+    );
+
+    // apt's settings changed: apt might choose otherwise.
+    write(
+        &stack.join("os/apt.conf"),
+        "APT::Install-Recommends \"false\";\n",
+    );
+    rebuild_os(
+        "v4\n",
+        "[[files]]\nsource = \"apt.conf\"\ndestination = \"/etc/apt/apt.conf.d/99nbrt-test\"\n",
+    );
+    let report = rebase_tools();
+    assert_eq!(report.steps[0].action, Action::Rebuilt, "{report:?}");
+    assert!(
+        report.steps[0].reason.contains("apt's settings")
+            && report.steps[0].reason.contains("/etc/apt/apt.conf.d"),
+        "{report:?}"
+    );
+    let after = store.resolve("tools:latest").unwrap().image;
+    nbrt_oci::validate(&after, &store).unwrap();
+
+    if nbrt_testkit::require_docker() {
+        let out = docker_run(
+            &store,
+            "tools:latest",
+            &[
+                "sh",
+                "-c",
+                "cat /etc/os-note /srv/hello.txt; tree --version",
+            ],
+        );
+        assert!(out.starts_with("v4\nhello\ntree v"), "{out}");
+    }
+}

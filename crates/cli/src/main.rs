@@ -63,8 +63,9 @@ enum Command {
     Convert(build::ConvertArgs),
     /// Print a stack's runtime graph as a Mermaid flowchart
     Graph(build::GraphArgs),
-    /// Move a runtime's own layers onto a new base: layers that do not depend on the base are
-    /// reused as they are, steps that do (pip, conda, apt, run, user) are rebuilt
+    /// Move a runtime's own layers onto a new base: layers whose inputs the new base did not
+    /// change are reused as they are (files; pip, conda and apt when what they install over
+    /// is the same), the others are run again
     Rebase(build::RebaseArgs),
     /// Push an image to a registry
     Push(images::PushArgs),

@@ -10,6 +10,7 @@ use crate::apt_marks;
 use crate::error::{BuildError, IoContext, Result};
 use crate::lock::{deb_args, dpkg_status, LockSection, StepLock};
 use crate::runtime_file::Apt;
+use crate::snapshot::decided_paths;
 use crate::steps::{LockContext, Rebase, RebaseContext, RunContext, StepKind, StepOutput};
 
 impl StepKind for Apt {
@@ -64,7 +65,56 @@ impl StepKind for Apt {
         )))
     }
 
-    fn rebase(&self, _cx: &RebaseContext<'_>) -> Result<Rebase> {
-        Ok(Rebase::Rebuild("it runs inside the base".into()))
+    fn rebase(&self, cx: &RebaseContext<'_>) -> Result<Rebase> {
+        if !cx.earlier_moved {
+            return Ok(Rebase::Rebuild(
+                "an earlier step of the runtime is rebuilt: apt would run over another system"
+                    .into(),
+            ));
+        }
+        if cx.old_env != cx.new_env {
+            let changed = cx
+                .new_env
+                .iter()
+                .chain(cx.old_env)
+                .find(|v| !cx.old_env.contains(v) || !cx.new_env.contains(v))
+                .map(|v| v.split('=').next().unwrap_or(v))
+                .unwrap_or("an entry");
+            return Ok(Rebase::Rebuild(format!(
+                "the environment apt runs with changed ({changed})"
+            )));
+        }
+        let (old, new) = (cx.view(cx.old_below)?, cx.view(cx.new_below)?);
+        for path in APT_STATE {
+            if let Some(changed) = old.first_difference(&new, path)? {
+                return Ok(Rebase::Rebuild(format!(
+                    "the base's Debian packages or apt's settings changed (/{changed})"
+                )));
+            }
+        }
+        for path in decided_paths(&cx.layer_dir()?)? {
+            if let Some(changed) = old.first_difference(&new, &path)? {
+                return Ok(Rebase::Rebuild(format!(
+                    "the base changed /{changed}, which this step's layer writes over"
+                )));
+            }
+        }
+        Ok(Rebase::Move(
+            "the same Debian packages and apt settings below it, and nothing its layer writes \
+             changed in the base"
+                .into(),
+        ))
     }
 }
+
+/// What apt's solve and dpkg's unpacking start from: the installed packages with their
+/// versions, diversions and overrides, and apt's and dpkg's configuration. The same on two
+/// bases means the same packages are installed the same way (the versions are the lock's).
+const APT_STATE: [&str; 6] = [
+    "var/lib/dpkg/status",
+    "var/lib/dpkg/diversions",
+    "var/lib/dpkg/statoverride",
+    "var/lib/dpkg/arch",
+    "etc/apt",
+    "etc/dpkg",
+];

@@ -327,11 +327,22 @@ pub struct RebaseContext<'a> {
     pub old_below: &'a [(Descriptor, Digest)],
     /// The layers it would land on: the new base and the steps moved before it.
     pub new_below: &'a [(Descriptor, Digest)],
+    /// The step's own layer in the image being rebased.
+    pub layer: &'a (Descriptor, Digest),
+    /// The environment commands of the runtime saw on the old base, and would see on the new.
+    pub old_env: &'a [String],
+    pub new_env: &'a [String],
     /// Whether every earlier step of the runtime moves.
     pub earlier_moved: bool,
 }
 
 impl RebaseContext<'_> {
+    /// The step's own layer as a directory (extracted once, like every snapshot).
+    pub fn layer_dir(&self) -> Result<std::path::PathBuf> {
+        self.snapshots
+            .ensure(self.store, &self.layer.0, &self.layer.1)
+    }
+
     /// The file system of a list of layers (bottom first).
     pub fn view(&self, layers: &[(Descriptor, Digest)]) -> Result<MergedView> {
         let below: Vec<(&Descriptor, &Digest)> = layers.iter().map(|(l, d)| (l, d)).collect();

@@ -43,6 +43,10 @@ impl nbrt_oci::RefKind for PipPrevious {
 struct Previous {
     packages: Vec<String>,
     pieces: Vec<String>,
+    /// The run's lock entries: a later run's lock takes the wheels of the distributions it
+    /// kept from here instead of asking the index again.
+    #[serde(default)]
+    wheels: Vec<LockedWheel>,
 }
 
 /// The last runs of a step (most recent first), one per set of requirements.
@@ -100,7 +104,7 @@ impl StepKind for Pip {
 
     fn lock(&self, cx: &LockContext<'_>) -> Result<Option<StepLock>> {
         let python = env::python_version(&cx.after, &self.prefix)?;
-        pip_lock(cx.store, cx.rt, self, &cx.own, python).map(Some)
+        pip_lock(cx.store, cx.rt, self, &cx.own, python, &[]).map(Some)
     }
 
     fn rebase(&self, cx: &RebaseContext<'_>) -> Result<Rebase> {
@@ -240,6 +244,16 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
     // The lock is read while the layer is written (both only read the tree): uv's wheel
     // lookup runs meanwhile.
     let started = Instant::now();
+    // Wheels earlier runs locked: those of the kept distributions need no lookup.
+    let known: Vec<LockedWheel> = if unlocked && reuse {
+        read_runs(store, &previous_key)
+            .runs
+            .into_iter()
+            .flat_map(|r| r.wheels)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (layer, lock) = std::thread::scope(|s| {
         let lock = unlocked.then(|| {
             s.spawn(|| {
@@ -249,6 +263,7 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
                     p,
                     &MergedView::new(vec![staging.to_path_buf(), kept_meta.clone()]),
                     out.python,
+                    &known,
                 )
             })
         });
@@ -289,7 +304,18 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
         packages.dedup();
         let mut runs = read_runs(store, &previous_key);
         runs.runs.retain(|r| r.packages != packages);
-        runs.runs.insert(0, Previous { packages, pieces });
+        let wheels = match &lock {
+            Some(StepLock::Pip(wheels)) => wheels.clone(),
+            _ => Vec::new(),
+        };
+        runs.runs.insert(
+            0,
+            Previous {
+                packages,
+                pieces,
+                wheels,
+            },
+        );
         runs.runs.truncate(RUNS_KEPT);
         store.put_ref::<PipPrevious>(&previous_key, &[], &runs)?;
     }
@@ -399,13 +425,15 @@ fn pip_request(rt: &RuntimeFile, p: &Pip, locked: Option<Vec<LockedWheel>>) -> u
 }
 
 /// The pins of a pip step from its own layer's tree (`own`: the layer alone, a snapshot or
-/// the step's staging tree): every distribution there, with the wheel it came from.
+/// the step's staging tree): every distribution there, with the wheel it came from (taken
+/// from `known`, earlier locks of the step, where they name the same wheel).
 fn pip_lock(
     store: &Store,
     rt: &RuntimeFile,
     p: &Pip,
     own: &MergedView,
     python: (u64, u64),
+    known: &[LockedWheel],
 ) -> Result<StepLock> {
     let site = dist_info::site_packages(&p.prefix, python);
     let mut pins = Vec::new();
@@ -427,14 +455,21 @@ fn pip_lock(
     pins.sort();
     let req = pip_request(rt, p, None);
     let started = std::time::Instant::now();
-    let wheels = uv::wheel_artifacts(
+    let (mut wheels, unknown) = uv::split_known(&pins, known, &tags);
+    wheels.extend(uv::wheel_artifacts(
         python,
         &req,
-        &pins,
+        &unknown,
         &tags,
         &store.cache(nbrt_oci::Bucket::Uv),
-    )?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "pip lock");
+        true,
+    )?);
+    wheels.sort();
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        looked_up = unknown.len(),
+        "pip lock"
+    );
     Ok(StepLock::Pip(wheels))
 }
 
@@ -456,6 +491,7 @@ pub(crate) fn resolve_lock(
         &pins,
         &std::collections::BTreeMap::new(),
         &cache,
+        true,
     )?;
     Ok(StepLock::Pip(wheels))
 }

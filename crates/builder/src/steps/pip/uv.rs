@@ -450,6 +450,7 @@ pub fn wheel_artifacts(
     pins: &[LockedWheel],
     installed_tags: &BTreeMap<String, BTreeSet<String>>,
     cache_dir: &Path,
+    cached_first: bool,
 ) -> Result<Vec<LockedWheel>> {
     if pins.is_empty() {
         return Ok(Vec::new());
@@ -466,14 +467,31 @@ pub fn wheel_artifacts(
     fs::write(&input, text).io_context(|| format!("writing {}", input.display()))?;
     let output = scratch.path().join("pylock.toml");
     let uv = uv_binary()?;
-    let mut cmd = uv_pip(&uv, "compile", python, req, cache_dir);
-    cmd.args(["--no-deps", "--format", "pylock.toml", "--quiet"])
-        .arg(&input)
-        .arg("-o")
-        .arg(&output);
-    let out = cmd
-        .output()
-        .io_context(|| format!("running {}", uv.display()))?;
+    let compile = |offline: bool| {
+        let mut cmd = uv_pip(&uv, "compile", python, req, cache_dir);
+        cmd.args(["--no-deps", "--format", "pylock.toml", "--quiet"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&output);
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.output()
+            .io_context(|| format!("running {}", uv.display()))
+    };
+    // Right after an install, the index pages of what it installed are in uv's cache: read
+    // there, the lock names the wheels of the very pages the install chose from, without
+    // another round trip to the index.
+    // Anything the cache cannot answer is asked of the index.
+    if cached_first && compile(true)?.status.success() {
+        if let Ok(found) = fs::read_to_string(&output)
+            .map_err(|e| err(e.to_string()))
+            .and_then(|text| parse_pylock(&text, pins, installed_tags))
+        {
+            return Ok(found);
+        }
+    }
+    let out = compile(false)?;
     if !out.status.success() {
         return Err(err(format!(
             "uv could not find the wheels of the installed packages for the lock ({}):\n{}",
@@ -483,6 +501,41 @@ pub fn wheel_artifacts(
     }
     let text = fs::read_to_string(&output).io_context(|| "reading uv's pylock.toml")?;
     parse_pylock(&text, pins, installed_tags)
+}
+
+/// Split `pins` into those whose wheel an earlier lock of the step already names (`known`:
+/// the same name and version, and a wheel file whose tags are the installed distribution's,
+/// so the same wheel) and those left for [`wheel_artifacts`] to look up.
+pub fn split_known(
+    pins: &[LockedWheel],
+    known: &[LockedWheel],
+    installed_tags: &BTreeMap<String, BTreeSet<String>>,
+) -> (Vec<LockedWheel>, Vec<LockedWheel>) {
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for pin in pins {
+        let tags = installed_tags
+            .get(&normalize(&pin.name))
+            .or_else(|| installed_tags.get(&pin.name));
+        let same = known.iter().find(|k| {
+            normalize(&k.name) == normalize(&pin.name)
+                && k.version == pin.version
+                && k.sha256.is_some()
+                && k.url
+                    .as_deref()
+                    .and_then(|u| u.rsplit('/').next())
+                    .map(wheel_name_tags)
+                    .is_some_and(|t| !t.is_empty() && Some(&t) == tags)
+        });
+        match same {
+            Some(k) => found.push(LockedWheel {
+                name: pin.name.clone(),
+                ..k.clone()
+            }),
+            None => rest.push(pin.clone()),
+        }
+    }
+    (found, rest)
 }
 
 #[derive(Deserialize)]
