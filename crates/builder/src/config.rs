@@ -278,6 +278,58 @@ mod tests {
     }
 
     #[test]
+    fn version_labels_come_from_the_pip_lock_and_the_parent_when_nothing_else_could_change_them() {
+        let wanted: BTreeMap<String, String> = [
+            ("io.x.hub".to_string(), "jupyterhub".to_string()),
+            ("io.x.lab".to_string(), "jupyterlab".to_string()),
+        ]
+        .into();
+        let parent = ImageConfig {
+            config: Some(ContainerConfig {
+                labels: Some(
+                    [
+                        ("io.x.hub".to_string(), "5.0.0".to_string()),
+                        ("io.x.lab".to_string(), "4.0.0".to_string()),
+                        (
+                            label::VERSION_LABELS.name.to_string(),
+                            serde_json::to_string(&wanted).unwrap(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pip: BTreeMap<String, String> =
+            [("jupyterlab".to_string(), "4.1.0".to_string())].into();
+        let plan = |text: &str| crate::steps::plan(&rt(text));
+        let pip_only = plan("name = \"a\"\nfrom = \"p\"\n[pip]\npackages = [\"jupyterlab\"]\n");
+        let got =
+            version_labels_without_files(Some(&parent), &pip_only, "/opt/conda", &pip, &wanted)
+                .unwrap();
+        assert_eq!(got["io.x.hub"], "5.0.0", "the parent's, untouched");
+        assert_eq!(got["io.x.lab"], "4.1.0", "the pip step's");
+        // A command could install anything: the image is read instead.
+        let with_run = plan("name = \"a\"\nfrom = \"p\"\n[[run]]\ncommand = \"true\"\n");
+        assert!(version_labels_without_files(
+            Some(&parent),
+            &with_run,
+            "/opt/conda",
+            &pip,
+            &wanted
+        )
+        .is_none());
+        // A label the parent does not carry for that distribution.
+        let mut other = wanted.clone();
+        other.insert("io.x.core".into(), "jupyter-core".into());
+        assert!(
+            version_labels_without_files(Some(&parent), &pip_only, "/opt/conda", &pip, &other)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn applies_env_image_and_layers() {
         let parent = ImageConfig {
             architecture: "amd64".into(),

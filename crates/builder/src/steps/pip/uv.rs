@@ -888,6 +888,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_wheels_are_reused_only_for_the_installed_wheel() {
+        let pin = |name: &str, version: &str| LockedWheel {
+            name: name.into(),
+            version: version.into(),
+            url: None,
+            sha256: None,
+        };
+        let known = vec![
+            LockedWheel {
+                url: Some("https://f/six-1.17.0-py2.py3-none-any.whl".into()),
+                sha256: Some("a".repeat(64)),
+                ..pin("six", "1.17.0")
+            },
+            LockedWheel {
+                url: Some("https://f/numpy-2.3.0-cp312-cp312-manylinux_2_28_x86_64.whl".into()),
+                sha256: Some("b".repeat(64)),
+                ..pin("numpy", "2.3.0")
+            },
+        ];
+        let tags: BTreeMap<String, BTreeSet<String>> = [
+            (
+                "six".to_string(),
+                ["py2-none-any", "py3-none-any"].map(String::from).into(),
+            ),
+            // Installed for another Python than the known wheel's.
+            (
+                "numpy".to_string(),
+                ["cp313-cp313-manylinux_2_28_x86_64".to_string()].into(),
+            ),
+        ]
+        .into();
+        let pins = [
+            pin("numpy", "2.3.0"),
+            pin("six", "1.17.0"),
+            pin("toolz", "1.0.0"),
+        ];
+        let (found, rest) = split_known(&pins, &known, &tags);
+        assert_eq!(found, [known[0].clone()]);
+        assert_eq!(rest, [pin("numpy", "2.3.0"), pin("toolz", "1.0.0")]);
+    }
+
+    #[test]
     fn dry_run_lines_become_pins() {
         let text = "Resolved 3 packages in 10ms\nWould download 2 packages\n\
                     Would uninstall 1 package\nWould install 2 packages\n \
