@@ -55,6 +55,8 @@ bench_timed() {
   shift 3
   BENCH_RSS=$(mktemp)
   export BENCH_RSS
+  # What the run before wrote is on the disk first, so its writeback is not in this time.
+  sync
   t0=$(date +%s.%N)
   if [ "$(type -t "$1")" = function ]; then
     "$@"

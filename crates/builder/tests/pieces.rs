@@ -108,6 +108,26 @@ fn a_package_more_reuses_the_pieces_and_gives_the_cold_build_bytes() {
     assert!(log.contains("0 taken from the piece cache, 3 new"), "{log}");
     assert_eq!(incremental, cold, "incremental = cold build");
 
+    // Store b built that from the lock (as a stock stack is built from its committed lock):
+    // one package more keeps all three.
+    stack(
+        &dir,
+        &rootfs,
+        &[
+            "six==1.17.0",
+            "pyflakes==3.2.0",
+            "tabulate==0.9.0",
+            "toolz==1.0.0",
+        ],
+    );
+    let (_, log) = build(&b, &dir);
+    assert!(
+        log.contains(
+            "pip: 3 distributions kept from an earlier run, 0 taken from the piece cache, 1 new"
+        ),
+        "{log}"
+    );
+
     // A package taken out: no earlier run has only what is asked for now, so uv resolves
     // afresh (the pieces of what it installs again still come from the cache) and pyflakes
     // is gone, as from a cold build.

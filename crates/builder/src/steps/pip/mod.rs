@@ -298,14 +298,18 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
             },
         )?;
     }
-    if let (Some(pieces), true) = (piece_keys, unlocked && reuse) {
+    // A run that followed the lock is recorded too: adding a package to a runtime built from
+    // its committed lock then keeps everything it had.
+    if let (Some(pieces), true) = (piece_keys, reuse) {
         let mut packages: Vec<String> = p.packages.iter().map(|s| s.get_ref().clone()).collect();
         packages.sort();
         packages.dedup();
         let mut runs = read_runs(store, &previous_key);
         runs.runs.retain(|r| r.packages != packages);
-        let wheels = match &lock {
-            Some(StepLock::Pip(wheels)) => wheels.clone(),
+        let wheels = match (&lock, cx.pins) {
+            (Some(StepLock::Pip(wheels)), _) | (None, Some(StepLock::Pip(wheels))) => {
+                wheels.clone()
+            }
             _ => Vec::new(),
         };
         runs.runs.insert(
