@@ -270,7 +270,8 @@ pub(crate) fn build_runtime(
     // The runtime's start time and its steps' times (see `crate::epoch`): never the clock.
     let mut start = epoch::start(parent.map(|p| p.config.value()));
     let mut newest = start;
-    for (index, step) in steps::plan(rt).into_iter().enumerate() {
+    let plan = steps::plan(rt);
+    for (index, step) in plan.iter().enumerate() {
         let started = Instant::now();
         let kind = step.kind();
         let label = kind.label();
@@ -345,7 +346,7 @@ pub(crate) fn build_runtime(
         layers.push(entry.layer.clone());
         diff_ids.push(entry.diff_id.clone());
         if write_lock {
-            let derived = step_lock(store, snapshots, rt, &step, &key, &layers, &diff_ids)?;
+            let derived = step_lock(store, snapshots, rt, step, &key, &layers, &diff_ids)?;
             if let (None, Some(derived)) = (&pins, &derived) {
                 // The next build follows the lock written now and asks for exactly these
                 // pins: the layer just resolved is theirs, so it is cached under that key too.
@@ -365,35 +366,37 @@ pub(crate) fn build_runtime(
     let prefix = rt.pip.as_ref().map_or("/opt/conda", |p| p.prefix.as_str());
     // What the pip step installed, from its lock: most builds then need not unpack the new
     // layers to read their versions.
-    let pip_versions: BTreeMap<String, String> = locks
-        .iter()
-        .chain(&lock_in.as_ref().map(|l| l.section(lock::LockSection::Pip)))
-        .filter_map(|l| match l {
-            StepLock::Pip(wheels) => Some(wheels),
-            _ => None,
-        })
-        .flatten()
-        .map(|w| {
-            (
-                nbrt_oci::facts::dist_info::normalize(&w.name),
-                w.version.clone(),
-            )
-        })
-        .collect();
-    let versions = match crate::config::version_labels_without_files(
+    let pip_versions = || -> BTreeMap<String, String> {
+        locks
+            .iter()
+            .chain(&lock_in.as_ref().map(|l| l.section(lock::LockSection::Pip)))
+            .filter_map(|l| match l {
+                StepLock::Pip(wheels) => Some(wheels),
+                _ => None,
+            })
+            .flatten()
+            .map(|w| {
+                (
+                    nbrt_oci::facts::dist_info::normalize(&w.name),
+                    w.version.clone(),
+                )
+            })
+            .collect()
+    };
+    let versions = if wanted.is_empty() {
+        BTreeMap::new()
+    } else if let Some(versions) = crate::config::version_labels_without_files(
         parent.map(|p| p.config.value()),
-        &steps::plan(rt),
+        &plan,
         prefix,
-        &pip_versions,
+        &pip_versions(),
         &wanted,
     ) {
-        _ if wanted.is_empty() => BTreeMap::new(),
-        Some(versions) => versions,
-        None => {
-            let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
-            let view = MergedView::new(snapshots.ensure_all(store, &below)?);
-            crate::config::version_labels(&view, prefix, &wanted)?
-        }
+        versions
+    } else {
+        let below: Vec<(&Descriptor, &Digest)> = layers.iter().zip(&diff_ids).collect();
+        let view = MergedView::new(snapshots.ensure_all(store, &below)?);
+        crate::config::version_labels(&view, prefix, &wanted)?
     };
     let created = epoch::fixed().or(newest);
     let config = runtime_config(

@@ -106,7 +106,7 @@ pub fn version_labels(
             }
         }
     }
-    let mut out = wanted
+    let out = wanted
         .iter()
         .map(|(label, dist)| {
             installed
@@ -115,10 +115,19 @@ pub fn version_labels(
                 .ok_or_else(|| missing(dist))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
+    with_record(out, wanted)
+}
+
+/// The version labels' values and the record of which label names which distribution
+/// ([`label::VERSION_LABELS`]), which runtimes built on the image read.
+fn with_record(
+    mut values: BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
     let record =
         serde_json::to_string(wanted).map_err(|e| BuildError::step("image", e.to_string()))?;
-    out.insert(label::VERSION_LABELS.name.to_string(), record);
-    Ok(out)
+    values.insert(label::VERSION_LABELS.name.to_string(), record);
+    Ok(values)
 }
 
 /// The version labels without reading the image's files, when the runtime's own steps can
@@ -165,9 +174,7 @@ pub fn version_labels_without_files(
         };
         out.insert(label.clone(), version);
     }
-    let record = serde_json::to_string(wanted).ok()?;
-    out.insert(label::VERSION_LABELS.name.to_string(), record);
-    Some(out)
+    with_record(out, wanted).ok()
 }
 
 /// The config of the runtime's image; `versions` are the values of its version labels,

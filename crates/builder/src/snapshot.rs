@@ -486,6 +486,27 @@ impl MergedView {
         stack
     }
 
+    /// The [`FileInfo`] of the entry `rel` (resolved) of layer `layer`, whose metadata is
+    /// `meta`: a symlink's target read from the disk.
+    fn info_at(&self, layer: usize, rel: &str, meta: &fs::Metadata) -> fsview::Result<FileInfo> {
+        let link = if meta.file_type().is_symlink() {
+            let on_disk = self.layer_path(layer, rel);
+            let target = fs::read_link(&on_disk)
+                .map_err(view_io(|| format!("reading symlink {}", on_disk.display())))?;
+            Some(
+                target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| FsViewError::NotUtf8 {
+                        what: format!("the target of symlink /{rel}"),
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(file_info(meta, link))
+    }
+
     fn layer_path(&self, layer: usize, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.lowers[layer].clone()
@@ -715,16 +736,9 @@ impl MergedView {
                 if pa == pb {
                     return Ok(None);
                 }
-                let link = |p: &Path, m: &fs::Metadata| -> Result<Option<String>> {
-                    if !m.file_type().is_symlink() {
-                        return Ok(None);
-                    }
-                    let target =
-                        fs::read_link(p).io_context(|| format!("reading {}", p.display()))?;
-                    Ok(Some(target.to_string_lossy().into_owned()))
-                };
-                let same = file_info(ma, link(&pa, ma)?) == file_info(mb, link(&pb, mb)?)
-                    && (!ma.is_file() || same_bytes(&pa, &pb)?)
+                let same = self.info_at(*a, &mine.path, ma).map_err(build_err)?
+                    == other.info_at(*b, &theirs.path, mb).map_err(build_err)?
+                    && (!ma.is_file() || same_bytes(&pa, &pb, ma.len())?)
                     && (!ma.file_type().is_char_device() && !ma.file_type().is_block_device()
                         || ma.rdev() == mb.rdev());
                 Ok((!same).then(|| path.to_string()))
@@ -745,35 +759,24 @@ impl MergedView {
     }
 }
 
-/// Whether two files hold the same bytes (read in blocks: files may be large).
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+/// Whether two files of `len` bytes hold the same bytes (read in blocks: files may be large).
+fn same_bytes(a: &Path, b: &Path, len: u64) -> Result<bool> {
     let open = |p: &Path| File::open(p).io_context(|| format!("opening {}", p.display()));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let n = read_full(&mut fa, &mut ba).io_context(|| format!("reading {}", a.display()))?;
-        let m = read_full(&mut fb, &mut bb).io_context(|| format!("reading {}", b.display()))?;
-        if n != m || ba[..n] != bb[..m] {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ba.len() as u64) as usize;
+        fa.read_exact(&mut ba[..n])
+            .io_context(|| format!("reading {}", a.display()))?;
+        fb.read_exact(&mut bb[..n])
+            .io_context(|| format!("reading {}", b.display()))?;
+        if ba[..n] != bb[..n] {
             return Ok(false);
         }
-        if n == 0 {
-            return Ok(true);
-        }
+        left -= n as u64;
     }
-}
-
-/// Fill `buf` as far as the file goes (a short read only at its end).
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    Ok(true)
 }
 
 impl FileView for MergedView {
@@ -876,22 +879,7 @@ impl FileView for MergedView {
         let Some((layer, rel, meta)) = self.top_metadata(path, follow)? else {
             return Ok(None);
         };
-        let link = if meta.file_type().is_symlink() {
-            let on_disk = self.layer_path(layer, &rel);
-            let target = fs::read_link(&on_disk)
-                .map_err(view_io(|| format!("reading symlink {}", on_disk.display())))?;
-            Some(
-                target
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| FsViewError::NotUtf8 {
-                        what: format!("the target of symlink /{rel}"),
-                    })?,
-            )
-        } else {
-            None
-        };
-        Ok(Some(file_info(&meta, link)))
+        self.info_at(layer, &rel, &meta).map(Some)
     }
 }
 

@@ -132,9 +132,14 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
     let req = pip_request(rt, p, locked);
     let cache = reuse.then(|| PieceCache::open(store)).transpose()?;
     let previous_key = previous_key(rt, p, parent, cx.epoch)?;
-    let previous = match (&cache, unlocked) {
-        (Some(cache), true) => previous_pieces(store, cache, &previous_key, p),
-        _ => Vec::new(),
+    // The earlier runs of the step this unlocked run may build on.
+    let earlier = match (&cache, unlocked) {
+        (Some(_), true) => read_runs(store, &previous_key),
+        _ => Runs::default(),
+    };
+    let previous = match &cache {
+        Some(cache) => previous_pieces(cache, &earlier, p),
+        None => Vec::new(),
     };
     let preferred: Vec<uv::Preferred> = previous
         .iter()
@@ -245,15 +250,7 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
     // lookup runs meanwhile.
     let started = Instant::now();
     // Wheels earlier runs locked: those of the kept distributions need no lookup.
-    let known: Vec<LockedWheel> = if unlocked && reuse {
-        read_runs(store, &previous_key)
-            .runs
-            .into_iter()
-            .flat_map(|r| r.wheels)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let known: Vec<LockedWheel> = earlier.runs.into_iter().flat_map(|r| r.wheels).collect();
     let (layer, lock) = std::thread::scope(|s| {
         let lock = unlocked.then(|| {
             s.spawn(|| {
@@ -373,10 +370,10 @@ fn read_runs(store: &Store, key: &str) -> Runs {
 /// The pieces of the earlier run to build on: of the runs whose requirements are all still
 /// asked for and whose pieces are all still in the cache, the one with the most
 /// requirements (the most recent among equals); else none.
-fn previous_pieces(store: &Store, cache: &PieceCache, key: &str, p: &Pip) -> Vec<Piece> {
+fn previous_pieces(cache: &PieceCache, earlier: &Runs, p: &Pip) -> Vec<Piece> {
     let now: BTreeSet<&str> = p.packages.iter().map(|s| s.get_ref().as_str()).collect();
     let mut best: Option<(usize, Vec<Piece>)> = None;
-    for run in read_runs(store, key).runs {
+    for run in &earlier.runs {
         if !run.packages.iter().all(|r| now.contains(r.as_str()))
             || best.as_ref().is_some_and(|(n, _)| *n >= run.packages.len())
         {
@@ -466,7 +463,6 @@ fn pip_lock(
         &unknown,
         &tags,
         &store.cache(nbrt_oci::Bucket::Uv),
-        true,
     )?);
     wheels.sort();
     tracing::debug!(
@@ -495,7 +491,6 @@ pub(crate) fn resolve_lock(
         &pins,
         &std::collections::BTreeMap::new(),
         &cache,
-        true,
     )?;
     Ok(StepLock::Pip(wheels))
 }

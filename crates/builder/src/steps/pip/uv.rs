@@ -450,7 +450,6 @@ pub fn wheel_artifacts(
     pins: &[LockedWheel],
     installed_tags: &BTreeMap<String, BTreeSet<String>>,
     cache_dir: &Path,
-    cached_first: bool,
 ) -> Result<Vec<LockedWheel>> {
     if pins.is_empty() {
         return Ok(Vec::new());
@@ -479,11 +478,10 @@ pub fn wheel_artifacts(
         cmd.output()
             .io_context(|| format!("running {}", uv.display()))
     };
-    // Right after an install, the index pages of what it installed are in uv's cache: read
-    // there, the lock names the wheels of the very pages the install chose from, without
-    // another round trip to the index.
-    // Anything the cache cannot answer is asked of the index.
-    if cached_first && compile(true)?.status.success() {
+    // Right after an install or a resolve, the index pages of what it chose are in uv's
+    // cache: read there, the lock names the wheels of the very pages it chose from, without
+    // another round trip to the index. What the cache cannot answer is asked of the index.
+    if compile(true)?.status.success() {
         if let Ok(found) = fs::read_to_string(&output)
             .map_err(|e| err(e.to_string()))
             .and_then(|text| parse_pylock(&text, pins, installed_tags))
