@@ -725,34 +725,12 @@ mod tests {
     /// A session of a runtime with Docker runtime `docker_runtime` and GPU count `gpus`.
     fn session(docker_runtime: Option<&str>, gpus: Option<u32>) -> SessionSpec {
         let rt = Runtime {
-            id: "r".into(),
             name: "cuda".into(),
-            version: None,
-            container_type: "docker".into(),
-            image_id: format!("sha256:{}", "a".repeat(64)),
-            max_cpu: 1.0,
-            max_memory: 1.0,
-            max_memory_unit: "g".into(),
-            max_swap_memory: 2.0,
-            max_swap_memory_unit: "g".into(),
-            swap_given: false,
-            shared_memory: None,
-            shared_memory_unit: None,
             docker_runtime: docker_runtime.map(str::to_string),
             use_gpu: crate::runtime::is_gpu_docker_runtime(docker_runtime),
             gpus,
             requires_advanced_privileges: false,
-            builtin: false,
-            deprecated: false,
-            deprecation_date: None,
-            disabled: false,
-            is_manifest_supported: false,
-            library_count: 0,
-            warm_pool: 0,
-            warm_ready: 0,
-            server: Default::default(),
-            created: 0,
-            updated: 0,
+            ..Runtime::sample()
         };
         SessionSpec {
             site_id: "site".into(),

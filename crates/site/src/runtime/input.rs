@@ -698,44 +698,13 @@ mod tests {
         assert_eq!(s.manifest.map(|m| m.libraries.len()), Some(1));
     }
 
-    fn stored() -> Runtime {
-        Runtime {
-            id: "r".into(),
-            name: "py".into(),
-            version: Some("1".into()),
-            container_type: "docker".into(),
-            image_id: format!("sha256:{}", "a".repeat(64)),
-            max_cpu: 1.0,
-            max_memory: 2.0,
-            max_memory_unit: "g".into(),
-            max_swap_memory: 3.0,
-            max_swap_memory_unit: "g".into(),
-            swap_given: true,
-            shared_memory: Some(64.0),
-            shared_memory_unit: Some("m".into()),
-            docker_runtime: None,
-            use_gpu: false,
-            gpus: None,
-            requires_advanced_privileges: true,
-            builtin: false,
-            deprecated: false,
-            deprecation_date: None,
-            disabled: false,
-            is_manifest_supported: false,
-            library_count: 0,
-            warm_pool: 0,
-            warm_ready: 0,
-            server: Default::default(),
-            created: 0,
-            updated: 0,
-        }
-    }
-
     fn patch(v: Value) -> Result<RuntimeSpec> {
         let Value::Object(m) = v else {
             panic!("not an object: {v}")
         };
-        RuntimeInput::from_map(m)?.applied_to(&stored()).validate()
+        RuntimeInput::from_map(m)?
+            .applied_to(&Runtime::sample())
+            .validate()
     }
 
     #[test]
@@ -756,7 +725,7 @@ mod tests {
             Some("maxSwapMemory")
         );
         // A derived swap is derived again.
-        let mut derived = stored();
+        let mut derived = Runtime::sample();
         (derived.max_swap_memory, derived.swap_given) = (4.0, false);
         let Value::Object(m) = json!({"maxMemory": 4}) else {
             unreachable!()
@@ -825,7 +794,7 @@ mod tests {
             docker_runtime: Some("nvidia".into()),
             use_gpu: true,
             gpus,
-            ..stored()
+            ..Runtime::sample()
         }
     }
 
@@ -893,7 +862,7 @@ mod tests {
         cleared["gpus"] = json!(null);
         assert_eq!(gpus(&input(cleared), Some(4)), None, "the patch's null");
         // A runtime that is no GPU runtime takes no count from its image.
-        let plain = stored();
+        let plain = Runtime::sample();
         let s = p
             .applied_to(&plain)
             .with_image_gpus(false, Some(4))

@@ -111,6 +111,41 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A registered runtime for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample() -> Self {
+        Self {
+            id: "r".into(),
+            name: "py".into(),
+            version: Some("1".into()),
+            container_type: "docker".into(),
+            image_id: format!("sha256:{}", "a".repeat(64)),
+            max_cpu: 1.0,
+            max_memory: 2.0,
+            max_memory_unit: "g".into(),
+            max_swap_memory: 3.0,
+            max_swap_memory_unit: "g".into(),
+            swap_given: true,
+            shared_memory: Some(64.0),
+            shared_memory_unit: Some("m".into()),
+            docker_runtime: None,
+            use_gpu: false,
+            gpus: None,
+            requires_advanced_privileges: true,
+            builtin: false,
+            deprecated: false,
+            deprecation_date: None,
+            disabled: false,
+            is_manifest_supported: false,
+            library_count: 0,
+            warm_pool: 0,
+            warm_ready: 0,
+            server: Default::default(),
+            created: 0,
+            updated: 0,
+        }
+    }
+
     pub fn memory_bytes(&self) -> i64 {
         unit_or_b(&self.max_memory_unit).bytes(self.max_memory)
     }
