@@ -27,6 +27,11 @@
 #                 FROM it (BuildKit with its cache mount warm); nbrt rebases each stack
 #                 onto the new one below it (`nbrt rebase`)
 #
+# The cold scenarios remove GBs (images, the store) right before the timed build; on this
+# machine's virtual disk writes were slower for a while after that (online discard), so every
+# side's cold and cold-warm run first waits COLD_SETTLE seconds (default 30) on a trimmed
+# disk (bench/lib.sh bench_settle). COLD_SETTLE=0 times them right after the removal.
+#
 # Bytecode: nbrt's pip step compiles every installed .py (checked-hash .pyc, both CPUs); the
 # BuildKit side runs `uv pip install --compile-bytecode`; the legacy side's pip compiles too
 # (pip's default).
@@ -210,6 +215,9 @@ docker_forget() { # legacy|buildkit: the chain's images out of Docker
 buildkit_prune_mounts() { /usr/bin/docker builder prune -af --filter type=exec.cachemount >/dev/null; }
 nbrt_build() { bench_rss "$nbrt" build "$stack" >/dev/null; }
 timed() { bench_timed "$times" "$@"; }
+# The cold scenarios start right after a large removal (the store, the images): each side's
+# timed run waits COLD_SETTLE seconds (default 30) first, with the disk trimmed (bench_settle).
+settled() { BENCH_SETTLE="${COLD_SETTLE:-30}" "$@"; }
 room() { bench_free_gb "$work" "$min_free"; }
 
 # Both sides of a scenario run in turns, in one order on odd runs and the reverse on even
@@ -226,9 +234,9 @@ turns() { # run-number command...: the commands (each one word, a function) in t
 }
 
 # --- cold -----------------------------------------------------------------------------------
-cold_legacy() { room; docker_forget legacy; timed cold legacy docker_build legacy --no-cache; }
-cold_buildkit() { room; docker_forget buildkit; buildkit_prune_mounts; timed cold buildkit docker_build buildkit --no-cache; }
-cold_nbrt() { room; fresh_store; timed cold nbrt nbrt_build; }
+cold_legacy() { room; docker_forget legacy; settled timed cold legacy docker_build legacy --no-cache; }
+cold_buildkit() { room; docker_forget buildkit; buildkit_prune_mounts; settled timed cold buildkit docker_build buildkit --no-cache; }
+cold_nbrt() { room; fresh_store; settled timed cold nbrt nbrt_build; }
 if has cold; then
   for r in $(seq "$runs"); do
     list=()
@@ -240,8 +248,8 @@ if has cold; then
 fi
 
 # --- cold with warm download caches ---------------------------------------------------------
-warm_buildkit() { room; docker_forget buildkit; timed cold-warm buildkit docker_build buildkit --no-cache; }
-warm_nbrt() { room; fresh_store keep-uv; timed cold-warm nbrt nbrt_build; }
+warm_buildkit() { room; docker_forget buildkit; settled timed cold-warm buildkit docker_build buildkit --no-cache; }
+warm_nbrt() { room; fresh_store keep-uv; settled timed cold-warm nbrt nbrt_build; }
 if has cold-warm; then
   # The caches filled once, outside the timing, when no cold run filled them.
   if peer buildkit && ! has cold; then docker_build buildkit --no-cache; fi

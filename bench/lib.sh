@@ -57,6 +57,7 @@ bench_timed() {
   export BENCH_RSS
   # What the run before wrote is on the disk first, so its writeback is not in this time.
   sync
+  bench_settle
   t0=$(date +%s.%N)
   if [ "$(type -t "$1")" = function ]; then
     "$@"
@@ -68,6 +69,17 @@ bench_timed() {
   rm -f "$BENCH_RSS"
   unset BENCH_RSS
   printf '%s\t%s\t%.2f\t%s\n' "$op" "$tool" "$(echo "$t1 - $t0" | bc)" "${kb:-0}" | tee -a "$tsv" >&2
+}
+
+# bench_settle: with BENCH_SETTLE=N (seconds), the disk is let settle before a timed run: the
+# file system is trimmed (fstrim, where it can be) and N seconds pass. On a virtual disk
+# whose file system discards online, writes right after a large removal (a store or images
+# removed for a cold run) were up to 2x slower here for more than 30 s; both sides of a
+# pair get the same wait.
+bench_settle() {
+  [ "${BENCH_SETTLE:-0}" -gt 0 ] || return 0
+  fstrim "$(df --output=target "${work:-.}" | tail -1)" >/dev/null 2>&1 || true
+  sleep "$BENCH_SETTLE"
 }
 
 # bench_rss COMMAND...: runs COMMAND, under GNU time when bench_timed is measuring (its peak

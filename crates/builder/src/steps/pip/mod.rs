@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nbrt_oci::facts::dist_info;
+use nbrt_oci::layer::LayerInfo;
 use nbrt_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -161,71 +162,7 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
         .into_iter()
         .filter(|piece| out.kept.contains(&piece.info.dist_info))
         .collect();
-
-    // Nothing under /usr/share/doc: the step's time is the runtime's start time.
-    let clamp = crate::epoch::as_clamp(cx.epoch);
-    let ctx = pieces::Context::new(
-        &p.prefix,
-        out.python,
-        bytecode::interpreter_digest(&view, &p.prefix)?.as_ref(),
-        env::owner(&view, &p.prefix)?,
-        clamp,
-    );
     let site_rel = dist_info::site_packages(&p.prefix, out.python);
-    // Distributions made into pieces before need neither bytecode nor compression.
-    let mut fresh = Vec::new();
-    let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
-    let mut skip = BTreeSet::new();
-    tracing::debug!(
-        seconds = step_started.elapsed().as_secs_f64(),
-        "uv installed"
-    );
-    for dist in pieces::claim(staging, &site_rel, &ctx)? {
-        match cache.as_ref().and_then(|c| c.get(&dist.key)) {
-            Some(piece) => {
-                skip.extend(
-                    dist.files
-                        .iter()
-                        .filter(|f| f.ends_with(".py"))
-                        .map(|f| staging.join(f)),
-                );
-                sources.push(Source::Cached(piece));
-            }
-            None => fresh.push(dist),
-        }
-    }
-    let started = Instant::now();
-    let compiled = bytecode::compile(lowers, staging, &p.prefix, out.python, &skip, scratch, log)?;
-    tracing::debug!(
-        ?compiled,
-        seconds = started.elapsed().as_secs_f64(),
-        "bytecode"
-    );
-    pieces::add_bytecode(staging, &mut fresh, out.python);
-    sources.extend(fresh.into_iter().map(Source::Staging));
-    // A kept piece writes its files itself: no whiteout for them.
-    let kept_files: BTreeSet<&str> = kept
-        .iter()
-        .flat_map(|k| k.info.files.iter().map(String::as_str))
-        .collect();
-    let whiteouts: Vec<String> = out
-        .whiteouts
-        .iter()
-        .filter(|w| !kept_files.contains(w.as_str()))
-        .cloned()
-        .collect();
-    env::finish_staging(&view, &p.prefix, staging, &whiteouts)?;
-    tracing::debug!(
-        seconds = step_started.elapsed().as_secs_f64(),
-        "owner and whiteouts"
-    );
-    pieces::ensure_dirs(
-        staging,
-        sources.iter().filter_map(|s| match s {
-            Source::Cached(piece) => Some(piece),
-            Source::Staging(_) => None,
-        }),
-    )?;
     // The lock reads every distribution's dist-info: the staging tree's, and the kept ones'
     // from their seeds.
     let kept_meta = scratch.join("kept");
@@ -238,46 +175,22 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
                 .io_context(|| format!("copying {}", entry.path().display()))?;
         }
     }
-    let piece_keys: Option<Vec<String>> = sources
-        .iter()
-        .map(|s| match s {
-            Source::Cached(piece) => Some(piece.key()),
-            Source::Staging(d) => d.cacheable.then(|| d.key.hex().to_string()),
-        })
-        .collect();
-
-    // The lock is read while the layer is written (both only read the tree): uv's wheel
-    // lookup runs meanwhile.
-    let started = Instant::now();
     // Wheels earlier runs locked: those of the kept distributions need no lookup.
     let known: Vec<LockedWheel> = earlier.runs.into_iter().flat_map(|r| r.wheels).collect();
+    let lock_view = MergedView::new(vec![staging.to_path_buf(), kept_meta.clone()]);
+    // The lock (uv's wheel lookup) runs from here on, beside the bytecode and the layer: it
+    // reads only the dist-info directories uv wrote, which nothing below changes.
     let (layer, lock) = std::thread::scope(|s| {
-        let lock = unlocked.then(|| {
-            s.spawn(|| {
-                pip_lock(
-                    store,
-                    rt,
-                    p,
-                    &MergedView::new(vec![staging.to_path_buf(), kept_meta.clone()]),
-                    out.python,
-                    &known,
-                )
-            })
-        });
-        let layer = pieces::write_layer(store, cache.as_ref(), staging, sources, scratch, clamp);
+        let lock =
+            unlocked.then(|| s.spawn(|| pip_lock(store, rt, p, &lock_view, out.python, &known)));
+        let layer = write_pip_layer(cx, p, &view, &out, cache.as_ref(), &kept, step_started, log);
         let lock = lock.map(|h| {
             h.join()
                 .unwrap_or_else(|_| Err(uv::err("reading the lock panicked")))
         });
         (layer, lock)
     });
-    let ((layer, report), lock) = (layer?, lock.transpose()?);
-    tracing::debug!(
-        ?report,
-        kept = kept.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "pip layer"
-    );
+    let ((layer, report, piece_keys), lock) = (layer?, lock.transpose()?);
     writeln!(
         log,
         "pip: {} distributions kept from an earlier run, {} taken from the piece cache, {} new",
@@ -330,6 +243,107 @@ fn run(p: &Pip, cx: &RunContext<'_>, log: &mut dyn Write) -> Result<StepOutput> 
         "pip step done"
     );
     Ok(StepOutput { layer, lock })
+}
+
+/// What [`write_pip_layer`] made: the layer, how its pieces came, and the pieces' keys (none
+/// when a piece cannot be kept).
+type PipLayerOut = (LayerInfo, pieces::LayerReport, Option<Vec<String>>);
+
+/// The step's layer from what uv installed in the staging tree: the distributions split into
+/// pieces (those the cache has reused), bytecode for the new ones, the environment's owner
+/// and the whiteouts, then the layer written from the pieces.
+#[allow(clippy::too_many_arguments)]
+fn write_pip_layer(
+    cx: &RunContext<'_>,
+    p: &Pip,
+    view: &MergedView,
+    out: &uv::PipOutcome,
+    cache: Option<&PieceCache>,
+    kept: &[Piece],
+    step_started: Instant,
+    log: &mut dyn Write,
+) -> Result<PipLayerOut> {
+    let (staging, scratch, lowers) = (cx.staging, cx.scratch, cx.lowers);
+    // Nothing under /usr/share/doc: the step's time is the runtime's start time.
+    let clamp = crate::epoch::as_clamp(cx.epoch);
+    let ctx = pieces::Context::new(
+        &p.prefix,
+        out.python,
+        bytecode::interpreter_digest(view, &p.prefix)?.as_ref(),
+        env::owner(view, &p.prefix)?,
+        clamp,
+    );
+    let site_rel = dist_info::site_packages(&p.prefix, out.python);
+    // Distributions made into pieces before need neither bytecode nor compression.
+    let mut fresh = Vec::new();
+    let mut sources: Vec<Source> = kept.iter().cloned().map(Source::Cached).collect();
+    let mut skip = BTreeSet::new();
+    tracing::debug!(
+        seconds = step_started.elapsed().as_secs_f64(),
+        "uv installed"
+    );
+    for dist in pieces::claim(staging, &site_rel, &ctx)? {
+        match cache.and_then(|c| c.get(&dist.key)) {
+            Some(piece) => {
+                skip.extend(
+                    dist.files
+                        .iter()
+                        .filter(|f| f.ends_with(".py"))
+                        .map(|f| staging.join(f)),
+                );
+                sources.push(Source::Cached(piece));
+            }
+            None => fresh.push(dist),
+        }
+    }
+    let started = Instant::now();
+    let compiled = bytecode::compile(lowers, staging, &p.prefix, out.python, &skip, scratch, log)?;
+    tracing::debug!(
+        ?compiled,
+        seconds = started.elapsed().as_secs_f64(),
+        "bytecode"
+    );
+    pieces::add_bytecode(staging, &mut fresh, out.python);
+    sources.extend(fresh.into_iter().map(Source::Staging));
+    // A kept piece writes its files itself: no whiteout for them.
+    let kept_files: BTreeSet<&str> = kept
+        .iter()
+        .flat_map(|k| k.info.files.iter().map(String::as_str))
+        .collect();
+    let whiteouts: Vec<String> = out
+        .whiteouts
+        .iter()
+        .filter(|w| !kept_files.contains(w.as_str()))
+        .cloned()
+        .collect();
+    env::finish_staging(view, &p.prefix, staging, &whiteouts)?;
+    tracing::debug!(
+        seconds = step_started.elapsed().as_secs_f64(),
+        "owner and whiteouts"
+    );
+    pieces::ensure_dirs(
+        staging,
+        sources.iter().filter_map(|s| match s {
+            Source::Cached(piece) => Some(piece),
+            Source::Staging(_) => None,
+        }),
+    )?;
+    let piece_keys: Option<Vec<String>> = sources
+        .iter()
+        .map(|s| match s {
+            Source::Cached(piece) => Some(piece.key()),
+            Source::Staging(d) => d.cacheable.then(|| d.key.hex().to_string()),
+        })
+        .collect();
+    let started = Instant::now();
+    let (layer, report) = pieces::write_layer(cx.store, cache, staging, sources, scratch, clamp)?;
+    tracing::debug!(
+        ?report,
+        kept = kept.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "pip layer"
+    );
+    Ok((layer, report, piece_keys))
 }
 
 /// The key of the earlier run this step may build on: the runtime, its parent, and the pip
