@@ -54,7 +54,8 @@
 # disk cannot hold both sides of a multi-GB chain at once (not interleaved then: say so).
 # Needs: scripts/setup (docker.io, mmdebstrap, runc, uv, GNU time), root, PyPI, Debian.
 # Output: bench/results/build-<stacks>-<date>.md (build-<date>.md for the default
-# chain), or BENCH_OUT; the raw times (with nbrt's peak RSS) in $work/times.tsv.
+# chain; with the time added when that file exists), or BENCH_OUT; the raw times (with
+# nbrt's peak RSS) in $work/times.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -70,6 +71,9 @@ last=${chain[${#chain[@]} - 1]}
 if [ "${STACKS:-jupyter scipy}" = "jupyter scipy" ]; then suffix=""; else suffix="-${chain[*]}"; suffix=${suffix// /-}; fi
 work="${BENCH_WORK:-$root/target/bench-build$suffix}"
 date_tag=$(date -u +%Y-%m-%d)
+# A run never writes over the results of an earlier one (of the same day): the time is added.
+out="${BENCH_OUT:-bench/results/build$suffix-$date_tag.md}"
+[ -n "${BENCH_OUT:-}" ] || [ ! -e "$out" ] || out="bench/results/build$suffix-$(date -u +%Y-%m-%d-%H%M).md"
 mkdir -p "$work" bench/results
 . bench/lib.sh
 bench_nbrt
@@ -347,7 +351,7 @@ if [ -n "${NBRT_BIN:-}" ]; then
 else
   binary="target/release/nbrt at $(git rev-parse --short HEAD)"
 fi
-python3 - "$times" "${BENCH_OUT:-bench/results/build$suffix-$date_tag.md}" "$runs" "$work/rebase-report.json" "${chain[*]}" "$binary" "$last" "$date_tag" <<'PY'
+python3 - "$times" "$out" "$runs" "$work/rebase-report.json" "${chain[*]}" "$binary" "$last" "$date_tag" <<'PY'
 import json, os, statistics, sys, subprocess
 times, out, runs, report, chain, binary, last, date = sys.argv[1:]
 data = {}
@@ -389,9 +393,9 @@ legacy builder (`RUN pip install --no-cache-dir …`) and by BuildKit
 (`DOCKER_BUILDKIT=1 /usr/bin/docker build`, `RUN --mount=type=cache,… uv pip install
 --compile-bytecode …`, the host's {uv} copied into the image), and by nbrt, `FROM` the same
 base image, in one run. Medians in seconds of wall time; ratio = peer / nbrt. Machine:
-{uname}, {os.cpu_count()} CPUs, Docker {docker}; nbrt: {binary}. **The machine was shared**
-with other sessions compiling Rust, so single runs are noisy; the sides ran in turns (order
-swapped every run) so both saw the same load. Load average at the end: {load[0]:.1f} /
+{uname}, {os.cpu_count()} CPUs, Docker {docker}; nbrt: {binary}. Single runs are noisy
+(downloads, the disk; other work on the machine shows in the load average below); the sides
+ran in turns (order swapped every run) so both saw the same conditions. Load average at the end: {load[0]:.1f} /
 {load[1]:.1f} / {load[2]:.1f}.
 
 | scenario | legacy docker build | BuildKit + uv | nbrt | legacy / nbrt | BuildKit / nbrt | target | nbrt peak RSS | runs |
