@@ -742,22 +742,21 @@ fn parse_pylock(
     Ok(out)
 }
 
-/// A Python interpreter binary on the host's PATH (`python3`, else `python`, symlinks
+/// A Python 3 interpreter binary on the host's PATH (the first `python3`, symlinks
 /// followed), found once per process. uv runs only with some interpreter at hand, though
 /// what it picks is decided by the image's version and platform (`--python-version`,
 /// `--python-platform`) and it installs into `--target`. Left to find one itself, uv runs
 /// the first `python` on PATH: where that is a version manager's shim script (pyenv's), each
 /// uv run spent 0.6 s in the shim, more than the rest of a one-package install. Shims and
-/// other scripts are passed over; with no binary found, uv looks as before.
+/// other scripts are passed over; with no binary found, uv looks as before (a bare `python`
+/// is not taken: it may be Python 2, which uv would refuse).
 fn host_python() -> Option<&'static Path> {
     static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
             let path = std::env::var_os("PATH")?;
-            let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-            ["python3", "python"]
-                .iter()
-                .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("python3"))
                 .find(|candidate| is_binary(candidate))
         })
         .as_deref()
@@ -1049,6 +1048,23 @@ wheels = [
         let installed = BTreeMap::from([("aiohttp".to_string(), tags)]);
         let got = parse_pylock(text, &[pin("aiohttp", "3.14.5")], &installed).expect("one pin");
         assert_eq!(got[0].sha256.as_deref(), Some("aa"));
+    }
+
+    #[test]
+    fn shim_scripts_are_not_taken_for_the_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("python3");
+        fs::write(
+            &shim,
+            "#!/usr/bin/env bash\nexec pyenv exec python3 \"$@\"\n",
+        )
+        .unwrap();
+        assert!(!is_binary(&shim));
+        assert!(!is_binary(&dir.path().join("missing")));
+        // A binary through a symlink, as /usr/bin/python3 is.
+        let link = dir.path().join("python3-link");
+        std::os::unix::fs::symlink("/proc/self/exe", &link).unwrap();
+        assert!(is_binary(&link));
     }
 
     #[test]
