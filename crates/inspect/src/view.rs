@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Mutex;
 
 use nbrt_oci::fsview::{self, FileInfo, FileKind, FileView, FsViewError};
 use nbrt_oci::layer::merge::{Present, TopDown};
 use nbrt_oci::{Image, Progress, Store};
 
-use crate::error::Result;
+use crate::error::{InspectError, Result};
 use crate::index::{FileMeta, Kind, LayerIndex};
 
 /// An entry of the view and the layer (0 = bottom) it comes from.
@@ -29,6 +30,84 @@ pub struct View {
     pub warnings: Vec<String>,
 }
 
+/// The index of every layer of `image`, bottom first. Layers not indexed yet are read by
+/// as many threads as there are CPUs (at most 4), biggest first: reading one is
+/// decompression and hashing, bound by a CPU. A layer the image holds twice is read once.
+/// `done(n, all)` is told as layers finish.
+fn load_indexes(
+    store: &Store,
+    image: &Image,
+    done: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<LayerIndex>> {
+    let layers: Vec<_> = image.layers().iter().zip(image.diff_ids()).collect();
+    let mut unique: Vec<usize> = Vec::new();
+    for (i, (_, diff_id)) in layers.iter().enumerate() {
+        if !unique.iter().any(|&u| layers[u].1 == *diff_id) {
+            unique.push(i);
+        }
+    }
+    // Popped from the end: the biggest last in the list.
+    unique.sort_by_key(|&i| layers[i].0.size);
+    let all = unique.len();
+    let queue = Mutex::new(unique);
+    let read: Mutex<BTreeMap<usize, LayerIndex>> = Mutex::new(BTreeMap::new());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                        let Some(i) = next else {
+                            return Ok(());
+                        };
+                        let index = match LayerIndex::load(store, layers[i].0, layers[i].1) {
+                            Ok(index) => index,
+                            Err(e) => {
+                                // The others stop after the layer they are reading.
+                                queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                                return Err(e);
+                            }
+                        };
+                        let mut read = read.lock().unwrap_or_else(|p| p.into_inner());
+                        read.insert(i, index);
+                        done(read.len(), all);
+                    }
+                })
+            })
+            .collect();
+        let mut first_error = None;
+        for w in workers {
+            let outcome = w.join().unwrap_or_else(|_| {
+                Err(InspectError::Invalid(
+                    "reading a layer panicked".to_string(),
+                ))
+            });
+            if let (Err(e), None) = (outcome, &first_error) {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })?;
+    let mut read = read.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut indexes: Vec<LayerIndex> = Vec::with_capacity(layers.len());
+    for (i, (_, diff_id)) in layers.iter().enumerate() {
+        let index = match read.remove(&i) {
+            Some(index) => index,
+            None => indexes
+                .iter()
+                .find(|index| &index.diff_id == *diff_id)
+                .cloned()
+                .ok_or_else(|| InspectError::Invalid(format!("layer {diff_id} was not read")))?,
+        };
+        indexes.push(index);
+    }
+    Ok(indexes)
+}
+
 /// Follow at most this many symlinks while resolving a path (as Linux does).
 const MAX_SYMLINKS: usize = 40;
 
@@ -36,11 +115,9 @@ impl View {
     /// Index every layer of `image` (from the cache where possible) and merge them.
     pub fn open(store: &Store, image: &Image, progress: &Progress) -> Result<Self> {
         let bar = progress.spinner("reading layers");
-        let mut indexes = Vec::with_capacity(image.layers().len());
-        for (i, (layer, diff_id)) in image.layers().iter().zip(image.diff_ids()).enumerate() {
-            bar.set_message(format!("layer {}/{}", i + 1, image.layers().len()));
-            indexes.push(LayerIndex::load(store, layer, diff_id)?);
-        }
+        let indexes = load_indexes(store, image, &|done, all| {
+            bar.set_message(format!("layer {done}/{all}"))
+        })?;
         bar.finish();
         Ok(Self::merge(&indexes))
     }

@@ -389,6 +389,27 @@ fn duplicate_entries_the_last_one_wins_in_every_reader() {
     assert_eq!(passwds, 1, "the index keeps the last entry only");
 }
 
+/// Layers are indexed side by side (biggest first) and an image may hold one layer twice:
+/// the view still stacks them in the image's order, the repeated layer read once.
+#[test]
+fn a_layer_held_twice_and_read_in_parallel_stays_in_its_place() {
+    let a = layer_tar(&[M::Dir("etc"), M::File("etc/which", b"a", 0o644)]);
+    let b = layer_tar(&[
+        M::Dir("etc"),
+        M::File("etc/which", b"b", 0o644),
+        M::File("etc/big", &[7; 64 << 10], 0o644),
+    ]);
+    let c = layer_tar(&[M::Dir("etc"), M::Whiteout("etc/big")]);
+    let layers = [a.clone(), b, c, a];
+    let tree = assert_agree(&layers).expect("the stack is read");
+    let top = Seen::File {
+        content: Digest::of_bytes(b"a").hex().to_string().into_bytes(),
+        mode: 0o644,
+    };
+    assert_eq!(tree.get("etc/which"), Some(&top));
+    assert_eq!(tree.get("etc/big"), None);
+}
+
 /// Item 7: stacks GNU tar refused or that differed from the builder before.
 #[test]
 fn rootfs_export_is_a_tree_tar_accepts_and_the_builder_agrees_with() {
