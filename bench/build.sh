@@ -27,8 +27,9 @@
 #                 FROM it (BuildKit with its cache mount warm); nbrt rebases each stack
 #                 onto the new one below it (`nbrt rebase`)
 #
-# The cold scenarios remove GBs (images, the store) right before the timed build; on this
-# machine's virtual disk writes were slower for a while after that (online discard), so every
+# The cold scenarios remove GBs (images, the store) right before the timed build; writes on
+# this machine's virtual disk were once seen slower right after such a removal (online
+# discard: not confirmed in the benchmark since, see build-2026-12-07-uv-python.md), so every
 # side's cold and cold-warm run first waits COLD_SETTLE seconds (default 30) on a trimmed
 # disk (bench/lib.sh bench_settle). COLD_SETTLE=0 times them right after the removal.
 #

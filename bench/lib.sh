@@ -74,8 +74,8 @@ bench_timed() {
 # bench_settle: with BENCH_SETTLE=N (seconds), the disk is let settle before a timed run: the
 # file system is trimmed (fstrim, where it can be) and N seconds pass. On a virtual disk
 # whose file system discards online, writes right after a large removal (a store or images
-# removed for a cold run) were up to 2x slower here for more than 30 s; both sides of a
-# pair get the same wait.
+# removed for a cold run) were once measured up to 2x slower here (not seen again inside the
+# build benchmark); both sides of a pair get the same wait.
 bench_settle() {
   [ "${BENCH_SETTLE:-0}" -gt 0 ] || return 0
   fstrim "$(df --output=target "${work:-.}" | tail -1)" >/dev/null 2>&1 || true

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nbrt_oci::fsview::{self, FileInfo, FileKind, FileView, FsViewError};
 use nbrt_oci::layer::merge::{Present, TopDown};
@@ -46,53 +46,24 @@ fn load_indexes(
             unique.push(i);
         }
     }
-    // Popped from the end: the biggest last in the list.
-    unique.sort_by_key(|&i| layers[i].0.size);
+    unique.sort_by_key(|&i| std::cmp::Reverse(layers[i].0.size));
     let all = unique.len();
-    let queue = Mutex::new(unique);
-    let read: Mutex<BTreeMap<usize, LayerIndex>> = Mutex::new(BTreeMap::new());
+    let finished = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 4);
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                        let Some(i) = next else {
-                            return Ok(());
-                        };
-                        let index = match LayerIndex::load(store, layers[i].0, layers[i].1) {
-                            Ok(index) => index,
-                            Err(e) => {
-                                // The others stop after the layer they are reading.
-                                queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                                return Err(e);
-                            }
-                        };
-                        let mut read = read.lock().unwrap_or_else(|p| p.into_inner());
-                        read.insert(i, index);
-                        done(read.len(), all);
-                    }
-                })
-            })
-            .collect();
-        let mut first_error = None;
-        for w in workers {
-            let outcome = w.join().unwrap_or_else(|_| {
-                Err(InspectError::Invalid(
-                    "reading a layer panicked".to_string(),
-                ))
-            });
-            if let (Err(e), None) = (outcome, &first_error) {
-                first_error = Some(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    })?;
-    let mut read = read.into_inner().unwrap_or_else(|p| p.into_inner());
+        .min(4);
+    let read = nbrt_oci::parallel::run_queue(
+        unique,
+        threads,
+        |i| {
+            let index = LayerIndex::load(store, layers[i].0, layers[i].1)?;
+            done(finished.fetch_add(1, Ordering::Relaxed) + 1, all);
+            Ok((i, index))
+        },
+        || InspectError::Invalid("reading a layer panicked".to_string()),
+    )?;
+    let mut read: BTreeMap<usize, LayerIndex> = read.into_iter().collect();
     let mut indexes: Vec<LayerIndex> = Vec::with_capacity(layers.len());
     for (i, (_, diff_id)) in layers.iter().enumerate() {
         let index = match read.remove(&i) {

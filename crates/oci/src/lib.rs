@@ -30,6 +30,7 @@ pub mod json;
 pub mod label;
 pub mod layer;
 pub mod name;
+pub mod parallel;
 pub mod platform;
 pub mod pod;
 pub mod progress;

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use nbrt_oci::digest::Hasher;
 use nbrt_oci::layer::compression::Compression;
@@ -483,56 +482,43 @@ pub fn write_layer(
         tar: work.join("own.tar"),
         compressed: work.join("own.tar.gz"),
     };
-    let queue = Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>());
-    let made: Mutex<Vec<(String, Member)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 8);
+        .min(8);
     let opts = DirLayerOptions {
         overlay_upper: true,
         clamp_mtime,
         compression: Compression::Gzip,
         exclude,
     };
-    std::thread::scope(|s| -> Result<()> {
+    let made = std::thread::scope(|s| -> Result<Vec<(String, Member)>> {
         let own_job = s.spawn(|| -> Result<()> {
             member_from_dir(staging, &own, &opts)?;
             Ok(())
         });
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let next = queue.lock().map_err(|_| err("piece queue poisoned"))?.pop();
-                        let Some((i, dist)) = next else {
-                            return Ok(());
-                        };
-                        let member = make_piece(
-                            cache,
-                            staging,
-                            &dist,
-                            &work.join(i.to_string()),
-                            clamp_mtime,
-                        )?;
-                        made.lock()
-                            .map_err(|_| err("piece list poisoned"))?
-                            .push((dist.dist_info.clone(), member));
-                    }
-                })
-            })
-            .collect();
+        let made = nbrt_oci::parallel::run_queue(
+            jobs.into_iter().enumerate().collect(),
+            threads,
+            |(i, dist): (usize, Dist)| {
+                let member = make_piece(
+                    cache,
+                    staging,
+                    &dist,
+                    &work.join(i.to_string()),
+                    clamp_mtime,
+                )?;
+                Ok((dist.dist_info, member))
+            },
+            || err("writing a piece panicked"),
+        );
         own_job
             .join()
             .unwrap_or_else(|_| Err(err("writing the step's member panicked")))?;
-        for w in workers {
-            w.join()
-                .unwrap_or_else(|_| Err(err("writing a piece panicked")))?;
-        }
-        Ok(())
+        made
     })?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "members written");
-    ready.extend(made.into_inner().map_err(|_| err("piece list poisoned"))?);
+    ready.extend(made);
     ready.sort_by(|a, b| a.0.cmp(&b.0));
     let mut order = vec![own];
     order.extend(ready.into_iter().map(|(_, m)| m));
